@@ -1,0 +1,78 @@
+"""The official TVLARS and LAMB steps, written from ../shared/DESIGN.md's description of KhoiDOO/tvlars.
+
+A plain per-layer loop with the official code's norms (``pow(2).sum().sqrt().clamp(0, 10)``), its 1-D filters, its
+``t = step_cnt + 1`` and its host reads of the ratio (``.item()``, kept: the official code logs every ratio). Tests
+check our optimizers against it; ``benchmarks/optimizer_step.py`` times it as the per-layer baseline.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class OfficialTVLARS:
+    def __init__(self, params, lr, weight_decay=5e-4, momentum=0.9, eta=1e-3, lmbda=1e-3):
+        self.params = [p for p in params]
+        self.lr, self.wd, self.momentum, self.eta, self.lmbda = lr, weight_decay, momentum, eta, lmbda
+        self.mu = {}
+        self.step_cnt = 0
+        self.ratio_log, self.weight_log, self.gradient_log = [], [], []
+
+    @torch.no_grad()
+    def step(self):
+        ratios, weights, gradients = [], [], []
+        for p in self.params:
+            if p.grad is None:
+                continue
+            dp = p.grad
+            if p.ndim != 1:  # weight_decay_filter and lars_adaptation_filter both on
+                dp = dp.add(p, alpha=self.wd)
+                param_norm = p.pow(2).sum().sqrt().clamp(0, 10)
+                update_norm = dp.pow(2).sum().sqrt().clamp(0, 10)
+                one = torch.ones_like(param_norm)
+                # the official code builds phi from a one-element tensor each layer (a FloatTensor there; the
+                # parameter's dtype here, so float64 runs compare exactly)
+                t = torch.tensor([self.step_cnt + 1], dtype=p.dtype)
+                ratio = self.eta * torch.pow(0.1 + torch.exp(self.lmbda * t)[0], -1) * param_norm / update_norm
+                q = torch.where(param_norm > 0.0, torch.where(update_norm > 0.0, ratio, one), one)
+                dp = dp.mul(q)
+                ratios.append(ratio.item())  # the official code logs all three, every layer, every step
+                weights.append(param_norm.item())
+                gradients.append(update_norm.item())
+            if p not in self.mu:
+                self.mu[p] = torch.zeros_like(p)
+            self.mu[p].mul_(self.momentum).add_(dp)
+            p.add_(self.mu[p], alpha=-self.lr)
+        self.ratio_log.append(ratios)
+        self.weight_log.append(weights)
+        self.gradient_log.append(gradients)
+        self.step_cnt += 1
+
+
+class OfficialLAMB:
+    """cybertronai/pytorch-lamb as the official repository ships it: no bias correction, ‖w‖ clamped to 10."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0):
+        self.params = [p for p in params]
+        self.lr, self.betas, self.eps, self.wd = lr, betas, eps, weight_decay
+        self.state = {}
+
+    @torch.no_grad()
+    def step(self):
+        for p in self.params:
+            if p.grad is None:
+                continue
+            g = p.grad
+            if p not in self.state:
+                self.state[p] = (torch.zeros_like(p), torch.zeros_like(p))
+            m, v = self.state[p]
+            b1, b2 = self.betas
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            weight_norm = p.pow(2).sum().sqrt().clamp(0, 10)
+            adam_step = m / v.sqrt().add(self.eps)
+            if self.wd != 0:
+                adam_step.add_(p, alpha=self.wd)
+            adam_norm = adam_step.pow(2).sum().sqrt()
+            trust = 1.0 if weight_norm == 0 or adam_norm == 0 else weight_norm / adam_norm
+            p.add_(adam_step, alpha=-self.lr * float(trust))

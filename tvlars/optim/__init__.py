@@ -1,0 +1,20 @@
+"""Layer-wise optimizers for large-batch training: TVLARS and the paper's baselines LARS and LAMB."""
+
+from ._factory import OptimizerInfo, create_optimizer, get_optimizer_info, list_optimizers
+from ._param_groups import param_groups
+from ._phi import phi
+from .lamb import LAMB
+from .lars import LARS
+from .tvlars import TVLARS
+
+__all__ = [
+    "LAMB",
+    "LARS",
+    "TVLARS",
+    "OptimizerInfo",
+    "create_optimizer",
+    "get_optimizer_info",
+    "list_optimizers",
+    "param_groups",
+    "phi",
+]

@@ -1,0 +1,139 @@
+"""LAMB: layer-wise adaptive moments (You et al., 2020), the TVLARS paper's second baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ._base import LayerwiseOptimizer, check, check_common
+from ._functional import lamb_update
+
+__all__ = ["LAMB"]
+
+
+class LAMB(LayerwiseOptimizer):
+    r"""Implements LAMB.
+
+    .. math::
+        \begin{aligned}
+            &\textbf{input}: \gamma \text{ (lr)}, \beta_1, \beta_2, \epsilon, \omega \text{ (weight decay)},
+                \theta_0, m_0 = 0, v_0 = 0 \\
+            &\textbf{for } t = 1, 2, \ldots \textbf{ do} \\
+            &\quad m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t \\
+            &\quad v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2 \\
+            &\quad \hat m_t = m_t / (1 - \beta_1^t), \ \hat v_t = v_t / (1 - \beta_2^t)
+                \quad \text{(only with bias\_correction)} \\
+            &\quad u_t = \hat m_t / (\sqrt{\hat v_t} + \epsilon) + \omega \theta_{t-1} \\
+            &\quad r_t = \lVert\theta_{t-1}\rVert / \lVert u_t\rVert
+                \quad (r_t = 1 \text{ if either norm is } 0) \\
+            &\quad \theta_t = \theta_{t-1} - \gamma r_t u_t \\
+            &\textbf{return } \theta_t
+        \end{aligned}
+
+    per tensor. Tensors excluded from adaptation (1-D tensors when ``exclude_1d``, a group with ``adapt=False``)
+    take the Adam step :math:`u_t` without weight decay and with :math:`r_t = 1`.
+
+    Args:
+        params (iterable): parameters or dicts defining parameter groups
+        lr (float): learning rate :math:`\gamma`
+        betas (Tuple[float, float], optional): :math:`(\beta_1, \beta_2)` (default: (0.9, 0.999))
+        eps (float, optional): :math:`\epsilon` (default: 1e-6)
+        weight_decay (float, optional): decoupled weight decay :math:`\omega`, added to the Adam step (default: 0)
+        bias_correction (bool, optional): debias the moments; the paper v3 and the official code do not
+            (default: True)
+        norm_clip (float, optional): clamp :math:`\lVert\theta\rVert` to at most this; the official code uses 10
+            (default: None)
+        exclude_1d (bool, optional): 1-D tensors get neither weight decay nor a trust ratio (default: True)
+        foreach (bool, optional): use the multi-tensor path (default: None, meaning yes on CUDA)
+        fused (bool, optional): run the step as a ``torch.compile``-d kernel (default: None, meaning no)
+
+    .. note::
+        ``LAMB(params, lr, bias_correction=False, norm_clip=10, exclude_1d=False)`` reproduces the official
+        TVLARS repository's LAMB (from cybertronai/pytorch-lamb).
+
+    Reference: Y. You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76 minutes", ICLR 2020.
+
+    >>> model = torch.nn.Linear(4, 2)
+    >>> opt = LAMB(model.parameters(), lr=1e-2, weight_decay=0.01)
+    >>> model(torch.randn(8, 4)).sum().backward()
+    >>> opt.step()
+    """
+
+    _LATER_DEFAULTS = {**LayerwiseOptimizer._LATER_DEFAULTS, "bias_correction": True}
+    _STATE_KEYS = ("exp_avg", "exp_avg_sq")
+
+    def __init__(
+        self,
+        params,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+        bias_correction: bool = True,
+        norm_clip: float | None = None,
+        exclude_1d: bool = True,
+        *,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+    ) -> None:
+        check_common(lr, weight_decay, norm_clip)
+        check("betas", betas, isinstance(betas, tuple | list) and len(betas) == 2)
+        check("beta parameter at index 0", betas[0], 0.0 <= betas[0] < 1.0)
+        check("beta parameter at index 1", betas[1], 0.0 <= betas[1] < 1.0)
+        check("epsilon value", eps, isinstance(eps, int | float) and eps >= 0.0)
+        defaults = dict(
+            lr=lr,
+            betas=tuple(betas),
+            eps=eps,
+            weight_decay=weight_decay,
+            bias_correction=bias_correction,
+            norm_clip=norm_clip,
+            exclude_1d=exclude_1d,
+            foreach=foreach,
+            fused=fused,
+        )
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        """Perform a single optimization step.
+
+        Args:
+            closure (Callable, optional): a closure that reevaluates the model and returns the loss.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params: list[Tensor] = []
+            grads: list[Tensor] = []
+            adapt: list[bool] = []
+            exp_avgs: list[Tensor] = []
+            exp_avg_sqs: list[Tensor] = []
+            self._init_group(group, params, grads, adapt, exp_avgs, exp_avg_sqs)
+            group["step"] += 1
+            beta1, beta2 = group["betas"]
+            t = group["step"]
+            foreach, fused = self._implementation(group, params)
+            mean = lamb_update(
+                params,
+                grads,
+                exp_avgs,
+                exp_avg_sqs,
+                adapt,
+                foreach=foreach,
+                fused=fused,
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                bias_correction1=1.0 - beta1**t if group["bias_correction"] else 1.0,
+                bias_correction2=1.0 - beta2**t if group["bias_correction"] else 1.0,
+                norm_clip=group["norm_clip"],
+            )
+            group[self._TRUST_RATIO_KEY] = None if mean is None else (mean, sum(adapt))
+        return loss

@@ -1,0 +1,144 @@
+"""LARS: layer-wise adaptive rate scaling (You et al., 2017), in the Barlow Twins form the paper compares with."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ._base import LayerwiseOptimizer, check, check_common
+from ._functional import lars_update
+
+__all__ = ["LARS"]
+
+
+def lars_defaults(
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    eta: float,
+    norm_clip: float | None,
+    exclude_1d: bool,
+    foreach: bool | None,
+    fused: bool | None,
+) -> dict:
+    """Check LARS's arguments and return its ``defaults`` dict (TVLARS adds φ's knobs to it)."""
+    check_common(lr, weight_decay, norm_clip)
+    check("momentum", momentum, isinstance(momentum, int | float) and 0.0 <= momentum < 1.0)
+    check("eta", eta, isinstance(eta, int | float) and eta > 0.0)
+    return dict(
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        eta=eta,
+        norm_clip=norm_clip,
+        exclude_1d=exclude_1d,
+        foreach=foreach,
+        fused=fused,
+    )
+
+
+class LARS(LayerwiseOptimizer):
+    r"""Implements LARS with momentum, as in Barlow Twins and the TVLARS paper's baseline.
+
+    .. math::
+        \begin{aligned}
+            &\textbf{input}: \gamma \text{ (lr)}, \mu \text{ (momentum)}, \omega \text{ (weight decay)},
+                \eta \text{ (trust coefficient)}, \theta_0 \text{ (params)}, b_0 = 0 \\
+            &\textbf{for } t = 1, 2, \ldots \textbf{ do} \\
+            &\quad d_t = g_t + \omega \theta_{t-1} \\
+            &\quad q_t = \eta \, s_t \, \lVert\theta_{t-1}\rVert / \lVert d_t\rVert
+                \quad (q_t = 1 \text{ if either norm is } 0) \\
+            &\quad b_t = \mu b_{t-1} + q_t d_t \\
+            &\quad \theta_t = \theta_{t-1} - \gamma b_t \\
+            &\textbf{return } \theta_t
+        \end{aligned}
+
+    per tensor, with :math:`s_t = 1` (:class:`~tvlars.TVLARS` sets :math:`s_t = \phi(t)`). Tensors excluded from
+    adaptation (1-D tensors when ``exclude_1d``, every tensor of a group with ``adapt=False``) take plain momentum
+    SGD: :math:`d_t = g_t`, :math:`q_t = 1`.
+
+    Args:
+        params (iterable): parameters or dicts defining parameter groups
+        lr (float): learning rate :math:`\gamma`
+        momentum (float, optional): momentum factor :math:`\mu` (default: 0.9)
+        weight_decay (float, optional): L2 penalty :math:`\omega`, added to the gradient (default: 5e-4)
+        eta (float, optional): trust coefficient :math:`\eta` (default: 1e-3)
+        norm_clip (float, optional): clamp both norms to at most this; the official TVLARS code uses 10
+            (default: None)
+        exclude_1d (bool, optional): 1-D tensors (biases, norm layers) get neither weight decay nor a trust
+            ratio, as the official code's two filters (default: True)
+        foreach (bool, optional): use the multi-tensor ``torch._foreach_*`` path; the default uses it when
+            every tensor is on CUDA, as torch.optim does (default: None)
+        fused (bool, optional): run the step as one ``torch.compile``-d kernel per device and dtype; the first
+            step compiles (seconds to tens of seconds, cached on disk), later steps are several times faster than
+            the foreach path (default: None)
+
+    After each step ``last_trust_ratio`` holds the mean applied :math:`q_t` over adapted tensors, as a 0-d tensor
+    on the device (read it rarely: reading it syncs).
+
+    Reference: Y. You, I. Gitman, B. Ginsburg, "Large Batch Training of Convolutional Networks", arXiv:1708.03888.
+
+    >>> model = torch.nn.Linear(4, 2)
+    >>> opt = LARS(model.parameters(), lr=0.1)
+    >>> model(torch.randn(8, 4)).sum().backward()
+    >>> opt.step()
+    """
+
+    _STATE_KEYS = ("momentum_buffer",)
+
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        eta: float = 1e-3,
+        norm_clip: float | None = None,
+        exclude_1d: bool = True,
+        *,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+    ) -> None:
+        super().__init__(params, lars_defaults(lr, momentum, weight_decay, eta, norm_clip, exclude_1d, foreach, fused))
+
+    def _trust_scale(self, group: dict) -> float:
+        """:math:`s_t`, the multiplier on the trust ratio at the group's current step (1 for LARS)."""
+        return 1.0
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        """Perform a single optimization step.
+
+        Args:
+            closure (Callable, optional): a closure that reevaluates the model and returns the loss.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params: list[Tensor] = []
+            grads: list[Tensor] = []
+            adapt: list[bool] = []
+            bufs: list[Tensor] = []
+            self._init_group(group, params, grads, adapt, bufs)
+            group["step"] += 1
+            foreach, fused = self._implementation(group, params)
+            mean = lars_update(
+                params,
+                grads,
+                bufs,
+                adapt,
+                foreach=foreach,
+                fused=fused,
+                lr=group["lr"],
+                momentum=group["momentum"],
+                weight_decay=group["weight_decay"],
+                eta=group["eta"],
+                scale=self._trust_scale(group),
+                norm_clip=group["norm_clip"],
+            )
+            group[self._TRUST_RATIO_KEY] = None if mean is None else (mean, sum(adapt))
+        return loss
