@@ -1,0 +1,101 @@
+"""Barlow Twins (Zbontar et al., ICML 2021): the self-supervised workload of the TVLARS paper, and its linear probe."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["BarlowTwins", "barlow_twins_loss", "linear_probe", "ridge_probe_accuracy"]
+
+
+def barlow_twins_loss(z1: Tensor, z2: Tensor, off_diagonal_weight: float = 0.005) -> Tensor:
+    r"""The Barlow Twins loss of two embeddings of the same batch, (N, D) each.
+
+    .. math::
+        \mathcal{L} = \sum_i (1 - C_{ii})^2 + \lambda \sum_i \sum_{j \ne i} C_{ij}^2,
+        \quad C = \tilde z_1^\top \tilde z_2 / N
+
+    where :math:`\tilde z` is :math:`z` standardised along the batch. Identical embeddings give a zero on-diagonal
+    term; decorrelated features give a zero off-diagonal term.
+    """
+    n = z1.shape[0]
+    z1 = (z1 - z1.mean(0)) / z1.std(0, unbiased=False).clamp_min(1e-6)
+    z2 = (z2 - z2.mean(0)) / z2.std(0, unbiased=False).clamp_min(1e-6)
+    c = (z1.T @ z2) / n
+    diag = torch.diagonal(c)
+    on_diag = (diag - 1).pow(2).sum()
+    off_diag = c.pow(2).sum() - diag.pow(2).sum()
+    return on_diag + off_diagonal_weight * off_diag
+
+
+class BarlowTwins(nn.Module):
+    """A backbone (any model with ``features(x)`` and ``num_features``) with the Barlow Twins projector."""
+
+    def __init__(self, backbone: nn.Module, projector_dims: Sequence[int] = (512, 512, 512)) -> None:
+        super().__init__()
+        self.backbone = backbone
+        dims = [backbone.num_features, *projector_dims]
+        layers: list[nn.Module] = []
+        for i in range(len(dims) - 2):
+            layers += [nn.Linear(dims[i], dims[i + 1], bias=False), nn.BatchNorm1d(dims[i + 1]), nn.ReLU(inplace=True)]
+        layers.append(nn.Linear(dims[-2], dims[-1], bias=False))
+        self.projector = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.projector(self.backbone.features(x))
+
+
+def ridge_probe_accuracy(
+    train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Tensor, num_classes: int, ridge: float = 1e-2
+) -> Tensor:
+    """Test accuracy of a closed-form ridge regression onto one-hot labels: a fast per-epoch probe.
+
+    Returns a 0-d tensor on the features' device (no host read).
+    """
+    mean, std = train_f.mean(0), train_f.std(0).clamp_min(1e-6)
+    a = torch.nn.functional.pad((train_f - mean) / std, (0, 1), value=1.0).double()
+    t = torch.nn.functional.one_hot(train_y, num_classes).double()
+    gram = a.T @ a + ridge * len(a) * torch.eye(a.shape[1], dtype=a.dtype, device=a.device)
+    w = torch.linalg.solve(gram, a.T @ t)
+    b = torch.nn.functional.pad((test_f - mean) / std, (0, 1), value=1.0).double()
+    return ((b @ w).argmax(1) == test_y).float().mean()
+
+
+def linear_probe(
+    train_f: Tensor,
+    train_y: Tensor,
+    test_f: Tensor,
+    test_y: Tensor,
+    num_classes: int,
+    epochs: int = 20,
+    batch_size: int = 256,
+    lr: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Train a linear classifier on frozen features with SGD (momentum 0.9) and a cosine schedule.
+
+    Returns ``(best_test_acc, final_test_acc)`` as 0-d tensors on the features' device.
+    """
+    mean, std = train_f.mean(0), train_f.std(0).clamp_min(1e-6)
+    train_f, test_f = (train_f - mean) / std, (test_f - mean) / std
+    head = nn.Linear(train_f.shape[1], num_classes).to(train_f.device)
+    steps_per_epoch = max(1, len(train_f) // batch_size)
+    opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
+    best = torch.zeros((), device=train_f.device)
+    acc = best
+    for _ in range(epochs):
+        order = torch.randperm(len(train_f), device=train_f.device, generator=generator)
+        for i in range(steps_per_epoch):
+            idx = order[i * batch_size : (i + 1) * batch_size]
+            loss = nn.functional.cross_entropy(head(train_f[idx]), train_y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        with torch.no_grad():
+            acc = (head(test_f).argmax(1) == test_y).float().mean()
+        best = torch.maximum(best, acc)
+    return best, acc
