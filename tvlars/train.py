@@ -64,6 +64,7 @@ class TrialConfig:
     beta2: float = 0.999
     norm_clip: float | None = None
     exclude_1d: bool = True
+    bias_correction: bool = True  # LAMB; the official code's LAMB has none
     warmup_epochs: float | None = None  # None: 20 % of epochs for lars_warmup, none otherwise
     augment: bool | None = None  # None: on for uint8 images (crop + flip), off otherwise
     rotation: float = 0.0  # the official code adds ±15° rotations
@@ -115,6 +116,8 @@ class TrialConfig:
         need(self.num_threads is None or _positive_int(self.num_threads), "num_threads", "a positive integer")
         need(bool(self.projector_dims) and all(map(_positive_int, self.projector_dims)), "projector_dims", "sizes")
         need(_positive_int(self.probe_epochs), "probe_epochs", "a positive integer")
+        # the optimizer's own checks (momentum, eta, lam, betas, ...), on a throwaway layer
+        build_optimizer(self, nn.Linear(2, 2), steps_per_epoch=1)
 
 
 def _positive_int(v: Any) -> bool:
@@ -152,6 +155,7 @@ def build_optimizer(
         "norm_clip": cfg.norm_clip,
         "exclude_1d": cfg.exclude_1d,
         "betas": (cfg.beta1, cfg.beta2),
+        "bias_correction": cfg.bias_correction,
         "fused": cfg.fused_optimizer or None,
     }
     opt = create_optimizer(name, model, **{k: v for k, v in candidates.items() if k in info.hyperparameters})
@@ -342,6 +346,7 @@ def _epoch_loop(
     start = time.perf_counter()
     row: dict[str, Any] = {}
     train_clock = _Stopwatch(trial.device)
+    device_name = _device_name(trial.device)
     for epoch in range(1, cfg.epochs + 1):
         epoch_start = time.perf_counter()
         train_clock.start()
@@ -384,6 +389,7 @@ def _epoch_loop(
             "images_per_s": steps * cfg.batch_size / max(train_clock.seconds(), 1e-9),
             "epoch_seconds": seconds,
             "diverged": diverged,
+            "device": device_name,
             **extra,
         }
         history.append(row)
@@ -396,7 +402,6 @@ def _epoch_loop(
         "final_test_acc": row.get("test_acc"),
         "epochs_run": len(history),
         "wall_seconds": time.perf_counter() - start,
-        "device": _device_name(trial.device),
         "history": history,
     }
 
@@ -492,9 +497,9 @@ def run(config: dict[str, Any], report: Callable[[dict[str, Any]], None] | None 
     """Run one trial and return its final metrics.
 
     Calls ``report`` once per epoch with ``epoch, step, train_loss, test_loss, test_acc, best_test_acc, lr, phi,
-    mean_trust_ratio, images_per_s, epoch_seconds, diverged``. A loss that turns NaN/inf ends the run at once with
+    mean_trust_ratio, images_per_s, epoch_seconds, diverged, device``. A loss that turns NaN/inf ends the run at once with
     ``diverged: True``. The result repeats the last row and adds ``final_test_acc, epochs_run, wall_seconds,
-    device, history``. Raises ``ValueError`` for a bad config and
+    history``. Raises ``ValueError`` for a bad config and
     :class:`~tvlars.data.DatasetNotFoundError` for missing data.
 
     >>> result = run({"dataset": "mnist1d", "model": "mlp", "epochs": 1, "batch_size": 1000, "lr": 4.0})

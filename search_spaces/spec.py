@@ -1,0 +1,391 @@
+"""The study spec: one pydantic model that every entry point (REST, CLI, presets, engine) validates with.
+
+A spec names the workload (a ``tvlars.train`` trial config), the optimizer, the search space, the objective, the
+Optuna sampler, the Ray Tune scheduler, the budget and per-trial resources. Validation checks each field on its own
+and the whole together: every key is a trial config key, no key is both fixed and searched, and the trial config
+built from the space's lower corner passes the trainer's own checks.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tvlars.data import list_datasets
+from tvlars.models import list_models
+from tvlars.train import OPTIMIZERS, TASKS, TrialConfig
+
+__all__ = [
+    "MAX_N_TRIALS",
+    "MAX_PARAMS",
+    "METRICS",
+    "Budget",
+    "CategoricalParam",
+    "FloatParam",
+    "IntParam",
+    "Objective",
+    "Resources",
+    "Sampler",
+    "Scheduler",
+    "StudySpec",
+    "Workload",
+]
+
+#: Limits that keep one request from asking for an unbounded amount of work or storage.
+MAX_N_TRIALS = 10_000
+MAX_PARAMS = 32
+MAX_CHOICES = 1_000
+MAX_ENQUEUED = 1_000
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+#: Trial results a study can optimise, and which way each is better by default.
+METRICS: dict[str, str] = {
+    "test_acc": "maximize",
+    "best_test_acc": "maximize",
+    "test_loss": "minimize",
+    "train_loss": "minimize",
+    "wall_seconds": "minimize",
+    "images_per_s": "maximize",
+}
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2")
+SCHEDULERS = ("none", "asha", "median", "hyperband")
+_MULTI_OBJECTIVE_SAMPLERS = ("tpe", "random", "gp", "nsga2", "grid", "qmc")
+
+_TRIAL_FIELDS = {f.name: f for f in dataclasses.fields(TrialConfig)}
+#: Keys set by the spec's own fields, never inside workload/fixed/search_space.
+_RESERVED = {"optimizer", "seed", "device", "num_threads", "data_dir"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FloatParam(_Strict):
+    """A float in [low, high]; ``log`` samples on a log scale; ``step`` makes it discrete."""
+
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatParam:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError("low and high must be finite")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scale range needs low > 0, got {self.low}")
+        if self.log and self.step is not None:
+            raise ValueError("step and log cannot be used together")
+        return self
+
+
+class IntParam(_Strict):
+    """An integer in [low, high] with ``step`` (default 1); ``log`` samples on a log scale."""
+
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> IntParam:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.log and self.low < 1:
+            raise ValueError(f"a log-scale range needs low >= 1, got {self.low}")
+        if self.log and self.step != 1:
+            raise ValueError("step and log cannot be used together")
+        return self
+
+
+class CategoricalParam(_Strict):
+    """One of ``choices`` (numbers, strings or booleans)."""
+
+    type: Literal["categorical"]
+    choices: list[bool | int | float | str] = Field(min_length=1, max_length=MAX_CHOICES)
+
+    @field_validator("choices")
+    @classmethod
+    def _unique(cls, choices: list) -> list:
+        if len({(type(c), c) for c in choices}) != len(choices):
+            raise ValueError("choices must be unique")
+        if any(isinstance(c, float) and not math.isfinite(c) for c in choices):
+            raise ValueError("choices must be finite")
+        return choices
+
+
+Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+
+
+class Workload(BaseModel):
+    """What one trial trains: any ``tvlars.train`` trial config keys; these five are the usual ones."""
+
+    model_config = ConfigDict(extra="allow")
+
+    task: Literal[TASKS] = "classification"  # type: ignore[valid-type]
+    dataset: str
+    model: str
+    epochs: int = Field(ge=1, le=10_000)
+    batch_size: int = Field(ge=1, le=1_048_576)
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, v: str) -> str:
+        if v not in list_datasets():
+            raise ValueError(f"unknown dataset {v!r} (choose from {', '.join(list_datasets())})")
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        if v not in list_models():
+            raise ValueError(f"unknown model {v!r} (choose from {', '.join(list_models())})")
+        return v
+
+
+class Objective(_Strict):
+    """A trial result to optimise. ``direction`` defaults to the metric's natural one."""
+
+    metric: Literal[tuple(METRICS)] = "test_acc"  # type: ignore[valid-type]
+    direction: Literal["maximize", "minimize"] | None = None
+
+    @model_validator(mode="after")
+    def _default_direction(self) -> Objective:
+        if self.direction is None:
+            self.direction = METRICS[self.metric]
+        return self
+
+
+class Sampler(_Strict):
+    """An Optuna sampler by name; ``options`` go to its constructor (e.g. ``n_startup_trials`` for TPE)."""
+
+    name: Literal[SAMPLERS] = "tpe"  # type: ignore[valid-type]
+    seed: int | None = 0
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Scheduler(_Strict):
+    """A Ray Tune trial scheduler. ``grace_period`` and ``max_t`` are in epochs (``max_t`` defaults to epochs)."""
+
+    name: Literal[SCHEDULERS] = "none"  # type: ignore[valid-type]
+    grace_period: int = Field(default=1, ge=1)
+    reduction_factor: float = Field(default=3.0, gt=1.0)
+    max_t: int | None = Field(default=None, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Budget(_Strict):
+    """How many trials to finish (COMPLETE or PRUNED), how many at once, how many errors to tolerate.
+
+    ``n_trials`` may be left out for a grid study: it is then the grid's size.
+    """
+
+    n_trials: int | None = Field(default=None, ge=1, le=MAX_N_TRIALS)
+    max_concurrent: int = Field(default=1, ge=1, le=1024)
+    max_failed: int = Field(default=3, ge=0, le=MAX_N_TRIALS)
+
+
+class Resources(_Strict):
+    """What each trial reserves from Ray; a fractional ``gpu`` packs several trials on one GPU."""
+
+    cpu: float = Field(default=1.0, gt=0, le=1024)
+    gpu: float = Field(default=0.0, ge=0, le=64)
+
+
+class StudySpec(_Strict):
+    """A tuning study. See ../shared/DESIGN.md, "Study spec"."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Unique study name: letters, digits, '.', '_', '-'")
+    description: str = Field(default="", max_length=2_000)
+    workload: Workload
+    optimizer: Literal[OPTIMIZERS] = "tvlars"  # type: ignore[valid-type]
+    search_space: dict[str, Param] = Field(min_length=1)
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    objective: Objective | list[Objective] = Field(default_factory=Objective)
+    sampler: Sampler = Field(default_factory=Sampler)
+    scheduler: Scheduler = Field(default_factory=Scheduler)
+    budget: Budget = Field(default_factory=Budget)
+    resources: Resources = Field(default_factory=Resources)
+    enqueue: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_ENQUEUED)
+    seed: int = Field(default=0, ge=0, description="Trial seeds are seed + trial number (see vary_seed)")
+    vary_seed: bool = Field(
+        default=True,
+        description="True: trial n trains with seed + n. False: every trial uses seed (common random numbers: "
+        "differences between trials come from their hyperparameters alone)",
+    )
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "tvlars-mnist1d-bs2000",
+                    "workload": {
+                        "task": "classification",
+                        "dataset": "mnist1d",
+                        "model": "mlp",
+                        "epochs": 20,
+                        "batch_size": 2000,
+                    },
+                    "optimizer": "tvlars",
+                    "search_space": {
+                        "lr": {"type": "float", "low": 0.5, "high": 20, "log": True},
+                        "lam": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
+                        "delay_epochs": {"type": "int", "low": 0, "high": 10},
+                    },
+                    "fixed": {"weight_decay": 5e-4, "momentum": 0.9},
+                    "objective": {"metric": "test_acc", "direction": "maximize"},
+                    "sampler": {"name": "tpe", "seed": 0},
+                    "scheduler": {"name": "asha", "grace_period": 2, "reduction_factor": 3},
+                    "budget": {"n_trials": 24, "max_concurrent": 4, "max_failed": 5},
+                    "resources": {"cpu": 1, "gpu": 0},
+                }
+            ]
+        },
+    )
+
+    # -- whole-spec checks ----------------------------------------------------------------------------------------
+
+    @field_validator("search_space")
+    @classmethod
+    def _space_keys(cls, space: dict[str, Any]) -> dict[str, Any]:
+        if len(space) > MAX_PARAMS:
+            raise ValueError(f"at most {MAX_PARAMS} parameters, got {len(space)}")
+        for key in space:
+            _check_trial_key(key, "search_space")
+        return space
+
+    @field_validator("fixed")
+    @classmethod
+    def _fixed_keys(cls, fixed: dict[str, Any]) -> dict[str, Any]:
+        for key in fixed:
+            _check_trial_key(key, "fixed")
+        return fixed
+
+    @model_validator(mode="after")
+    def _check_whole(self) -> StudySpec:
+        workload_keys = set(self.workload.model_dump()) - {"task", "dataset", "model", "epochs", "batch_size"}
+        for key in workload_keys:
+            _check_trial_key(key, "workload")
+        for where, keys in (("fixed", set(self.fixed)), ("workload", set(self.workload.model_dump()))):
+            both = sorted(keys & set(self.search_space))
+            if both:
+                raise ValueError(f"{', '.join(both)} both searched and set in {where}: keep one")
+        overlap = sorted(set(self.fixed) & set(self.workload.model_dump()))
+        if overlap:
+            raise ValueError(f"{', '.join(overlap)} set in both workload and fixed: keep one")
+        objectives = self.objectives
+        if len({o.metric for o in objectives}) != len(objectives):
+            raise ValueError("objective metrics must be distinct")
+        if len(objectives) > 1:
+            if self.scheduler.name != "none":
+                raise ValueError("a multi-objective study cannot prune: use scheduler 'none'")
+            if self.sampler.name not in _MULTI_OBJECTIVE_SAMPLERS:
+                raise ValueError(f"sampler {self.sampler.name!r} is single-objective; use nsga2, tpe, gp or random")
+        if self.sampler.name == "grid":
+            size = self.grid_size()
+            if self.budget.n_trials is None:
+                self.budget.n_trials = size
+            elif self.budget.n_trials > size:
+                raise ValueError(f"budget.n_trials ({self.budget.n_trials}) exceeds the grid's {size} points")
+        elif self.budget.n_trials is None:
+            self.budget.n_trials = 20
+        if self.scheduler.max_t is not None and self.scheduler.max_t > self.workload.epochs:
+            raise ValueError(f"scheduler.max_t ({self.scheduler.max_t}) exceeds workload.epochs")
+        if self.scheduler.name != "none" and self.scheduler.grace_period > self.workload.epochs:
+            raise ValueError(f"scheduler.grace_period ({self.scheduler.grace_period}) exceeds workload.epochs")
+        for i, params in enumerate(self.enqueue):
+            self._check_enqueued(i, params)
+        # the trainer's own checks, on the space's lower corner
+        try:
+            TrialConfig.from_dict(self.trial_config(self.lower_corner()))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"the trial config this spec builds is invalid: {e}") from None
+        return self
+
+    def _check_enqueued(self, i: int, params: dict[str, Any]) -> None:
+        unknown = sorted(set(params) - set(self.search_space))
+        if unknown:
+            raise ValueError(f"enqueue[{i}]: {', '.join(unknown)} not in the search space")
+        for key, value in params.items():
+            p = self.search_space[key]
+            if isinstance(p, CategoricalParam):
+                ok = value in p.choices
+            else:
+                ok = isinstance(value, int | float) and not isinstance(value, bool) and p.low <= value <= p.high
+            if not ok:
+                raise ValueError(f"enqueue[{i}]: {key}={value!r} is outside the search space")
+
+    # -- derived views ----------------------------------------------------------------------------------------------
+
+    @property
+    def objectives(self) -> list[Objective]:
+        return self.objective if isinstance(self.objective, list) else [self.objective]
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]  # type: ignore[misc]
+
+    def grid(self) -> dict[str, list[Any]]:
+        """Each parameter's grid values: categorical choices, or the points of a stepped range."""
+        grid = {}
+        for key, p in self.search_space.items():
+            if isinstance(p, CategoricalParam):
+                grid[key] = list(p.choices)
+            elif isinstance(p, IntParam) and not p.log:
+                grid[key] = list(range(p.low, p.high + 1, p.step))
+            elif isinstance(p, FloatParam) and p.step is not None:
+                n = int(math.floor((p.high - p.low) / p.step + 1e-9)) + 1
+                grid[key] = [p.low + i * p.step for i in range(n)]
+            else:
+                raise ValueError(f"grid sampler: {key} needs choices or a step (a continuous range has no grid)")
+        return grid
+
+    def grid_size(self) -> int:
+        return math.prod(len(v) for v in self.grid().values())
+
+    def lower_corner(self) -> dict[str, Any]:
+        return {
+            k: (p.choices[0] if isinstance(p, CategoricalParam) else p.low) for k, p in self.search_space.items()
+        }
+
+    def trial_config(self, params: dict[str, Any], trial_seed: int | None = None) -> dict[str, Any]:
+        """The ``tvlars.train`` config of one trial with the given searched values."""
+        config = {k: v for k, v in self.workload.model_dump().items()}
+        config.update(copy.deepcopy(self.fixed))
+        config.update(params)
+        config["optimizer"] = self.optimizer
+        config["seed"] = self.seed if trial_seed is None else trial_seed
+        return config
+
+    def canonical(self) -> dict[str, Any]:
+        """The spec as plain JSON data: what is stored with the study and compared to detect a changed spec."""
+        return self.model_dump(mode="json")
+
+
+def _check_trial_key(key: str, where: str) -> None:
+    if key in _RESERVED:
+        raise ValueError(f"{where}: {key!r} is set by the spec itself, not here")
+    if key not in _TRIAL_FIELDS:
+        raise ValueError(f"{where}: unknown trial config key {key!r}{_did_you_mean(key)}")
+
+
+def _did_you_mean(key: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(_TRIAL_FIELDS), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def is_valid_name(name: str) -> bool:
+    return re.fullmatch(NAME_PATTERN, name) is not None
+

@@ -1,0 +1,66 @@
+"""Shared fixtures: a fresh PostgreSQL database, SQLite files, and one Ray cluster for the whole test session."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+DEFAULT_PG = "postgresql+psycopg://root@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL database of its own for this test session (created, then dropped at the end)."""
+    base = make_url(os.environ.get("TVLARS_TEST_DATABASE_URL", DEFAULT_PG))
+    name = f"tvlars_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as e:
+        pytest.fail(f"PostgreSQL at {base.render_as_string()} is not reachable: {e}")
+    url = base.set(database=name).render_as_string(hide_password=False)
+    yield url
+    from service.engine.storage import _STORAGES
+
+    for key in [k for k in _STORAGES if name in k]:
+        _STORAGES.pop(key).engine.dispose()
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'studies.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request, tmp_path) -> str:
+    """Each engine test runs on both storages the service supports."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'studies.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> Iterator[str]:
+    """One local Ray for the whole session (starting Ray takes seconds); subprocesses join it via RAY_ADDRESS."""
+    import ray
+
+    os.environ.setdefault("TVLARS_LEASE_TTL_S", "10")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    address = ray.get_runtime_context().gcs_address
+    os.environ["RAY_ADDRESS"] = address
+    yield address
+    ray.shutdown()
+    os.environ.pop("RAY_ADDRESS", None)
+
+
+def unique_name(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"

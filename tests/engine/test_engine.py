@@ -1,0 +1,213 @@
+"""The study engine against real Ray, real Optuna storage (SQLite and PostgreSQL), real training."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from service.engine import CANCELLED, FAILED, SUCCEEDED, FailKind, load_study, run_study
+from service.errors import ConflictError, InvalidSpecError
+
+from ..conftest import unique_name
+from ..utils.specs import quick_spec
+
+pytestmark = pytest.mark.usefixtures("ray_address")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _snapshot(study: optuna.Study) -> dict[int, tuple]:
+    """What must never change once a trial is finished: state, params, values, intermediate values."""
+    return {
+        t.number: (t.state, t.params, t.values, dict(t.intermediate_values))
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    }
+
+
+def test_asha_study_prunes_and_records_every_epoch(storage_url):
+    spec = quick_spec(unique_name("asha"), budget={"n_trials": 6})
+    outcome = run_study(spec, storage_url)
+    study = load_study(storage_url, spec["name"])
+    trials = study.get_trials()
+    states = [t.state for t in trials]
+    assert outcome.state == SUCCEEDED, outcome
+    assert TrialState.RUNNING not in states
+    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 6
+    assert TrialState.PRUNED in states, states  # ASHA stopped some trials, recorded honestly as PRUNED
+    for t in trials:
+        assert t.intermediate_values, t.number  # every finished trial has its per-epoch values
+        steps = sorted(t.intermediate_values)
+        assert steps == list(range(1, len(steps) + 1))
+        curves = t.user_attrs["curves"]
+        assert curves["epoch"] == steps and len(curves["phi"]) == len(steps)
+        assert t.user_attrs["device"].startswith("cpu") and t.user_attrs["images_per_s"] > 0
+        if t.state == TrialState.PRUNED:
+            assert len(steps) < 6 and t.value == t.intermediate_values[steps[-1]]
+        else:
+            assert len(steps) == 6 and t.value == pytest.approx(curves["test_acc"][-1])
+    assert outcome.best_value == max(t.value for t in trials if t.state == TrialState.COMPLETE)
+    assert study.user_attrs["spec"]["name"] == spec["name"]
+
+
+def test_raising_trial_is_fail_with_its_message(sqlite_url):
+    # a grid over micro_batch_size: 100 divides the batch, 7 does not and makes the trial raise
+    spec = quick_spec(
+        unique_name("raise"),
+        search_space={"micro_batch_size": {"type": "categorical", "choices": [100, 7]}},
+        sampler={"name": "grid"},
+        scheduler={"name": "none"},
+        budget={"n_trials": 2, "max_concurrent": 1, "max_failed": 1},
+        workload={"epochs": 1},
+    )
+    outcome = run_study(spec, sqlite_url)
+    study = load_study(sqlite_url, spec["name"])
+    by_value = {t.params["micro_batch_size"]: t for t in study.get_trials()}
+    assert by_value[100].state == TrialState.COMPLETE
+    failed = by_value[7]
+    assert failed.state == TrialState.FAIL
+    assert failed.user_attrs["fail_kind"] == FailKind.ERROR
+    assert "Invalid micro_batch_size: 7" in failed.user_attrs["fail_reason"]
+    assert "Traceback" in failed.user_attrs["traceback"]
+    # one error is within max_failed=1, but the grid's second point never completed
+    assert outcome.state == FAILED and "1 of 2" in outcome.reason
+
+
+def test_max_failed_ends_the_study_failed(sqlite_url):
+    spec = quick_spec(
+        unique_name("maxfail"),
+        workload={"dataset_options": {"num_samples": 50}, "batch_size": 1000, "epochs": 1},  # too few rows
+        budget={"n_trials": 10, "max_concurrent": 1, "max_failed": 2},
+        scheduler={"name": "none"},
+    )
+    outcome = run_study(spec, sqlite_url)
+    study = load_study(sqlite_url, spec["name"])
+    assert outcome.state == FAILED and "more than budget.max_failed=2" in outcome.reason
+    fails = study.get_trials(states=(TrialState.FAIL,))
+    assert len(fails) == 3  # stops at the third error, does not burn the whole budget
+    assert all("larger than the 40 training examples" in t.user_attrs["fail_reason"] for t in fails)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+
+
+def test_same_name_other_spec_is_refused(sqlite_url):
+    spec = quick_spec(unique_name("dup"), budget={"n_trials": 1}, workload={"epochs": 1}, scheduler={"name": "none"})
+    assert run_study(spec, sqlite_url).state == SUCCEEDED
+    other = quick_spec(spec["name"], budget={"n_trials": 1}, workload={"epochs": 2}, scheduler={"name": "none"})
+    with pytest.raises(ConflictError, match=r"exists with a different spec \(differs in: workload\)"):
+        run_study(other, sqlite_url)
+    more = quick_spec(spec["name"], budget={"n_trials": 2}, workload={"epochs": 1}, scheduler={"name": "none"})
+    with pytest.raises(ConflictError, match="differs in: budget"):
+        run_study(more, sqlite_url)  # changing the budget needs resume=True
+    assert run_study(more, sqlite_url, resume=True).n_complete == 2  # runs only the missing trial
+    assert len(load_study(sqlite_url, spec["name"]).get_trials()) == 2
+
+
+def test_rerunning_a_finished_study_adds_nothing(sqlite_url):
+    spec = quick_spec(unique_name("again"), budget={"n_trials": 2}, workload={"epochs": 1}, scheduler={"name": "none"})
+    run_study(spec, sqlite_url)
+    before = _snapshot(load_study(sqlite_url, spec["name"]))
+    outcome = run_study(spec, sqlite_url)
+    assert outcome.state == SUCCEEDED and _snapshot(load_study(sqlite_url, spec["name"])) == before
+
+
+def test_enqueued_config_runs_first(sqlite_url):
+    spec = quick_spec(
+        unique_name("enq"),
+        budget={"n_trials": 2, "max_concurrent": 1},
+        workload={"epochs": 1},
+        scheduler={"name": "none"},
+        enqueue=[{"lr": 4.0, "lam": 1e-3}],
+    )
+    run_study(spec, sqlite_url)
+    first = load_study(sqlite_url, spec["name"]).get_trials()[0]
+    assert first.params == {"lr": 4.0, "lam": 1e-3} and first.user_attrs["enqueued"] is True
+
+
+def test_invalid_spec_is_rejected_before_anything_runs(sqlite_url):
+    with pytest.raises(InvalidSpecError, match="unknown trial config key 'learning_rate'"):
+        run_study(quick_spec("bad", fixed={"learning_rate": 0.1}), sqlite_url)
+
+
+def test_cancel_stops_running_trials_and_keeps_results(sqlite_url):
+    spec = quick_spec(
+        unique_name("cancel"), budget={"n_trials": 20, "max_concurrent": 2}, scheduler={"name": "none"}
+    )
+    spec["workload"]["epochs"] = 40
+    study_done: dict = {}
+    start = time.monotonic()
+
+    def should_cancel() -> bool:
+        # cancel once one trial has reported a few epochs
+        if "study" not in study_done:
+            try:
+                study_done["study"] = load_study(sqlite_url, spec["name"])
+            except Exception:
+                return False
+        trials = study_done["study"].get_trials(deepcopy=False)
+        return any(len(t.intermediate_values) >= 3 for t in trials)
+
+    outcome = run_study(spec, sqlite_url, should_cancel=should_cancel)
+    elapsed = time.monotonic() - start
+    study = load_study(sqlite_url, spec["name"])
+    assert outcome.state == CANCELLED
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    cancelled = [t for t in study.get_trials() if t.user_attrs.get("fail_kind") == FailKind.CANCELLED]
+    assert cancelled and all(t.intermediate_values for t in cancelled)  # their epochs so far are kept
+    assert elapsed < 60
+
+
+def test_killed_driver_then_resume_finishes_the_study(storage_url, tmp_path):
+    spec = quick_spec(
+        unique_name("kill"),
+        budget={"n_trials": 5, "max_concurrent": 1},
+        scheduler={"name": "none"},
+        workload={"epochs": 12},
+    )
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "service.engine", str(spec_file), "--storage", storage_url],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    study = None
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            try:
+                study = study or load_study(storage_url, spec["name"])
+            except Exception:
+                time.sleep(0.5)
+                continue
+            done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if len(done) >= 2 and running and running[0].intermediate_values:
+                break
+            assert driver.poll() is None, driver.stderr.read().decode()[-3000:]
+            time.sleep(0.2)
+        else:
+            pytest.fail("the driver did not get two trials done in time")
+    finally:
+        driver.kill()
+        driver.wait()
+    before = _snapshot(study)
+    assert len(before) >= 2 and study.get_trials(states=(TrialState.RUNNING,))  # killed mid-trial
+
+    outcome = run_study(spec, storage_url)  # resume: same spec, same name
+    study = load_study(storage_url, spec["name"])
+    assert outcome.state == SUCCEEDED
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert outcome.n_complete == 5
+    orphans = [t for t in study.get_trials() if t.user_attrs.get("fail_kind") == FailKind.ORPHANED]
+    assert len(orphans) == 1 and orphans[0].intermediate_values  # the one killed mid-way, with its epochs so far
+    after = _snapshot(study)
+    assert {n: after[n] for n in before} == before  # no finished trial changed
