@@ -49,7 +49,9 @@ def _pool_trial(config: dict) -> float:
 
 def run_pool(trials: int, concurrency: int, start_method: str = "spawn") -> float:
     spec = StudySpec.model_validate(spec_for(trials, concurrency))
-    configs = [spec.trial_config({"lr": 2.0 + 8.0 * i / trials}, trial_seed=i) | {"num_threads": 1} for i in range(trials)]
+    configs = [
+        spec.trial_config({"lr": 2.0 + 8.0 * i / trials}, trial_seed=i) | {"num_threads": 1} for i in range(trials)
+    ]
     start = time.perf_counter()
     with ProcessPoolExecutor(concurrency, mp_context=mp.get_context(start_method)) as pool:
         accs = list(pool.map(_pool_trial, configs))

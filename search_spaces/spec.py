@@ -354,9 +354,7 @@ class StudySpec(_Strict):
         return math.prod(len(v) for v in self.grid().values())
 
     def lower_corner(self) -> dict[str, Any]:
-        return {
-            k: (p.choices[0] if isinstance(p, CategoricalParam) else p.low) for k, p in self.search_space.items()
-        }
+        return {k: (p.choices[0] if isinstance(p, CategoricalParam) else p.low) for k, p in self.search_space.items()}
 
     def trial_config(self, params: dict[str, Any], trial_seed: int | None = None) -> dict[str, Any]:
         """The ``tvlars.train`` config of one trial with the given searched values."""
@@ -388,4 +386,3 @@ def _did_you_mean(key: str) -> str:
 
 def is_valid_name(name: str) -> bool:
     return re.fullmatch(NAME_PATTERN, name) is not None
-

@@ -26,7 +26,7 @@ def pg_url() -> Iterator[str]:
         pytest.fail(f"PostgreSQL at {base.render_as_string()} is not reachable: {e}")
     url = base.set(database=name).render_as_string(hide_password=False)
     yield url
-    from service.engine.storage import _STORAGES
+    from service.storage import _STORAGES
 
     for key in [k for k in _STORAGES if name in k]:
         _STORAGES.pop(key).engine.dispose()

@@ -497,8 +497,8 @@ def run(config: dict[str, Any], report: Callable[[dict[str, Any]], None] | None 
     """Run one trial and return its final metrics.
 
     Calls ``report`` once per epoch with ``epoch, step, train_loss, test_loss, test_acc, best_test_acc, lr, phi,
-    mean_trust_ratio, images_per_s, epoch_seconds, diverged, device``. A loss that turns NaN/inf ends the run at once with
-    ``diverged: True``. The result repeats the last row and adds ``final_test_acc, epochs_run, wall_seconds,
+    mean_trust_ratio, images_per_s, epoch_seconds, diverged, device``. A loss that turns NaN/inf ends the run at
+    once with ``diverged: True``. The result repeats the last row and adds ``final_test_acc, epochs_run, wall_seconds,
     history``. Raises ``ValueError`` for a bad config and
     :class:`~tvlars.data.DatasetNotFoundError` for missing data.
 

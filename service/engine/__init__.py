@@ -1,7 +1,7 @@
 """The study engine: a study spec in, a complete and truthful Optuna study out (Ray Tune runs the trials)."""
 
+from ..storage import open_storage
 from .searcher import FailKind
-from .storage import open_storage
 from .study import (
     CANCELLED,
     FAILED,

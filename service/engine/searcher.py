@@ -93,7 +93,7 @@ class OptunaStudySearcher(Searcher):
         self.lock = threading.Lock()
         self.single_objective = len(spec.objectives) == 1
 
-    # -- Searcher API -----------------------------------------------------------------------------------------------
+    # -- Searcher API ---------------------------------------------------------------------------------------------
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         with self.lock:
@@ -157,7 +157,7 @@ class OptunaStudySearcher(Searcher):
         self.end_note = f"every one of the grid's {self.grid_points} points has been tried"
         return True
 
-    # -- recording ------------------------------------------------------------------------------------------------------
+    # -- recording ------------------------------------------------------------------------------------------------
 
     def _record(self, run: TrialRun, result: dict[str, Any]) -> None:
         """Keep an epoch's result once, and report the objective as the epoch's intermediate value."""

@@ -28,8 +28,8 @@ from optuna.trial import TrialState
 from search_spaces.spec import CategoricalParam, FloatParam, StudySpec
 
 from ..errors import ConflictError, InvalidSpecError, NotFoundError
+from ..storage import open_storage
 from .searcher import FailKind, OptunaStudySearcher
-from .storage import open_storage
 
 __all__ = [
     "LEASE_KEY",
@@ -75,7 +75,7 @@ class StudyOutcome:
         return asdict(self)
 
 
-# -- building blocks ----------------------------------------------------------------------------------------------------
+# -- building blocks ---------------------------------------------------------------------------------------------
 
 
 def build_distributions(spec: StudySpec) -> dict[str, BaseDistribution]:
@@ -133,7 +133,9 @@ def build_scheduler(spec: StudySpec):
     if s.name == "none":
         return None
     objective = spec.objectives[0]
-    common = dict(time_attr="epoch", metric=objective.metric, mode="max" if objective.direction == "maximize" else "min")
+    common = dict(
+        time_attr="epoch", metric=objective.metric, mode="max" if objective.direction == "maximize" else "min"
+    )
     max_t = s.max_t or spec.workload.epochs
     try:
         if s.name in ("asha", "hyperband"):
@@ -175,7 +177,7 @@ def _tune_env() -> None:
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
-# -- the study record ------------------------------------------------------------------------------------------------
+# -- the study record --------------------------------------------------------------------------------------------
 
 
 def load_study(storage_url: str, name: str) -> optuna.Study:
@@ -236,7 +238,7 @@ def fail_orphaned_trials(study: optuna.Study, reason: str) -> int:
     return n
 
 
-# -- the driver's lease ---------------------------------------------------------------------------------------------
+# -- the driver's lease ------------------------------------------------------------------------------------------
 
 
 def _pid_alive(pid: int) -> bool:
@@ -303,7 +305,7 @@ class _Lease:
         self._write(released=True)
 
 
-# -- the run --------------------------------------------------------------------------------------------------------------
+# -- the run -----------------------------------------------------------------------------------------------------
 
 
 class _StopPoller:

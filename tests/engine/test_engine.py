@@ -136,9 +136,7 @@ def test_invalid_spec_is_rejected_before_anything_runs(sqlite_url):
 
 
 def test_cancel_stops_running_trials_and_keeps_results(sqlite_url):
-    spec = quick_spec(
-        unique_name("cancel"), budget={"n_trials": 20, "max_concurrent": 2}, scheduler={"name": "none"}
-    )
+    spec = quick_spec(unique_name("cancel"), budget={"n_trials": 20, "max_concurrent": 2}, scheduler={"name": "none"})
     spec["workload"]["epochs"] = 40
     study_done: dict = {}
     start = time.monotonic()

@@ -79,7 +79,9 @@ def test_paper_baseline_grids(bs):
 def test_overrides_and_unknown_preset():
     spec = search_spaces.load_spec("mnist1d-quick", {"name": "mine", "budget": {"n_trials": 4}})
     assert spec.name == "mine" and spec.budget.n_trials == 4 and spec.budget.max_concurrent == 2  # merged
-    data = search_spaces.resolve({"preset": "mnist1d-quick", "search_space": {"lr": {"type": "float", "low": 1, "high": 2}}})
+    data = search_spaces.resolve(
+        {"preset": "mnist1d-quick", "search_space": {"lr": {"type": "float", "low": 1, "high": 2}}}
+    )
     assert list(data["search_space"]) == ["lr"]  # a search space override replaces the whole space
     with pytest.raises(KeyError, match="Unknown preset: 'nope'"):
         search_spaces.load("nope")

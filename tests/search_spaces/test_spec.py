@@ -33,7 +33,11 @@ BAD = [
     ({"search_space": {"lr": {"type": "float", "low": 5, "high": 1}}}, "search_space.lr.float", "must be <= high"),
     ({"search_space": {"lr": {"type": "float", "low": 0, "high": 1, "log": True}}}, "search_space.lr.float", "low > 0"),
     ({"search_space": {"lr": {"type": "normal", "low": 0, "high": 1}}}, "search_space.lr", "does not match any"),
-    ({"search_space": {"lr": {"type": "categorical", "choices": []}}}, "search_space.lr.categorical.choices", "at least 1"),
+    (
+        {"search_space": {"lr": {"type": "categorical", "choices": []}}},
+        "search_space.lr.categorical.choices",
+        "at least 1",
+    ),
     ({"search_space": {"lr": {"type": "categorical", "choices": [1, 1]}}}, "search_space.lr.categorical", "unique"),
     ({"search_space": {"weight_decy": {"type": "float", "low": 0, "high": 1}}}, "search_space", "'weight_decay'?"),
     ({"search_space": {"seed": {"type": "int", "low": 1, "high": 2}}}, "search_space", "set by the spec itself"),
@@ -78,7 +82,10 @@ def test_grid_defaults_n_trials_to_grid_size_and_refuses_more():
         "grid",
         sampler={"name": "grid"},
         budget={"n_trials": None},
-        search_space={"lr": {"type": "categorical", "choices": [1.0, 2.0]}, "lam": {"type": "int", "low": 1, "high": 3}},
+        search_space={
+            "lr": {"type": "categorical", "choices": [1.0, 2.0]},
+            "lam": {"type": "int", "low": 1, "high": 3},
+        },
     )
     data["search_space"] = {
         "lr": {"type": "categorical", "choices": [1.0, 2.0]},

@@ -1,0 +1,200 @@
+"""/v1/studies: submit, list, read, cancel, resume; trials and leaderboards from Optuna's tables."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Query, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+import search_spaces
+from search_spaces.spec import StudySpec
+
+from ...db import StudyRecord
+from ...store import cancel_study, create_study, get_study, list_studies, resume_study
+from ...trials import leaderboard, trial_counts, trials_page
+from ..deps import ReadKey, SessionDep, WriteKey
+from ..models import (
+    LeaderboardPublic,
+    ResumeRequest,
+    StudiesPublic,
+    StudyCreate,
+    StudyPublic,
+    TrialsPublic,
+)
+
+#: What any route here may answer besides its own codes (documented so clients and schema checks know them).
+COMMON_RESPONSES: dict[int | str, dict] = {
+    400: {"description": "The body is not valid JSON"},
+    401: {"description": "Missing or invalid API key"},
+    403: {"description": "The API key's scope does not allow this"},
+    413: {"description": "The body is too large"},
+    503: {"description": "The database is unavailable"},
+}
+router = APIRouter(prefix="/v1/studies", tags=["studies"], responses=COMMON_RESPONSES)
+MAX_OFFSET = 1_000_000_000
+
+StudyState = Annotated[str | None, Query(pattern="^(QUEUED|RUNNING|SUCCEEDED|FAILED|CANCELLED)$")]
+TrialState = Annotated[str | None, Query(pattern="^(COMPLETE|PRUNED|FAIL|RUNNING|WAITING)$")]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)]
+
+
+def validate_spec(body: dict[str, Any]) -> StudySpec:
+    """Resolve a preset and validate; errors become 422 with each field's location under ``body``."""
+    try:
+        data = search_spaces.resolve(body)
+    except KeyError as e:
+        raise RequestValidationError([{"loc": ("body", "preset"), "msg": str(e), "type": "value_error"}]) from None
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as e:
+        errors = [
+            {"loc": ("body", *e_["loc"]), "msg": e_["msg"], "type": e_["type"]}
+            for e_ in e.errors(include_url=False, include_input=False, include_context=False)
+        ]
+        raise RequestValidationError(errors) from None
+
+
+def to_public(session: Session, records: list[StudyRecord]) -> list[StudyPublic]:
+    counts = trial_counts(session, [r.name for r in records])
+    out = []
+    for r in records:
+        c = counts[r.name]
+        n_trials = r.spec["budget"]["n_trials"]
+        finished = c["COMPLETE"] + c["PRUNED"]
+        top = leaderboard(session, r.name, 1) if c["COMPLETE"] else None
+        best = {"number": top[0]["number"], "value": top[0]["value"], "params": top[0]["params"]} if top else None
+        out.append(
+            StudyPublic(
+                id=r.id,
+                name=r.name,
+                state=r.state,
+                cancel_requested=r.cancel_requested,
+                spec=r.spec,
+                progress={
+                    "n_trials": n_trials,
+                    "finished": finished,
+                    "complete": c["COMPLETE"],
+                    "pruned": c["PRUNED"],
+                    "failed": c["FAIL"],
+                    "running": c["RUNNING"],
+                    "waiting": c["WAITING"],
+                    "fraction": min(1.0, finished / n_trials) if n_trials else 0.0,
+                },
+                best=best,
+                error=r.error,
+                owner=r.owner,
+                worker_id=r.worker_id,
+                created_at=_utc(r.created_at),
+                updated_at=_utc(r.updated_at),
+                started_at=_utc(r.started_at),
+                finished_at=_utc(r.finished_at),
+            )
+        )
+    return out
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Stored times are UTC; SQLite hands them back without a zone, which would not be RFC 3339."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+_NOT_FOUND: dict[int | str, dict] = {404: {"description": "Study not found"}}
+_CONFLICT: dict[int | str, dict] = {409: {"description": "Not possible in the study's current state"}}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=StudyPublic,
+    responses={
+        200: {"model": StudyPublic, "description": "Replay: same Idempotency-Key and spec"},
+        409: {"description": "Name taken, or Idempotency-Key reused with another spec"},
+    },
+)
+def submit_study(
+    response: Response,
+    session: SessionDep,
+    key: WriteKey,
+    body: Annotated[StudyCreate, Body()],
+    idempotency_key: IdempotencyKey = None,
+) -> StudyPublic:
+    """Validate and queue a study; a worker picks it up. ``Idempotency-Key`` makes retries safe."""
+    spec = validate_spec(body.model_dump(exclude_none=True))
+    record, created = create_study(session, spec, idempotency_key, key.fingerprint if key else None)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    response.headers["Location"] = f"/v1/studies/{record.id}"
+    return to_public(session, [record])[0]
+
+
+@router.get("", response_model=StudiesPublic)
+def read_studies(
+    session: SessionDep,
+    _: ReadKey,
+    state: StudyState = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+) -> StudiesPublic:
+    """Studies, newest first, with state and progress."""
+    total, records = list_studies(session, limit, offset, state)
+    return StudiesPublic(total=total, limit=limit, offset=offset, items=to_public(session, records))
+
+
+@router.get("/{study_id}", response_model=StudyPublic, responses=_NOT_FOUND)
+def read_study(study_id: str, session: SessionDep, _: ReadKey) -> StudyPublic:
+    """A study's spec, state, trial counts and best trial."""
+    return to_public(session, [get_study(session, study_id)])[0]
+
+
+@router.post("/{study_id}/cancel", status_code=202, response_model=StudyPublic, responses=_NOT_FOUND | _CONFLICT)
+def cancel(study_id: str, session: SessionDep, _: WriteKey) -> StudyPublic:
+    """Stop a study: a queued one at once, a running one within seconds. Finished trials are kept."""
+    return to_public(session, [cancel_study(session, study_id)])[0]
+
+
+@router.post("/{study_id}/resume", status_code=202, response_model=StudyPublic, responses=_NOT_FOUND | _CONFLICT)
+def resume(
+    study_id: str, session: SessionDep, _: WriteKey, body: Annotated[ResumeRequest | None, Body()] = None
+) -> StudyPublic:
+    """Queue a cancelled or failed study again (or a finished one with a larger ``n_trials``)."""
+    record = resume_study(session, study_id, body.n_trials if body else None)
+    return to_public(session, [record])[0]
+
+
+@router.get("/{study_id}/trials", response_model=TrialsPublic, responses=_NOT_FOUND)
+def read_trials(
+    study_id: str,
+    session: SessionDep,
+    _: ReadKey,
+    state: TrialState = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    curves: bool = False,
+) -> TrialsPublic:
+    """Trials by number with state, params, values and per-epoch objective; ``curves=true`` adds every curve."""
+    record = get_study(session, study_id)
+    page = trials_page(session, record.name, limit, offset, state, curves)
+    total, items = page if page is not None else (0, [])
+    return TrialsPublic(total=total, limit=limit, offset=offset, items=items)
+
+
+@router.get("/{study_id}/leaderboard", response_model=LeaderboardPublic, responses=_NOT_FOUND)
+def read_leaderboard(
+    study_id: str,
+    session: SessionDep,
+    _: ReadKey,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 10,
+    include_pruned: bool = False,
+) -> LeaderboardPublic:
+    """The best trials first (by the first objective), ordered and limited in SQL."""
+    record = get_study(session, study_id)
+    objective = record.spec["objective"]
+    first = objective[0] if isinstance(objective, list) else objective
+    items = leaderboard(session, record.name, limit, include_pruned) or []  # None: no trial has started yet
+    return LeaderboardPublic(
+        study_id=record.id, name=record.name, metric=first["metric"], direction=first["direction"], items=items
+    )

@@ -1,0 +1,373 @@
+"""``tvlars-tune``: serve the API, run workers, submit and watch studies, read leaderboards, open optuna-dashboard."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+console = Console(soft_wrap=True)  # URLs and paths stay on one line, whatever the width
+err = Console(stderr=True)
+
+UrlOpt = Annotated[str, typer.Option("--url", envvar="TVLARS_URL", help="The API's base URL")]
+KeyOpt = Annotated[
+    str | None, typer.Option("--api-key", envvar="TVLARS_API_KEY", help="Bearer key", show_default=False)
+]
+DEFAULT_URL = "http://127.0.0.1:8000"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+FINISHED = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+
+# -- the REST client ---------------------------------------------------------------------------------------------
+
+
+class Api:
+    def __init__(self, url: str, api_key: str | None) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> dict:
+        try:
+            r = self.client.request(method, path, **kwargs)
+        except httpx.HTTPError as e:
+            err.print(f"[red]cannot reach {self.client.base_url}: {e}[/red] (is `tvlars-tune serve` running?)")
+            raise typer.Exit(2) from None
+        if r.status_code >= 400:
+            detail = (
+                r.json().get("detail") if r.headers.get("content-type", "").startswith("application/json") else r.text
+            )
+            if isinstance(detail, list):  # field errors
+                detail = "\n".join(f"  {'.'.join(map(str, d['loc'][1:]))}: {d['msg']}" for d in detail)
+            err.print(f"[red]{r.status_code}[/red] {detail}")
+            raise typer.Exit(1)
+        return r.json()
+
+
+def _settings():
+    from .core.config import Settings
+
+    return Settings()
+
+
+# -- server-side commands ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Bind address; only loopback unless API keys are set")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes to start beside the API (0: none)")] = 1,
+    api_processes: Annotated[int, typer.Option(help="uvicorn processes serving the API")] = 1,
+) -> None:
+    """The API, plus worker process(es) running local Ray (or joining RAY_ADDRESS), on TVLARS_DATABASE_URL."""
+    settings = _settings()
+    if not settings.auth_enabled and host not in LOOPBACK:
+        err.print(f"[red]refusing to bind {host} without API keys[/red]: set TVLARS_API_KEYS, or bind 127.0.0.1")
+        raise typer.Exit(2)
+    import uvicorn
+
+    from .db import migrate
+    from .main import create_app
+    from .storage import open_storage
+
+    migrate(settings.database_url)
+    open_storage(settings.database_url)
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=os.environ.copy()) for _ in range(workers)
+    ]
+    console.print(
+        f"tvlars-tune API on http://{host}:{port} (docs at /docs), {workers} worker(s), database {_safe(settings)}"
+    )
+    try:
+        if api_processes > 1:  # each process builds the app from the same environment
+            uvicorn.run(
+                "service.main:create_app",
+                factory=True,
+                host=host,
+                port=port,
+                workers=api_processes,
+                log_level="warning",
+            )
+        else:
+            uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@app.command()
+def worker() -> None:
+    """A worker alone: claims queued studies and runs them (several may share one PostgreSQL database)."""
+    from .worker import Worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("optuna", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    Worker(_settings()).run(handle_signals=True)
+
+
+@app.command()
+def dashboard(
+    host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8080,
+) -> None:
+    """optuna-dashboard on the same storage (TVLARS_DATABASE_URL)."""
+    from optuna_dashboard import run_server
+
+    from .storage import normalize_url
+
+    url = normalize_url(_settings().database_url)
+    console.print(
+        f"optuna-dashboard on http://{host}:{port}/dashboard/ (storage {_safe(_settings())})", highlight=False
+    )
+    run_server(url, host=host, port=port)
+
+
+# -- client commands ---------------------------------------------------------------------------------------------
+
+
+@app.command()
+def submit(
+    file: Annotated[Path | None, typer.Argument(help="A study spec (YAML or JSON)", show_default=False)] = None,
+    preset: Annotated[str | None, typer.Option(help="Start from a preset instead of a file")] = None,
+    name: Annotated[str | None, typer.Option(help="Study name (overrides the spec's)")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Override fields, as JSON; repeatable")] = [],  # noqa: B006
+    wait: Annotated[bool, typer.Option(help="Show progress until the study ends, then its leaderboard")] = False,
+    idempotency_key: Annotated[str | None, typer.Option(help="Make a retried submit safe")] = None,
+    url: UrlOpt = DEFAULT_URL,
+    api_key: KeyOpt = None,
+) -> None:
+    """Submit a study."""
+    if bool(file) == bool(preset):
+        err.print("[red]give a spec file or --preset[/red]")
+        raise typer.Exit(2)
+    body: dict[str, Any] = {"preset": preset} if preset else yaml.safe_load(file.read_text())  # type: ignore[union-attr]
+    for override in set_:
+        body.update(json.loads(override))
+    if name:
+        body["name"] = name
+    api = Api(url, api_key)
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    study = api.call("POST", "/v1/studies", json=body, headers=headers)
+    console.print(f"study [bold]{study['name']}[/bold] id {study['id']}: {study['state']}")
+    if wait:
+        study = watch(api, study["id"])
+        show_leaderboard(api, study["id"])
+        if study["state"] != "SUCCEEDED":
+            raise typer.Exit(1)
+
+
+@app.command()
+def status(study_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None) -> None:
+    """A study's state, progress and best trial."""
+    s = Api(url, api_key).call("GET", f"/v1/studies/{study_id}")
+    p = s["progress"]
+    console.print(f"[bold]{s['name']}[/bold] ({s['id']}): {s['state']}" + (f" — {s['error']}" if s["error"] else ""))
+    console.print(
+        f"  trials: {p['finished']}/{p['n_trials']} finished ({p['complete']} complete, {p['pruned']} pruned), "
+        f"{p['failed']} failed, {p['running']} running"
+    )
+    if s["best"]:
+        console.print(f"  best: trial {s['best']['number']} value {s['best']['value']:.4f} {s['best']['params']}")
+
+
+@app.command()
+def leaderboard(
+    study_id: str,
+    limit: Annotated[int, typer.Option(help="Rows")] = 10,
+    url: UrlOpt = DEFAULT_URL,
+    api_key: KeyOpt = None,
+) -> None:
+    """The best trials of a study."""
+    show_leaderboard(Api(url, api_key), study_id, limit)
+
+
+@app.command()
+def cancel(study_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None) -> None:
+    """Cancel a study (its finished trials are kept)."""
+    s = Api(url, api_key).call("POST", f"/v1/studies/{study_id}/cancel")
+    console.print(f"{s['name']}: {s['state']}" + (" (cancel requested)" if s["cancel_requested"] else ""))
+
+
+@app.command()
+def resume(
+    study_id: str,
+    n_trials: Annotated[int | None, typer.Option(help="Raise the budget")] = None,
+    url: UrlOpt = DEFAULT_URL,
+    api_key: KeyOpt = None,
+) -> None:
+    """Queue a cancelled or failed study again (optionally with more trials)."""
+    body = {"n_trials": n_trials} if n_trials else None
+    s = Api(url, api_key).call("POST", f"/v1/studies/{study_id}/resume", json=body)
+    console.print(f"{s['name']}: {s['state']} (n_trials {s['spec']['budget']['n_trials']})")
+
+
+@app.command()
+def presets(url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None) -> None:
+    """The presets a study can start from."""
+    table = Table("name", "optimizer", "workload", "parameters", "trials", title="search spaces")
+    for p in Api(url, api_key).call("GET", "/v1/search-spaces")["items"]:
+        w = p["workload"]
+        table.add_row(
+            p["name"],
+            p["optimizer"],
+            f"{w['dataset']}/{w['model']} bs{w['batch_size']} x{w['epochs']}",
+            ", ".join(p["parameters"]),
+            str(p["n_trials"]),
+        )
+    console.print(table)
+
+
+# -- the demo ----------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="Port for the demo server (0: any free port)")] = 0,
+) -> None:
+    """Serve on the embedded default, run the mnist1d-quick study with a progress bar, print its leaderboard."""
+    settings = _settings()
+    port = port or _free_port()
+    url = f"http://127.0.0.1:{port}"
+    key = settings.keys[0].secret if settings.auth_enabled else None
+    console.print(f"starting the API and a worker on {url} (database {_safe(settings)}) ...")
+    with _server(port) as server:
+        api = Api(url, key)
+        _wait_ready(api, server, timeout_s=120)
+        name = f"mnist1d-quick-{datetime.now():%Y%m%d-%H%M%S}"
+        study = api.call("POST", "/v1/studies", json={"preset": "mnist1d-quick", "name": name})
+        console.print(f"submitted [bold]{name}[/bold] ({study['id']}): TVLARS on MNIST-1D, TPE + ASHA")
+        study = watch(api, study["id"])
+        show_leaderboard(api, study["id"])
+    console.print(
+        "\nLook at every trial's curves in optuna-dashboard:\n"
+        f"  tvlars-tune dashboard        # then open http://127.0.0.1:8080/dashboard/  (storage {_safe(settings)})\n"
+        "Or the REST API: tvlars-tune serve, then GET /v1/studies (docs at /docs)."
+    )
+    if study["state"] != "SUCCEEDED":
+        raise typer.Exit(1)
+
+
+@contextmanager
+def _server(port: int):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _wait_ready(api: Api, proc: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    with console.status("waiting for the API and a worker (Ray starts in a few seconds) ..."):
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                err.print(f"[red]the server exited[/red]:\n{proc.stderr.read().decode()[-3000:]}")
+                raise typer.Exit(1)
+            try:
+                if api.client.get("/readyz").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+    err.print("[red]the server did not become ready in time[/red]")
+    raise typer.Exit(1)
+
+
+# -- shared views ------------------------------------------------------------------------------------------------
+
+
+def watch(api: Api, study_id: str, poll_s: float = 1.0) -> dict:
+    """A live progress bar (trials finished / n_trials, best so far) until the study ends."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        study = api.call("GET", f"/v1/studies/{study_id}")
+        task = progress.add_task(study["name"], total=study["progress"]["n_trials"], detail="")
+        while True:
+            p = study["progress"]
+            best = study["best"]["value"] if study["best"] else None
+            detail = f"{study['state']}, {p['running']} running, {p['failed']} failed" + (
+                f", best {best:.4f}" if best is not None else ""
+            )
+            progress.update(task, completed=p["finished"], total=p["n_trials"], detail=detail)
+            if study["state"] in FINISHED:
+                break
+            time.sleep(poll_s)
+            study = api.call("GET", f"/v1/studies/{study_id}")
+    console.print(
+        f"{study['name']}: [bold]{study['state']}[/bold]" + (f" — {study['error']}" if study["error"] else "")
+    )
+    return study
+
+
+def show_leaderboard(api: Api, study_id: str, limit: int = 10) -> None:
+    board = api.call("GET", f"/v1/studies/{study_id}/leaderboard", params={"limit": limit})
+    table = Table(title=f"{board['name']}: best {board['metric']} ({board['direction']})")
+    table.add_column("rank", justify="right")
+    table.add_column("trial", justify="right")
+    table.add_column(board["metric"], justify="right")
+    table.add_column("epochs", justify="right")
+    params = sorted({k for row in board["items"] for k in row["params"]})
+    for k in params:
+        table.add_column(k, justify="right")
+    for row in board["items"]:
+        value = "-" if row["value"] is None else f"{row['value']:.4f}"
+        cells = [_fmt(row["params"].get(k)) for k in params]
+        table.add_row(str(row["rank"]), str(row["number"]), value, str(row["epochs"]), *cells)
+    console.print(table)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _safe(settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.database_url).render_as_string(hide_password=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,80 @@
+"""Settings from the environment (pydantic-settings). Built on demand by ``get_settings()``, never at import."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ApiKey", "Settings", "get_settings"]
+
+Scope = Literal["read", "write"]
+
+
+class ApiKey:
+    """One configured key: its secret, its scope, and a short fingerprint that is safe to log and store."""
+
+    __slots__ = ("fingerprint", "scope", "secret")
+
+    def __init__(self, secret: str, scope: Scope) -> None:
+        import hashlib
+
+        self.secret = secret
+        self.scope = scope
+        self.fingerprint = hashlib.sha256(secret.encode()).hexdigest()[:12]
+
+    def allows(self, needed: Scope) -> bool:
+        return self.scope == "write" or needed == "read"
+
+    def __repr__(self) -> str:  # never the secret
+        return f"ApiKey({self.fingerprint}, {self.scope})"
+
+
+class Settings(BaseSettings):
+    """tvlars-tune's configuration. Every field reads ``TVLARS_<NAME>``; ``ray_address`` reads ``RAY_ADDRESS``."""
+
+    model_config = SettingsConfigDict(env_prefix="TVLARS_", extra="ignore")
+
+    database_url: str = "sqlite:///./tvlars-tune.db"
+    api_keys: str = Field(default="", repr=False, description="comma list of KEY[:read|write] (default scope write)")
+    data_dir: str | None = None
+    ray_address: str | None = Field(default=None, validation_alias="RAY_ADDRESS")
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    worker_heartbeat_s: float = Field(default=2.0, gt=0)
+    worker_stale_s: float = Field(default=20.0, gt=0, description="a worker silent this long is dead")
+    worker_poll_s: float = Field(default=1.0, gt=0)
+    ray_results_dir: str | None = None
+
+    @field_validator("api_keys")
+    @classmethod
+    def _parse_check(cls, value: str) -> str:
+        cls.parse_keys(value)
+        return value
+
+    @staticmethod
+    def parse_keys(value: str) -> list[ApiKey]:
+        keys = []
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            secret, _, scope = item.partition(":")
+            scope = scope or "write"
+            if scope not in ("read", "write"):
+                raise ValueError(f"TVLARS_API_KEYS: scope must be read or write, got {scope!r}")
+            if len(secret) < 8:
+                raise ValueError("TVLARS_API_KEYS: keys must be at least 8 characters")
+            keys.append(ApiKey(secret, scope))  # type: ignore[arg-type]
+        return keys
+
+    @property
+    def keys(self) -> list[ApiKey]:
+        return self.parse_keys(self.api_keys)
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys.strip())
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,129 @@
+"""The FastAPI app. ``create_app(settings)`` builds it; nothing is built at import time.
+
+uvicorn --factory service.main:create_app
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from . import __doc__ as service_doc
+from .api.routes import health, search_spaces, studies
+from .core.config import Settings, get_settings
+from .db import migrate
+from .errors import ConflictError, InvalidSpecError, NotFoundError, StorageError
+from .metrics import AppMetrics, MetricsMiddleware
+from .storage import open_storage
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+class BodySizeLimit:
+    """413 for a request body over ``max_bytes``, whether it declares its length or streams it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(send)
+            return
+        seen = 0
+        started = False
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        body = json.dumps({"detail": f"Request body larger than {self.max_bytes} bytes"}).encode()
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API. Migrates the service's tables on start-up; never trains and never waits on Ray."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        migrate(settings.database_url)
+        open_storage(settings.database_url)  # Optuna's tables too: trial reads must find them from the start
+        yield
+
+    app = FastAPI(
+        title="tvlars-tune",
+        version="0.1.0",
+        summary="Tune TVLARS and its large-batch baselines with Ray Tune + Optuna.",
+        description=(service_doc or "")
+        + "\n\nSend `Authorization: Bearer <key>` when the server has API keys (TVLARS_API_KEYS).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.api_keys = settings.keys  # parsed once
+    app.state.metrics = AppMetrics(settings.database_url)
+
+    def error(status: int, detail) -> JSONResponse:
+        return JSONResponse({"detail": detail}, status_code=status)
+
+    app.add_exception_handler(NotFoundError, lambda r, e: error(404, str(e)))
+    app.add_exception_handler(ConflictError, lambda r, e: error(409, str(e)))
+    app.add_exception_handler(InvalidSpecError, lambda r, e: error(422, str(e)))
+    app.add_exception_handler(StorageError, lambda r, e: error(503, "The database is unavailable; retry shortly"))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
+        return error(422, jsonable_encoder(fields))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error(500, "Internal server error")
+
+    app.include_router(studies.router)
+    app.include_router(search_spaces.router)
+    app.include_router(health.router)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

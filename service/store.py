@@ -1,0 +1,224 @@
+"""Study records: create (idempotently), read, cancel, resume, and the worker's claim/heartbeat/finish."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from search_spaces.spec import StudySpec
+
+from .db import StudyRecord, StudyState, WorkerRecord, utcnow
+from .errors import ConflictError, InvalidSpecError, NotFoundError
+
+__all__ = [
+    "cancel_study",
+    "claim_next_study",
+    "create_study",
+    "finish_study",
+    "get_study",
+    "list_studies",
+    "resume_study",
+    "spec_hash",
+]
+
+
+def spec_hash(canonical: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def create_study(
+    session: Session, spec: StudySpec, idempotency_key: str | None, owner: str | None
+) -> tuple[StudyRecord, bool]:
+    """A new QUEUED study, or the existing one for a replayed request. Returns ``(record, created)``.
+
+    Same idempotency key and same spec: the existing study (created False). Same key, other spec: ConflictError.
+    A name already taken (by a request without this key): ConflictError.
+    """
+    canonical = spec.canonical()
+    digest = spec_hash(canonical)
+    if idempotency_key is not None:
+        existing = StudyRecord.by_idempotency_key(session, idempotency_key)
+        if existing is not None:
+            if existing.spec_hash != digest:
+                raise ConflictError("Idempotency-Key was already used with a different spec")
+            return existing, False
+    if StudyRecord.by_name(session, spec.name) is not None:
+        raise ConflictError(f"A study named {spec.name!r} exists; choose another name")
+    record = StudyRecord(
+        id=uuid.uuid4().hex,
+        name=spec.name,
+        spec=canonical,
+        spec_hash=digest,
+        state=StudyState.QUEUED,
+        idempotency_key=idempotency_key,
+        owner=owner,
+        resume=False,
+        cancel_requested=False,
+        claims=0,
+    )
+    session.add(record)
+    session.flush()  # a concurrent insert of the same name or key fails here, inside the caller's transaction
+    return record, True
+
+
+def get_study(session: Session, study_id: str) -> StudyRecord:
+    record = StudyRecord.by_id(session, study_id)
+    if record is None:
+        raise NotFoundError("Study not found")
+    return record
+
+
+def list_studies(session: Session, limit: int, offset: int, state: str | None) -> tuple[int, list[StudyRecord]]:
+    where = [StudyRecord.state == state] if state else []
+    total = session.scalar(sa.select(sa.func.count()).select_from(StudyRecord).where(*where)) or 0
+    rows = session.scalars(
+        sa.select(StudyRecord).where(*where).order_by(StudyRecord.created_at.desc()).limit(limit).offset(offset)
+    ).all()
+    return total, list(rows)
+
+
+def cancel_study(session: Session, study_id: str) -> StudyRecord:
+    """QUEUED → CANCELLED now; RUNNING → a cancel request its worker acts on within seconds."""
+    record = _locked(session, study_id)
+    if record.state == StudyState.QUEUED:
+        record.state = StudyState.CANCELLED
+        record.finished_at = utcnow()
+    elif record.state == StudyState.RUNNING:
+        record.cancel_requested = True
+    else:
+        raise ConflictError(f"Study is {record.state}; only a QUEUED or RUNNING study can be cancelled")
+    return record
+
+
+def resume_study(session: Session, study_id: str, n_trials: int | None) -> StudyRecord:
+    """A CANCELLED or FAILED study (or a SUCCEEDED one given more trials) goes back to the queue."""
+    record = _locked(session, study_id)
+    if record.state in (StudyState.QUEUED, StudyState.RUNNING):
+        raise ConflictError(f"Study is {record.state}; there is nothing to resume")
+    spec = dict(record.spec)
+    current = spec["budget"]["n_trials"]
+    if n_trials is not None and n_trials != current:
+        if n_trials < current:
+            raise ConflictError(f"n_trials can only grow (the study has n_trials={current})")
+        spec = {**spec, "budget": {**spec["budget"], "n_trials": n_trials}}
+        try:
+            spec = StudySpec.model_validate(spec).canonical()
+        except ValueError as e:
+            raise InvalidSpecError(str(e)) from None
+    elif record.state == StudyState.SUCCEEDED:
+        raise ConflictError("Study SUCCEEDED; pass a larger n_trials to run more trials")
+    record.spec = spec
+    record.spec_hash = spec_hash(spec)
+    record.state = StudyState.QUEUED
+    record.resume = True
+    record.cancel_requested = False
+    record.error = None
+    record.finished_at = None
+    return record
+
+
+def _locked(session: Session, study_id: str) -> StudyRecord:
+    record = session.scalars(sa.select(StudyRecord).where(StudyRecord.id == study_id).with_for_update()).one_or_none()
+    if record is None:
+        raise NotFoundError("Study not found")
+    return record
+
+
+# -- the worker's side -------------------------------------------------------------------------------------------
+
+
+def claim_next_study(session: Session, worker_id: str, stale_after_s: float) -> StudyRecord | None:
+    """Claim the oldest QUEUED study, or a RUNNING one whose worker went silent. None when there is none.
+
+    On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets workers pass each other's candidates; the conditional UPDATE
+    then makes the claim exclusive on every database (it matches only if nobody claimed the row meanwhile).
+    """
+    stale_before = utcnow() - timedelta(seconds=stale_after_s)
+    claimable = sa.or_(
+        StudyRecord.state == StudyState.QUEUED,
+        sa.and_(StudyRecord.state == StudyState.RUNNING, StudyRecord.heartbeat_at < stale_before),
+    )
+    candidate = session.scalars(
+        sa.select(StudyRecord)
+        .where(claimable)
+        .order_by(StudyRecord.created_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    ).one_or_none()
+    if candidate is None:
+        return None
+    now = utcnow()
+    # `claimable` again: a QUEUED row another worker took is RUNNING now, a stale one has a fresh heartbeat
+    result = session.execute(
+        sa.update(StudyRecord)
+        .where(StudyRecord.id == candidate.id, claimable)
+        .values(
+            state=StudyState.RUNNING,
+            worker_id=worker_id,
+            heartbeat_at=now,
+            claims=StudyRecord.claims + 1,
+            started_at=sa.func.coalesce(StudyRecord.started_at, now),
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return None
+    session.expire(candidate)
+    return session.get(StudyRecord, candidate.id)
+
+
+def heartbeat(session: Session, worker_id: str, study_id: str | None) -> bool:
+    """Renew a worker's and its study's heartbeat. Returns whether a cancel was requested for the study."""
+    now = utcnow()
+    session.execute(
+        sa.update(WorkerRecord).where(WorkerRecord.id == worker_id).values(heartbeat_at=now, study_id=study_id)
+    )
+    if study_id is None:
+        return False
+    session.execute(
+        sa.update(StudyRecord)
+        .where(StudyRecord.id == study_id, StudyRecord.worker_id == worker_id)
+        .values(heartbeat_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(session.scalar(sa.select(StudyRecord.cancel_requested).where(StudyRecord.id == study_id)))
+
+
+def finish_study(
+    session: Session, study_id: str, worker_id: str, state: str, error: str | None, outcome: dict | None
+) -> None:
+    now = utcnow()
+    session.execute(
+        sa.update(StudyRecord)
+        .where(StudyRecord.id == study_id, StudyRecord.worker_id == worker_id)
+        .values(
+            state=state,
+            error=error,
+            outcome=outcome,
+            cancel_requested=False,
+            resume=False,
+            finished_at=now if state in StudyState.FINISHED else None,
+            heartbeat_at=None if state == StudyState.QUEUED else now,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def live_workers(session: Session, stale_after_s: float) -> int:
+    since = utcnow() - timedelta(seconds=stale_after_s)
+    return (
+        session.scalar(
+            sa.select(sa.func.count())
+            .select_from(WorkerRecord)
+            .where(WorkerRecord.heartbeat_at >= since, WorkerRecord.stopped_at.is_(None))
+        )
+        or 0
+    )

@@ -1,0 +1,242 @@
+"""Reads of Optuna's tables in SQL: counts, leaderboards and trial pages without loading every trial into Python.
+
+Optuna's schema (studies, trials, trial_values, trial_params, trial_intermediate_values, trial_user_attributes) is
+declared here as lightweight table clauses with just the columns we read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from optuna.distributions import json_to_distribution
+from sqlalchemy.orm import Session
+
+__all__ = ["leaderboard", "trial_counts", "trials_page"]
+
+studies = sa.table("studies", sa.column("study_id"), sa.column("study_name"))
+directions = sa.table("study_directions", sa.column("study_id"), sa.column("direction"), sa.column("objective"))
+trials = sa.table(
+    "trials",
+    sa.column("trial_id"),
+    sa.column("number"),
+    sa.column("study_id"),
+    sa.column("state"),
+    sa.column("datetime_start", sa.DateTime),  # typed: SQLite hands back text otherwise
+    sa.column("datetime_complete", sa.DateTime),
+)
+values = sa.table("trial_values", sa.column("trial_id"), sa.column("objective"), sa.column("value", sa.Float))
+params = sa.table(
+    "trial_params",
+    sa.column("trial_id"),
+    sa.column("param_name"),
+    sa.column("param_value"),
+    sa.column("distribution_json"),
+)
+intermediate = sa.table(
+    "trial_intermediate_values",
+    sa.column("trial_id"),
+    sa.column("step", sa.Integer),
+    sa.column("intermediate_value", sa.Float),
+)
+user_attrs = sa.table("trial_user_attributes", sa.column("trial_id"), sa.column("key"), sa.column("value_json"))
+
+TRIAL_STATES = ("RUNNING", "COMPLETE", "PRUNED", "FAIL", "WAITING")
+#: User attrs shown with each trial (curves only when asked: they are the bulk of a trial's data).
+SUMMARY_ATTRS = (
+    "fail_kind",
+    "fail_reason",
+    "diverged",
+    "epochs_run",
+    "best_test_acc",
+    "final_test_acc",
+    "images_per_s",
+    "wall_seconds",
+    "device",
+    "enqueued",
+)
+
+
+def _state_in(states: tuple[str, ...]):
+    """``state IN ('A', 'B')`` with inline literals: PostgreSQL stores Optuna's states as an enum, and an untyped
+    literal compares as that enum (and uses its index order), where a VARCHAR parameter or a cast would not."""
+    unknown = [s for s in states if s not in TRIAL_STATES]
+    if unknown:  # only known names are ever inlined into SQL
+        raise ValueError(f"unknown trial state(s): {unknown}")
+    return trials.c.state.in_([sa.literal_column(f"'{s}'") for s in states])
+
+
+#: (database, study name) → (study id, first direction). A study's id and directions never change once created.
+_STUDIES: dict[tuple[str, str], tuple[int, str]] = {}
+
+
+def _study(session: Session, name: str) -> tuple[int, str] | None:
+    """The Optuna study's id and first objective's direction, or None while it does not exist yet."""
+    key = (str(session.get_bind().url), name)
+    if key not in _STUDIES:
+        row = session.execute(
+            sa.select(studies.c.study_id, directions.c.direction)
+            .select_from(
+                studies.outerjoin(
+                    directions, sa.and_(directions.c.study_id == studies.c.study_id, directions.c.objective == 0)
+                )
+            )
+            .where(studies.c.study_name == name)
+        ).first()
+        if row is None:
+            return None
+        _STUDIES[key] = (row.study_id, str(getattr(row.direction, "name", row.direction) or "MAXIMIZE"))
+    return _STUDIES[key]
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """Optuna stores naive local times; give them their zone (RFC 3339 needs one)."""
+    return value.astimezone(UTC) if value is not None else None
+
+
+def _finite(v: float | None) -> float | None:
+    return v if v is not None and math.isfinite(v) else None
+
+
+def trial_counts(session: Session, names: list[str]) -> dict[str, dict[str, int]]:
+    """Trials by state for each study name (one grouped query for all of them)."""
+    out = {name: dict.fromkeys(TRIAL_STATES, 0) for name in names}
+    if not names:
+        return out
+    rows = session.execute(
+        sa.select(studies.c.study_name, trials.c.state, sa.func.count())
+        .select_from(trials.join(studies, studies.c.study_id == trials.c.study_id))
+        .where(studies.c.study_name.in_(names))
+        .group_by(studies.c.study_name, trials.c.state)
+    )
+    for name, state, n in rows:
+        out[name][str(state.name if hasattr(state, "name") else state)] = n
+    return out
+
+
+def _params_of(session: Session, trial_ids: list[int]) -> dict[int, dict[str, Any]]:
+    out: dict[int, dict[str, Any]] = defaultdict(dict)
+    if not trial_ids:
+        return out
+    for trial_id, name, value, dist in session.execute(
+        sa.select(params.c.trial_id, params.c.param_name, params.c.param_value, params.c.distribution_json).where(
+            params.c.trial_id.in_(trial_ids)
+        )
+    ):
+        out[trial_id][name] = json_to_distribution(dist).to_external_repr(value)
+    return out
+
+
+def _attrs_of(session: Session, trial_ids: list[int], keys: tuple[str, ...] | None) -> dict[int, dict[str, Any]]:
+    out: dict[int, dict[str, Any]] = defaultdict(dict)
+    if not trial_ids:
+        return out
+    query = sa.select(user_attrs.c.trial_id, user_attrs.c.key, user_attrs.c.value_json).where(
+        user_attrs.c.trial_id.in_(trial_ids)
+    )
+    if keys is not None:
+        query = query.where(user_attrs.c.key.in_(keys))
+    for trial_id, key, value in session.execute(query):
+        out[trial_id][key] = json.loads(value)
+    return out
+
+
+def _epochs_reached():
+    return (
+        sa.select(sa.func.max(intermediate.c.step))
+        .where(intermediate.c.trial_id == trials.c.trial_id)
+        .scalar_subquery()
+        .label("epochs")
+    )
+
+
+def leaderboard(session: Session, name: str, limit: int, include_pruned: bool = False) -> list[dict[str, Any]] | None:
+    """The best ``limit`` trials by the first objective, ordered and limited in SQL. None if no such study."""
+    found = _study(session, name)
+    if found is None:
+        return None
+    study_id, direction = found
+    states = ("COMPLETE", "PRUNED") if include_pruned else ("COMPLETE",)
+    order = values.c.value.desc() if direction == "MAXIMIZE" else values.c.value.asc()
+    rows = session.execute(
+        sa.select(trials.c.trial_id, trials.c.number, trials.c.state, values.c.value, _epochs_reached())
+        .select_from(trials.join(values, sa.and_(values.c.trial_id == trials.c.trial_id, values.c.objective == 0)))
+        .where(trials.c.study_id == study_id, _state_in(states))
+        .order_by(order, trials.c.number)
+        .limit(limit)
+    ).all()
+    ids = [r.trial_id for r in rows]
+    p = _params_of(session, ids)
+    attrs = _attrs_of(session, ids, SUMMARY_ATTRS)
+    return [
+        {
+            "rank": i + 1,
+            "number": r.number,
+            "state": str(getattr(r.state, "name", r.state)),
+            "value": _finite(r.value),
+            "params": p[r.trial_id],
+            "epochs": r.epochs,
+            **{k: attrs[r.trial_id].get(k) for k in ("best_test_acc", "final_test_acc", "diverged", "wall_seconds")},
+        }
+        for i, r in enumerate(rows)
+    ]
+
+
+def trials_page(
+    session: Session, name: str, limit: int, offset: int, state: str | None = None, curves: bool = False
+) -> tuple[int, list[dict[str, Any]]] | None:
+    """A page of trials by number: ``(total, trials)``. None if no such study."""
+    found = _study(session, name)
+    if found is None:
+        return None
+    where = [trials.c.study_id == found[0]]
+    if state is not None:
+        where.append(_state_in((state,)))
+    total = session.scalar(sa.select(sa.func.count()).select_from(trials).where(*where)) or 0
+    rows = session.execute(
+        sa.select(
+            trials.c.trial_id, trials.c.number, trials.c.state, trials.c.datetime_start, trials.c.datetime_complete
+        )
+        .where(*where)
+        .order_by(trials.c.number)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    ids = [r.trial_id for r in rows]
+    p = _params_of(session, ids)
+    attrs = _attrs_of(session, ids, None if curves else SUMMARY_ATTRS)
+    vals: dict[int, list[float | None]] = defaultdict(list)
+    for trial_id, value in session.execute(
+        sa.select(values.c.trial_id, values.c.value)
+        .where(values.c.trial_id.in_(ids))
+        .order_by(values.c.trial_id, values.c.objective)
+    ):
+        vals[trial_id].append(_finite(value))
+    steps: dict[int, dict[int, float | None]] = defaultdict(dict)
+    for trial_id, step, value in session.execute(
+        sa.select(intermediate.c.trial_id, intermediate.c.step, intermediate.c.intermediate_value)
+        .where(intermediate.c.trial_id.in_(ids))
+        .order_by(intermediate.c.trial_id, intermediate.c.step)
+    ):
+        steps[trial_id][step] = _finite(value)
+    out = []
+    for r in rows:
+        a = attrs[r.trial_id]
+        out.append(
+            {
+                "number": r.number,
+                "state": str(getattr(r.state, "name", r.state)),
+                "params": p[r.trial_id],
+                "values": vals.get(r.trial_id) or None,
+                "intermediate_values": steps[r.trial_id],
+                "epochs": max(steps[r.trial_id], default=None),
+                "datetime_start": _aware(r.datetime_start),
+                "datetime_complete": _aware(r.datetime_complete),
+                "user_attrs": {k: v for k, v in a.items() if k != "traceback"} if curves else a,
+            }
+        )
+    return total, out

@@ -1,0 +1,138 @@
+"""The worker: claims queued studies from the database and runs them with the engine, one at a time.
+
+Several workers can share one PostgreSQL database (claims use ``FOR UPDATE SKIP LOCKED`` and a conditional update).
+A worker heartbeats itself and its study; a RUNNING study whose worker went silent is claimed again and resumed.
+On SIGTERM/SIGINT the running study is stopped and put back in the queue for another worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import uuid
+
+from .core.config import Settings
+from .db import StudyState, WorkerRecord, migrate, session_scope, utcnow
+from .errors import ConflictError, InvalidSpecError, StorageError
+from .store import claim_next_study, finish_study, heartbeat
+
+__all__ = ["Worker"]
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """One worker process's loop. ``run()`` blocks until ``stop()`` (or a signal, with ``handle_signals``)."""
+
+    def __init__(self, settings: Settings, worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.url = settings.database_url
+        self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._stop = threading.Event()
+        self._cancel = threading.Event()  # set by the heartbeat when the running study's cancel is requested
+        self._current: str | None = None
+        self._lock = threading.Lock()
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop())
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, handle_signals: bool = False) -> None:
+        """Claim and run studies until :meth:`stop` (or SIGTERM/SIGINT, with ``handle_signals``)."""
+        from .engine import ensure_ray
+
+        migrate(self.url)
+        with session_scope(self.url) as s:
+            s.add(WorkerRecord(id=self.id, host=socket.gethostname(), pid=os.getpid()))
+        beat = threading.Thread(target=self._heartbeat_loop, name="worker-heartbeat", daemon=True)
+        beat.start()
+        ensure_ray(self.settings.ray_address)  # up front, so a submitted study starts at once
+        if handle_signals:  # after Ray starts: ray.init installs a SIGTERM handler of its own that exits
+            self._install_signals()
+        log.info("worker %s ready (database %s)", self.id, _safe_url(self.url))
+        try:
+            while not self._stop.is_set():
+                try:
+                    with session_scope(self.url) as s:
+                        record = claim_next_study(s, self.id, self.settings.worker_stale_s)
+                        claimed = None if record is None else (record.id, record.name, dict(record.spec), record.resume)
+                except StorageError:
+                    log.warning("could not reach the database; retrying", exc_info=True)
+                    claimed = None
+                if claimed is None:
+                    self._stop.wait(self.settings.worker_poll_s)
+                    continue
+                self._run_one(*claimed)
+        finally:
+            with session_scope(self.url) as s:
+                record = s.get(WorkerRecord, self.id)
+                if record is not None:
+                    record.stopped_at = utcnow()
+            log.info("worker %s stopped", self.id)
+
+    # -- one study ------------------------------------------------------------------------------------------------
+
+    def _run_one(self, study_id: str, name: str, spec: dict, resume: bool) -> None:
+        from .engine import CANCELLED, run_study
+
+        with self._lock:
+            self._current = study_id
+            self._cancel.clear()
+        log.info("worker %s runs study %s (%s)%s", self.id, name, study_id, " [resume]" if resume else "")
+        state, error, outcome = StudyState.FAILED, None, None
+        try:
+            result = run_study(
+                spec,
+                self.url,
+                resume=resume,
+                should_cancel=lambda: self._cancel.is_set() or self._stop.is_set(),
+                results_dir=self.settings.ray_results_dir,
+            )
+            outcome = result.as_dict()
+            state, error = result.state, result.reason if result.state != "SUCCEEDED" else None
+            if state == CANCELLED and not self._cancel.is_set():
+                # stopped because this worker is shutting down, not by a user: back to the queue for another
+                state, error = StudyState.QUEUED, None
+        except ConflictError as e:
+            # another live driver still holds the study's lease (its worker looked stale but is not): retry later
+            log.warning("study %s: %s; requeued", name, e)
+            state, error = StudyState.QUEUED, None
+        except InvalidSpecError as e:
+            error = f"invalid spec: {e}"
+        except Exception as e:  # the study fails with the reason; the worker lives on
+            log.exception("study %s failed", name)
+            error = f"{type(e).__name__}: {e}"
+        with session_scope(self.url) as s:
+            finish_study(s, study_id, self.id, state, error, outcome)
+        with self._lock:
+            self._current = None
+        log.info("study %s: %s%s", name, state, f" ({error})" if error else "")
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(self.settings.worker_heartbeat_s):
+            self.beat()
+        self.beat()
+
+    def beat(self) -> None:
+        with self._lock:
+            current = self._current
+        try:
+            with session_scope(self.url) as s:
+                if heartbeat(s, self.id, current):
+                    self._cancel.set()
+        except Exception:  # the next beat retries; a study is only taken over after worker_stale_s of silence
+            log.warning("heartbeat failed", exc_info=True)
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

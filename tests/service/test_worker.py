@@ -1,0 +1,97 @@
+"""Workers: a killed worker's study is taken over and finished by another; SIGTERM puts a study back in the queue."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search_spaces.spec import StudySpec
+from service.db import StudyRecord, migrate, session_scope
+from service.store import create_study
+
+from ..conftest import unique_name
+from ..utils.server import start_worker
+from ..utils.specs import quick_spec
+
+pytestmark = pytest.mark.usefixtures("ray_address")
+
+
+def _submit(url: str, **overrides) -> tuple[str, str]:
+    migrate(url)
+    spec = StudySpec.model_validate(quick_spec(unique_name("w"), **overrides))
+    with session_scope(url) as s:
+        record, _ = create_study(s, spec, None, None)
+        return record.id, spec.name
+
+
+def _record(url: str, study_id: str) -> StudyRecord:
+    with session_scope(url) as s:
+        return s.get(StudyRecord, study_id)
+
+
+def _wait(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _finished_trials(url: str, name: str) -> int:
+    try:
+        study = optuna.load_study(study_name=name, storage=url)
+    except KeyError:
+        return 0
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def test_a_killed_workers_study_is_taken_over(sqlite_url, tmp_path):
+    study_id, name = _submit(
+        sqlite_url, budget={"n_trials": 4, "max_concurrent": 1}, scheduler={"name": "none"}, workload={"epochs": 12}
+    )
+    first = start_worker(sqlite_url, tmp_path, "first")
+    try:
+        _wait(lambda: _finished_trials(sqlite_url, name) >= 1, 90, "a finished trial")
+    finally:
+        first.kill()  # SIGKILL: no clean-up, the study stays RUNNING with a stale heartbeat
+        first.wait()
+    assert _record(sqlite_url, study_id).state == "RUNNING"
+    second = start_worker(sqlite_url, tmp_path, "second")
+    try:
+        record = _wait(
+            lambda: (r := _record(sqlite_url, study_id)).state in ("SUCCEEDED", "FAILED") and r, 120, "the takeover"
+        )
+    finally:
+        second.terminate()
+        second.wait(timeout=60)
+    assert record.state == "SUCCEEDED", record.error
+    assert record.claims == 2
+    study = optuna.load_study(study_name=name, storage=sqlite_url)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 4
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+
+
+def test_sigterm_puts_the_running_study_back_in_the_queue(sqlite_url, tmp_path):
+    study_id, name = _submit(
+        sqlite_url, budget={"n_trials": 6, "max_concurrent": 1}, scheduler={"name": "none"}, workload={"epochs": 30}
+    )
+    worker = start_worker(sqlite_url, tmp_path, "term")
+    try:
+        _wait(lambda: _record(sqlite_url, study_id).state == "RUNNING", 90, "RUNNING")
+        _wait(lambda: _finished_trials(sqlite_url, name) >= 1, 90, "a finished trial")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    record = _record(sqlite_url, study_id)
+    assert record.state == "QUEUED" and record.error is None  # for the next worker to resume, not CANCELLED
+    study = optuna.load_study(study_name=name, storage=sqlite_url)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) >= 1
