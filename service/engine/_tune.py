@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.tune.schedulers import MedianStoppingRule, TrialScheduler
 
 
 class StopAll(tune.Stopper):
@@ -41,3 +42,14 @@ class TrialErrors(tune.Callback):
         if error_file and os.path.exists(error_file):
             text = Path(error_file).read_text()[-2000:]
         self.messages[trial.trial_id] = text or str(getattr(trial, "error_msg", "") or "Ray reported an error")
+
+
+class MedianStoppingNoPause(MedianStoppingRule):
+    """Ray's median stopping rule, except that a trial short of comparison samples runs on instead of pausing.
+
+    Ray pauses such a trial to "yield time" to waiting ones (``_last_pause`` starts at -inf, so ``min_time_slice``
+    cannot prevent the first pause); a function trainable without checkpoints would then restart from epoch 1.
+    """
+
+    def _on_insufficient_samples(self, tune_controller, trial, time: float) -> str:
+        return TrialScheduler.CONTINUE

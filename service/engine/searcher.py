@@ -50,6 +50,7 @@ class TrialRun:
     optuna_trial: optuna.Trial
     started: float = field(default_factory=time.time)
     results: list[dict[str, Any]] = field(default_factory=list)
+    restarts: int = 0
 
 
 class OptunaStudySearcher(Searcher):
@@ -160,16 +161,29 @@ class OptunaStudySearcher(Searcher):
     # -- recording ------------------------------------------------------------------------------------------------
 
     def _record(self, run: TrialRun, result: dict[str, Any]) -> None:
-        """Keep an epoch's result once, and report the objective as the epoch's intermediate value."""
+        """Keep an epoch's result once, and store the objective as the epoch's intermediate value."""
         if "error" in result or "epoch" not in result:
             return
-        if run.results and run.results[-1].get("epoch") == result["epoch"]:
-            return
+        last = run.results[-1] if run.results else None
+        if last is not None and (last["epoch"], last.get("wall_seconds")) == (
+            result["epoch"],
+            result.get("wall_seconds"),
+        ):
+            return  # the same result again: Tune passes the last one to on_trial_complete as well
+        if last is not None and result["epoch"] <= last["epoch"]:
+            # Ray restarted the trial (a retry after its worker died): the new run's epochs replace the old ones
+            run.results = [r for r in run.results if r["epoch"] < result["epoch"]]
+            run.restarts += 1
+            run.optuna_trial.set_user_attr("restarts", run.restarts)
         run.results.append(result)
         if self.single_objective:
             value = result.get(self.spec.objectives[0].metric)
             if value is not None and math.isfinite(value):
-                run.optuna_trial.report(value, step=int(result["epoch"]))
+                # straight to the storage, which overwrites a step a restarted run reports again
+                # (Trial.report would keep the first value and warn)
+                self.study._storage.set_trial_intermediate_value(
+                    run.optuna_trial._trial_id, int(result["epoch"]), value
+                )
 
     def _tell(self, trial_id: str, run: TrialRun, result: dict[str, Any] | None, error: bool) -> None:
         trial = run.optuna_trial

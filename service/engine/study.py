@@ -127,7 +127,9 @@ def build_scheduler(spec: StudySpec):
     ``hyperband`` is asynchronous HyperBand (ASHA over several brackets): it never pauses a trial, so trials need
     no checkpoints to resume.
     """
-    from ray.tune.schedulers import AsyncHyperBandScheduler, MedianStoppingRule
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    from ._tune import MedianStoppingNoPause
 
     s = spec.scheduler
     if s.name == "none":
@@ -144,7 +146,7 @@ def build_scheduler(spec: StudySpec):
             return AsyncHyperBandScheduler(
                 **common, max_t=max_t, grace_period=s.grace_period, reduction_factor=s.reduction_factor, **options
             )
-        return MedianStoppingRule(**common, grace_period=s.grace_period, **s.options)
+        return MedianStoppingNoPause(**common, grace_period=s.grace_period, **s.options)
     except TypeError as e:
         raise InvalidSpecError(f"scheduler.options do not fit the {s.name} scheduler: {e}") from None
 

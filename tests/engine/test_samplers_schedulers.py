@@ -1,0 +1,71 @@
+"""Every sampler and scheduler the spec offers works, through Optuna's ask/tell and through the engine."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search_spaces.spec import StudySpec
+from service.engine import SUCCEEDED, build_distributions, build_sampler, load_study, run_study
+from service.errors import InvalidSpecError
+
+from ..conftest import unique_name
+from ..utils.specs import quick_spec
+
+SPACE = {
+    "lr": {"type": "float", "low": 1.0, "high": 20.0, "log": True},
+    "delay_epochs": {"type": "int", "low": 0, "high": 4},
+    "exclude_1d": {"type": "categorical", "choices": [True, False]},
+}
+
+
+@pytest.mark.parametrize("name", ["tpe", "random", "cmaes", "gp", "qmc", "nsga2"])
+def test_each_sampler_asks_inside_the_space(name):
+    data = quick_spec("s", sampler={"name": name, "seed": 3})
+    data["search_space"] = SPACE
+    spec = StudySpec.model_validate(data)
+    study = optuna.create_study(sampler=build_sampler(spec), direction="maximize")
+    dists = build_distributions(spec)
+    for i in range(8):
+        trial = study.ask(dists)
+        assert 1.0 <= trial.params["lr"] <= 20.0 and trial.params["delay_epochs"] in range(5)
+        study.tell(trial, float(i % 3))
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 8
+
+
+def test_sampler_options_are_checked():
+    data = quick_spec("s", sampler={"name": "tpe", "options": {"n_startup": 3}})
+    with pytest.raises(InvalidSpecError, match="sampler.options do not fit the tpe sampler"):
+        build_sampler(StudySpec.model_validate(data))
+
+
+@pytest.mark.usefixtures("ray_address")
+@pytest.mark.parametrize("scheduler", ["median", "hyperband"])
+def test_other_schedulers_run_and_record_every_epoch(sqlite_url, scheduler):
+    spec = quick_spec(unique_name(scheduler), scheduler={"name": scheduler, "grace_period": 1}, budget={"n_trials": 5})
+    outcome = run_study(spec, sqlite_url)
+    trials = load_study(sqlite_url, spec["name"]).get_trials()
+    assert outcome.state == SUCCEEDED
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.intermediate_values for t in trials)
+    for t in trials:  # each trial ran once: no pause-and-restart from epoch 1 (no checkpoints to resume from)
+        epochs = t.user_attrs["curves"]["epoch"]
+        assert epochs == list(range(1, len(epochs) + 1)) and "restarts" not in t.user_attrs
+
+
+@pytest.mark.usefixtures("ray_address")
+def test_multi_objective_nsga2_study(sqlite_url):
+    spec = quick_spec(
+        unique_name("mo"),
+        objective=[{"metric": "test_acc"}, {"metric": "wall_seconds"}],
+        sampler={"name": "nsga2", "seed": 0},
+        scheduler={"name": "none"},
+        budget={"n_trials": 4},
+        workload={"epochs": 2},
+    )
+    outcome = run_study(spec, sqlite_url)
+    study = load_study(sqlite_url, spec["name"])
+    assert outcome.state == SUCCEEDED and outcome.n_complete == 4
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert all(len(t.values) == 2 and t.values[1] > 0 for t in study.get_trials())
+    assert study.best_trials and isinstance(outcome.best_value, list)
