@@ -260,10 +260,11 @@ def demo(
         console.print(f"submitted [bold]{name}[/bold] ({study['id']}): TVLARS on MNIST-1D, TPE + ASHA")
         study = watch(api, study["id"])
         show_leaderboard(api, study["id"])
+    prog = _prog()
     console.print(
         "\nLook at every trial's curves in optuna-dashboard:\n"
-        f"  tvlars-tune dashboard        # then open http://127.0.0.1:8080/dashboard/  (storage {_safe(settings)})\n"
-        "Or the REST API: tvlars-tune serve, then GET /v1/studies (docs at /docs)."
+        f"  {prog} dashboard        # then open http://127.0.0.1:8080/dashboard/  (storage {_safe(settings)})\n"
+        f"Or the REST API: {prog} serve, then GET http://127.0.0.1:8000/v1/studies (docs at /docs)."
     )
     if study["state"] != "SUCCEEDED":
         raise typer.Exit(1)
@@ -361,6 +362,12 @@ def _safe(settings) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(settings.database_url).render_as_string(hide_password=True)
+
+
+def _prog() -> str:
+    """How this command was invoked (``.venv/bin/tvlars-tune`` after ``make demo``), for copy-pasteable hints."""
+    argv0 = Path(sys.argv[0])
+    return str(argv0) if argv0.name == "tvlars-tune" else "tvlars-tune"
 
 
 def _free_port() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -29,6 +30,10 @@ def _is_number(value: Any) -> bool:
 
 class LayerwiseOptimizer(Optimizer):
     """Base for optimizers that adapt each tensor's step by a trust ratio.
+
+    Subclasses name their per-tensor state in ``_STATE_KEYS`` and define ``_update(group, params, grads, adapt,
+    states, *, foreach, fused)``, which applies one step to a group's tensors and returns the mean trust ratio over
+    the adapted ones (or None); ``step()`` here does the rest.
 
     Holds what LARS, TVLARS and LAMB share: the group options ``exclude_1d`` and ``adapt`` (which tensors get
     weight decay and a trust ratio), the group's step count ``step`` (a Python int, so reading it never syncs),
@@ -101,6 +106,29 @@ class LayerwiseOptimizer(Optimizer):
                     state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 out.append(state[key])
         return False
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        """Perform a single optimization step.
+
+        Args:
+            closure (Callable, optional): a closure that reevaluates the model and returns the loss.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params: list[Tensor] = []
+            grads: list[Tensor] = []
+            adapt: list[bool] = []
+            states: tuple[list[Tensor], ...] = tuple([] for _ in self._STATE_KEYS)
+            self._init_group(group, params, grads, adapt, *states)
+            group["step"] += 1
+            foreach, fused = self._implementation(group, params)
+            mean = self._update(group, params, grads, adapt, states, foreach=foreach, fused=fused)
+            group[self._TRUST_RATIO_KEY] = None if mean is None else (mean, sum(adapt))
+        return loss
 
     @property
     def last_trust_ratio(self) -> Tensor | None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import torch
 from torch import Tensor
 
 from ._base import LayerwiseOptimizer, check, check_common
@@ -96,44 +93,24 @@ class LAMB(LayerwiseOptimizer):
         )
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        """Perform a single optimization step.
-
-        Args:
-            closure (Callable, optional): a closure that reevaluates the model and returns the loss.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params: list[Tensor] = []
-            grads: list[Tensor] = []
-            adapt: list[bool] = []
-            exp_avgs: list[Tensor] = []
-            exp_avg_sqs: list[Tensor] = []
-            self._init_group(group, params, grads, adapt, exp_avgs, exp_avg_sqs)
-            group["step"] += 1
-            beta1, beta2 = group["betas"]
-            t = group["step"]
-            foreach, fused = self._implementation(group, params)
-            mean = lamb_update(
-                params,
-                grads,
-                exp_avgs,
-                exp_avg_sqs,
-                adapt,
-                foreach=foreach,
-                fused=fused,
-                lr=group["lr"],
-                beta1=beta1,
-                beta2=beta2,
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                bias_correction1=1.0 - beta1**t if group["bias_correction"] else 1.0,
-                bias_correction2=1.0 - beta2**t if group["bias_correction"] else 1.0,
-                norm_clip=group["norm_clip"],
-            )
-            group[self._TRUST_RATIO_KEY] = None if mean is None else (mean, sum(adapt))
-        return loss
+    def _update(self, group, params, grads, adapt, states, *, foreach: bool, fused: bool) -> Tensor | None:
+        exp_avgs, exp_avg_sqs = states
+        beta1, beta2 = group["betas"]
+        t = group["step"]
+        return lamb_update(
+            params,
+            grads,
+            exp_avgs,
+            exp_avg_sqs,
+            adapt,
+            foreach=foreach,
+            fused=fused,
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            bias_correction1=1.0 - beta1**t if group["bias_correction"] else 1.0,
+            bias_correction2=1.0 - beta2**t if group["bias_correction"] else 1.0,
+            norm_clip=group["norm_clip"],
+        )

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import torch
 from torch import Tensor
 
 from ._base import LayerwiseOptimizer, check, check_common
@@ -107,38 +104,19 @@ class LARS(LayerwiseOptimizer):
         """:math:`s_t`, the multiplier on the trust ratio at the group's current step (1 for LARS)."""
         return 1.0
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        """Perform a single optimization step.
-
-        Args:
-            closure (Callable, optional): a closure that reevaluates the model and returns the loss.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params: list[Tensor] = []
-            grads: list[Tensor] = []
-            adapt: list[bool] = []
-            bufs: list[Tensor] = []
-            self._init_group(group, params, grads, adapt, bufs)
-            group["step"] += 1
-            foreach, fused = self._implementation(group, params)
-            mean = lars_update(
-                params,
-                grads,
-                bufs,
-                adapt,
-                foreach=foreach,
-                fused=fused,
-                lr=group["lr"],
-                momentum=group["momentum"],
-                weight_decay=group["weight_decay"],
-                eta=group["eta"],
-                scale=self._trust_scale(group),
-                norm_clip=group["norm_clip"],
-            )
-            group[self._TRUST_RATIO_KEY] = None if mean is None else (mean, sum(adapt))
-        return loss
+    def _update(self, group, params, grads, adapt, states, *, foreach: bool, fused: bool) -> Tensor | None:
+        (bufs,) = states
+        return lars_update(
+            params,
+            grads,
+            bufs,
+            adapt,
+            foreach=foreach,
+            fused=fused,
+            lr=group["lr"],
+            momentum=group["momentum"],
+            weight_decay=group["weight_decay"],
+            eta=group["eta"],
+            scale=self._trust_scale(group),
+            norm_clip=group["norm_clip"],
+        )
