@@ -102,9 +102,11 @@ class Worker:
                 # stopped because this worker is shutting down, not by a user: back to the queue for another
                 state, error = StudyState.QUEUED, None
         except ConflictError as e:
-            # another live driver still holds the study's lease (its worker looked stale but is not): retry later
+            # another live driver still holds the study's lease (its worker looked stale but is not): retry later,
+            # after a pause, rather than claiming it straight back
             log.warning("study %s: %s; requeued", name, e)
             state, error = StudyState.QUEUED, None
+            self._stop.wait(self.settings.worker_stale_s / 2)
         except InvalidSpecError as e:
             error = f"invalid spec: {e}"
         except Exception as e:  # the study fails with the reason; the worker lives on

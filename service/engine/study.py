@@ -340,7 +340,12 @@ def _outcome(study: optuna.Study, spec: StudySpec, state: str | None, reason: st
     best_value = best_params = best_number = None
     if counts["COMPLETE"]:
         if len(spec.objectives) == 1:
-            best = study.best_trial
+            # the leaderboard's order: best value, then the earliest trial among equals
+            sign = -1.0 if spec.directions[0] == "maximize" else 1.0
+            best = min(
+                study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                key=lambda t: (sign * t.value, t.number),
+            )
             best_value, best_params, best_number = best.value, best.params, best.number
         else:
             front = study.best_trials

@@ -58,6 +58,19 @@ def validate_spec(body: dict[str, Any]) -> StudySpec:
         raise RequestValidationError(errors) from None
 
 
+def _best(session: Session, record: StudyRecord, n_complete: int) -> dict[str, Any] | None:
+    """A finished study's best trial is in its stored outcome; a live one's comes from the leaderboard query."""
+    outcome = record.outcome or {}
+    if record.state in ("SUCCEEDED", "FAILED", "CANCELLED") and isinstance(outcome.get("best_value"), float | int):
+        return {
+            "number": outcome["best_trial_number"],
+            "value": outcome["best_value"],
+            "params": outcome["best_params"],
+        }
+    top = leaderboard(session, record.name, 1) if n_complete else None
+    return {"number": top[0]["number"], "value": top[0]["value"], "params": top[0]["params"]} if top else None
+
+
 def to_public(session: Session, records: list[StudyRecord]) -> list[StudyPublic]:
     counts = trial_counts(session, [r.name for r in records])
     out = []
@@ -65,8 +78,7 @@ def to_public(session: Session, records: list[StudyRecord]) -> list[StudyPublic]
         c = counts[r.name]
         n_trials = r.spec["budget"]["n_trials"]
         finished = c["COMPLETE"] + c["PRUNED"]
-        top = leaderboard(session, r.name, 1) if c["COMPLETE"] else None
-        best = {"number": top[0]["number"], "value": top[0]["value"], "params": top[0]["params"]} if top else None
+        best = _best(session, r, c["COMPLETE"])
         out.append(
             StudyPublic(
                 id=r.id,
