@@ -24,7 +24,7 @@ demo: install
 	$(BIN)/tvlars-tune demo
 
 bench: install
-	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in benchmarks/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 lint: install
 	$(BIN)/ruff check .
