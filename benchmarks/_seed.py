@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from search_spaces import load_spec
-from service.db import StudyRecord, migrate, session_scope
+from service.db import StudyRecord, dispose, migrate, session_scope
 from service.storage import open_storage
 from service.store import spec_hash
 
@@ -30,17 +30,11 @@ def fresh_pg_database() -> Iterator[str]:
     admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = base.set(database=name).render_as_string(hide_password=False)
     try:
-        yield base.set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
-        from service.storage import _STORAGES
-
-        for key in [k for k in _STORAGES if name in k]:
-            _STORAGES.pop(key).engine.dispose()
-        from service.db import _ENGINES
-
-        for key in [k for k in _ENGINES if name in k]:
-            _ENGINES.pop(key).dispose()
+        dispose(url)
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -382,7 +381,3 @@ def _did_you_mean(key: str) -> str:
 
     close = difflib.get_close_matches(key, list(_TRIAL_FIELDS), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def is_valid_name(name: str) -> bool:
-    return re.fullmatch(NAME_PATTERN, name) is not None

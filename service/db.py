@@ -27,6 +27,7 @@ __all__ = [
     "StudyRecord",
     "StudyState",
     "WorkerRecord",
+    "dispose",
     "get_engine",
     "migrate",
     "session_scope",
@@ -133,6 +134,21 @@ def get_engine(url: str) -> Engine:
             _ENGINES[url] = sa.create_engine(url, **engine_kwargs(url))
             _SESSIONS[url] = sessionmaker(_ENGINES[url], expire_on_commit=False)
         return _ENGINES[url]
+
+
+def dispose(url: str) -> None:
+    """Close this process's pooled connections to ``url`` (ours and Optuna's), e.g. before dropping the database."""
+    from .storage import _STORAGES
+
+    url = normalize_url(url)
+    with _LOCK:
+        _SESSIONS.pop(url, None)
+        engine = _ENGINES.pop(url, None)
+    if engine is not None:
+        engine.dispose()
+    storage = _STORAGES.pop(url, None)
+    if storage is not None:
+        storage.engine.dispose()
 
 
 @contextmanager

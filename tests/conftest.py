@@ -26,10 +26,9 @@ def pg_url() -> Iterator[str]:
         pytest.fail(f"PostgreSQL at {base.render_as_string()} is not reachable: {e}")
     url = base.set(database=name).render_as_string(hide_password=False)
     yield url
-    from service.storage import _STORAGES
+    from service.db import dispose
 
-    for key in [k for k in _STORAGES if name in k]:
-        _STORAGES.pop(key).engine.dispose()
+    dispose(url)
     with admin.connect() as conn:
         conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.dispose()

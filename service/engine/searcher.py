@@ -239,11 +239,7 @@ class OptunaStudySearcher(Searcher):
             "final_test_acc": last.get("test_acc"),
             "images_per_s": sum(speeds) / len(speeds) if speeds else None,
             "wall_seconds": last.get("wall_seconds"),
-            "device": last.get("device") or self._device_of(rows),
+            "device": last.get("device"),
         }
         for key, value in jsonable(summary).items():
             trial.set_user_attr(key, value)
-
-    @staticmethod
-    def _device_of(rows: list[dict[str, Any]]) -> str | None:
-        return next((r["device"] for r in reversed(rows) if r.get("device")), None)

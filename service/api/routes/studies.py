@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 import search_spaces
 from search_spaces.spec import StudySpec
 
-from ...db import StudyRecord
+from ...db import StudyRecord, StudyState
 from ...store import cancel_study, create_study, get_study, list_studies, resume_study
 from ...trials import leaderboard, trial_counts, trials_page
 from ..deps import ReadKey, SessionDep, WriteKey
@@ -37,7 +37,7 @@ COMMON_RESPONSES: dict[int | str, dict] = {
 router = APIRouter(prefix="/v1/studies", tags=["studies"], responses=COMMON_RESPONSES)
 MAX_OFFSET = 1_000_000_000
 
-StudyState = Annotated[str | None, Query(pattern="^(QUEUED|RUNNING|SUCCEEDED|FAILED|CANCELLED)$")]
+StateFilter = Annotated[str | None, Query(pattern="^(QUEUED|RUNNING|SUCCEEDED|FAILED|CANCELLED)$")]
 TrialState = Annotated[str | None, Query(pattern="^(COMPLETE|PRUNED|FAIL|RUNNING|WAITING)$")]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)]
 
@@ -61,7 +61,7 @@ def validate_spec(body: dict[str, Any]) -> StudySpec:
 def _best(session: Session, record: StudyRecord, n_complete: int) -> dict[str, Any] | None:
     """A finished study's best trial is in its stored outcome; a live one's comes from the leaderboard query."""
     outcome = record.outcome or {}
-    if record.state in ("SUCCEEDED", "FAILED", "CANCELLED") and isinstance(outcome.get("best_value"), float | int):
+    if record.state in StudyState.FINISHED and isinstance(outcome.get("best_value"), float | int):
         return {
             "number": outcome["best_trial_number"],
             "value": outcome["best_value"],
@@ -147,7 +147,7 @@ def submit_study(
 def read_studies(
     session: SessionDep,
     _: ReadKey,
-    state: StudyState = None,
+    state: StateFilter = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> StudiesPublic:
