@@ -12,12 +12,13 @@ from datetime import datetime, timedelta
 
 import optuna
 import sqlalchemy as sa
+from service._optuna import open_storage
+from service.core.db import dispose, migrate, session_scope
+from service.crud import spec_hash
+from service.models import StudyRecord
 from sqlalchemy.engine import make_url
 
 from search_spaces import load_spec
-from service.db import StudyRecord, dispose, migrate, session_scope
-from service.storage import open_storage
-from service.store import spec_hash
 
 DEFAULT_PG = "postgresql+psycopg://root@127.0.0.1:5432/test"
 

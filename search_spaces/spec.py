@@ -17,12 +17,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from tvlars.data import list_datasets
 from tvlars.models import list_models
-from tvlars.train import OPTIMIZERS, TASKS, TrialConfig
+from tvlars.optim import trainable_optimizers
+from tvlars.train import TASKS, TrialConfig
+
+from .algorithms import MULTI_OBJECTIVE_SAMPLERS, SAMPLERS, SCHEDULERS, check_options
 
 __all__ = [
     "MAX_N_TRIALS",
     "MAX_PARAMS",
     "METRICS",
+    "RESUMABLE_FIELDS",
     "Budget",
     "CategoricalParam",
     "FloatParam",
@@ -33,6 +37,7 @@ __all__ = [
     "Scheduler",
     "StudySpec",
     "Workload",
+    "spec_changes",
 ]
 
 #: Limits that keep one request from asking for an unbounded amount of work or storage.
@@ -51,9 +56,10 @@ METRICS: dict[str, str] = {
     "wall_seconds": "minimize",
     "images_per_s": "maximize",
 }
-SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2")
-SCHEDULERS = ("none", "asha", "median", "hyperband")
-_MULTI_OBJECTIVE_SAMPLERS = ("tpe", "random", "gp", "nsga2", "grid", "qmc")
+#: What a trial may train with: the ``tvlars.optim`` registry's names and its recipes (``lars_warmup``).
+OPTIMIZERS = trainable_optimizers()
+#: The only top-level fields a resume may change: a study can be given more trials; anything else is another study.
+RESUMABLE_FIELDS = frozenset({"budget"})
 
 _TRIAL_FIELDS = {f.name: f for f in dataclasses.fields(TrialConfig)}
 #: Keys set by the spec's own fields, never inside workload/fixed/search_space.
@@ -167,19 +173,29 @@ class Objective(_Strict):
 class Sampler(_Strict):
     """An Optuna sampler by name; ``options`` go to its constructor (e.g. ``n_startup_trials`` for TPE)."""
 
-    name: Literal[SAMPLERS] = "tpe"  # type: ignore[valid-type]
+    name: Literal[tuple(SAMPLERS)] = "tpe"  # type: ignore[valid-type]
     seed: int | None = 0
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict, description="see search_spaces.algorithms.SAMPLERS")
+
+    @model_validator(mode="after")
+    def _options(self) -> Sampler:
+        self.options = check_options("sampler", self.name, self.options)
+        return self
 
 
 class Scheduler(_Strict):
     """A Ray Tune trial scheduler. ``grace_period`` and ``max_t`` are in epochs (``max_t`` defaults to epochs)."""
 
-    name: Literal[SCHEDULERS] = "none"  # type: ignore[valid-type]
+    name: Literal[tuple(SCHEDULERS)] = "none"  # type: ignore[valid-type]
     grace_period: int = Field(default=1, ge=1)
     reduction_factor: float = Field(default=3.0, gt=1.0)
     max_t: int | None = Field(default=None, ge=1)
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict, description="see search_spaces.algorithms.SCHEDULERS")
+
+    @model_validator(mode="after")
+    def _options(self) -> Scheduler:
+        self.options = check_options("scheduler", self.name, self.options)
+        return self
 
 
 class Budget(_Strict):
@@ -201,7 +217,7 @@ class Resources(_Strict):
 
 
 class StudySpec(_Strict):
-    """A tuning study. See ../shared/DESIGN.md, "Study spec"."""
+    """A tuning study: what to train and search, how to sample and prune, the budget (README, "A study spec")."""
 
     name: str = Field(pattern=NAME_PATTERN, description="Unique study name: letters, digits, '.', '_', '-'")
     description: str = Field(default="", max_length=2_000)
@@ -288,7 +304,7 @@ class StudySpec(_Strict):
         if len(objectives) > 1:
             if self.scheduler.name != "none":
                 raise ValueError("a multi-objective study cannot prune: use scheduler 'none'")
-            if self.sampler.name not in _MULTI_OBJECTIVE_SAMPLERS:
+            if self.sampler.name not in MULTI_OBJECTIVE_SAMPLERS:
                 raise ValueError(f"sampler {self.sampler.name!r} is single-objective; use nsga2, tpe, gp or random")
         if self.sampler.name == "grid":
             size = self.grid_size()
@@ -367,6 +383,19 @@ class StudySpec(_Strict):
     def canonical(self) -> dict[str, Any]:
         """The spec as plain JSON data: what is stored with the study and compared to detect a changed spec."""
         return self.model_dump(mode="json")
+
+    def resumed(self, *, n_trials: int) -> StudySpec:
+        """This spec with a larger budget: the one change a resume makes (see :data:`RESUMABLE_FIELDS`)."""
+        if n_trials < self.budget.n_trials:  # type: ignore[operator]
+            raise ValueError(f"n_trials can only grow (the study has n_trials={self.budget.n_trials})")
+        data = self.canonical()
+        data["budget"]["n_trials"] = n_trials
+        return StudySpec.model_validate(data)
+
+
+def spec_changes(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The top-level fields in which two canonical specs differ, sorted (resume allows :data:`RESUMABLE_FIELDS`)."""
+    return sorted(k for k in set(stored) | set(new) if stored.get(k) != new.get(k))
 
 
 def _check_trial_key(key: str, where: str) -> None:

@@ -82,9 +82,9 @@ def serve(
         raise typer.Exit(2)
     import uvicorn
 
-    from .db import migrate
+    from ._optuna import open_storage
+    from .core.db import migrate
     from .main import create_app
-    from .storage import open_storage
 
     migrate(settings.database_url)
     open_storage(settings.database_url)
@@ -135,7 +135,7 @@ def dashboard(
     """optuna-dashboard on the same storage (TVLARS_DATABASE_URL)."""
     from optuna_dashboard import run_server
 
-    from .storage import normalize_url
+    from .core.db import normalize_url
 
     url = normalize_url(_settings().database_url)
     console.print(

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["ConflictError", "InvalidSpecError", "NotFoundError", "StorageError", "TvlarsTuneError"]
+__all__ = [
+    "ConflictError",
+    "InvalidSpecError",
+    "LeaseHeldError",
+    "NameTakenError",
+    "NotFoundError",
+    "StorageError",
+    "TvlarsTuneError",
+]
 
 
 class TvlarsTuneError(Exception):
@@ -14,7 +22,15 @@ class NotFoundError(TvlarsTuneError):
 
 
 class ConflictError(TvlarsTuneError):
-    """The request clashes with what exists: a name taken by another spec, a study another driver is running."""
+    """The request clashes with what exists (a 409 over REST): a taken name, a state that does not allow it."""
+
+
+class LeaseHeldError(ConflictError):
+    """Another live driver runs this study: try again later (the worker requeues the study with a back-off)."""
+
+
+class NameTakenError(ConflictError):
+    """The study's name is taken by a study with another spec: retrying cannot help (the study FAILs at once)."""
 
 
 class InvalidSpecError(TvlarsTuneError, ValueError):

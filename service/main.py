@@ -17,12 +17,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __doc__ as service_doc
+from ._optuna import open_storage
 from .api.routes import health, search_spaces, studies
 from .core.config import Settings, get_settings
-from .db import migrate
+from .core.db import migrate
 from .errors import ConflictError, InvalidSpecError, NotFoundError, StorageError
 from .metrics import AppMetrics, MetricsMiddleware
-from .storage import open_storage
 
 __all__ = ["create_app"]
 

@@ -9,8 +9,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .db import StudyRecord, StudyState, session_scope
-from .trials import TRIAL_STATES, trials
+from .core.db import session_scope
+from .models import StudyRecord, StudyState
+from .optuna_queries import TRIAL_STATES, trials
 
 __all__ = ["AppMetrics", "MetricsMiddleware"]
 
@@ -37,8 +38,8 @@ class _StateCollector:
                     trial_states = {}
         except Exception:
             return  # the scrape still answers (latency metrics); readyz reports the database
-        for state in StudyState.ALL:
-            studies.add_metric([state], by_state.get(state, 0))
+        for state in StudyState:
+            studies.add_metric([state.value], by_state.get(state.value, 0))
         for state in TRIAL_STATES:
             trial_gauge.add_metric([state], trial_states.get(state, 0))
         yield studies

@@ -15,9 +15,10 @@ import threading
 import uuid
 
 from .core.config import Settings
-from .db import StudyState, WorkerRecord, migrate, session_scope, utcnow
-from .errors import ConflictError, InvalidSpecError, StorageError
-from .store import claim_next_study, finish_study, heartbeat
+from .core.db import migrate, session_scope
+from .crud import claim_next_study, finish_study, heartbeat
+from .errors import InvalidSpecError, LeaseHeldError, NameTakenError, StorageError
+from .models import StudyState, WorkerRecord, utcnow
 
 __all__ = ["Worker"]
 
@@ -62,7 +63,9 @@ class Worker:
             while not self._stop.is_set():
                 try:
                     with session_scope(self.url) as s:
-                        record = claim_next_study(s, self.id, self.settings.worker_stale_s)
+                        record = claim_next_study(
+                            session=s, worker_id=self.id, stale_after_s=self.settings.worker_stale_s
+                        )
                         claimed = None if record is None else (record.id, record.name, dict(record.spec), record.resume)
                 except StorageError:
                     log.warning("could not reach the database; retrying", exc_info=True)
@@ -81,7 +84,7 @@ class Worker:
     # -- one study ------------------------------------------------------------------------------------------------
 
     def _run_one(self, study_id: str, name: str, spec: dict, resume: bool) -> None:
-        from .engine import CANCELLED, run_study
+        from .engine import run_study
 
         with self._lock:
             self._current = study_id
@@ -97,23 +100,25 @@ class Worker:
                 results_dir=self.settings.ray_results_dir,
             )
             outcome = result.as_dict()
-            state, error = result.state, result.reason if result.state != "SUCCEEDED" else None
-            if state == CANCELLED and not self._cancel.is_set():
+            state, error = result.state, result.reason if result.state != StudyState.SUCCEEDED else None
+            if state == StudyState.CANCELLED and not self._cancel.is_set():
                 # stopped because this worker is shutting down, not by a user: back to the queue for another
                 state, error = StudyState.QUEUED, None
-        except ConflictError as e:
+        except LeaseHeldError as e:
             # another live driver still holds the study's lease (its worker looked stale but is not): retry later,
             # after a pause, rather than claiming it straight back
             log.warning("study %s: %s; requeued", name, e)
             state, error = StudyState.QUEUED, None
             self._stop.wait(self.settings.worker_stale_s / 2)
+        except NameTakenError as e:  # an Optuna study outside the service holds the name: retrying cannot help
+            error = str(e)
         except InvalidSpecError as e:
             error = f"invalid spec: {e}"
         except Exception as e:  # the study fails with the reason; the worker lives on
             log.exception("study %s failed", name)
             error = f"{type(e).__name__}: {e}"
         with session_scope(self.url) as s:
-            finish_study(s, study_id, self.id, state, error, outcome)
+            finish_study(session=s, study_id=study_id, worker_id=self.id, state=state, error=error, outcome=outcome)
         with self._lock:
             self._current = None
         log.info("study %s: %s%s", name, state, f" ({error})" if error else "")
@@ -128,7 +133,7 @@ class Worker:
             current = self._current
         try:
             with session_scope(self.url) as s:
-                if heartbeat(s, self.id, current):
+                if heartbeat(session=s, worker_id=self.id, study_id=current):
                     self._cancel.set()
         except Exception:  # the next beat retries; a study is only taken over after worker_stale_s of silence
             log.warning("heartbeat failed", exc_info=True)

@@ -26,7 +26,7 @@ def pg_url() -> Iterator[str]:
         pytest.fail(f"PostgreSQL at {base.render_as_string()} is not reachable: {e}")
     url = base.set(database=name).render_as_string(hide_password=False)
     yield url
-    from service.db import dispose
+    from service.core.db import dispose
 
     dispose(url)
     with admin.connect() as conn:

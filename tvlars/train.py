@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from .barlow import BarlowTwins, barlow_twins_loss, linear_probe, ridge_probe_accuracy
 from .data import ArrayDataset, load_dataset
 from .models import build_model
-from .optim import LARS, TVLARS, create_optimizer, get_optimizer_info
+from .optim import LARS, TVLARS, create_optimizer, get_optimizer_info, trainable_optimizers
 from .optim._base import LayerwiseOptimizer
 from .pipeline import Augment, DeviceLoader
 from .schedules import WarmupCosine, paper_lr
@@ -31,8 +31,8 @@ from .schedules import WarmupCosine, paper_lr
 __all__ = ["OPTIMIZERS", "TASKS", "TrialConfig", "run"]
 
 TASKS = ("classification", "barlow_twins")
-#: What a trial's ``optimizer`` may be: the registry's optimizers plus the paper's LARS with warm-up.
-OPTIMIZERS = ("tvlars", "lars", "lars_warmup", "lamb", "sgd", "adamw")
+#: What a trial's ``optimizer`` may be: the ``tvlars.optim`` registry's names and recipes (``lars_warmup``).
+OPTIMIZERS = trainable_optimizers()
 _PRECISIONS = ("auto", "fp32", "bf16")
 #: The paper warms LARS up for 20 of its 100 epochs.
 _PAPER_WARMUP_FRACTION = 0.2

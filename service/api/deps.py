@@ -10,7 +10,7 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
 from ..core.config import ApiKey, Settings
-from ..db import session_scope
+from ..core.db import session_scope
 
 
 def get_app_settings(request: Request) -> Settings:

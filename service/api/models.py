@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from optuna.trial import TrialState
 from pydantic import BaseModel, ConfigDict, Field
 
-from search_spaces.spec import MAX_N_TRIALS, StudySpec
+from search_spaces.spec import MAX_ENQUEUED, MAX_N_TRIALS, StudySpec
+
+from ..models import StudyState
 
 __all__ = [
     "Best",
@@ -25,21 +28,57 @@ __all__ = [
 ]
 
 
+def _spec_field(name: str) -> str:
+    return StudySpec.model_fields[name].description or f"the spec's {name} (see the StudySpec schema)"
+
+
 class StudyCreate(BaseModel):
-    """A study spec (see ``StudySpec``), or ``preset: NAME`` plus fields that override the preset."""
+    """A study spec, or ``preset: NAME`` with fields that override the preset (mappings merge key by key;
+    ``search_space`` is replaced whole). The whole is validated as a spec: field errors come back as 422."""
 
     model_config = ConfigDict(
-        extra="allow",
+        extra="forbid",
         json_schema_extra={
             "examples": [
                 {"preset": "mnist1d-quick", "name": "my-first-study"},
+                {
+                    "preset": "mnist1d-quick",
+                    "name": "quick-random",
+                    "sampler": {"name": "random"},
+                    "budget": {"n_trials": 4},
+                },
                 StudySpec.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
             ]
         },
     )
 
-    preset: str | None = Field(default=None, description="A preset from GET /v1/search-spaces")
+    preset: str | None = Field(default=None, description="A preset from GET /v1/search-spaces to start from")
     name: str | None = Field(default=None, description="Unique study name (a preset's name when left out)")
+    description: str | None = Field(default=None, max_length=2_000)
+    workload: dict[str, Any] | None = Field(
+        default=None, description="task, dataset, model, epochs, batch_size and any other tvlars.train config key"
+    )
+    optimizer: str | None = Field(default=None, description="tvlars, lars, lars_warmup, lamb, sgd or adamw")
+    search_space: dict[str, dict[str, Any]] | None = Field(
+        default=None, description="key → {type: float|int|categorical, low, high, log, step, choices}"
+    )
+    fixed: dict[str, Any] | None = Field(default=None, description="trial config keys held constant")
+    objective: dict[str, Any] | list[dict[str, Any]] | None = Field(
+        default=None, description="{metric, direction}, or a list of them for a multi-objective study"
+    )
+    sampler: dict[str, Any] | None = Field(
+        default=None, description="{name, seed, options}: options per sampler are listed in search_spaces.algorithms"
+    )
+    scheduler: dict[str, Any] | None = Field(
+        default=None, description="{name, grace_period, reduction_factor, max_t, options}"
+    )
+    budget: dict[str, Any] | None = Field(default=None, description="{n_trials, max_concurrent, max_failed}")
+    resources: dict[str, Any] | None = Field(default=None, description="{cpu, gpu} per trial")
+    enqueue: list[dict[str, Any]] | None = Field(
+        default=None, max_length=MAX_ENQUEUED, description="parameter sets to try first"
+    )
+    seed: int | None = Field(default=None, description=_spec_field("seed"))
+    vary_seed: bool | None = Field(default=None, description=_spec_field("vary_seed"))
 
 
 class Progress(BaseModel):
@@ -62,7 +101,7 @@ class Best(BaseModel):
 class StudyPublic(BaseModel):
     id: str
     name: str
-    state: str = Field(description="QUEUED | RUNNING | SUCCEEDED | FAILED | CANCELLED")
+    state: StudyState
     cancel_requested: bool
     spec: dict[str, Any]
     progress: Progress
@@ -91,7 +130,7 @@ class ResumeRequest(BaseModel):
 
 class TrialPublic(BaseModel):
     number: int
-    state: str = Field(description="COMPLETE | PRUNED | FAIL | RUNNING | WAITING")
+    state: str = Field(description=" | ".join(s.name for s in TrialState))
     params: dict[str, Any]
     values: list[float | None] | None
     intermediate_values: dict[int, float | None] = Field(description="objective per epoch")

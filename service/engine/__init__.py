@@ -1,19 +1,20 @@
-"""The study engine: a study spec in, a complete and truthful Optuna study out (Ray Tune runs the trials)."""
+"""The study engine: a study spec in, a complete and truthful Optuna study out (Ray Tune runs the trials).
 
-from ..storage import open_storage
+``study.run_study`` drives one run; ``records`` keeps the study in Optuna; ``lease`` keeps two drivers apart;
+``factories`` builds samplers, schedulers and distributions; ``searcher`` asks and tells Optuna for Ray Tune;
+``ray_setup`` starts Ray and the Tuner; ``trainable`` is one trial.
+"""
+
+from .._optuna import open_storage
+from ..models import StudyState
+from .factories import build_distributions, build_sampler, build_scheduler
+from .ray_setup import ensure_ray
+from .records import StudyOutcome, load_study, study_counts
 from .searcher import FailKind
-from .study import (
-    CANCELLED,
-    FAILED,
-    SUCCEEDED,
-    StudyOutcome,
-    build_distributions,
-    build_sampler,
-    ensure_ray,
-    load_study,
-    run_study,
-    study_counts,
-)
+from .study import run_study
+
+#: How a run ends (the study states the engine can report).
+SUCCEEDED, FAILED, CANCELLED = StudyState.SUCCEEDED, StudyState.FAILED, StudyState.CANCELLED
 
 __all__ = [
     "CANCELLED",
@@ -23,6 +24,7 @@ __all__ = [
     "StudyOutcome",
     "build_distributions",
     "build_sampler",
+    "build_scheduler",
     "ensure_ray",
     "load_study",
     "open_storage",

@@ -23,6 +23,7 @@ from ray.tune.search import Searcher
 
 from search_spaces.spec import StudySpec
 
+from .._optuna import set_intermediate_value
 from .trainable import jsonable
 
 __all__ = ["FailKind", "OptunaStudySearcher", "TrialRun"]
@@ -81,54 +82,74 @@ class OptunaStudySearcher(Searcher):
         super().__init__(metric=None, mode=None)  # schedulers take metric and mode from TuneConfig
         self.study = study
         self.spec = spec
-        self.distributions = distributions
-        self.n_finished = n_finished
-        self.n_errors = n_errors
-        self.should_stop = should_stop
-        self.on_change = on_change or (lambda: None)
-        self.error_text = error_text or (lambda trial_id: None)
-        self.running: dict[str, TrialRun] = {}
-        self.stop_reason: str | None = None
-        self.end_note: str | None = None  # why the study ran out of trials to suggest, if not the budget
-        self.grid_points = spec.grid_size() if spec.sampler.name == "grid" else None
-        self.lock = threading.Lock()
-        self.single_objective = len(spec.objectives) == 1
+        self._distributions = distributions
+        self._n_finished = n_finished
+        self._n_errors = n_errors
+        self._should_stop = should_stop
+        self._on_change = on_change or (lambda: None)
+        self._error_text = error_text or (lambda trial_id: None)
+        self._running: dict[str, TrialRun] = {}  # Ray trial id → the Optuna trial it runs
+        self._stop_reason: str | None = None
+        self._end_note: str | None = None  # why the study ran out of trials to suggest, if not the budget
+        self._grid_points = spec.grid_size() if spec.sampler.name == "grid" else None
+        self._lock = threading.Lock()
+        self._single_objective = len(spec.objectives) == 1
+
+    # -- what the driver reads and does -------------------------------------------------------------------------
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the study must end early (the failure budget spent, a cancel), once known."""
+        return self._stop_reason
+
+    @property
+    def end_note(self) -> str | None:
+        """Why the study ran out of trials to suggest, if not the budget (a grid tried in full)."""
+        return self._end_note
+
+    def fail_unfinished(self, kind: str, reason: str) -> int:
+        """FAIL every trial still running (Tune ended without telling us how it ended). Returns how many."""
+        with self._lock:
+            runs, self._running = list(self._running.values()), {}
+        for run in runs:
+            self._fail(run.optuna_trial, kind, reason)
+        return len(runs)
 
     # -- Searcher API ---------------------------------------------------------------------------------------------
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        with self.lock:
-            if self.stop_reason is None:
-                self.stop_reason = self.should_stop()
-            if self.stop_reason is not None:
+        with self._lock:
+            if self._stop_reason is None:
+                self._stop_reason = self._should_stop()
+            if self._stop_reason is not None:
                 return Searcher.FINISHED
-            remaining = self.spec.budget.n_trials - self.n_finished  # type: ignore[operator]
-            if remaining <= len(self.running) or self._grid_exhausted():
+            remaining = self.spec.budget.n_trials - self._n_finished  # type: ignore[operator]
+            if remaining <= len(self._running) or self._grid_exhausted():
                 # enough trials are under way; a failure among them may still call for another one
-                return None if self.running else Searcher.FINISHED
-            trial = self.study.ask(self.distributions)
+                return None if self._running else Searcher.FINISHED
+            trial = self.study.ask(self._distributions)
             trial.set_user_attr("ray_trial_id", trial_id)
-            self.running[trial_id] = TrialRun(trial)
+            self._running[trial_id] = TrialRun(trial)
             params = dict(trial.params)
         seed = self.spec.seed + trial.number if self.spec.vary_seed else self.spec.seed
         config = self.spec.trial_config(params, trial_seed=seed)
         return {"trial": config, "number": trial.number}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        run = self.running.get(trial_id)
+        run = self._running.get(trial_id)
         if run is not None:
             self._record(run, result)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        with self.lock:
-            run = self.running.pop(trial_id, None)
+        with self._lock:
+            run = self._running.pop(trial_id, None)
         if run is None:
             return
         if result is not None:
             # the result that made the scheduler stop a trial comes only here, not through on_trial_result
             self._record(run, result)
         self._tell(trial_id, run, result, error)
-        self.on_change()
+        self._on_change()
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: every trial is in the Optuna database, which is what a resumed study reads."""
@@ -146,16 +167,16 @@ class OptunaStudySearcher(Searcher):
 
     def _grid_exhausted(self) -> bool:
         """A grid study has tried every point (a failed point is not retried: it would fail again)."""
-        if self.grid_points is None:
+        if self._grid_points is None:
             return False
         tried = {
             tuple(sorted(t.params.items()))
             for t in self.study.get_trials(deepcopy=False)
             if t.state != TrialState.WAITING
         }
-        if len(tried) < self.grid_points:
+        if len(tried) < self._grid_points:
             return False
-        self.end_note = f"every one of the grid's {self.grid_points} points has been tried"
+        self._end_note = f"every one of the grid's {self._grid_points} points has been tried"
         return True
 
     # -- recording ------------------------------------------------------------------------------------------------
@@ -176,46 +197,43 @@ class OptunaStudySearcher(Searcher):
             run.restarts += 1
             run.optuna_trial.set_user_attr("restarts", run.restarts)
         run.results.append(result)
-        if self.single_objective:
+        if self._single_objective:
             value = result.get(self.spec.objectives[0].metric)
             if value is not None and math.isfinite(value):
-                # straight to the storage, which overwrites a step a restarted run reports again
-                # (Trial.report would keep the first value and warn)
-                self.study._storage.set_trial_intermediate_value(
-                    run.optuna_trial._trial_id, int(result["epoch"]), value
-                )
+                # overwrites a step a restarted run reports again (Trial.report would keep the first and warn)
+                set_intermediate_value(self.study, run.optuna_trial, int(result["epoch"]), value)
 
     def _tell(self, trial_id: str, run: TrialRun, result: dict[str, Any] | None, error: bool) -> None:
         trial = run.optuna_trial
         last = run.results[-1] if run.results else {}
         self._save_curves(trial, run)
         if error:
-            reason = self.error_text(trial_id) or "the trial's Ray actor failed (after retries)"
+            reason = self._error_text(trial_id) or "the trial's Ray actor failed (after retries)"
             self._fail(trial, FailKind.INFRASTRUCTURE, reason)
         elif result is not None and "error" in result:
             trial.set_user_attr("traceback", result.get("traceback", ""))
             self._fail(trial, FailKind.ERROR, result["error"])
-            with self.lock:
-                self.n_errors += 1
-                if self.n_errors > self.spec.budget.max_failed and self.stop_reason is None:
-                    self.stop_reason = (
-                        f"{self.n_errors} trials failed, more than budget.max_failed={self.spec.budget.max_failed}"
+            with self._lock:
+                self._n_errors += 1
+                if self._n_errors > self.spec.budget.max_failed and self._stop_reason is None:
+                    self._stop_reason = (
+                        f"{self._n_errors} trials failed, more than budget.max_failed={self.spec.budget.max_failed}"
                     )
         elif last.get("final"):
             values = [last.get(o.metric) for o in self.spec.objectives]
             if all(v is not None and math.isfinite(v) for v in values):
-                self.study.tell(trial, values[0] if self.single_objective else values)
-                with self.lock:
-                    self.n_finished += 1
+                self.study.tell(trial, values[0] if self._single_objective else values)
+                with self._lock:
+                    self._n_finished += 1
             else:
                 self._fail(trial, FailKind.NOT_FINITE, f"objective not finite at the end: {values}")
-        elif self.stop_reason is not None or self.should_stop() is not None:
-            self._fail(trial, FailKind.CANCELLED, f"stopped before finishing: {self.stop_reason or 'cancelled'}")
-        elif self.single_objective and run.results:
+        elif self._stop_reason is not None or self._should_stop() is not None:
+            self._fail(trial, FailKind.CANCELLED, f"stopped before finishing: {self._stop_reason or 'cancelled'}")
+        elif self._single_objective and run.results:
             # stopped by the scheduler before its last epoch: PRUNED, valued at its last intermediate value
             self.study.tell(trial, state=TrialState.PRUNED)
-            with self.lock:
-                self.n_finished += 1
+            with self._lock:
+                self._n_finished += 1
         else:
             self._fail(trial, FailKind.INFRASTRUCTURE, "the trial ended without a final result")
 

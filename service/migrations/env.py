@@ -5,7 +5,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-from service.db import VERSION_TABLE, Base
+from service.core.db import VERSION_TABLE
+from service.models import Base
 
 config = context.config
 

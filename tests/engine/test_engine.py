@@ -14,7 +14,7 @@ import yaml
 from optuna.trial import TrialState
 
 from service.engine import CANCELLED, FAILED, SUCCEEDED, FailKind, load_study, run_study
-from service.errors import ConflictError, InvalidSpecError
+from service.errors import InvalidSpecError, NameTakenError
 
 from ..conftest import unique_name
 from ..utils.specs import quick_spec
@@ -100,10 +100,10 @@ def test_same_name_other_spec_is_refused(sqlite_url):
     spec = quick_spec(unique_name("dup"), budget={"n_trials": 1}, workload={"epochs": 1}, scheduler={"name": "none"})
     assert run_study(spec, sqlite_url).state == SUCCEEDED
     other = quick_spec(spec["name"], budget={"n_trials": 1}, workload={"epochs": 2}, scheduler={"name": "none"})
-    with pytest.raises(ConflictError, match=r"exists with a different spec \(differs in: workload\)"):
+    with pytest.raises(NameTakenError, match=r"exists with a different spec \(differs in: workload\)"):
         run_study(other, sqlite_url)
     more = quick_spec(spec["name"], budget={"n_trials": 2}, workload={"epochs": 1}, scheduler={"name": "none"})
-    with pytest.raises(ConflictError, match="differs in: budget"):
+    with pytest.raises(NameTakenError, match="differs in: budget"):
         run_study(more, sqlite_url)  # changing the budget needs resume=True
     assert run_study(more, sqlite_url, resume=True).n_complete == 2  # runs only the missing trial
     assert len(load_study(sqlite_url, spec["name"]).get_trials()) == 2

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+
 import optuna
 import pytest
 from optuna.trial import TrialState
 
+from search_spaces.algorithms import SAMPLERS, SCHEDULERS
 from search_spaces.spec import StudySpec
 from service.engine import SUCCEEDED, build_distributions, build_sampler, load_study, run_study
+from service.engine.factories import SAMPLER_CLASSES
 from service.errors import InvalidSpecError
 
 from ..conftest import unique_name
@@ -34,10 +38,35 @@ def test_each_sampler_asks_inside_the_space(name):
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 8
 
 
-def test_sampler_options_are_checked():
+def test_sampler_options_are_checked_by_the_spec():
     data = quick_spec("s", sampler={"name": "tpe", "options": {"n_startup": 3}})
-    with pytest.raises(InvalidSpecError, match="sampler.options do not fit the tpe sampler"):
+    with pytest.raises(ValueError, match="tpe sampler: unknown option 'n_startup'"):
+        StudySpec.model_validate(data)
+    data = quick_spec("s", sampler={"name": "tpe", "options": {"n_startup_trials": "three"}})
+    with pytest.raises(ValueError, match="option 'n_startup_trials'"):
+        StudySpec.model_validate(data)
+
+
+def test_a_value_the_sampler_refuses_is_an_invalid_spec():
+    data = quick_spec("s", sampler={"name": "nsga2", "options": {"population_size": 1}})
+    with pytest.raises(InvalidSpecError, match="sampler.options do not fit the nsga2 sampler"):
         build_sampler(StudySpec.model_validate(data))
+
+
+@pytest.mark.parametrize(("kind", "table"), [("sampler", SAMPLERS), ("scheduler", SCHEDULERS)])
+def test_every_listed_option_is_a_constructor_parameter(kind, table):
+    """The table in search_spaces.algorithms and the classes the engine builds agree, option by option."""
+    from ray.tune.schedulers import AsyncHyperBandScheduler, MedianStoppingRule
+
+    classes = {**SAMPLER_CLASSES, "grid": optuna.samplers.GridSampler} if kind == "sampler" else {
+        "asha": AsyncHyperBandScheduler,
+        "hyperband": AsyncHyperBandScheduler,
+        "median": MedianStoppingRule,
+    }
+    assert set(classes) == set(table) - {"none"}
+    for name, cls in classes.items():
+        accepted = set(inspect.signature(cls.__init__).parameters)
+        assert set(table[name].options) <= accepted, (name, set(table[name].options) - accepted)
 
 
 @pytest.mark.usefixtures("ray_address")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-
-from service.db import VERSION_TABLE, Base, get_engine, migrate
-from service.storage import open_storage
+from service._optuna import open_storage
+from service.core.db import VERSION_TABLE, get_engine, migrate
+from service.models import Base
 
 
 def test_migrations_match_models_and_leave_optunas_version_table_alone(storage_url):

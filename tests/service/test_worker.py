@@ -8,10 +8,11 @@ import time
 import optuna
 import pytest
 from optuna.trial import TrialState
+from service.core.db import migrate, session_scope
+from service.crud import create_study
+from service.models import StudyRecord
 
 from search_spaces.spec import StudySpec
-from service.db import StudyRecord, migrate, session_scope
-from service.store import create_study
 
 from ..conftest import unique_name
 from ..utils.server import start_worker
@@ -24,7 +25,7 @@ def _submit(url: str, **overrides) -> tuple[str, str]:
     migrate(url)
     spec = StudySpec.model_validate(quick_spec(unique_name("w"), **overrides))
     with session_scope(url) as s:
-        record, _ = create_study(s, spec, None, None)
+        record, _ = create_study(session=s, spec=spec)
         return record.id, spec.name
 
 

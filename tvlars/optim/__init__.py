@@ -1,6 +1,13 @@
 """Layer-wise optimizers for large-batch training: TVLARS and the paper's baselines LARS and LAMB."""
 
-from ._factory import OptimizerInfo, create_optimizer, get_optimizer_info, list_optimizers
+from ._factory import (
+    RECIPES,
+    OptimizerInfo,
+    create_optimizer,
+    get_optimizer_info,
+    list_optimizers,
+    trainable_optimizers,
+)
 from ._param_groups import param_groups
 from ._phi import phi
 from .lamb import LAMB
@@ -9,6 +16,7 @@ from .tvlars import TVLARS
 
 __all__ = [
     "LAMB",
+    "RECIPES",
     "LARS",
     "TVLARS",
     "OptimizerInfo",
@@ -17,4 +25,5 @@ __all__ = [
     "list_optimizers",
     "param_groups",
     "phi",
+    "trainable_optimizers",
 ]

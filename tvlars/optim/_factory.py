@@ -16,7 +16,14 @@ from .lamb import LAMB
 from .lars import LARS
 from .tvlars import TVLARS
 
-__all__ = ["OptimizerInfo", "create_optimizer", "get_optimizer_info", "list_optimizers"]
+__all__ = [
+    "RECIPES",
+    "OptimizerInfo",
+    "create_optimizer",
+    "get_optimizer_info",
+    "list_optimizers",
+    "trainable_optimizers",
+]
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,24 @@ _REGISTRY: dict[str, OptimizerInfo] = {
         ),
     )
 }
+
+
+#: Named training recipes on a registered optimizer: what the trainer adds around it (lr scaling, schedule).
+#: ``lars_warmup`` is the paper's baseline: LARS at ``lr * batch_size / 256``, linear warm-up, then cosine.
+RECIPES: Mapping[str, str] = MappingProxyType({"lars_warmup": "lars"})
+
+
+def trainable_optimizers() -> tuple[str, ...]:
+    """Every name a trial's ``optimizer`` may take: the registry's, each recipe after the optimizer it builds on.
+
+    >>> trainable_optimizers()
+    ('tvlars', 'lars', 'lars_warmup', 'lamb', 'sgd', 'adamw')
+    """
+    out: list[str] = []
+    for name in _REGISTRY:
+        out.append(name)
+        out.extend(recipe for recipe, base in RECIPES.items() if base == name)
+    return tuple(out)
 
 
 def list_optimizers() -> list[str]:

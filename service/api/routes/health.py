@@ -7,8 +7,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ...db import session_scope
-from ...store import live_workers
+from ...core.db import session_scope
+from ...crud import live_workers
 from ..deps import SettingsDep
 
 router = APIRouter(tags=["health"])
@@ -27,7 +27,7 @@ def readyz(settings: SettingsDep) -> JSONResponse:
     try:
         with session_scope(settings.database_url) as s:
             s.execute(sa.text("SELECT 1"))
-            body["workers"] = live_workers(s, settings.worker_stale_s)
+            body["workers"] = live_workers(session=s, stale_after_s=settings.worker_stale_s)
     except Exception as e:
         body["database"] = f"unreachable: {type(e).__name__}"
     ready = body["database"] == "ok" and body["workers"] > 0

@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 import search_spaces
 from search_spaces.spec import StudySpec
 
-from ...db import StudyRecord, StudyState
-from ...store import cancel_study, create_study, get_study, list_studies, resume_study
-from ...trials import leaderboard, trial_counts, trials_page
+from ... import crud
+from ...models import StudyRecord, StudyState
+from ...optuna_queries import TRIAL_STATES, leaderboard, trial_counts, trials_page
 from ..deps import ReadKey, SessionDep, WriteKey
 from ..models import (
     LeaderboardPublic,
@@ -37,8 +37,8 @@ COMMON_RESPONSES: dict[int | str, dict] = {
 router = APIRouter(prefix="/v1/studies", tags=["studies"], responses=COMMON_RESPONSES)
 MAX_OFFSET = 1_000_000_000
 
-StateFilter = Annotated[str | None, Query(pattern="^(QUEUED|RUNNING|SUCCEEDED|FAILED|CANCELLED)$")]
-TrialState = Annotated[str | None, Query(pattern="^(COMPLETE|PRUNED|FAIL|RUNNING|WAITING)$")]
+StateFilter = Annotated[StudyState | None, Query()]
+TrialStateFilter = Annotated[str | None, Query(pattern=f"^({'|'.join(TRIAL_STATES)})$")]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)]
 
 
@@ -61,7 +61,7 @@ def validate_spec(body: dict[str, Any]) -> StudySpec:
 def _best(session: Session, record: StudyRecord, n_complete: int) -> dict[str, Any] | None:
     """A finished study's best trial is in its stored outcome; a live one's comes from the leaderboard query."""
     outcome = record.outcome or {}
-    if record.state in StudyState.FINISHED and isinstance(outcome.get("best_value"), float | int):
+    if StudyState(record.state).is_finished and isinstance(outcome.get("best_value"), float | int):
         return {
             "number": outcome["best_trial_number"],
             "value": outcome["best_value"],
@@ -136,7 +136,9 @@ def submit_study(
 ) -> StudyPublic:
     """Validate and queue a study; a worker picks it up. ``Idempotency-Key`` makes retries safe."""
     spec = validate_spec(body.model_dump(exclude_none=True))
-    record, created = create_study(session, spec, idempotency_key, key.fingerprint if key else None)
+    record, created = crud.create_study(
+        session=session, spec=spec, idempotency_key=idempotency_key, owner=key.fingerprint if key else None
+    )
     if not created:
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = f"/v1/studies/{record.id}"
@@ -152,20 +154,20 @@ def read_studies(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> StudiesPublic:
     """Studies, newest first, with state and progress."""
-    total, records = list_studies(session, limit, offset, state)
+    total, records = crud.list_studies(session=session, limit=limit, offset=offset, state=state)
     return StudiesPublic(total=total, limit=limit, offset=offset, items=to_public(session, records))
 
 
 @router.get("/{study_id}", response_model=StudyPublic, responses=_NOT_FOUND)
 def read_study(study_id: str, session: SessionDep, _: ReadKey) -> StudyPublic:
     """A study's spec, state, trial counts and best trial."""
-    return to_public(session, [get_study(session, study_id)])[0]
+    return to_public(session, [crud.get_study(session=session, study_id=study_id)])[0]
 
 
 @router.post("/{study_id}/cancel", status_code=202, response_model=StudyPublic, responses=_NOT_FOUND | _CONFLICT)
 def cancel(study_id: str, session: SessionDep, _: WriteKey) -> StudyPublic:
     """Stop a study: a queued one at once, a running one within seconds. Finished trials are kept."""
-    return to_public(session, [cancel_study(session, study_id)])[0]
+    return to_public(session, [crud.cancel_study(session=session, study_id=study_id)])[0]
 
 
 @router.post("/{study_id}/resume", status_code=202, response_model=StudyPublic, responses=_NOT_FOUND | _CONFLICT)
@@ -173,7 +175,7 @@ def resume(
     study_id: str, session: SessionDep, _: WriteKey, body: Annotated[ResumeRequest | None, Body()] = None
 ) -> StudyPublic:
     """Queue a cancelled or failed study again (or a finished one with a larger ``n_trials``)."""
-    record = resume_study(session, study_id, body.n_trials if body else None)
+    record = crud.resume_study(session=session, study_id=study_id, n_trials=body.n_trials if body else None)
     return to_public(session, [record])[0]
 
 
@@ -182,13 +184,13 @@ def read_trials(
     study_id: str,
     session: SessionDep,
     _: ReadKey,
-    state: TrialState = None,
+    state: TrialStateFilter = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     curves: bool = False,
 ) -> TrialsPublic:
     """Trials by number with state, params, values and per-epoch objective; ``curves=true`` adds every curve."""
-    record = get_study(session, study_id)
+    record = crud.get_study(session=session, study_id=study_id)
     page = trials_page(session, record.name, limit, offset, state, curves)
     total, items = page if page is not None else (0, [])
     return TrialsPublic(total=total, limit=limit, offset=offset, items=items)
@@ -203,7 +205,7 @@ def read_leaderboard(
     include_pruned: bool = False,
 ) -> LeaderboardPublic:
     """The best trials first (by the first objective), ordered and limited in SQL."""
-    record = get_study(session, study_id)
+    record = crud.get_study(session=session, study_id=study_id)
     objective = record.spec["objective"]
     first = objective[0] if isinstance(objective, list) else objective
     items = leaderboard(session, record.name, limit, include_pruned) or []  # None: no trial has started yet

@@ -1,4 +1,8 @@
-"""Study records: create (idempotently), read, cancel, resume, and the worker's claim/heartbeat/finish."""
+"""Study-record operations: create (idempotently), read, cancel, resume, and the worker's claim/heartbeat/finish.
+
+Every function takes the session as a keyword (``*, session``) and leaves committing to the caller's
+:func:`service.core.db.session_scope`. Finders that must find something raise :class:`NotFoundError` (a 404).
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from search_spaces.spec import StudySpec
 
-from .db import StudyRecord, StudyState, WorkerRecord, utcnow
-from .errors import ConflictError, InvalidSpecError, NotFoundError
+from .errors import ConflictError, InvalidSpecError
+from .models import StudyRecord, StudyState, WorkerRecord, utcnow
 
 __all__ = [
     "cancel_study",
@@ -22,7 +26,9 @@ __all__ = [
     "create_study",
     "finish_study",
     "get_study",
+    "heartbeat",
     "list_studies",
+    "live_workers",
     "resume_study",
     "spec_hash",
 ]
@@ -33,7 +39,7 @@ def spec_hash(canonical: dict[str, Any]) -> str:
 
 
 def create_study(
-    session: Session, spec: StudySpec, idempotency_key: str | None, owner: str | None
+    *, session: Session, spec: StudySpec, idempotency_key: str | None = None, owner: str | None = None
 ) -> tuple[StudyRecord, bool]:
     """A new QUEUED study, or the existing one for a replayed request. Returns ``(record, created)``.
 
@@ -43,19 +49,19 @@ def create_study(
     canonical = spec.canonical()
     digest = spec_hash(canonical)
     if idempotency_key is not None:
-        existing = StudyRecord.by_idempotency_key(session, idempotency_key)
+        existing = StudyRecord.find_by_idempotency_key(session, idempotency_key)
         if existing is not None:
             if existing.spec_hash != digest:
                 raise ConflictError("Idempotency-Key was already used with a different spec")
             return existing, False
-    if StudyRecord.by_name(session, spec.name) is not None:
+    if StudyRecord.find_by_name(session, spec.name) is not None:
         raise ConflictError(f"A study named {spec.name!r} exists; choose another name")
     record = StudyRecord(
         id=uuid.uuid4().hex,
         name=spec.name,
         spec=canonical,
         spec_hash=digest,
-        state=StudyState.QUEUED,
+        state=StudyState.QUEUED.value,
         idempotency_key=idempotency_key,
         owner=owner,
         resume=False,
@@ -67,15 +73,16 @@ def create_study(
     return record, True
 
 
-def get_study(session: Session, study_id: str) -> StudyRecord:
-    record = StudyRecord.by_id(session, study_id)
-    if record is None:
-        raise NotFoundError("Study not found")
-    return record
+def get_study(*, session: Session, study_id: str) -> StudyRecord:
+    """The study, or NotFoundError."""
+    return StudyRecord.find_or_raise_by_id(session, study_id)
 
 
-def list_studies(session: Session, limit: int, offset: int, state: str | None) -> tuple[int, list[StudyRecord]]:
-    where = [StudyRecord.state == state] if state else []
+def list_studies(
+    *, session: Session, limit: int, offset: int, state: StudyState | None = None
+) -> tuple[int, list[StudyRecord]]:
+    """``(total, page)`` of studies, newest first, optionally in one state."""
+    where = [StudyRecord.state == StudyState(state).value] if state else []
     total = session.scalar(sa.select(sa.func.count()).select_from(StudyRecord).where(*where)) or 0
     rows = session.scalars(
         sa.select(StudyRecord).where(*where).order_by(StudyRecord.created_at.desc()).limit(limit).offset(offset)
@@ -83,11 +90,11 @@ def list_studies(session: Session, limit: int, offset: int, state: str | None) -
     return total, list(rows)
 
 
-def cancel_study(session: Session, study_id: str) -> StudyRecord:
+def cancel_study(*, session: Session, study_id: str) -> StudyRecord:
     """QUEUED → CANCELLED now; RUNNING → a cancel request its worker acts on within seconds."""
-    record = _locked(session, study_id)
+    record = StudyRecord.find_or_raise_by_id(session, study_id, for_update=True)
     if record.state == StudyState.QUEUED:
-        record.state = StudyState.CANCELLED
+        record.state = StudyState.CANCELLED.value
         record.finished_at = utcnow()
     elif record.state == StudyState.RUNNING:
         record.cancel_requested = True
@@ -96,9 +103,12 @@ def cancel_study(session: Session, study_id: str) -> StudyRecord:
     return record
 
 
-def resume_study(session: Session, study_id: str, n_trials: int | None) -> StudyRecord:
-    """A CANCELLED or FAILED study (or a SUCCEEDED one given more trials) goes back to the queue."""
-    record = _locked(session, study_id)
+def resume_study(*, session: Session, study_id: str, n_trials: int | None = None) -> StudyRecord:
+    """A CANCELLED or FAILED study (or a SUCCEEDED one given more trials) goes back to the queue.
+
+    What a resume may change is the spec's rule (:data:`search_spaces.spec.RESUMABLE_FIELDS`): the budget only.
+    """
+    record = StudyRecord.find_or_raise_by_id(session, study_id, for_update=True)
     if record.state in (StudyState.QUEUED, StudyState.RUNNING):
         raise ConflictError(f"Study is {record.state}; there is nothing to resume")
     spec = dict(record.spec)
@@ -106,16 +116,15 @@ def resume_study(session: Session, study_id: str, n_trials: int | None) -> Study
     if n_trials is not None and n_trials != current:
         if n_trials < current:
             raise ConflictError(f"n_trials can only grow (the study has n_trials={current})")
-        spec = {**spec, "budget": {**spec["budget"], "n_trials": n_trials}}
         try:
-            spec = StudySpec.model_validate(spec).canonical()
+            spec = StudySpec.model_validate(spec).resumed(n_trials=n_trials).canonical()
         except ValueError as e:
             raise InvalidSpecError(str(e)) from None
     elif record.state == StudyState.SUCCEEDED:
         raise ConflictError("Study SUCCEEDED; pass a larger n_trials to run more trials")
     record.spec = spec
     record.spec_hash = spec_hash(spec)
-    record.state = StudyState.QUEUED
+    record.state = StudyState.QUEUED.value
     record.resume = True
     record.cancel_requested = False
     record.error = None
@@ -123,17 +132,10 @@ def resume_study(session: Session, study_id: str, n_trials: int | None) -> Study
     return record
 
 
-def _locked(session: Session, study_id: str) -> StudyRecord:
-    record = session.scalars(sa.select(StudyRecord).where(StudyRecord.id == study_id).with_for_update()).one_or_none()
-    if record is None:
-        raise NotFoundError("Study not found")
-    return record
-
-
 # -- the worker's side -------------------------------------------------------------------------------------------
 
 
-def claim_next_study(session: Session, worker_id: str, stale_after_s: float) -> StudyRecord | None:
+def claim_next_study(*, session: Session, worker_id: str, stale_after_s: float) -> StudyRecord | None:
     """Claim the oldest QUEUED study, or a RUNNING one whose worker went silent. None when there is none.
 
     On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets workers pass each other's candidates; the conditional UPDATE
@@ -141,8 +143,8 @@ def claim_next_study(session: Session, worker_id: str, stale_after_s: float) -> 
     """
     stale_before = utcnow() - timedelta(seconds=stale_after_s)
     claimable = sa.or_(
-        StudyRecord.state == StudyState.QUEUED,
-        sa.and_(StudyRecord.state == StudyState.RUNNING, StudyRecord.heartbeat_at < stale_before),
+        StudyRecord.state == StudyState.QUEUED.value,
+        sa.and_(StudyRecord.state == StudyState.RUNNING.value, StudyRecord.heartbeat_at < stale_before),
     )
     candidate = session.scalars(
         sa.select(StudyRecord)
@@ -159,7 +161,7 @@ def claim_next_study(session: Session, worker_id: str, stale_after_s: float) -> 
         sa.update(StudyRecord)
         .where(StudyRecord.id == candidate.id, claimable)
         .values(
-            state=StudyState.RUNNING,
+            state=StudyState.RUNNING.value,
             worker_id=worker_id,
             heartbeat_at=now,
             claims=StudyRecord.claims + 1,
@@ -174,7 +176,7 @@ def claim_next_study(session: Session, worker_id: str, stale_after_s: float) -> 
     return session.get(StudyRecord, candidate.id)
 
 
-def heartbeat(session: Session, worker_id: str, study_id: str | None) -> bool:
+def heartbeat(*, session: Session, worker_id: str, study_id: str | None) -> bool:
     """Renew a worker's and its study's heartbeat. Returns whether a cancel was requested for the study."""
     now = utcnow()
     session.execute(
@@ -192,19 +194,27 @@ def heartbeat(session: Session, worker_id: str, study_id: str | None) -> bool:
 
 
 def finish_study(
-    session: Session, study_id: str, worker_id: str, state: str, error: str | None, outcome: dict | None
+    *,
+    session: Session,
+    study_id: str,
+    worker_id: str,
+    state: StudyState,
+    error: str | None = None,
+    outcome: dict | None = None,
 ) -> None:
+    """Record how a worker's run of the study ended (only while that worker still holds the study)."""
+    state = StudyState(state)
     now = utcnow()
     session.execute(
         sa.update(StudyRecord)
         .where(StudyRecord.id == study_id, StudyRecord.worker_id == worker_id)
         .values(
-            state=state,
+            state=state.value,
             error=error,
             outcome=outcome,
             cancel_requested=False,
             resume=False,
-            finished_at=now if state in StudyState.FINISHED else None,
+            finished_at=now if state.is_finished else None,
             heartbeat_at=None if state == StudyState.QUEUED else now,
             updated_at=now,
         )
@@ -212,13 +222,6 @@ def finish_study(
     )
 
 
-def live_workers(session: Session, stale_after_s: float) -> int:
-    since = utcnow() - timedelta(seconds=stale_after_s)
-    return (
-        session.scalar(
-            sa.select(sa.func.count())
-            .select_from(WorkerRecord)
-            .where(WorkerRecord.heartbeat_at >= since, WorkerRecord.stopped_at.is_(None))
-        )
-        or 0
-    )
+def live_workers(*, session: Session, stale_after_s: float) -> int:
+    """Workers that heartbeated within ``stale_after_s``."""
+    return WorkerRecord.count_live(session, utcnow() - timedelta(seconds=stale_after_s))

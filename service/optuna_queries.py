@@ -1,4 +1,4 @@
-"""Reads of Optuna's tables in SQL: counts, leaderboards and trial pages without loading every trial into Python.
+"""Read-only SQL over Optuna's tables: counts, leaderboards and trial pages without loading every trial into Python.
 
 Optuna's schema (studies, trials, trial_values, trial_params, trial_intermediate_values, trial_user_attributes) is
 declared here as lightweight table clauses with just the columns we read.
@@ -14,9 +14,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from optuna.distributions import json_to_distribution
+from optuna.trial import TrialState
 from sqlalchemy.orm import Session
 
-__all__ = ["leaderboard", "trial_counts", "trials_page"]
+__all__ = ["TRIAL_STATES", "leaderboard", "trial_counts", "trials_page"]
 
 studies = sa.table("studies", sa.column("study_id"), sa.column("study_name"))
 directions = sa.table("study_directions", sa.column("study_id"), sa.column("direction"), sa.column("objective"))
@@ -45,7 +46,8 @@ intermediate = sa.table(
 )
 user_attrs = sa.table("trial_user_attributes", sa.column("trial_id"), sa.column("key"), sa.column("value_json"))
 
-TRIAL_STATES = ("RUNNING", "COMPLETE", "PRUNED", "FAIL", "WAITING")
+#: Trial states by name: Optuna's own ``TrialState`` (stored by name in its ``trials`` table).
+TRIAL_STATES = tuple(s.name for s in TrialState)
 #: User attrs shown with each trial (curves only when asked: they are the bulk of a trial's data).
 SUMMARY_ATTRS = (
     "fail_kind",

@@ -1,0 +1,116 @@
+"""Engines, sessions and migrations of the service's database (the tables themselves are in :mod:`service.models`).
+
+Alembic migrations ship in ``service/migrations`` with their own version table (``tvlars_alembic_version``):
+Optuna already owns the default ``alembic_version``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..errors import ConflictError, StorageError
+
+__all__ = [
+    "MIGRATIONS",
+    "VERSION_TABLE",
+    "dispose",
+    "engine_kwargs",
+    "get_engine",
+    "migrate",
+    "normalize_url",
+    "session_scope",
+]
+
+VERSION_TABLE = "tvlars_alembic_version"
+MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+#: Seconds SQLite waits on a locked database before failing (readers and writers share one file).
+SQLITE_BUSY_TIMEOUT_S = 30
+
+_ENGINES: dict[str, Engine] = {}
+_SESSIONS: dict[str, sessionmaker[Session]] = {}
+_LOCK = threading.Lock()
+
+
+def normalize_url(url: str) -> str:
+    """``postgresql://`` → ``postgresql+psycopg://`` (the driver we ship); other URLs as given."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def engine_kwargs(url: str) -> dict:
+    """SQLAlchemy engine options: a busy timeout for SQLite, pre-ping for servers (connections die on restarts)."""
+    if make_url(url).get_backend_name() == "sqlite":
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}}
+    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
+
+
+def get_engine(url: str) -> Engine:
+    """The process's engine for ``url`` (one pool per database)."""
+    url = normalize_url(url)
+    with _LOCK:
+        if url not in _ENGINES:
+            _ENGINES[url] = sa.create_engine(url, **engine_kwargs(url))
+            _SESSIONS[url] = sessionmaker(_ENGINES[url], expire_on_commit=False)
+        return _ENGINES[url]
+
+
+def dispose(url: str) -> None:
+    """Close this process's pooled connections to ``url`` (ours and Optuna's), e.g. before dropping the database."""
+    from .._optuna import close_storage
+
+    url = normalize_url(url)
+    with _LOCK:
+        _SESSIONS.pop(url, None)
+        engine = _ENGINES.pop(url, None)
+    if engine is not None:
+        engine.dispose()
+    close_storage(url)
+
+
+@contextmanager
+def session_scope(url: str) -> Iterator[Session]:
+    """A session that commits on success and rolls back on any error; DB failures become our own errors."""
+    get_engine(url)
+    session = _SESSIONS[normalize_url(url)]()
+    try:
+        yield session
+        session.commit()
+    except IntegrityError as e:
+        session.rollback()
+        raise ConflictError(f"conflicting write: {e.orig}") from e
+    except OperationalError as e:
+        session.rollback()
+        raise StorageError(f"database error: {e.orig}") from e
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def migrate(url: str) -> None:
+    """Bring the service's tables to the latest migration (safe to call from several processes at once)."""
+    from alembic import command
+    from alembic.config import Config
+
+    url = normalize_url(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    engine = get_engine(url)
+    with engine.begin() as conn:
+        if make_url(url).get_backend_name() == "postgresql":
+            # one migrator at a time across processes; released at the end of the transaction
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")

@@ -1,0 +1,116 @@
+"""Ray and Ray Tune set-up for one study: joining or starting Ray, Tune's environment, and the Tuner."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from search_spaces.spec import StudySpec
+
+from .factories import build_scheduler
+
+__all__ = ["RAY_MAX_FAILURES", "STOP_POLL_S", "StopPoller", "ensure_ray", "fit"]
+
+log = logging.getLogger(__name__)
+
+#: How often the stop conditions (cancel flag, failure budget) are polled.
+STOP_POLL_S = 0.5
+#: Ray restarts a trial this many times after infrastructure failures (never after the trial's own exception).
+RAY_MAX_FAILURES = 2
+
+
+def ensure_ray(address: str | None = None) -> None:
+    """Start local Ray, or join the cluster at ``address`` / ``RAY_ADDRESS``, unless this process already has."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    env_vars = {k: os.environ[k] for k in ("TVLARS_DATA_DIR",) if os.environ.get(k)}
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=True,
+        logging_level=logging.WARNING,
+        runtime_env={"env_vars": env_vars} if env_vars else None,
+    )
+
+
+def _tune_env() -> None:
+    # Our searcher records every result in Optuna: Tune's own CSV/JSON/TensorBoard loggers only cost time, and a
+    # failed trial's last result carries `error` instead of the metric.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # ...so Tune's end-of-run analysis finds no result files and warns once per trial: not news to us.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+
+
+class StopPoller:
+    """Polls the cancel callback at most every STOP_POLL_S; remembers the first reason to stop."""
+
+    def __init__(self, should_cancel: Callable[[], bool] | None) -> None:
+        self.should_cancel = should_cancel
+        self.cancelled = False
+        self._last = 0.0
+
+    def __call__(self) -> str | None:
+        if self.cancelled:
+            return "cancelled"
+        now = time.monotonic()
+        if self.should_cancel is not None and now - self._last >= STOP_POLL_S:
+            self._last = now
+            if self.should_cancel():
+                self.cancelled = True
+                return "cancelled"
+        return None
+
+
+def fit(
+    spec: StudySpec,
+    searcher,
+    *,
+    stop_reason: Callable[[], str | None],
+    callbacks: list,
+    ray_address: str | None = None,
+    results_dir: str | os.PathLike | None = None,
+) -> str | None:
+    """Run Ray Tune with ``searcher`` until it or ``stop_reason`` ends the run. Returns Tune's own failure, if any."""
+    _tune_env()
+    from ray import tune
+
+    from ._tune import StopAll
+    from .trainable import train_trial
+
+    ensure_ray(ray_address)
+    results = Path(results_dir or Path(tempfile.gettempdir()) / "tvlars-tune-ray").resolve()
+    tuner = tune.Tuner(
+        tune.with_resources(train_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=build_scheduler(spec),
+            num_samples=-1,
+            max_concurrent_trials=spec.budget.max_concurrent,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=f"{spec.name}-{uuid.uuid4().hex[:8]}",
+            storage_path=str(results),
+            stop=StopAll(stop_reason),
+            failure_config=tune.FailureConfig(max_failures=RAY_MAX_FAILURES),
+            callbacks=callbacks,
+            verbose=0,
+        ),
+    )
+    try:
+        tuner.fit()
+    except Exception as e:  # Tune's own failure (e.g. the database went away): the study stays resumable
+        log.exception("study %s: tuning run failed", spec.name)
+        return f"the tuning run failed: {type(e).__name__}: {e}"
+    return None

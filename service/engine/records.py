@@ -1,0 +1,141 @@
+"""The study's record in Optuna: created or loaded by name with its spec, counted, and summed up as an outcome.
+
+The Optuna database is the engine's single record. The study's name is the spec's name and the canonical spec is
+stored in its user attrs: running a name that exists with another spec is refused (:class:`NameTakenError`),
+running it again with the same spec resumes it, and a resume may change only :data:`RESUMABLE_FIELDS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from search_spaces.spec import RESUMABLE_FIELDS, StudySpec, spec_changes
+
+from .._optuna import fail_trial, open_storage
+from ..errors import NameTakenError, NotFoundError
+from ..models import StudyState
+from .factories import build_sampler
+from .searcher import FailKind
+
+__all__ = [
+    "SPEC_ATTR",
+    "StudyOutcome",
+    "create_or_load",
+    "fail_orphaned_trials",
+    "load_study",
+    "outcome",
+    "study_counts",
+]
+
+SPEC_ATTR = "spec"
+
+
+@dataclass
+class StudyOutcome:
+    """How a run of the engine ended, and the study's counts at that point."""
+
+    study_name: str
+    state: StudyState  # SUCCEEDED | FAILED | CANCELLED
+    reason: str | None
+    n_complete: int
+    n_pruned: int
+    n_failed: int
+    best_value: float | list[float] | None
+    best_params: dict[str, Any] | None
+    best_trial_number: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["state"] = StudyState(self.state).value
+        return out
+
+
+def load_study(storage_url: str, name: str) -> optuna.Study:
+    try:
+        return optuna.load_study(study_name=name, storage=open_storage(storage_url))
+    except KeyError:
+        raise NotFoundError(f"Study not found: {name!r}") from None
+
+
+def create_or_load(storage_url: str, spec: StudySpec, resume: bool) -> tuple[optuna.Study, bool]:
+    """The study named by the spec, created with the spec if new. Returns ``(study, created)``."""
+    storage = open_storage(storage_url)
+    canonical = spec.canonical()
+    try:
+        study = optuna.create_study(
+            storage=storage, study_name=spec.name, directions=spec.directions, sampler=build_sampler(spec)
+        )
+        study.set_user_attr(SPEC_ATTR, canonical)
+        return study, True
+    except optuna.exceptions.DuplicatedStudyError:
+        pass
+    study = optuna.load_study(study_name=spec.name, storage=storage, sampler=build_sampler(spec))
+    stored = study.user_attrs.get(SPEC_ATTR) or {}
+    differing = spec_changes(stored, canonical)
+    if differing:
+        if not (resume and set(differing) <= RESUMABLE_FIELDS):
+            raise NameTakenError(
+                f"Study {spec.name!r} exists with a different spec (differs in: {', '.join(differing)}); "
+                "choose another name" + ("" if resume else ", or resume it to change only its budget")
+            )
+        study.set_user_attr(SPEC_ATTR, canonical)
+    return study, False
+
+
+def study_counts(study: optuna.Study) -> dict[str, int]:
+    """Trials by state (Optuna's ``TrialState`` names), and FAIL trials whose kind counts against ``max_failed``."""
+    counts = {s.name: 0 for s in TrialState}
+    errors = 0
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name] += 1
+        if t.state == TrialState.FAIL and t.user_attrs.get("fail_kind") == FailKind.ERROR:
+            errors += 1
+    counts["ERRORS"] = errors
+    return counts
+
+
+def fail_orphaned_trials(study: optuna.Study, reason: str) -> int:
+    """FAIL every RUNNING trial (call only while holding the study's lease). Returns how many."""
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        n += fail_trial(study, t, {"fail_kind": FailKind.ORPHANED, "fail_reason": reason})
+    return n
+
+
+def outcome(study: optuna.Study, spec: StudySpec, state: StudyState | None, reason: str | None) -> StudyOutcome:
+    """The run's outcome; ``state`` None: SUCCEEDED if the budget is met, else FAILED saying how far it got."""
+    counts = study_counts(study)
+    n_finished = counts["COMPLETE"] + counts["PRUNED"]
+    if state is None:
+        state = StudyState.SUCCEEDED if n_finished >= spec.budget.n_trials else StudyState.FAILED  # type: ignore[operator]
+        if state == StudyState.FAILED:
+            reason = f"only {n_finished} of {spec.budget.n_trials} trials finished" + (f" ({reason})" if reason else "")
+    best_value = best_params = best_number = None
+    if counts["COMPLETE"]:
+        if len(spec.objectives) == 1:
+            # the leaderboard's order: best value, then the earliest trial among equals
+            sign = -1.0 if spec.directions[0] == "maximize" else 1.0
+            best = min(
+                study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                key=lambda t: (sign * t.value, t.number),
+            )
+            best_value, best_params, best_number = best.value, best.params, best.number
+        else:
+            front = study.best_trials
+            if front:
+                best_value, best_params, best_number = front[0].values, front[0].params, front[0].number
+    return StudyOutcome(
+        spec.name,
+        state,
+        reason,
+        counts["COMPLETE"],
+        counts["PRUNED"],
+        counts["FAIL"],
+        best_value,
+        best_params,
+        best_number,
+    )

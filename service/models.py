@@ -1,0 +1,127 @@
+"""The service's own tables (study records, workers), next to Optuna's in the same database, and the study states.
+
+One class per table, with its constraints in ``__table_args__`` and its finders as classmethods (the layout of
+Optuna's ``storages/_rdb/models.py``). Engines, sessions and migrations are in :mod:`service.core.db`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import JSON, Boolean, DateTime, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from .errors import NotFoundError
+
+__all__ = ["Base", "StudyRecord", "StudyState", "WorkerRecord", "utcnow"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class StudyState(str, Enum):
+    """A study's life: QUEUED → RUNNING → SUCCEEDED | FAILED | CANCELLED (and back to QUEUED on resume)."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def finished(cls) -> frozenset[StudyState]:
+        """The states a study ends in (until a resume queues it again)."""
+        return frozenset((cls.SUCCEEDED, cls.FAILED, cls.CANCELLED))
+
+    @property
+    def is_finished(self) -> bool:
+        return self in StudyState.finished()
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+
+
+class StudyRecord(Base):
+    """One submitted study. Its trials live in Optuna's tables, under the study's name."""
+
+    __tablename__ = "tvlars_studies"
+    __table_args__ = (
+        sa.CheckConstraint(f"state IN {tuple(s.value for s in StudyState)}", name="state"),
+        sa.Index("ix_tvlars_studies_state_created", "state", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default=StudyState.QUEUED.value)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    owner: Mapped[str | None] = mapped_column(String(16))  # the submitting key's fingerprint, never the key
+    resume: Mapped[bool] = mapped_column(Boolean, default=False)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    worker_id: Mapped[str | None] = mapped_column(String(64))
+    claims: Mapped[int] = mapped_column(Integer, default=0)  # engine runs started for this study
+    heartbeat_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    @classmethod
+    def find_by_id(cls, session: Session, study_id: str) -> StudyRecord | None:
+        return session.get(cls, study_id)
+
+    @classmethod
+    def find_or_raise_by_id(cls, session: Session, study_id: str, *, for_update: bool = False) -> StudyRecord:
+        """The study, or :class:`NotFoundError` (a 404 over REST); ``for_update`` locks its row."""
+        query = sa.select(cls).where(cls.id == study_id)
+        record = session.scalars(query.with_for_update() if for_update else query).one_or_none()
+        if record is None:
+            raise NotFoundError("Study not found")
+        return record
+
+    @classmethod
+    def find_by_name(cls, session: Session, name: str) -> StudyRecord | None:
+        return session.scalars(sa.select(cls).where(cls.name == name)).one_or_none()
+
+    @classmethod
+    def find_by_idempotency_key(cls, session: Session, key: str) -> StudyRecord | None:
+        return session.scalars(sa.select(cls).where(cls.idempotency_key == key)).one_or_none()
+
+
+class WorkerRecord(Base):
+    """A worker process: readiness needs one whose heartbeat is recent."""
+
+    __tablename__ = "tvlars_workers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    study_id: Mapped[str | None] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    stopped_at: Mapped[datetime | None]
+
+    @classmethod
+    def count_live(cls, session: Session, since: datetime) -> int:
+        """Workers that heartbeated since ``since`` and have not stopped."""
+        query = sa.select(sa.func.count()).select_from(cls).where(cls.heartbeat_at >= since, cls.stopped_at.is_(None))
+        return session.scalar(query) or 0
