@@ -12,13 +12,13 @@ from datetime import datetime, timedelta
 
 import optuna
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from search_spaces import load_spec
 from service._optuna import open_storage
 from service.core.db import dispose, migrate, session_scope
 from service.crud import spec_hash
 from service.models import StudyRecord
-from sqlalchemy.engine import make_url
-
-from search_spaces import load_spec
 
 DEFAULT_PG = "postgresql+psycopg://root@127.0.0.1:5432/test"
 

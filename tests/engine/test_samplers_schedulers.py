@@ -58,11 +58,15 @@ def test_every_listed_option_is_a_constructor_parameter(kind, table):
     """The table in search_spaces.algorithms and the classes the engine builds agree, option by option."""
     from ray.tune.schedulers import AsyncHyperBandScheduler, MedianStoppingRule
 
-    classes = {**SAMPLER_CLASSES, "grid": optuna.samplers.GridSampler} if kind == "sampler" else {
-        "asha": AsyncHyperBandScheduler,
-        "hyperband": AsyncHyperBandScheduler,
-        "median": MedianStoppingRule,
-    }
+    classes = (
+        {**SAMPLER_CLASSES, "grid": optuna.samplers.GridSampler}
+        if kind == "sampler"
+        else {
+            "asha": AsyncHyperBandScheduler,
+            "hyperband": AsyncHyperBandScheduler,
+            "median": MedianStoppingRule,
+        }
+    )
     assert set(classes) == set(table) - {"none"}
     for name, cls in classes.items():
         accepted = set(inspect.signature(cls.__init__).parameters)

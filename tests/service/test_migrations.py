@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+
 from service._optuna import open_storage
 from service.core.db import VERSION_TABLE, get_engine, migrate
 from service.models import Base

@@ -7,10 +7,10 @@ from datetime import datetime
 import optuna
 import pytest
 from optuna.trial import TrialState
-from service.core.db import session_scope
-from service.optuna_queries import leaderboard, trial_counts, trials_page
 
+from service.core.db import session_scope
 from service.engine import run_study
+from service.optuna_queries import leaderboard, trial_counts, trials_page
 
 from ..conftest import unique_name
 from ..utils.specs import quick_spec

@@ -8,11 +8,11 @@ import time
 import optuna
 import pytest
 from optuna.trial import TrialState
+
+from search_spaces.spec import StudySpec
 from service.core.db import migrate, session_scope
 from service.crud import create_study
 from service.models import StudyRecord
-
-from search_spaces.spec import StudySpec
 
 from ..conftest import unique_name
 from ..utils.server import start_worker
