@@ -1,4 +1,5 @@
 # Two commands for a newcomer: `make demo` and `make test`. Both set up .venv first.
+# `make test-fast`: the unit, doctest and in-process API tiers (no PostgreSQL, Ray or uvicorn).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ PY := $(BIN)/python
 # torch 2.13.0 first: a plain `torch` requirement would make pip fetch a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test test-fast demo bench lint clean
 
 install: $(VENV)/.installed
 
@@ -19,6 +20,9 @@ $(VENV)/.installed: pyproject.toml
 
 test: install
 	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not integration"
 
 demo: install
 	$(BIN)/tvlars-tune demo

@@ -9,15 +9,17 @@ True
 from __future__ import annotations
 
 import copy
+import json
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .spec import StudySpec
+if TYPE_CHECKING:
+    from .spec import StudySpec
 
-__all__ = ["StudySpec", "load", "load_spec", "merge", "names", "resolve"]
+__all__ = ["StudySpec", "apply_overrides", "load", "load_spec", "merge", "names", "resolve"]
 
 _DIR = Path(__file__).resolve().parent
 
@@ -68,6 +70,20 @@ def merge(base: dict[str, Any], override: dict[str, Any], _top: bool = True) -> 
     return out
 
 
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``--set`` of the command lines: each a JSON object deep-merged onto ``data`` in turn (see :func:`merge`).
+
+    >>> apply_overrides({"budget": {"n_trials": 5, "max_failed": 1}}, ['{"budget": {"n_trials": 8}}'])
+    {'budget': {'n_trials': 8, 'max_failed': 1}}
+    """
+    for override in overrides:
+        value = json.loads(override)
+        if not isinstance(value, dict):
+            raise ValueError(f"--set takes a JSON object, got {override!r}")
+        data = merge(data, value)
+    return data
+
+
 def resolve(data: dict[str, Any]) -> dict[str, Any]:
     """Expand ``preset: NAME`` in spec data: the preset, overridden by the other fields."""
     if "preset" not in data:
@@ -78,4 +94,15 @@ def resolve(data: dict[str, Any]) -> dict[str, Any]:
 
 def load_spec(name: str, overrides: dict[str, Any] | None = None) -> StudySpec:
     """A preset as a validated :class:`StudySpec`, with optional overrides."""
+    from .spec import StudySpec
+
     return StudySpec.model_validate(merge(load(name), overrides or {}))
+
+
+def __getattr__(name: str) -> Any:
+    # the spec model loads tvlars (and torch): only on use, so that the client CLI merging --set stays light
+    if name == "StudySpec":
+        from .spec import StudySpec
+
+        return StudySpec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -21,6 +20,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+import search_spaces
+
+from .models import StudyState
+
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 console = Console(soft_wrap=True)  # URLs and paths stay on one line, whatever the width
 err = Console(stderr=True)
@@ -30,8 +33,9 @@ KeyOpt = Annotated[
     str | None, typer.Option("--api-key", envvar="TVLARS_API_KEY", help="Bearer key", show_default=False)
 ]
 DEFAULT_URL = "http://127.0.0.1:8000"
+_UNBOUNDED_WIDTH = 1_000
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-FINISHED = ("SUCCEEDED", "FAILED", "CANCELLED")
+FINISHED = StudyState.finished()
 
 
 # -- the REST client ---------------------------------------------------------------------------------------------
@@ -163,8 +167,11 @@ def submit(
         err.print("[red]give a spec file or --preset[/red]")
         raise typer.Exit(2)
     body: dict[str, Any] = {"preset": preset} if preset else yaml.safe_load(file.read_text())  # type: ignore[union-attr]
-    for override in set_:
-        body.update(json.loads(override))
+    try:
+        body = search_spaces.apply_overrides(body, set_)  # deep-merged, as `python -m service.engine --set`
+    except ValueError as e:
+        err.print(f"[red]--set: {e}[/red]")
+        raise typer.Exit(2) from None
     if name:
         body["name"] = name
     api = Api(url, api_key)
@@ -174,7 +181,7 @@ def submit(
     if wait:
         study = watch(api, study["id"])
         show_leaderboard(api, study["id"])
-        if study["state"] != "SUCCEEDED":
+        if study["state"] != StudyState.SUCCEEDED:
             raise typer.Exit(1)
 
 
@@ -266,7 +273,7 @@ def demo(
         f"  {prog} dashboard        # then open http://127.0.0.1:8080/dashboard/  (storage {_safe(settings)})\n"
         f"Or the REST API: {prog} serve, then GET http://127.0.0.1:8000/v1/studies (docs at /docs)."
     )
-    if study["state"] != "SUCCEEDED":
+    if study["state"] != StudyState.SUCCEEDED:
         raise typer.Exit(1)
 
 
@@ -317,7 +324,9 @@ def watch(api: Api, study_id: str, poll_s: float = 1.0) -> dict:
         TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console) as progress:
+    # a terminal's width is its own; a pipe or file gets whole lines (rich would cut them at 80 columns)
+    out = console if console.is_terminal else Console(width=_UNBOUNDED_WIDTH, soft_wrap=True)
+    with Progress(*columns, console=out) as progress:
         study = api.call("GET", f"/v1/studies/{study_id}")
         task = progress.add_task(study["name"], total=study["progress"]["n_trials"], detail="")
         while True:

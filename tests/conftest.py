@@ -11,6 +11,18 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 DEFAULT_PG = "postgresql+psycopg://root@127.0.0.1:5432/test"
+#: Fixtures that make a test part of the real-process tier (PostgreSQL, Ray, a uvicorn server).
+INTEGRATION_FIXTURES = {"pg_url", "ray_address", "server"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark ``integration`` every test that needs PostgreSQL, Ray or a real server (``make test-fast`` skips them)."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        on_pg = callspec is not None and callspec.params.get("storage_url") == "postgresql"
+        if names & INTEGRATION_FIXTURES or on_pg:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,8 @@ import yaml
 import search_spaces
 
 from ..errors import TvlarsTuneError
-from . import CANCELLED, SUCCEEDED, run_study
+from ..models import StudyState
+from . import run_study
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     if bool(args.spec) == bool(args.preset):
         parser.error("give a spec file or --preset, not both")
     data = search_spaces.load(args.preset) if args.preset else yaml.safe_load(Path(args.spec).read_text())
-    for override in args.set:
-        data = search_spaces.merge(data, json.loads(override))
+    try:
+        data = search_spaces.apply_overrides(data, args.set)
+    except ValueError as e:  # json.JSONDecodeError is one
+        parser.error(str(e))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(outcome.as_dict()))
-    return {SUCCEEDED: 0, CANCELLED: 3}.get(outcome.state, 1)
+    return {StudyState.SUCCEEDED: 0, StudyState.CANCELLED: 3}.get(outcome.state, 1)
 
 
 if __name__ == "__main__":

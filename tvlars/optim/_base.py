@@ -28,6 +28,20 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value == value  # NaN != NaN
 
 
+#: Docstring fragments shared by the optimizers' ``Args:`` (as torch.optim's ``_foreach_doc`` / ``_fused_doc``).
+_foreach_doc = r"""foreach (bool, optional): use the multi-tensor ``torch._foreach_*`` path; the default uses it when
+            every tensor is on CUDA, as torch.optim does (default: None)"""
+_fused_doc = r"""fused (bool, optional): run the step as one ``torch.compile``-d kernel per device and dtype; the first
+            step compiles (seconds to tens of seconds, cached on disk), later steps are several times faster than
+            the foreach path (default: None)"""
+
+
+def _with_shared_docs(cls: type) -> type:
+    """Fill ``{_foreach_doc}`` and ``{_fused_doc}`` in a class docstring (no ``str.format``: docstrings hold braces)."""
+    cls.__doc__ = (cls.__doc__ or "").replace("{_foreach_doc}", _foreach_doc).replace("{_fused_doc}", _fused_doc)
+    return cls
+
+
 class LayerwiseOptimizer(Optimizer):
     """Base for optimizers that adapt each tensor's step by a trust ratio.
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ._base import LayerwiseOptimizer, check, check_common
+from ._base import LayerwiseOptimizer, _with_shared_docs, check, check_common
 from ._functional import lamb_update
 
 __all__ = ["LAMB"]
 
 
+@_with_shared_docs
 class LAMB(LayerwiseOptimizer):
     r"""Implements LAMB.
 
@@ -43,8 +44,8 @@ class LAMB(LayerwiseOptimizer):
         norm_clip (float, optional): clamp :math:`\lVert\theta\rVert` to at most this; the official code uses 10
             (default: None)
         exclude_1d (bool, optional): 1-D tensors get neither weight decay nor a trust ratio (default: True)
-        foreach (bool, optional): use the multi-tensor path (default: None, meaning yes on CUDA)
-        fused (bool, optional): run the step as a ``torch.compile``-d kernel (default: None, meaning no)
+        {_foreach_doc}
+        {_fused_doc}
 
     .. note::
         ``LAMB(params, lr, bias_correction=False, norm_clip=10, exclude_1d=False)`` reproduces the official
@@ -52,6 +53,7 @@ class LAMB(LayerwiseOptimizer):
 
     Reference: Y. You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76 minutes", ICLR 2020.
 
+    >>> import torch
     >>> model = torch.nn.Linear(4, 2)
     >>> opt = LAMB(model.parameters(), lr=1e-2, weight_decay=0.01)
     >>> model(torch.randn(8, 4)).sum().backward()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ._base import LayerwiseOptimizer, check, check_common
+from ._base import LayerwiseOptimizer, _with_shared_docs, check, check_common
 from ._functional import lars_update
 
 __all__ = ["LARS"]
@@ -36,6 +36,7 @@ def lars_defaults(
     )
 
 
+@_with_shared_docs
 class LARS(LayerwiseOptimizer):
     r"""Implements LARS with momentum, as in Barlow Twins and the TVLARS paper's baseline.
 
@@ -66,17 +67,15 @@ class LARS(LayerwiseOptimizer):
             (default: None)
         exclude_1d (bool, optional): 1-D tensors (biases, norm layers) get neither weight decay nor a trust
             ratio, as the official code's two filters (default: True)
-        foreach (bool, optional): use the multi-tensor ``torch._foreach_*`` path; the default uses it when
-            every tensor is on CUDA, as torch.optim does (default: None)
-        fused (bool, optional): run the step as one ``torch.compile``-d kernel per device and dtype; the first
-            step compiles (seconds to tens of seconds, cached on disk), later steps are several times faster than
-            the foreach path (default: None)
+        {_foreach_doc}
+        {_fused_doc}
 
     After each step ``last_trust_ratio`` holds the mean applied :math:`q_t` over adapted tensors, as a 0-d tensor
     on the device (read it rarely: reading it syncs).
 
     Reference: Y. You, I. Gitman, B. Ginsburg, "Large Batch Training of Convolutional Networks", arXiv:1708.03888.
 
+    >>> import torch
     >>> model = torch.nn.Linear(4, 2)
     >>> opt = LARS(model.parameters(), lr=0.1)
     >>> model(torch.randn(8, 4)).sum().backward()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from ._base import LayerwiseOptimizer, check
+from ._base import LayerwiseOptimizer, _with_shared_docs, check
 from ._phi import phi
 from .lars import LARS, lars_defaults
 
 __all__ = ["TVLARS"]
 
 
+@_with_shared_docs
 class TVLARS(LARS):
     r"""Implements Time-Varying LARS.
 
@@ -44,8 +45,8 @@ class TVLARS(LARS):
         gamma_min (float, optional): floor :math:`\gamma_{min}` of :math:`\phi` (default: 0.0)
         norm_clip (float, optional): clamp both norms to at most this (default: None)
         exclude_1d (bool, optional): 1-D tensors get neither weight decay nor a trust ratio (default: True)
-        foreach (bool, optional): use the multi-tensor path (default: None, meaning yes on CUDA)
-        fused (bool, optional): run the step as a ``torch.compile``-d kernel (default: None, meaning no)
+        {_foreach_doc}
+        {_fused_doc}
 
     .. note::
         ``TVLARS(params, lr, alpha=0.1, delay=0, gamma_min=0, norm_clip=10)`` reproduces the official code

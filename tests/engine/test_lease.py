@@ -1,0 +1,45 @@
+"""The driver's lease and the two conflicts: a held lease (try later) is not a taken name (never works)."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+import pytest
+
+from search_spaces.spec import StudySpec
+from service._optuna import open_storage, read_study_system_attr, write_study_system_attr
+from service.engine.lease import LEASE_KEY, Lease
+from service.engine.records import create_or_load
+from service.errors import ConflictError, LeaseHeldError, NameTakenError
+
+from ..conftest import unique_name
+from ..utils.specs import quick_spec
+
+
+def test_a_live_lease_keeps_a_second_driver_out_until_released(sqlite_url):
+    study = optuna.create_study(storage=open_storage(sqlite_url), study_name=unique_name("lease"))
+    with Lease(study, ttl_s=30):
+        with pytest.raises(LeaseHeldError, match="being run by another driver") as e:
+            Lease(study, ttl_s=30).acquire()
+        assert isinstance(e.value, ConflictError)
+    second = Lease(study, ttl_s=30)
+    second.acquire()
+    second.release()
+    assert read_study_system_attr(study, LEASE_KEY)["released"] is True
+
+
+def test_a_stale_lease_is_taken_over(sqlite_url):
+    study = optuna.create_study(storage=open_storage(sqlite_url), study_name=unique_name("stale"))
+    other = {"id": "other", "host": "elsewhere", "pid": 1}  # another host: only the heartbeat's age can tell
+    write_study_system_attr(study, LEASE_KEY, {**other, "heartbeat": time.time()})
+    assert Lease(study, ttl_s=30).holder() == {**other, "heartbeat": pytest.approx(time.time(), abs=5)}
+    write_study_system_attr(study, LEASE_KEY, {**other, "heartbeat": time.time() - 31})
+    assert Lease(study, ttl_s=30).holder() is None
+
+
+def test_a_name_taken_by_another_spec_is_name_taken_not_lease_held(sqlite_url):
+    name = unique_name("taken")
+    optuna.create_study(storage=open_storage(sqlite_url), study_name=name)  # an Optuna study outside the service
+    with pytest.raises(NameTakenError, match="exists with a different spec"):
+        create_or_load(sqlite_url, StudySpec.model_validate(quick_spec(name)), resume=True)
