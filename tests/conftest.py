@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 
 DEFAULT_PG = "postgresql+psycopg://root@127.0.0.1:5432/test"
 #: Fixtures that make a test part of the real-process tier (PostgreSQL, Ray, a uvicorn server).
-INTEGRATION_FIXTURES = {"pg_url", "ray_address", "server"}
+INTEGRATION_FIXTURES = {"pg_url", "ray_address", "server", "idle_server"}
 
 
 def pytest_collection_modifyitems(config, items) -> None:

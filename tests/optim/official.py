@@ -1,4 +1,4 @@
-"""The official TVLARS and LAMB steps, written from ../shared/DESIGN.md's description of KhoiDOO/tvlars.
+"""The official TVLARS and LAMB steps, as the paper's code (github.com/KhoiDOO/tvlars) computes them.
 
 A plain per-layer loop with the official code's norms (``pow(2).sum().sqrt().clamp(0, 10)``), its 1-D filters, its
 ``t = step_cnt + 1`` and its host reads of the ratio (``.item()``, kept: the official code logs every ratio). Tests
