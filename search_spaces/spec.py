@@ -44,6 +44,10 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 #: Trial results a study can optimise, and which way each is better by default.
 METRICS: dict[str, str] = {
+    "val_acc": "maximize",
+    "best_val_acc": "maximize",
+    "val_loss": "minimize",
+    "test_acc_at_best_val": "maximize",
     "test_acc": "maximize",
     "best_test_acc": "maximize",
     "test_loss": "minimize",
@@ -154,7 +158,7 @@ class Workload(BaseModel):
 class Objective(_Strict):
     """A trial result to optimise. ``direction`` defaults to the metric's natural one."""
 
-    metric: Literal[tuple(METRICS)] = "test_acc"  # type: ignore[valid-type]
+    metric: Literal[tuple(METRICS)] = "val_acc"  # type: ignore[valid-type]  # select on validation, report test
     direction: Literal["maximize", "minimize"] | None = None
 
     @model_validator(mode="after")
@@ -242,7 +246,7 @@ class StudySpec(_Strict):
                         "delay_epochs": {"type": "int", "low": 0, "high": 10},
                     },
                     "fixed": {"weight_decay": 5e-4, "momentum": 0.9},
-                    "objective": {"metric": "test_acc", "direction": "maximize"},
+                    "objective": {"metric": "val_acc", "direction": "maximize"},
                     "sampler": {"name": "tpe", "seed": 0},
                     "scheduler": {"name": "asha", "grace_period": 2, "reduction_factor": 3},
                     "budget": {"n_trials": 24, "max_concurrent": 4, "max_failed": 5},
