@@ -119,7 +119,11 @@ class TrialConfig:
         need(self.lr_schedule in (None, *_LR_SCHEDULES), "lr_schedule", f"choose from {', '.join(_LR_SCHEDULES)}")
         need(_positive_int(self.ddp_devices), "ddp_devices", "a positive integer")
         need(isinstance(self.drop_last, bool), "drop_last", "true or false")
-        need(isinstance(self.trust_ratio, bool), "trust_ratio", "true or false")
+        need(
+            isinstance(self.trust_ratio, bool) and (self.trust_ratio or self.optimizer == "lamb"),
+            "trust_ratio",
+            "true or false; false (Adam mode) only for lamb",
+        )
         need(
             isinstance(self.val_fraction, int | float) and 0 <= self.val_fraction < 0.5,
             "val_fraction",
@@ -192,7 +196,7 @@ def build_optimizer(
         "exclude_1d": cfg.exclude_1d,
         "betas": (cfg.beta1, cfg.beta2),
         "bias_correction": cfg.bias_correction,
-        "trust_ratio": cfg.trust_ratio,
+        "adam": not cfg.trust_ratio,
         "fused": cfg.fused_optimizer or None,
     }
     opt = create_optimizer(name, model, **{k: v for k, v in candidates.items() if k in info.hyperparameters})
@@ -317,6 +321,8 @@ class _Trial:
             train_rows, val_rows = validation_split(train_y, cfg.val_fraction, cfg.split_seed)
             splits["val"] = (to_device(train_x[val_rows]), to_device(train_y[val_rows]))
             train_x, train_y = train_x[train_rows], train_y[train_rows]
+        if cfg.batch_size > len(train_y):
+            raise ValueError(f"Invalid batch_size: {cfg.batch_size} (larger than the {len(train_y)} training examples)")
         self.train_x, self.train_y = to_device(train_x), to_device(train_y)
         self.test_x, self.test_y = to_device(self.data.test_x), to_device(self.data.test_y)
         splits = {"train": (self.train_x, self.train_y), **splits, "test": (self.test_x, self.test_y)}
@@ -604,8 +610,8 @@ def run(config: dict[str, Any], report: Callable[[dict[str, Any]], None] | None 
     test_acc_at_best_val, test_loss, test_acc, best_test_acc, lr, phi, mean_trust_ratio, images_per_s,
     epoch_seconds, diverged, device``; with ``val_fraction: 0`` the four validation keys are absent.
     ``test_acc_at_best_val`` (test accuracy at the first epoch of best validation accuracy) is the number to
-    publish. A loss that turns NaN/inf ends the run at once with ``diverged: True``. The result repeats the last row and adds ``final_test_acc, epochs_run, wall_seconds,
-    history``. Raises ``ValueError`` for a bad config and
+    publish. A loss that turns NaN/inf ends the run at once with ``diverged: True``. The result repeats the last
+    row and adds ``final_test_acc, epochs_run, wall_seconds, history``. Raises ``ValueError`` for a bad config and
     :class:`~tvlars.data.DatasetNotFoundError` for missing data.
 
     >>> result = run({"dataset": "mnist1d", "model": "mlp", "epochs": 1, "batch_size": 1000, "lr": 4.0})
