@@ -11,7 +11,7 @@ from torch import Tensor, nn
 __all__ = ["BarlowTwins", "barlow_twins_loss", "linear_probe", "ridge_probe_accuracy"]
 
 
-def barlow_twins_loss(z1: Tensor, z2: Tensor, off_diagonal_weight: float = 0.005) -> Tensor:
+def barlow_twins_loss(z1: Tensor, z2: Tensor, off_diagonal_weight: float = 0.005, shares: int = 1) -> Tensor:
     r"""The Barlow Twins loss of two embeddings of the same batch, (N, D) each.
 
     .. math::
@@ -19,11 +19,17 @@ def barlow_twins_loss(z1: Tensor, z2: Tensor, off_diagonal_weight: float = 0.005
         \quad C = \tilde z_1^\top \tilde z_2 / N
 
     where :math:`\tilde z` is :math:`z` standardised along the batch. Identical embeddings give a zero on-diagonal
-    term; decorrelated features give a zero off-diagonal term.
+    term; decorrelated features give a zero off-diagonal term. With ``shares > 1`` each of that many equal shares of
+    the batch is standardised on its own and their cross-correlations summed, as the official loss does over GPUs
+    (per-GPU BatchNorm of z, then an all-reduce of :math:`C`).
     """
     n = z1.shape[0]
-    z1 = (z1 - z1.mean(0)) / z1.std(0, unbiased=False).clamp_min(1e-6)
-    z2 = (z2 - z2.mean(0)) / z2.std(0, unbiased=False).clamp_min(1e-6)
+
+    def standardise(z: Tensor) -> Tensor:
+        parts = z.tensor_split(min(shares, len(z)))
+        return torch.cat([(p - p.mean(0)) / p.std(0, unbiased=False).clamp_min(1e-6) for p in parts])
+
+    z1, z2 = standardise(z1), standardise(z2)
     c = (z1.T @ z2) / n
     diag = torch.diagonal(c)
     on_diag = (diag - 1).pow(2).sum()

@@ -549,8 +549,13 @@ def _barlow_twins(trial: _Trial, report: Callable | None) -> dict[str, Any]:
         model.train()
         opt.zero_grad(set_to_none=True)
         v1, v2 = views(xb)
+        shares = min(cfg.ddp_devices, len(xb))  # per-device BatchNorm, the loss over the whole batch
+
+        def embed(v: Tensor) -> Tensor:
+            return torch.cat([model(s).float() for s in v.tensor_split(shares)])
+
         with trial.autocast():
-            loss = barlow_twins_loss(model(v1).float(), model(v2).float(), cfg.bt_lambda)
+            loss = barlow_twins_loss(embed(v1), embed(v2), cfg.bt_lambda, shares=shares)
         loss.backward()
         opt.step()
         return loss.detach()

@@ -232,7 +232,24 @@ def test_barlow_twins_validates_through_the_probe():
         "lr": 5.0,
         "projector_dims": [32, 32],
         "probe_epochs": 10,
+        "ddp_devices": 2,
     }
     result, rows = _run(config)
     assert all({"val_acc", "best_val_acc", "test_acc_at_best_val"} <= r.keys() for r in rows)
+    assert math.isfinite(result["train_loss"])
     assert 0 < rows[-1]["val_acc"] <= 1 and rows[-1]["probe"] == "sgd"
+
+
+def test_barlow_twins_loss_over_shares_standardises_each_share():
+    from tvlars.barlow import barlow_twins_loss
+
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(64, 8, generator=g), torch.randn(64, 8, generator=g)
+    whole = barlow_twins_loss(z1, z2)
+    assert barlow_twins_loss(z1, z2, shares=1) == whole
+    # shifting one share's embeddings changes nothing when each share is standardised alone
+    shifted = torch.cat([z1[:16] + 5.0, z1[16:]])
+    assert barlow_twins_loss(shifted, z2, shares=4) == pytest.approx(
+        float(barlow_twins_loss(z1, z2, shares=4)), rel=1e-5
+    )
+    assert barlow_twins_loss(shifted, z2) != pytest.approx(float(whole), rel=1e-3)
