@@ -55,6 +55,7 @@ METRICS: dict[str, str] = {
     "wall_seconds": "minimize",
     "images_per_s": "maximize",
 }
+_VALIDATION_METRICS = ("val_acc", "best_val_acc", "val_loss", "test_acc_at_best_val")
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2")
 SCHEDULERS = ("none", "asha", "median", "hyperband")
 _MULTI_OBJECTIVE_SAMPLERS = ("tpe", "random", "gp", "nsga2", "grid", "qmc")
@@ -310,9 +311,12 @@ class StudySpec(_Strict):
             self._check_enqueued(i, params)
         # the trainer's own checks, on the space's lower corner
         try:
-            TrialConfig.from_dict(self.trial_config(self.lower_corner()))
+            corner = TrialConfig.from_dict(self.trial_config(self.lower_corner()))
         except (ValueError, TypeError) as e:
             raise ValueError(f"the trial config this spec builds is invalid: {e}") from None
+        on_val = [o.metric for o in objectives if o.metric in _VALIDATION_METRICS]
+        if on_val and corner.val_fraction == 0 and "val_fraction" not in self.search_space:
+            raise ValueError(f"objective {on_val[0]!r} needs a validation split: val_fraction is 0")
         return self
 
     def _check_enqueued(self, i: int, params: dict[str, Any]) -> None:

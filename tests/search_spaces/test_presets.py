@@ -130,6 +130,8 @@ def test_new_specs_select_on_validation_by_default():
     from search_spaces.spec import Objective
 
     assert Objective().metric == "val_acc" and Objective().direction == "maximize"
+    with pytest.raises(ValueError, match="objective 'val_acc' needs a validation split: val_fraction is 0"):
+        search_spaces.load_spec("mnist1d-quick", {"workload": {"val_fraction": 0}})
 
 
 def test_overrides_and_unknown_preset():
