@@ -49,6 +49,10 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 #: Trial results a study can optimise, and which way each is better by default.
 METRICS: dict[str, str] = {
+    "val_acc": "maximize",
+    "best_val_acc": "maximize",
+    "val_loss": "minimize",
+    "test_acc_at_best_val": "maximize",
     "test_acc": "maximize",
     "best_test_acc": "maximize",
     "test_loss": "minimize",
@@ -56,6 +60,7 @@ METRICS: dict[str, str] = {
     "wall_seconds": "minimize",
     "images_per_s": "maximize",
 }
+_VALIDATION_METRICS = ("val_acc", "best_val_acc", "val_loss", "test_acc_at_best_val")
 #: What a trial may train with: the ``tvlars.optim`` registry's names and its recipes (``lars_warmup``).
 OPTIMIZERS = trainable_optimizers()
 #: The only top-level fields a resume may change: a study can be given more trials; anything else is another study.
@@ -160,7 +165,7 @@ class Workload(BaseModel):
 class Objective(_Strict):
     """A trial result to optimise. ``direction`` defaults to the metric's natural one."""
 
-    metric: Literal[tuple(METRICS)] = "test_acc"  # type: ignore[valid-type]
+    metric: Literal[tuple(METRICS)] = "val_acc"  # type: ignore[valid-type]  # select on validation, report test
     direction: Literal["maximize", "minimize"] | None = None
 
     @model_validator(mode="after")
@@ -258,7 +263,7 @@ class StudySpec(_Strict):
                         "delay_epochs": {"type": "int", "low": 0, "high": 10},
                     },
                     "fixed": {"weight_decay": 5e-4, "momentum": 0.9},
-                    "objective": {"metric": "test_acc", "direction": "maximize"},
+                    "objective": {"metric": "val_acc", "direction": "maximize"},
                     "sampler": {"name": "tpe", "seed": 0},
                     "scheduler": {"name": "asha", "grace_period": 2, "reduction_factor": 3},
                     "budget": {"n_trials": 24, "max_concurrent": 4, "max_failed": 5},
@@ -322,9 +327,12 @@ class StudySpec(_Strict):
             self._check_enqueued(i, params)
         # the trainer's own checks, on the space's lower corner
         try:
-            TrialConfig.from_dict(self.trial_config(self.lower_corner()))
+            corner = TrialConfig.from_dict(self.trial_config(self.lower_corner()))
         except (ValueError, TypeError) as e:
             raise ValueError(f"the trial config this spec builds is invalid: {e}") from None
+        on_val = [o.metric for o in objectives if o.metric in _VALIDATION_METRICS]
+        if on_val and corner.val_fraction == 0 and "val_fraction" not in self.search_space:
+            raise ValueError(f"objective {on_val[0]!r} needs a validation split: val_fraction is 0")
         return self
 
     def _check_enqueued(self, i: int, params: dict[str, Any]) -> None:

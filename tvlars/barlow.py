@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -10,7 +11,7 @@ from torch import Tensor, nn
 __all__ = ["BarlowTwins", "barlow_twins_loss", "linear_probe", "ridge_probe_accuracy"]
 
 
-def barlow_twins_loss(z1: Tensor, z2: Tensor, off_diagonal_weight: float = 0.005) -> Tensor:
+def barlow_twins_loss(z1: Tensor, z2: Tensor, off_diagonal_weight: float = 0.005, shares: int = 1) -> Tensor:
     r"""The Barlow Twins loss of two embeddings of the same batch, (N, D) each.
 
     .. math::
@@ -18,11 +19,17 @@ def barlow_twins_loss(z1: Tensor, z2: Tensor, off_diagonal_weight: float = 0.005
         \quad C = \tilde z_1^\top \tilde z_2 / N
 
     where :math:`\tilde z` is :math:`z` standardised along the batch. Identical embeddings give a zero on-diagonal
-    term; decorrelated features give a zero off-diagonal term.
+    term; decorrelated features give a zero off-diagonal term. With ``shares > 1`` each of that many equal shares of
+    the batch is standardised on its own and their cross-correlations summed, as the official loss does over GPUs
+    (per-GPU BatchNorm of z, then an all-reduce of :math:`C`).
     """
     n = z1.shape[0]
-    z1 = (z1 - z1.mean(0)) / z1.std(0, unbiased=False).clamp_min(1e-6)
-    z2 = (z2 - z2.mean(0)) / z2.std(0, unbiased=False).clamp_min(1e-6)
+
+    def standardise(z: Tensor) -> Tensor:
+        parts = z.tensor_split(min(shares, len(z)))
+        return torch.cat([(p - p.mean(0)) / p.std(0, unbiased=False).clamp_min(1e-6) for p in parts])
+
+    z1, z2 = standardise(z1), standardise(z2)
     c = (z1.T @ z2) / n
     diag = torch.diagonal(c)
     on_diag = (diag - 1).pow(2).sum()
@@ -64,38 +71,44 @@ def ridge_probe_accuracy(
 
 
 def linear_probe(
-    train_f: Tensor,
+    train_features: Callable[[Tensor], Tensor],
     train_y: Tensor,
-    test_f: Tensor,
-    test_y: Tensor,
+    evals: dict[str, tuple[Tensor, Tensor]],
     num_classes: int,
-    epochs: int = 20,
+    *,
+    epochs: int = 100,
     batch_size: int = 256,
-    lr: float = 0.1,
+    lr: float = 0.3,
+    weight_decay: float = 5e-4,
     generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Train a linear classifier on frozen features with SGD (momentum 0.9) and a cosine schedule.
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Train a linear classifier on frozen features with SGD (momentum 0.9) and a per-step cosine schedule.
 
-    Returns ``(best_test_acc, final_test_acc)`` as 0-d tensors on the features' device.
+    The official protocol's defaults (100 epochs, lr 0.3, weight decay 5e-4, batch 256). ``train_features(rows)``
+    gives the features of those training rows (the caller may augment them each time); ``evals`` maps a split's
+    name to its fixed ``(features, labels)``. Returns ``(final, best)``: each split's accuracy after the last epoch
+    and its best over epochs, as 0-d tensors on the labels' device (no host read).
     """
-    mean, std = train_f.mean(0), train_f.std(0).clamp_min(1e-6)
-    train_f, test_f = (train_f - mean) / std, (test_f - mean) / std
-    head = nn.Linear(train_f.shape[1], num_classes).to(train_f.device)
-    steps_per_epoch = max(1, len(train_f) // batch_size)
-    opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    first = train_features(torch.arange(min(2, len(train_y)), device=train_y.device))
+    head = nn.Linear(first.shape[1], num_classes).to(train_y.device)
+    head.weight.data.normal_(0.0, 0.01)  # the official probe's initialisation
+    head.bias.data.zero_()
+    steps_per_epoch = max(1, math.ceil(len(train_y) / batch_size))
+    opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
-    best = torch.zeros((), device=train_f.device)
-    acc = best
+    best = {name: torch.zeros((), device=train_y.device) for name in evals}
+    final = dict(best)
     for _ in range(epochs):
-        order = torch.randperm(len(train_f), device=train_f.device, generator=generator)
+        order = torch.randperm(len(train_y), device=train_y.device, generator=generator)
         for i in range(steps_per_epoch):
             idx = order[i * batch_size : (i + 1) * batch_size]
-            loss = nn.functional.cross_entropy(head(train_f[idx]), train_y[idx])
+            loss = nn.functional.cross_entropy(head(train_features(idx)), train_y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
         with torch.no_grad():
-            acc = (head(test_f).argmax(1) == test_y).float().mean()
-        best = torch.maximum(best, acc)
-    return best, acc
+            for name, (f, y) in evals.items():
+                final[name] = (head(f).argmax(1) == y).float().mean()
+                best[name] = torch.maximum(best[name], final[name])
+    return final, best

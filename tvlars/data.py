@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ArrayDataset", "DatasetNotFoundError", "data_dir", "list_datasets", "load_dataset"]
+__all__ = ["ArrayDataset", "DatasetNotFoundError", "data_dir", "list_datasets", "load_dataset", "validation_split"]
 
 DATA_DIR_ENV = "TVLARS_DATA_DIR"
 # Bump when the layout of a cache file changes; old caches are then ignored and rebuilt.
@@ -110,6 +110,32 @@ class ArrayDataset:
             f"ArrayDataset(name={self.name!r}, train={len(self.train_x)}, test={len(self.test_x)}, "
             f"input_shape={self.input_shape}, dtype={self.train_x.dtype}, num_classes={self.num_classes})"
         )
+
+
+def validation_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified hold-out of the training split: ``(train_rows, val_rows)``, sorted row indices.
+
+    Each class gives ``round(fraction · its count)`` rows (at least one when ``fraction > 0`` and the class has two
+    or more), drawn by ``seed`` alone, so every trial of a study that shares the seed is judged on the same rows.
+
+    >>> train, val = validation_split(np.repeat(np.arange(3), 10), 0.2, seed=0)
+    >>> len(train), len(val), np.bincount(np.repeat(np.arange(3), 10)[val]).tolist()
+    (24, 6, [2, 2, 2])
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"Invalid val_fraction: {fraction!r} (0 <= val_fraction < 1)")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    val_parts = []
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        k = round(fraction * len(rows))
+        if fraction > 0 and len(rows) >= 2:
+            k = min(max(k, 1), len(rows) - 1)
+        val_parts.append(rng.permutation(rows)[:k])
+    val = np.sort(np.concatenate(val_parts)) if val_parts else np.zeros(0, dtype=np.int64)
+    train = np.setdiff1d(np.arange(len(labels)), val, assume_unique=True)
+    return train, val
 
 
 def data_dir(path: str | os.PathLike[str] | None = None) -> Path | None:

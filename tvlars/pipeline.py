@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-__all__ = ["Augment", "DeviceLoader", "augment_batch", "normalize"]
+__all__ = ["Augment", "DeviceLoader", "augment_batch", "barlow_twins_views", "normalize"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,98 @@ def augment_batch(x: Tensor, aug: Augment, mean: Tensor, std: Tensor, generator:
     if aug.noise:
         x = x + aug.noise * torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
     return x
+
+
+def _uniform(n: int, low: float, high: float, x: Tensor, generator: torch.Generator | None) -> Tensor:
+    return torch.rand(n, device=x.device, generator=generator) * (high - low) + low
+
+
+def _chance(n: int, p: float, x: Tensor, generator: torch.Generator | None) -> Tensor:
+    return torch.rand(n, device=x.device, generator=generator) < p
+
+
+def _random_resized_crop_flip(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """RandomResizedCrop(scale 0.08–1, ratio 3/4–4/3) to the input size and a flip with p 1/2, as one bicubic warp."""
+    n = x.shape[0]
+    area = _uniform(n, 0.08, 1.0, x, generator)
+    log_ratio = _uniform(n, math.log(3 / 4), math.log(4 / 3), x, generator)
+    w = (area * log_ratio.exp()).sqrt().clamp(max=1.0)  # crop width and height as fractions of the side
+    h = (area / log_ratio.exp()).sqrt().clamp(max=1.0)
+    cx = (torch.rand(n, device=x.device, generator=generator) * 2 - 1) * (1 - w)
+    cy = (torch.rand(n, device=x.device, generator=generator) * 2 - 1) * (1 - h)
+    flip = torch.where(_chance(n, 0.5, x, generator), -1.0, 1.0)
+    zero = torch.zeros_like(w)
+    theta = torch.stack([torch.stack([w * flip, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=False).clamp_(0.0, 1.0)
+
+
+def _gray(x: Tensor) -> Tensor:
+    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand_as(x)
+
+
+def _color_jitter(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """ColorJitter(brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1) in a fixed order, on RGB in [0, 1]."""
+    n = x.shape[0]
+    shape = (n, 1, 1, 1)
+    x = (x * _uniform(n, 0.6, 1.4, x, generator).view(shape)).clamp(0, 1)
+    mean = _gray(x).mean((1, 2, 3), keepdim=True)
+    x = ((x - mean) * _uniform(n, 0.6, 1.4, x, generator).view(shape) + mean).clamp(0, 1)
+    gray = _gray(x)
+    x = ((x - gray) * _uniform(n, 0.8, 1.2, x, generator).view(shape) + gray).clamp(0, 1)
+    # hue: a rotation of the chroma plane (YIQ), by up to ±0.1 of a turn
+    angle = _uniform(n, -0.1, 0.1, x, generator) * 2 * math.pi
+    to_yiq = x.new_tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    yiq = torch.einsum("ij,njhw->nihw", to_yiq, x)
+    cos, sin = angle.cos().view(n, 1, 1), angle.sin().view(n, 1, 1)
+    i, q = yiq[:, 1], yiq[:, 2]
+    yiq = torch.stack([yiq[:, 0], cos * i - sin * q, sin * i + cos * q], 1)
+    return torch.einsum("ij,njhw->nihw", torch.linalg.inv(to_yiq), yiq).clamp(0, 1)
+
+
+def _gaussian_blur(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Gaussian blur with sigma uniform in [0.1, 2] per image (PIL's GaussianBlur(radius=sigma) in the official)."""
+    n, c, h, w = x.shape
+    sigma = _uniform(n, 0.1, 2.0, x, generator)
+    radius = min(6, (min(h, w) - 1) // 2)
+    k = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-(k[None, :] ** 2) / (2 * sigma[:, None] ** 2))
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (n·c, K)
+    y = x.reshape(1, n * c, h, w)
+    y = F.conv2d(F.pad(y, (radius, radius, 0, 0), mode="reflect"), kernel[:, None, None, :], groups=n * c)
+    y = F.conv2d(F.pad(y, (0, 0, radius, radius), mode="reflect"), kernel[:, None, :, None], groups=n * c)
+    return y.reshape(n, c, h, w)
+
+
+def _bt_view(
+    x: Tensor, blur_p: float, solarize_p: float, mean: Tensor, std: Tensor, generator: torch.Generator | None
+) -> Tensor:
+    n = x.shape[0]
+    rows = (n, 1, 1, 1)
+    colour = x.dtype == torch.uint8  # photometric ops need [0, 1] values; float inputs get the geometric ones
+    x = x.float().div(255.0) if colour else x.float()
+    x = _random_resized_crop_flip(x, generator) if colour else _random_resized_crop_flip(x.clamp(0, 1), generator)
+    if colour and x.shape[1] == 3:
+        x = torch.where(_chance(n, 0.8, x, generator).view(rows), _color_jitter(x, generator), x)
+        x = torch.where(_chance(n, 0.2, x, generator).view(rows), _gray(x), x)
+    if blur_p > 0:
+        x = torch.where(_chance(n, blur_p, x, generator).view(rows), _gaussian_blur(x, generator), x)
+    if colour and solarize_p > 0:
+        x = torch.where(_chance(n, solarize_p, x, generator).view(rows), torch.where(x >= 0.5, 1.0 - x, x), x)
+    return (x - mean) / std
+
+
+def barlow_twins_views(
+    x: Tensor, mean: Tensor, std: Tensor, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor]:
+    """The official Barlow Twins augmentations on the device: two asymmetric, normalised views of a raw batch.
+
+    Both views: random resized crop (scale 0.08–1) and flip, colour jitter (p 0.8), grayscale (p 0.2). The first
+    view is always blurred and never solarised; the second is blurred with p 0.1 and solarised with p 0.2 (the
+    official ``Transform`` / ``transform_prime``). ``x`` is uint8 (N, C, H, W); float inputs (already in [0, 1])
+    get the geometric and blur ops only. ``mean``/``std`` are (1, C, 1, 1).
+    """
+    return _bt_view(x, 1.0, 0.0, mean, std, generator), _bt_view(x, 0.1, 0.2, mean, std, generator)
 
 
 class DeviceLoader:

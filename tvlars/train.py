@@ -21,11 +21,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .barlow import BarlowTwins, barlow_twins_loss, linear_probe, ridge_probe_accuracy
-from .data import ArrayDataset, load_dataset
+from .data import ArrayDataset, load_dataset, validation_split
 from .models import build_model
 from .optim import LARS, TVLARS, create_optimizer, get_optimizer_info, trainable_optimizers
 from .optim._base import LayerwiseOptimizer
-from .pipeline import Augment, DeviceLoader
+from .pipeline import Augment, DeviceLoader, augment_batch, barlow_twins_views
 from .schedules import WarmupCosine, paper_lr
 
 __all__ = ["OPTIMIZERS", "TASKS", "TrialConfig", "run"]
@@ -34,8 +34,13 @@ TASKS = ("classification", "barlow_twins")
 #: What a trial's ``optimizer`` may be: the ``tvlars.optim`` registry's names and recipes (``lars_warmup``).
 OPTIMIZERS = trainable_optimizers()
 _PRECISIONS = ("auto", "fp32", "bf16")
+_LR_SCALINGS = ("none", "linear_256")
+_LR_SCHEDULES = ("constant", "warmup_cosine")
 #: The paper warms LARS up for 20 of its 100 epochs.
 _PAPER_WARMUP_FRACTION = 0.2
+#: The official Barlow Twins projector; the small MLP/CNN workloads get a smaller one.
+_BT_PROJECTOR_RESNET = [4096, 4096, 4096]
+_BT_PROJECTOR_SMALL = [512, 512, 512]
 
 
 @dataclass
@@ -50,7 +55,11 @@ class TrialConfig:
     stem: str = "cifar"
     optimizer: str = "tvlars"
     batch_size: int = 512
-    micro_batch_size: int | None = None
+    micro_batch_size: int | None = None  # gradient accumulation for memory; BatchNorm then sees micro-batches
+    ddp_devices: int = 1  # split each batch into this many equal shares with their own BN statistics (official: 4)
+    drop_last: bool = False  # False: the last partial batch is a step, as the official loader does
+    val_fraction: float = 0.1  # stratified hold-out of the training split (0: none, no val metrics)
+    split_seed: int = 0  # chooses the validation rows; shared by every trial of a study (not the trial's seed)
     epochs: int = 10
     lr: float = 1.0
     lam: float = 1e-3
@@ -65,7 +74,10 @@ class TrialConfig:
     norm_clip: float | None = None
     exclude_1d: bool = True
     bias_correction: bool = True  # LAMB; the official code's LAMB has none
+    trust_ratio: bool = True  # LAMB; False is pytorch-lamb's "adam" mode (official Barlow Twins)
     warmup_epochs: float | None = None  # None: 20 % of epochs for lars_warmup, none otherwise
+    lr_scaling: str | None = None  # none | linear_256 (lr · batch / 256); None: linear_256 for lars_warmup
+    lr_schedule: str | None = None  # constant | warmup_cosine; None: warmup_cosine for lars_warmup or warm-up > 0
     augment: bool | None = None  # None: on for uint8 images (crop + flip), off otherwise
     rotation: float = 0.0  # the official code adds ±15° rotations
     seed: int = 0
@@ -77,10 +89,13 @@ class TrialConfig:
     num_threads: int | None = None
     nan_check_every: int = 1  # CUDA: steps between (non-blocking) divergence checks
     # Barlow Twins
-    projector_dims: list[int] = field(default_factory=lambda: [512, 512, 512])
+    projector_dims: list[int] | None = None  # None: 4096-4096-4096 on ResNets (official), 512-512-512 otherwise
     bt_lambda: float = 0.005
-    probe_epochs: int = 20
-    probe_lr: float = 0.1
+    probe_epochs: int | None = None  # None: 100 on CUDA (official), 20 on CPU
+    probe_lr: float = 0.3  # official: SGD lr 0.3, momentum 0.9, cosine
+    probe_weight_decay: float = 5e-4
+    probe_batch_size: int = 256
+    probe_augment: bool | None = None  # train the probe on augmented images; None: on CUDA for images (official)
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> TrialConfig:
@@ -100,6 +115,21 @@ class TrialConfig:
         need(self.task in TASKS, "task", f"choose from {', '.join(TASKS)}")
         need(self.optimizer in OPTIMIZERS, "optimizer", f"choose from {', '.join(OPTIMIZERS)}")
         need(self.precision in _PRECISIONS, "precision", f"choose from {', '.join(_PRECISIONS)}")
+        need(self.lr_scaling in (None, *_LR_SCALINGS), "lr_scaling", f"choose from {', '.join(_LR_SCALINGS)}")
+        need(self.lr_schedule in (None, *_LR_SCHEDULES), "lr_schedule", f"choose from {', '.join(_LR_SCHEDULES)}")
+        need(_positive_int(self.ddp_devices), "ddp_devices", "a positive integer")
+        need(isinstance(self.drop_last, bool), "drop_last", "true or false")
+        need(
+            isinstance(self.trust_ratio, bool) and (self.trust_ratio or self.optimizer == "lamb"),
+            "trust_ratio",
+            "true or false; false (Adam mode) only for lamb",
+        )
+        need(
+            isinstance(self.val_fraction, int | float) and 0 <= self.val_fraction < 0.5,
+            "val_fraction",
+            "a number in [0, 0.5)",
+        )
+        need(isinstance(self.split_seed, int) and not isinstance(self.split_seed, bool), "split_seed", "an integer")
         need(_positive_int(self.batch_size), "batch_size", "a positive integer")
         need(_positive_int(self.epochs), "epochs", "a positive integer")
         need(
@@ -114,8 +144,14 @@ class TrialConfig:
         need(_positive_int(self.eval_batch_size), "eval_batch_size", "a positive integer")
         need(_positive_int(self.nan_check_every), "nan_check_every", "a positive integer")
         need(self.num_threads is None or _positive_int(self.num_threads), "num_threads", "a positive integer")
-        need(bool(self.projector_dims) and all(map(_positive_int, self.projector_dims)), "projector_dims", "sizes")
-        need(_positive_int(self.probe_epochs), "probe_epochs", "a positive integer")
+        need(
+            self.projector_dims is None or (bool(self.projector_dims) and all(map(_positive_int, self.projector_dims))),
+            "projector_dims",
+            "a list of positive sizes",
+        )
+        need(self.probe_epochs is None or _positive_int(self.probe_epochs), "probe_epochs", "a positive integer")
+        need(_positive_int(self.probe_batch_size), "probe_batch_size", "a positive integer")
+        need(math.isfinite(self.probe_lr) and self.probe_lr > 0, "probe_lr", "a finite number > 0")
         # the optimizer's own checks (momentum, eta, lam, betas, ...), on a throwaway layer
         build_optimizer(self, nn.Linear(2, 2), steps_per_epoch=1)
 
@@ -138,13 +174,17 @@ def build_optimizer(
 ) -> tuple[torch.optim.Optimizer, WarmupCosine | None]:
     """The optimizer a config names (through the registry) and its LR schedule, if any.
 
-    ``lars_warmup`` is the paper's baseline: LARS at ``lr · batch_size / 256`` with linear warm-up, then cosine.
-    ``delay_epochs`` becomes TVLARS's ``delay`` in optimizer steps.
+    The official warm-up recipe applies to any optimizer: ``lr_scaling: linear_256`` (base LR ``lr · batch / 256``),
+    ``warmup_epochs`` of linear warm-up, then cosine to 0.001× (``lr_schedule: warmup_cosine``). ``lars_warmup``
+    is that recipe's name on LARS (its defaults: linear_256, 20 % warm-up). ``delay_epochs`` becomes TVLARS's
+    ``delay`` in optimizer steps.
     """
     name = "lars" if cfg.optimizer == "lars_warmup" else cfg.optimizer
     info = get_optimizer_info(name)
+    recipe = cfg.optimizer == "lars_warmup"
+    scaling = cfg.lr_scaling or ("linear_256" if recipe else "none")
     candidates = {
-        "lr": paper_lr(cfg.lr, cfg.batch_size) if cfg.optimizer == "lars_warmup" else cfg.lr,
+        "lr": paper_lr(cfg.lr, cfg.batch_size) if scaling == "linear_256" else cfg.lr,
         "momentum": cfg.momentum,
         "weight_decay": cfg.weight_decay,
         "eta": cfg.eta,
@@ -156,13 +196,15 @@ def build_optimizer(
         "exclude_1d": cfg.exclude_1d,
         "betas": (cfg.beta1, cfg.beta2),
         "bias_correction": cfg.bias_correction,
+        "adam": not cfg.trust_ratio,
         "fused": cfg.fused_optimizer or None,
     }
     opt = create_optimizer(name, model, **{k: v for k, v in candidates.items() if k in info.hyperparameters})
     warmup = cfg.warmup_epochs
     if warmup is None:
-        warmup = round(_PAPER_WARMUP_FRACTION * cfg.epochs) if cfg.optimizer == "lars_warmup" else 0
-    scheduled = cfg.optimizer == "lars_warmup" or warmup > 0
+        warmup = round(_PAPER_WARMUP_FRACTION * cfg.epochs) if recipe else 0
+    schedule = cfg.lr_schedule or ("warmup_cosine" if recipe or warmup > 0 else "constant")
+    scheduled = schedule == "warmup_cosine"
     sched = WarmupCosine(opt, round(warmup * steps_per_epoch), cfg.epochs * steps_per_epoch) if scheduled else None
     return opt, sched
 
@@ -272,8 +314,18 @@ class _Trial:
         def to_device(a):
             return torch.from_numpy(a).to(self.device)
 
-        self.train_x, self.train_y = to_device(self.data.train_x), to_device(self.data.train_y)
+        train_x, train_y = self.data.train_x, self.data.train_y
+        splits = {}
+        if cfg.val_fraction > 0:
+            # chosen by split_seed alone: every trial of a study is judged on the same rows
+            train_rows, val_rows = validation_split(train_y, cfg.val_fraction, cfg.split_seed)
+            splits["val"] = (to_device(train_x[val_rows]), to_device(train_y[val_rows]))
+            train_x, train_y = train_x[train_rows], train_y[train_rows]
+        if cfg.batch_size > len(train_y):
+            raise ValueError(f"Invalid batch_size: {cfg.batch_size} (larger than the {len(train_y)} training examples)")
+        self.train_x, self.train_y = to_device(train_x), to_device(train_y)
         self.test_x, self.test_y = to_device(self.data.test_x), to_device(self.data.test_y)
+        splits = {"train": (self.train_x, self.train_y), **splits, "test": (self.test_x, self.test_y)}
         self.eval_loaders = {
             split: DeviceLoader(
                 x,
@@ -285,7 +337,7 @@ class _Trial:
                 drop_last=False,
                 channels_last=self.channels_last,
             )
-            for split, (x, y) in {"train": (self.train_x, self.train_y), "test": (self.test_x, self.test_y)}.items()
+            for split, (x, y) in splits.items()
         }
 
     def train_loader(self, augment: Augment | None) -> DeviceLoader:
@@ -295,6 +347,7 @@ class _Trial:
             self.cfg.batch_size,
             self.data.mean,
             self.data.std,
+            drop_last=self.cfg.drop_last,
             augment=augment,
             generator=self.generator,
             channels_last=self.channels_last,
@@ -309,12 +362,20 @@ class _Trial:
         return Augment(crop_padding=0, flip=False, shift=2, noise=0.05)
 
     def micro_batches(self, xb: Tensor, yb: Tensor) -> Iterator[tuple[Tensor, Tensor, float]]:
+        """Chunks to forward and backward one at a time, with the weight of each chunk's mean loss.
+
+        ``ddp_devices`` splits the batch into that many equal shares (as DistributedSampler deals a batch to the
+        official run's GPUs, the last partial batch too), each weighted 1/devices as DDP averages gradients, each
+        normalised by its own BatchNorm statistics; ``micro_batch_size`` further splits a share for memory.
+        """
+        devices = min(self.cfg.ddp_devices, len(xb))
         micro = self.cfg.micro_batch_size
-        if micro is None or micro >= len(xb):
-            yield xb, yb, 1.0
-            return
-        for xc, yc in zip(xb.split(micro), yb.split(micro), strict=True):
-            yield xc, yc, len(xc) / len(xb)
+        for xs, ys in zip(xb.tensor_split(devices), yb.tensor_split(devices), strict=True):
+            if micro is None or micro >= len(xs):
+                yield xs, ys, 1.0 / devices
+                continue
+            for xc, yc in zip(xs.split(micro), ys.split(micro), strict=True):
+                yield xc, yc, len(xc) / len(xs) / devices
 
 
 def _optimizer_readings(opt: torch.optim.Optimizer) -> tuple[float | None, Tensor | None]:
@@ -335,14 +396,15 @@ def _epoch_loop(
     sched: WarmupCosine | None,
     loader: DeviceLoader,
     train_step: Callable[[Tensor, Tensor], Tensor],
-    evaluate: Callable[[int], tuple[Tensor | None, Tensor, dict[str, Any]]],
+    evaluate: Callable[[int], dict[str, Any]],
     report: Callable[[dict[str, Any]], None] | None,
 ) -> dict[str, Any]:
     """Train for the configured epochs; report once per epoch with one device→host transfer."""
     cfg = trial.cfg
     watch = _DivergenceWatch(trial.device, cfg.nan_check_every if trial.device.type == "cuda" else 1)
     history: list[dict[str, Any]] = []
-    best = -math.inf
+    best = best_val = -math.inf
+    test_at_best_val: float | None = None
     start = time.perf_counter()
     row: dict[str, Any] = {}
     train_clock = _Stopwatch(trial.device)
@@ -363,24 +425,36 @@ def _epoch_loop(
                 diverged = True
                 break
         train_clock.stop()
-        test_loss, test_acc, extra = evaluate(epoch)
+        metrics = evaluate(epoch)  # test_acc, test_loss (or None), val_acc / val_loss when validating, extras
         phi, ratio = _optimizer_readings(opt)
         nan = torch.tensor(math.nan, device=trial.device)
-        values = [loss_sum / max(steps, 1), nan if test_loss is None else test_loss, test_acc]
-        values.append(nan if ratio is None else ratio.float())
-        tensor_extras = [k for k, v in extra.items() if isinstance(v, Tensor)]
-        values += [extra[k].float() for k in tensor_extras]
+        values = [loss_sum / max(steps, 1), nan if ratio is None else ratio.float()]
+        tensor_keys = [k for k, v in metrics.items() if isinstance(v, Tensor)]
+        values += [metrics[k].float() for k in tensor_keys]
         fetched = torch.stack(values).tolist()  # the epoch's one device→host transfer
-        train_loss, test_loss_f, test_acc_f, ratio_f = fetched[:4]
-        extra = {**extra, **dict(zip(tensor_extras, fetched[4:], strict=True))}
+        train_loss, ratio_f = fetched[:2]
+        metrics = {**metrics, **dict(zip(tensor_keys, fetched[2:], strict=True))}
+        test_acc_f = metrics.pop("test_acc")
         seconds = time.perf_counter() - epoch_start
         diverged = diverged or not math.isfinite(train_loss)
         best = max(best, test_acc_f) if math.isfinite(test_acc_f) else best
+        validation: dict[str, Any] = {}
+        if "val_acc" in metrics:
+            val_acc = metrics.pop("val_acc")
+            if math.isfinite(val_acc) and val_acc > best_val:  # the first epoch of the best wins ties
+                best_val, test_at_best_val = val_acc, test_acc_f
+            validation = {
+                "val_loss": metrics.pop("val_loss", None),
+                "val_acc": val_acc,
+                "best_val_acc": best_val if math.isfinite(best_val) else None,
+                "test_acc_at_best_val": test_at_best_val,
+            }
         row = {
             "epoch": epoch,
             "step": epoch * len(loader) if not diverged else (epoch - 1) * len(loader) + steps,
             "train_loss": train_loss,
-            "test_loss": None if test_loss is None else test_loss_f,
+            **validation,
+            "test_loss": metrics.pop("test_loss", None),
             "test_acc": test_acc_f,
             "best_test_acc": best if math.isfinite(best) else None,
             "lr": opt.param_groups[-1]["lr"],
@@ -390,7 +464,7 @@ def _epoch_loop(
             "epoch_seconds": seconds,
             "diverged": diverged,
             "device": device_name,
-            **extra,
+            **metrics,
         }
         history.append(row)
         if report is not None:
@@ -433,10 +507,13 @@ def _classification(trial: _Trial, report: Callable | None) -> dict[str, Any]:
         opt.step()
         return total
 
-    def evaluate(epoch: int) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    def evaluate(epoch: int) -> dict[str, Any]:
         model.eval()
-        test_loss, test_acc = _evaluate(model, trial.eval_loaders["test"], trial.autocast)
-        return test_loss, test_acc, {}
+        metrics: dict[str, Any] = {}
+        if "val" in trial.eval_loaders:
+            metrics["val_loss"], metrics["val_acc"] = _evaluate(model, trial.eval_loaders["val"], trial.autocast)
+        metrics["test_loss"], metrics["test_acc"] = _evaluate(model, trial.eval_loaders["test"], trial.autocast)
+        return metrics
 
     return _epoch_loop(trial, opt, sched, loader, train_step, evaluate, report)
 
@@ -444,51 +521,89 @@ def _classification(trial: _Trial, report: Callable | None) -> dict[str, Any]:
 def _barlow_twins(trial: _Trial, report: Callable | None) -> dict[str, Any]:
     """Pretrain with Barlow Twins and the optimizer under test; probe the frozen backbone.
 
-    Each epoch reports a closed-form ridge probe's test accuracy (fast, for pruning); the last epoch reports the
-    SGD linear probe's (``probe: "sgd"``), the trial's result.
+    Each epoch reports a closed-form ridge probe's validation and test accuracy (fast, for pruning); the last
+    epoch reports the SGD linear probe's (``probe: "sgd"``), the trial's result. On CUDA the probe follows the
+    official protocol (100 epochs, lr 0.3, weight decay 5e-4, batch 256, trained on augmented images through the
+    frozen backbone); on CPU it trains 20 epochs on standardised features computed once.
     """
     cfg = trial.cfg
+    cuda = trial.device.type == "cuda"
     backbone = build_model(cfg.model, trial.data.input_shape, trial.data.num_classes, cfg.stem)
-    model = BarlowTwins(backbone, cfg.projector_dims).to(trial.device)
+    projector = cfg.projector_dims or (_BT_PROJECTOR_RESNET if cfg.model.startswith("resnet") else _BT_PROJECTOR_SMALL)
+    model = BarlowTwins(backbone, projector).to(trial.device)
     if trial.channels_last:
         model = model.to(memory_format=torch.channels_last)
     images = len(trial.data.input_shape) == 3
-    if images:
-        augment = Augment(crop_padding=4, flip=True, rotation=cfg.rotation, jitter=0.4, noise=0.1)
-    else:
-        augment = Augment(crop_padding=0, flip=False, shift=4, jitter=0.3, noise=0.2)
-    loader = trial.train_loader(augment)
+    loader = trial.train_loader(None if images else Augment(crop_padding=0, flip=False, shift=4, jitter=0.3, noise=0.2))
     opt, sched = build_optimizer(cfg, model, len(loader))
+
+    def views(xb: Tensor) -> tuple[Tensor, Tensor]:
+        if not images:
+            return loader.transform(xb), loader.transform(xb)
+        v1, v2 = barlow_twins_views(xb, loader.mean, loader.std, trial.generator)
+        if trial.channels_last:
+            v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
+        return v1, v2
 
     def train_step(xb: Tensor, yb: Tensor) -> Tensor:
         model.train()
         opt.zero_grad(set_to_none=True)
-        v1, v2 = loader.transform(xb), loader.transform(xb)
+        v1, v2 = views(xb)
+        shares = min(cfg.ddp_devices, len(xb))  # per-device BatchNorm, the loss over the whole batch
+
+        def embed(v: Tensor) -> Tensor:
+            return torch.cat([model(s).float() for s in v.tensor_split(shares)])
+
         with trial.autocast():
-            loss = barlow_twins_loss(model(v1).float(), model(v2).float(), cfg.bt_lambda)
+            loss = barlow_twins_loss(embed(v1), embed(v2), cfg.bt_lambda, shares=shares)
         loss.backward()
         opt.step()
         return loss.detach()
 
-    def evaluate(epoch: int) -> tuple[Tensor | None, Tensor, dict[str, Any]]:
+    eval_splits = [s for s in ("val", "test") if s in trial.eval_loaders]
+
+    def evaluate(epoch: int) -> dict[str, Any]:
         model.eval()
-        train_f = _features(backbone, trial.eval_loaders["train"], trial.autocast)
-        test_f = _features(backbone, trial.eval_loaders["test"], trial.autocast)
+        feats = {s: _features(backbone, trial.eval_loaders[s], trial.autocast) for s in ("train", *eval_splits)}
+        labels = {s: trial.eval_loaders[s].y for s in eval_splits}
         if epoch < cfg.epochs:
-            acc = ridge_probe_accuracy(train_f, trial.train_y, test_f, trial.test_y, trial.data.num_classes)
-            return None, acc, {"probe": "ridge"}
-        best, final = linear_probe(
-            train_f,
+            out: dict[str, Any] = {"probe": "ridge"}
+            for s in eval_splits:
+                out[f"{s}_acc"] = ridge_probe_accuracy(
+                    feats["train"], trial.train_y, feats[s], labels[s], trial.data.num_classes
+                )
+            return out
+        augmented = cfg.probe_augment if cfg.probe_augment is not None else (cuda and images)
+        if augmented:
+            probe_aug = trial.default_augment() or Augment(crop_padding=4, flip=True)
+
+            @torch.no_grad()
+            def train_features(rows: Tensor) -> Tensor:
+                xb = augment_batch(trial.train_x[rows], probe_aug, loader.mean, loader.std, trial.generator)
+                with trial.autocast():
+                    return backbone.features(xb).float()
+
+            evals = {s: (feats[s], labels[s]) for s in eval_splits}
+        else:
+            mean, std = feats["train"].mean(0), feats["train"].std(0).clamp_min(1e-6)
+            train_std = (feats["train"] - mean) / std
+
+            def train_features(rows: Tensor) -> Tensor:
+                return train_std[rows]
+
+            evals = {s: ((feats[s] - mean) / std, labels[s]) for s in eval_splits}
+        final, best = linear_probe(
+            train_features,
             trial.train_y,
-            test_f,
-            trial.test_y,
+            evals,
             trial.data.num_classes,
-            epochs=cfg.probe_epochs,
+            epochs=cfg.probe_epochs or (100 if cuda else 20),
             lr=cfg.probe_lr,
-            batch_size=max(1, min(256, len(train_f) // 8)),
+            weight_decay=cfg.probe_weight_decay,
+            batch_size=min(cfg.probe_batch_size, len(trial.train_y)),
             generator=trial.generator,
         )
-        return None, final, {"probe": "sgd", "probe_best_acc": best}
+        return {**{f"{s}_acc": final[s] for s in eval_splits}, "probe": "sgd", "probe_best_acc": best["test"]}
 
     return _epoch_loop(trial, opt, sched, loader, train_step, evaluate, report)
 
@@ -496,10 +611,12 @@ def _barlow_twins(trial: _Trial, report: Callable | None) -> dict[str, Any]:
 def run(config: dict[str, Any], report: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run one trial and return its final metrics.
 
-    Calls ``report`` once per epoch with ``epoch, step, train_loss, test_loss, test_acc, best_test_acc, lr, phi,
-    mean_trust_ratio, images_per_s, epoch_seconds, diverged, device``. A loss that turns NaN/inf ends the run at
-    once with ``diverged: True``. The result repeats the last row and adds ``final_test_acc, epochs_run, wall_seconds,
-    history``. Raises ``ValueError`` for a bad config and
+    Calls ``report`` once per epoch with ``epoch, step, train_loss, val_loss, val_acc, best_val_acc,
+    test_acc_at_best_val, test_loss, test_acc, best_test_acc, lr, phi, mean_trust_ratio, images_per_s,
+    epoch_seconds, diverged, device``; with ``val_fraction: 0`` the four validation keys are absent.
+    ``test_acc_at_best_val`` (test accuracy at the first epoch of best validation accuracy) is the number to
+    publish. A loss that turns NaN/inf ends the run at once with ``diverged: True``. The result repeats the last
+    row and adds ``final_test_acc, epochs_run, wall_seconds, history``. Raises ``ValueError`` for a bad config and
     :class:`~tvlars.data.DatasetNotFoundError` for missing data.
 
     >>> result = run({"dataset": "mnist1d", "model": "mlp", "epochs": 1, "batch_size": 1000, "lr": 4.0})
@@ -534,11 +651,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: expected key=value, got {arg!r}", file=sys.stderr)
             return 2
         config[key] = _parse_value(value)
-    columns = ("epoch", "train_loss", "test_loss", "test_acc", "lr", "phi", "mean_trust_ratio", "images_per_s")
+    columns = ("epoch", "train_loss", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "phi", "images_per_s")
     print("  ".join(f"{c:>12s}" for c in columns))
 
     def show(row: dict[str, Any]) -> None:
-        cells = [row[c] for c in columns]
+        cells = [row.get(c, "-") for c in columns]
         print("  ".join(f"{v:>12.4g}" if isinstance(v, float) else f"{v!s:>12s}" for v in cells), flush=True)
 
     try:
@@ -546,7 +663,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    summary = {k: result[k] for k in ("best_test_acc", "final_test_acc", "epochs_run", "diverged", "device")}
+    keys = (
+        "best_val_acc",
+        "test_acc_at_best_val",
+        "best_test_acc",
+        "final_test_acc",
+        "epochs_run",
+        "diverged",
+        "device",
+    )
+    summary = {k: result[k] for k in keys if k in result}
     print(json.dumps(summary))
     return 0
 

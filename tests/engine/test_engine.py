@@ -92,7 +92,8 @@ def test_max_failed_ends_the_study_failed(sqlite_url):
     assert outcome.state == FAILED and "more than budget.max_failed=2" in outcome.reason
     fails = study.get_trials(states=(TrialState.FAIL,))
     assert len(fails) == 3  # stops at the third error, does not burn the whole budget
-    assert all("larger than the 40 training examples" in t.user_attrs["fail_reason"] for t in fails)
+    # 40 rows, one per class held out for validation (val_fraction 0.1 rounds up to 1 per class)
+    assert all("larger than the 30 training examples" in t.user_attrs["fail_reason"] for t in fails)
     assert not study.get_trials(states=(TrialState.RUNNING,))
 
 

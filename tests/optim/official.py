@@ -7,6 +7,8 @@ check our optimizers against it; ``benchmarks/optimizer_step.py`` times it as th
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -49,12 +51,59 @@ class OfficialTVLARS:
         self.step_cnt += 1
 
 
-class OfficialLAMB:
-    """cybertronai/pytorch-lamb as the official repository ships it: no bias correction, ‖w‖ clamped to 10."""
+class OfficialLARS:
+    """facebookresearch/barlowtwins' LARS as the official repository ships it, both 1-D filters on (no norm clamp).
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0):
+    ``lr`` is a list, so the warm-up recipe can set it before each step as the official ``adjust_learning_rate``.
+    """
+
+    def __init__(self, params, lr, weight_decay=5e-4, momentum=0.9, eta=1e-3):
         self.params = [p for p in params]
-        self.lr, self.betas, self.eps, self.wd = lr, betas, eps, weight_decay
+        self.lr, self.wd, self.momentum, self.eta = lr, weight_decay, momentum, eta
+        self.mu = {}
+
+    @torch.no_grad()
+    def step(self):
+        for p in self.params:
+            dp = p.grad
+            if dp is None:
+                continue
+            if p.ndim != 1:
+                dp = dp.add(p, alpha=self.wd)
+                param_norm, update_norm = torch.norm(p), torch.norm(dp)
+                one = torch.ones_like(param_norm)
+                ratio = self.eta * param_norm / update_norm
+                dp = dp.mul(torch.where(param_norm > 0.0, torch.where(update_norm > 0, ratio, one), one))
+            if p not in self.mu:
+                self.mu[p] = torch.zeros_like(p)
+            self.mu[p].mul_(self.momentum).add_(dp)
+            p.add_(self.mu[p], alpha=-self.lr)
+
+
+def official_warmup_lr(lr, batch_size, step, steps_per_epoch, epochs, warmup_epochs=20):
+    """scheduler/lars_warmup.py's ``adjust_learning_rate``: the LR of the 0-based ``step``."""
+    max_steps = epochs * steps_per_epoch
+    warmup_steps = warmup_epochs * steps_per_epoch
+    base_lr = batch_size / 256
+    if step < warmup_steps:
+        factor = base_lr * step / warmup_steps
+    else:
+        step -= warmup_steps
+        max_steps -= warmup_steps
+        q = 0.5 * (1 + math.cos(math.pi * step / max_steps))
+        factor = base_lr * q + base_lr * 0.001 * (1 - q)
+    return factor * lr
+
+
+class OfficialLAMB:
+    """cybertronai/pytorch-lamb as the official repository ships it: no bias correction, ‖w‖ clamped to 10.
+
+    ``adam=True`` is its Adam mode (trust ratio 1, weight decay kept), which the official Barlow Twins runs use.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, adam=False):
+        self.params = [p for p in params]
+        self.lr, self.betas, self.eps, self.wd, self.adam = lr, betas, eps, weight_decay, adam
         self.state = {}
 
     @torch.no_grad()
@@ -74,5 +123,5 @@ class OfficialLAMB:
             if self.wd != 0:
                 adam_step.add_(p, alpha=self.wd)
             adam_norm = adam_step.pow(2).sum().sqrt()
-            trust = 1.0 if weight_norm == 0 or adam_norm == 0 else weight_norm / adam_norm
+            trust = 1.0 if weight_norm == 0 or adam_norm == 0 or self.adam else weight_norm / adam_norm
             p.add_(adam_step, alpha=-self.lr * float(trust))

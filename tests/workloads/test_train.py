@@ -69,10 +69,10 @@ def test_every_optimizer_trains(optimizer):
 def test_lars_warmup_follows_the_paper_schedule():
     config = {**MNIST1D, "optimizer": "lars_warmup", "epochs": 5, "lr": 0.1}
     _, rows = _run(config)
-    steps_per_epoch = 16  # 4000 // 250
+    steps_per_epoch = 15  # ceil(3601 / 250): 399 of the 4000 held out (10 % per class), the last partial batch kept
     base = paper_lr(0.1, 250)
     for r in rows:  # warm-up for round(0.2 * 5) = 1 epoch, then cosine to 0.001x
-        assert r["lr"] == pytest.approx(base * warmup_cosine_factor(r["epoch"] * steps_per_epoch, 16, 80))
+        assert r["lr"] == pytest.approx(base * warmup_cosine_factor(r["epoch"] * steps_per_epoch, 15, 75))
     assert rows[0]["lr"] == pytest.approx(base)
 
 
@@ -119,7 +119,7 @@ def test_barlow_twins_reports_probe_accuracy():
         ({"batch_size": 100, "micro_batch_size": 30}, r"Invalid micro_batch_size: 30"),
         ({"dataset": "imagenet"}, r"Unknown dataset: 'imagenet'"),
         ({"model": "vit"}, r"Unknown model: 'vit'"),
-        ({"batch_size": 8000}, r"Invalid batch_size: 8000 \(larger than the 4000 training examples\)"),
+        ({"batch_size": 8000}, r"Invalid batch_size: 8000 \(larger than the 3601 training examples\)"),  # 399 held out
         ({"device": "cuda:0"}, r"CUDA is not available"),
         ({"task": "mae"}, r"Invalid task: 'mae'"),
     ],

@@ -124,6 +124,7 @@ def _lamb_single_tensor(
     bias_correction1: float,
     bias_correction2: float,
     norm_clip: float | None,
+    trust_ratio: bool = True,
 ) -> Tensor | None:
     ratios = []
     for p, g, m, v, adapted in zip(params, grads, exp_avgs, exp_avg_sqs, adapt, strict=True):
@@ -138,6 +139,8 @@ def _lamb_single_tensor(
             if norm_clip is not None:
                 w_norm = w_norm.clamp(max=norm_clip)
             ratio = _guarded_ratio(w_norm, w_norm, torch.linalg.vector_norm(update))
+            if not trust_ratio:
+                ratio = torch.ones_like(ratio)
             ratios.append(ratio)
             update.mul_(ratio)
         _add_scaled_(p, update, -lr)
@@ -159,6 +162,7 @@ def _lamb_foreach(
     bias_correction1: float,
     bias_correction2: float,
     norm_clip: float | None,
+    trust_ratio: bool = True,
 ) -> Tensor | None:
     ratio_sum, n_adapted = None, 0
     for buckets, _ in _split_buckets([params, grads, exp_avgs, exp_avg_sqs], adapt):
@@ -182,6 +186,8 @@ def _lamb_foreach(
             if norm_clip is not None:
                 w_norm = w_norm.clamp(max=norm_clip)
             ratio = _guarded_ratio(w_norm, w_norm, torch.stack(torch._foreach_norm(update)))
+            if not trust_ratio:
+                ratio = torch.ones_like(ratio)
             torch._foreach_mul_(update, list(ratio.unbind()))
             torch._foreach_add_(b_params, update, alpha=-lr)
             s = ratio.sum()

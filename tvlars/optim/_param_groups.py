@@ -18,9 +18,10 @@ def param_groups(
 ) -> list[dict[str, Any]]:
     """Parameter groups for a layer-wise optimizer.
 
-    Parameters that are 1-D (biases, norm layers; when ``exclude_1d``), whose name ends in ``.bias``, that are named in
-    ``no_weight_decay`` or in the model's own ``no_weight_decay()`` go to a group with ``weight_decay=0`` and
-    ``adapt=False`` (no trust ratio); the rest get ``weight_decay``. Frozen parameters are left out.
+    Under ``exclude_1d``, parameters that are 1-D (biases, norm layers) or whose name ends in ``.bias`` go to a
+    group with ``weight_decay=0`` and ``adapt=False`` (no trust ratio), as timm does; so do parameters named in
+    ``no_weight_decay`` or in the model's own ``no_weight_decay()``, always. With ``exclude_1d=False`` every other
+    tensor is decayed and adapted (the official LAMB). Frozen parameters are left out.
 
     >>> from torch import nn
     >>> groups = param_groups(nn.Linear(4, 2), weight_decay=1e-4)
@@ -34,7 +35,7 @@ def param_groups(
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if (exclude_1d and p.ndim <= 1) or name.endswith(".bias") or name in skip:
+        if (exclude_1d and (p.ndim <= 1 or name.endswith(".bias"))) or name in skip:
             plain.append(p)
         else:
             decay.append(p)

@@ -44,6 +44,8 @@ class LAMB(LayerwiseOptimizer):
         norm_clip (float, optional): clamp :math:`\lVert\theta\rVert` to at most this; the official code uses 10
             (default: None)
         exclude_1d (bool, optional): 1-D tensors get neither weight decay nor a trust ratio (default: True)
+        adam (bool, optional): the "adam" mode of cybertronai/pytorch-lamb, which the official Barlow Twins runs
+            use: :math:`r_t = 1` for every tensor, weight decay kept (default: False)
         {_foreach_doc}
         {_fused_doc}
 
@@ -60,7 +62,7 @@ class LAMB(LayerwiseOptimizer):
     >>> opt.step()
     """
 
-    _LATER_DEFAULTS = {**LayerwiseOptimizer._LATER_DEFAULTS, "bias_correction": True}
+    _LATER_DEFAULTS = {**LayerwiseOptimizer._LATER_DEFAULTS, "bias_correction": True, "adam": False}
     _STATE_KEYS = ("exp_avg", "exp_avg_sq")
 
     def __init__(
@@ -73,6 +75,7 @@ class LAMB(LayerwiseOptimizer):
         bias_correction: bool = True,
         norm_clip: float | None = None,
         exclude_1d: bool = True,
+        adam: bool = False,
         *,
         foreach: bool | None = None,
         fused: bool | None = None,
@@ -90,6 +93,7 @@ class LAMB(LayerwiseOptimizer):
             bias_correction=bias_correction,
             norm_clip=norm_clip,
             exclude_1d=exclude_1d,
+            adam=bool(adam),
             foreach=foreach,
             fused=fused,
         )
@@ -115,4 +119,5 @@ class LAMB(LayerwiseOptimizer):
             bias_correction1=1.0 - beta1**t if group["bias_correction"] else 1.0,
             bias_correction2=1.0 - beta2**t if group["bias_correction"] else 1.0,
             norm_clip=group["norm_clip"],
+            trust_ratio=not group["adam"],
         )
