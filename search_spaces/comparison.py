@@ -38,7 +38,7 @@ LARS's warm-up the paper's 20 % of ``workload.epochs``. Arms may search more kno
 budget, which is the point of an equal budget.
 
 >>> spec = load_comparison_preset("compare-mnist1d-cpu")
->>> [(s.arm.label, s.batch_size) for s in expand(spec)][:2]
+>>> [(s.arm.name, s.batch_size) for s in expand(spec)][:2]
 [('tvlars', 32), ('tvlars', 256)]
 """
 
