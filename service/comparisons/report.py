@@ -1,0 +1,470 @@
+"""A comparison's report: one self-contained HTML page (plots as inline PNG data URIs) or Markdown + PNG files.
+
+Seven plots, drawn with matplotlib's Agg backend (no display, no external assets):
+
+1. ``verdicts`` — the paired difference (arm under test − each other arm) per batch size with its 95 % t interval;
+2. ``accuracy_vs_batch_size`` — each arm's re-run mean with its 95 % interval;
+3. ``learning_curves`` — the re-runs' per-epoch curve, mean ± one standard deviation over seeds;
+4. ``budget_curves`` — expected best validation score against number of trials, with its bootstrap band;
+5. ``lr_sensitivity`` — each tuning trial's score against its effective LR (LARS + warm-up's base LR × bs/256);
+6. ``schedules`` — each tuned arm's step multiplier over training: TVLARS's LR·φ(t) next to warm-up LARS's LR;
+7. ``importances`` — Optuna parameter importances per arm.
+
+The numbers in both formats' tables go through the same formatters (:func:`format_summary`,
+:func:`format_difference`), so a test can look for exactly the stored numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: the service has no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from tvlars import phi  # noqa: E402
+from tvlars.schedules import paper_lr, warmup_cosine_factor  # noqa: E402
+
+from .result import ArmResult, ComparisonResult  # noqa: E402
+from .stats import Difference, Summary, expected_best, lr_sensitivity, time_to_target  # noqa: E402
+
+__all__ = [
+    "PLOTS",
+    "effective_lr",
+    "format_difference",
+    "format_summary",
+    "render_figures",
+    "render_html",
+    "render_markdown",
+    "step_multiplier",
+    "write_markdown",
+]
+
+#: The plots in the order the report shows them, with their headings.
+PLOTS: dict[str, str] = {
+    "verdicts": "Verdicts: paired differences with 95 % intervals",
+    "accuracy_vs_batch_size": "Accuracy against batch size",
+    "learning_curves": "Learning curves of the re-runs",
+    "budget_curves": "Expected best against number of trials",
+    "lr_sensitivity": "LR sensitivity",
+    "schedules": "Tuned schedules",
+    "importances": "Parameter importances",
+}
+_DPI = 100
+_N_BOOT = 500
+
+
+# --- numbers ---------------------------------------------------------------------------------------------------------
+
+
+def _pct(x: float | None, signed: bool = False) -> str:
+    return "—" if x is None else f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}"
+
+
+def format_summary(s: Summary | None) -> str:
+    """``91.23 % ± 0.41 [90.21, 92.25] (n=3)`` — mean ± std, 95 % interval, in percent; n=1 has no ± and interval."""
+    if s is None:
+        return "no re-runs"
+    if s.ci_low is None:
+        return f"{_pct(s.mean)} % (n=1, no interval)"
+    return f"{_pct(s.mean)} % ± {_pct(s.std)} [{_pct(s.ci_low)}, {_pct(s.ci_high)}] (n={s.n_seeds})"
+
+
+def format_difference(d: Difference) -> str:
+    """``+1.20 pp [+0.40, +2.00] (3 seeds)`` — the paired difference in percentage points with its interval."""
+    if d.ci_low is None:
+        return f"{_pct(d.mean, True)} pp (1 seed, no interval)"
+    return f"{_pct(d.mean, True)} pp [{_pct(d.ci_low, True)}, {_pct(d.ci_high, True)}] ({d.n_pairs} seeds)"
+
+
+def effective_lr(arm: ArmResult, lr: float) -> float:
+    """The LR the optimizer steps with at the arm's batch size: warm-up LARS searches a base LR per 256 examples."""
+    return paper_lr(lr, arm.batch_size) if arm.optimizer == "lars_warmup" else lr
+
+
+def step_multiplier(arm: ArmResult) -> tuple[np.ndarray, np.ndarray]:
+    """``(steps, multiplier)`` of the tuned config: the factor on the trust-ratio step at each optimizer step.
+
+    TVLARS: ``lr · φ(t)`` (φ with the tuned λ, delay in steps, α, γ_min). Warm-up LARS: its base LR ``lr·bs/256``
+    times the linear warm-up → cosine factor. Others: their LR, with a warm-up → cosine factor if one was set.
+    """
+    config = {**arm.fixed, **arm.best_params}
+    total = max(arm.epochs * arm.steps_per_epoch, 1)
+    steps = np.arange(1, total + 1)
+    lr = effective_lr(arm, float(config.get("lr", 1.0)))
+    if arm.optimizer == "tvlars":
+        values = lr * phi(
+            steps.astype(np.float64),
+            lam=float(config.get("lam", 1e-3)),
+            delay=float(config.get("delay_epochs", 0.0)) * arm.steps_per_epoch,
+            alpha=float(config.get("alpha", 1.0)),
+            gamma_min=float(config.get("gamma_min", 0.0)),
+        )
+        return steps, np.asarray(values)
+    warmup = config.get("warmup_epochs")
+    if warmup is None and arm.optimizer == "lars_warmup":
+        warmup = round(0.2 * arm.epochs)
+    if arm.optimizer != "lars_warmup" and not warmup:
+        return steps, np.full(steps.shape, lr)
+    warmup_steps = round(float(warmup or 0) * arm.steps_per_epoch)
+    return steps, np.array([lr * warmup_cosine_factor(int(s) - 1, warmup_steps, total) for s in steps])
+
+
+# --- plots -----------------------------------------------------------------------------------------------------------
+
+
+def _colors(result: ComparisonResult) -> dict[str, Any]:
+    cmap = plt.get_cmap("tab10")
+    return {label: cmap(i % 10) for i, label in enumerate(result.labels)}
+
+
+def _panels(n: int, title: str, width: float = 4.0, height: float = 3.0) -> tuple[Figure, list[Any]]:
+    cols = min(n, 4)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    return fig, flat[:n]
+
+
+def _plot_verdicts(result: ComparisonResult) -> Figure:
+    records = result.verdicts()
+    fig, ax = plt.subplots(figsize=(8, 0.45 * max(len(records), 2) + 1.5))
+    colors = _colors(result)
+    for y, rec in enumerate(records):
+        d = rec.difference
+        low = d.mean if d.ci_low is None else d.ci_low
+        high = d.mean if d.ci_high is None else d.ci_high
+        ax.errorbar(
+            100 * d.mean, y, xerr=[[100 * (d.mean - low)], [100 * (high - d.mean)]], fmt="o",
+            color=colors[rec.against], capsize=4,
+        )  # fmt: skip
+        ax.annotate(rec.verdict.value, (100 * high, y), xytext=(6, -3), textcoords="offset points", fontsize=8)
+    ax.axvline(0, color="grey", lw=1)
+    ax.set_yticks(range(len(records)), [f"bs {r.batch_size}: {r.arm} − {r.against}" for r in records])
+    ax.set_xlabel(f"difference in {result.rerun_metric} (percentage points, 95 % t interval)")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    return fig
+
+
+def _plot_accuracy_vs_batch_size(result: ComparisonResult) -> Figure:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    colors = _colors(result)
+    for label in result.labels:
+        xs, ys, lo, hi = [], [], [], []
+        for bs in result.batch_sizes:
+            arm = result.arm(label, bs)
+            s = arm.rerun if arm is not None else None
+            if s is None:
+                continue
+            xs.append(bs)
+            ys.append(100 * s.mean)
+            lo.append(100 * (s.mean - (s.ci_low if s.ci_low is not None else s.mean)))
+            hi.append(100 * ((s.ci_high if s.ci_high is not None else s.mean) - s.mean))
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=4, label=label, color=colors[label])
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel(f"{result.rerun_metric} (%, mean and 95 % interval)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_learning_curves(result: ComparisonResult) -> Figure:
+    fig, axes = _panels(len(result.batch_sizes), f"re-runs: {result.curve_metric} per epoch, mean ± 1 std over seeds")
+    colors = _colors(result)
+    for ax, bs in zip(axes, result.batch_sizes, strict=True):
+        for label in result.labels:
+            arm = result.arm(label, bs)
+            curves = [r.curve for r in (arm.reruns if arm else []) if r.rank == 1 and r.curve]
+            if not curves:
+                continue
+            n = min(len(c) for c in curves)
+            y = np.array([[float(row.get(result.curve_metric, np.nan)) for row in c[:n]] for c in curves]) * 100
+            x = [int(row["epoch"]) for row in curves[0][:n]]
+            mean, std = np.nanmean(y, axis=0), np.nanstd(y, axis=0)
+            ax.plot(x, mean, color=colors[label], label=label)
+            ax.fill_between(x, mean - std, mean + std, color=colors[label], alpha=0.2)
+        ax.set_title(f"batch {bs}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"{result.curve_metric} (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_budget_curves(result: ComparisonResult) -> Figure:
+    fig, axes = _panels(len(result.batch_sizes), f"expected best {result.objective} after n trials (95 % bootstrap)")
+    colors = _colors(result)
+    rng = np.random.default_rng(0)
+    for ax, bs in zip(axes, result.batch_sizes, strict=True):
+        for label in result.labels:
+            arm = result.arm(label, bs)
+            if arm is None or not arm.trials:
+                continue
+            eb = expected_best([t.value for t in sorted(arm.trials, key=lambda t: t.number)], n_boot=_N_BOOT, rng=rng)
+            ax.plot(eb.n, 100 * np.array(eb.mean), color=colors[label], label=label)
+            ax.fill_between(eb.n, 100 * np.array(eb.low), 100 * np.array(eb.high), color=colors[label], alpha=0.2)
+        ax.set_title(f"batch {bs}")
+        ax.set_xlabel("number of trials")
+        ax.set_ylabel(f"{result.objective} (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_lr_sensitivity(result: ComparisonResult) -> Figure:
+    fig, axes = _panels(len(result.batch_sizes), f"final {result.objective} of each tuning trial against its LR")
+    colors = _colors(result)
+    for ax, bs in zip(axes, result.batch_sizes, strict=True):
+        for label in result.labels:
+            arm = result.arm(label, bs)
+            trials = [t for t in (arm.trials if arm else []) if "lr" in t.params]
+            if not trials:
+                continue
+            sens = lr_sensitivity([effective_lr(arm, float(t.params["lr"])) for t in trials], [t.value for t in trials])
+            ax.scatter(sens.lrs, 100 * np.array(sens.values), s=14, color=colors[label], label=label, alpha=0.8)
+        ax.set_xscale("log")
+        ax.set_title(f"batch {bs}")
+        ax.set_xlabel("effective LR")
+        ax.set_ylabel(f"{result.objective} (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_schedules(result: ComparisonResult) -> Figure:
+    fig, axes = _panels(
+        len(result.batch_sizes), "tuned step multiplier: TVLARS lr·φ(t), LARS + warm-up's LR, others' LR"
+    )
+    colors = _colors(result)
+    for ax, bs in zip(axes, result.batch_sizes, strict=True):
+        for label in result.labels:
+            arm = result.arm(label, bs)
+            if arm is None or "lr" not in {**arm.fixed, **arm.best_params}:
+                continue
+            steps, values = step_multiplier(arm)
+            ax.plot(steps, values, color=colors[label], label=label)
+        ax.set_yscale("log")
+        ax.set_title(f"batch {bs}")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("multiplier on the trust-ratio step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_importances(result: ComparisonResult) -> Figure:
+    fig, axes = _panels(len(result.labels), "Optuna parameter importances (fANOVA) per arm and batch size")
+    cmap = plt.get_cmap("viridis")
+    for ax, label in zip(axes, result.labels, strict=True):
+        arms = [a for a in (result.arm(label, bs) for bs in result.batch_sizes) if a is not None and a.importances]
+        params = sorted({p for a in arms for p in a.importances})
+        width = 0.8 / max(len(arms), 1)
+        for j, arm in enumerate(arms):
+            xs = np.arange(len(params)) + j * width
+            ax.bar(xs, [arm.importances.get(p, 0.0) for p in params], width, label=f"bs {arm.batch_size}",
+                   color=cmap(j / max(len(arms) - 1, 1)))  # fmt: skip
+        ax.set_xticks(np.arange(len(params)) + 0.4 - width / 2, params)
+        ax.set_ylim(0, 1)
+        ax.set_title(label)
+        ax.set_ylabel("importance")
+        if arms:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no importances (one parameter or too few trials)", ha="center", transform=ax.transAxes)
+    fig.tight_layout()
+    return fig
+
+
+_DRAW: dict[str, Callable[[ComparisonResult], Figure]] = {
+    "verdicts": _plot_verdicts,
+    "accuracy_vs_batch_size": _plot_accuracy_vs_batch_size,
+    "learning_curves": _plot_learning_curves,
+    "budget_curves": _plot_budget_curves,
+    "lr_sensitivity": _plot_lr_sensitivity,
+    "schedules": _plot_schedules,
+    "importances": _plot_importances,
+}
+
+
+def render_figures(result: ComparisonResult) -> dict[str, bytes]:
+    """Every plot as PNG bytes, keyed as :data:`PLOTS`."""
+    out = {}
+    for key in PLOTS:
+        fig = _DRAW[key](result)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=_DPI)
+        plt.close(fig)
+        out[key] = buf.getvalue()
+    return out
+
+
+# --- tables ----------------------------------------------------------------------------------------------------------
+
+
+def _verdict_rows(result: ComparisonResult) -> list[list[str]]:
+    return [
+        [str(v.batch_size), f"{v.arm} − {v.against}", format_difference(v.difference), v.verdict.value]
+        for v in result.verdicts()
+    ]
+
+
+def _arm_rows(result: ComparisonResult) -> list[list[str]]:
+    rows = []
+    for bs in result.batch_sizes:
+        for label in result.labels:
+            arm = result.arm(label, bs)
+            if arm is None:
+                continue
+            reach = "—"
+            if result.target_val_acc is not None:
+                hits = time_to_target(
+                    [r.curve for r in arm.reruns if r.rank == 1],
+                    result.target_val_acc,
+                    metric=result.curve_metric,
+                    steps_per_epoch=arm.steps_per_epoch,
+                )
+                reached = sorted(h.epochs for h in hits if h is not None)
+                reach = f"{len(reached)}/{len(hits)} seeds" + (
+                    f", median epoch {np.median(reached):g}" if reached else ""
+                )
+            params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(arm.best_params.items()))
+            spent = arm.spent
+            rows.append(
+                [str(bs), label, format_summary(arm.rerun), params, f"{spent.epochs} ({spent.n_trials} trials)",
+                 f"{spent.wall_seconds:.0f}", reach]
+            )  # fmt: skip
+    return rows
+
+
+_VERDICT_HEAD = ["batch size", "difference", "paired difference (95 % CI)", "verdict"]
+
+
+def _arm_head(result: ComparisonResult) -> list[str]:
+    target = "time to target" if result.target_val_acc is None else f"reached {_pct(result.target_val_acc)} %"
+    return ["batch size", "arm", f"{result.rerun_metric} (re-runs)", "best params", "epochs spent", "seconds", target]
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _title(result: ComparisonResult) -> str:
+    return result.title or f"Comparison {result.name}"
+
+
+def _intro(result: ComparisonResult) -> str:
+    w = result.workload
+    return (
+        f"{w.get('dataset')} / {w.get('model')}, {w.get('epochs')} epochs; state {result.state}; tuned on "
+        f"{result.objective}, re-runs report {result.rerun_metric}. Verdicts compare {result.labels[0]} with each "
+        "other arm on the same seeds and say only what the 95 % interval of the paired difference allows."
+    )
+
+
+# --- HTML ------------------------------------------------------------------------------------------------------------
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}"
+    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+    "th{background:#f3f3f3}img{max-width:100%;display:block;margin:0.5em 0 2em}"
+    ".better{color:#1a7f37}.worse{color:#cf222e}"
+)
+
+
+def _html_table(head: list[str], rows: list[list[str]], verdict_col: int | None = None) -> str:
+    out = ["<table><tr>", *(f"<th>{html.escape(h)}</th>" for h in head), "</tr>"]
+    for row in rows:
+        out.append("<tr>")
+        for i, cell in enumerate(row):
+            cls = f' class="{cell.split()[0]}"' if i == verdict_col and cell in ("better", "worse") else ""
+            out.append(f"<td{cls}>{html.escape(cell)}</td>")
+        out.append("</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def render_html(result: ComparisonResult, figures: dict[str, bytes] | None = None) -> str:
+    """The report as one HTML page: escaped text, the tables, each plot as an inline ``data:image/png`` URI."""
+    figures = render_figures(result) if figures is None else figures
+    title = html.escape(_title(result))
+    parts = [
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{title}</h1><p>{html.escape(_intro(result))}</p>",
+        "<h2>Verdicts</h2>",
+        _html_table(_VERDICT_HEAD, _verdict_rows(result), verdict_col=3),
+        "<h2>Arms</h2>",
+        _html_table(_arm_head(result), _arm_rows(result)),
+    ]
+    for key, heading in PLOTS.items():
+        data = base64.b64encode(figures[key]).decode("ascii")
+        parts.append(f'<h2>{html.escape(heading)}</h2><img alt="{html.escape(heading)}" id="plot-{key}" '
+                     f'src="data:image/png;base64,{data}">')  # fmt: skip
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+# --- Markdown --------------------------------------------------------------------------------------------------------
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(map(_md_cell, head)) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(result: ComparisonResult, image_names: dict[str, str]) -> str:
+    """The report as Markdown; ``image_names`` maps each plot key to its PNG's path relative to the file."""
+    parts = [
+        f"# {_md_cell(_title(result))}",
+        "",
+        _md_cell(_intro(result)),
+        "",
+        "## Verdicts",
+        "",
+        _md_table(_VERDICT_HEAD, _verdict_rows(result)),
+        "",
+        "## Arms",
+        "",
+        _md_table(_arm_head(result), _arm_rows(result)),
+        "",
+    ]
+    for key, heading in PLOTS.items():
+        parts += [f"## {heading}", "", f"![{heading}]({image_names[key]})", ""]
+    return "\n".join(parts)
+
+
+def write_markdown(result: ComparisonResult, out_dir: str | Path, name: str = "report.md") -> Path:
+    """Write ``report.md`` and one PNG per plot into ``out_dir`` (created if missing); returns the Markdown's path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = {}
+    for key, png in render_figures(result).items():
+        names[key] = f"{key}.png"
+        (out / names[key]).write_bytes(png)
+    path = out / name
+    path.write_text(render_markdown(result, names), encoding="utf-8")
+    return path

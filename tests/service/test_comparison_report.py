@@ -1,0 +1,135 @@
+"""The comparison report: one inline PNG per plot, Markdown files holding the stored numbers, and a real browser."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.comparisons.report import (
+    PLOTS,
+    format_difference,
+    format_summary,
+    render_figures,
+    render_html,
+    step_multiplier,
+    write_markdown,
+)
+from service.comparisons.result import ArmResult
+from service.comparisons.stats import Verdict
+from tests.utils.comparisons import fabricated_result
+from tvlars import phi
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_IMG = re.compile(r'<img alt="[^"]*" id="plot-([a-z_]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)">')
+
+
+@pytest.fixture(scope="module")
+def result():
+    return fabricated_result()
+
+
+@pytest.fixture(scope="module")
+def figures(result):
+    return render_figures(result)
+
+
+@pytest.fixture(scope="module")
+def page(result, figures):
+    return render_html(result, figures)
+
+
+def test_html_has_one_valid_inline_png_per_plot_and_no_external_asset(page):
+    found = _IMG.findall(page)
+    assert [key for key, _ in found] == list(PLOTS)
+    for _, data in found:
+        png = base64.b64decode(data, validate=True)
+        assert png.startswith(PNG_MAGIC)
+        width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+        assert width > 200 and height > 100
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+
+
+def test_html_escapes_text(result, figures):
+    result = fabricated_result(batch_sizes=(64,), n_trials=3, seeds=2)
+    result.title = "<script>alert(1)</script> & co"
+    page = render_html(result, render_figures(result))
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in page
+
+
+def test_tables_hold_the_stored_numbers_formatted_as_in_the_markdown(result, page, tmp_path):
+    md_path = write_markdown(result, tmp_path / "out")
+    md = md_path.read_text()
+    for name in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
+        png = (md_path.parent / name).read_bytes()
+        assert png.startswith(PNG_MAGIC)
+    assert len(re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", md)) == len(PLOTS)
+    arm = result.arm("tvlars", 256)
+    summary = arm.rerun
+    text = format_summary(summary)
+    # the stored numbers by hand: mean and interval in percent with two decimals
+    assert (
+        f"{100 * summary.mean:.2f} %" in text and f"[{100 * summary.ci_low:.2f}, {100 * summary.ci_high:.2f}]" in text
+    )
+    assert f"| 256 | tvlars | {text} |" in md
+    assert text in page
+    for v in result.verdicts():
+        assert (
+            f"| {v.batch_size} | {v.arm} − {v.against} | {format_difference(v.difference)} | {v.verdict.value} |" in md
+        )
+        assert format_difference(v.difference) in page
+    assert {v.verdict for v in result.verdicts()} == {Verdict.BETTER, Verdict.WORSE, Verdict.NO_CLEAR_DIFFERENCE}
+
+
+def test_one_seed_is_reported_without_an_interval():
+    result = fabricated_result(batch_sizes=(64,), n_trials=3, seeds=1)
+    assert format_summary(result.arm("lamb", 64).rerun).endswith("% (n=1, no interval)")
+    assert all(v.verdict is Verdict.NO_CLEAR_DIFFERENCE for v in result.verdicts())
+    assert "(1 seed, no interval)" in render_html(result)
+
+
+def test_schedules_are_tvlars_lr_times_phi_and_warmup_lars_scaled_lr():
+    tv = ArmResult("tvlars", "tvlars", 512, [1], {"lr": 2.0, "lam": 0.01}, {"alpha": 0.1, "delay_epochs": 1}, 5, 10)
+    steps, values = step_multiplier(tv)
+    assert steps[0] == 1 and steps[-1] == 50
+    assert values == pytest.approx(2.0 * phi(np.arange(1, 51, dtype=float), lam=0.01, delay=10, alpha=0.1))
+    warm = ArmResult("w", "lars_warmup", 512, [2], {"lr": 0.3}, {"warmup_epochs": 1}, 5, 10)
+    _, values = step_multiplier(warm)
+    assert values[0] == 0.0 and values[10] == pytest.approx(0.3 * 512 / 256) and values[-1] < values[10]
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (Debian: apt-get install -y chromium)")
+def test_every_image_renders_in_headless_chromium(page, tmp_path):
+    # a copy of the page with a probe that writes each image's decoded width into the DOM
+    probe = (
+        "<script>window.addEventListener('load',()=>{for(const i of document.images)"
+        "{i.setAttribute('data-natural-width',String(i.naturalWidth))}})</script></body>"
+    )
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.replace("</body>", probe), encoding="utf-8")
+    chrome = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run(
+        [*chrome, "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    widths = [int(w) for w in re.findall(r'data-natural-width="(\d+)"', dom)]
+    assert len(widths) == len(PLOTS) and all(w > 200 for w in widths), widths
+    # and a screenshot of the unmodified page, kept when TVLARS_REPORT_SCREENSHOT names a path
+    html_file = tmp_path / "report.html"
+    html_file.write_text(page, encoding="utf-8")
+    shot = Path(os.environ.get("TVLARS_REPORT_SCREENSHOT") or tmp_path / "shot.png")
+    subprocess.run(
+        [*chrome, "--hide-scrollbars", "--window-size=1280,2400", f"--screenshot={shot}", html_file.as_uri()],
+        capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert shot.read_bytes().startswith(PNG_MAGIC)
