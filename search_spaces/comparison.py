@@ -359,6 +359,7 @@ def _study_spec(spec: ComparisonSpec, arm: Arm, i_bs: int) -> dict[str, Any]:
         "scheduler": spec.scheduler.model_dump(),
         "budget": {
             "n_trials": spec.budget.n_trials,
+            "epochs": spec.epoch_budget,
             "max_concurrent": spec.budget.max_concurrent,
             "max_failed": spec.budget.max_failed,
         },

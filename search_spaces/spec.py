@@ -204,12 +204,19 @@ class Scheduler(_Strict):
 
 
 class Budget(_Strict):
-    """How many trials to finish (COMPLETE or PRUNED), how many at once, how many errors to tolerate.
+    """How many trials to finish (COMPLETE or PRUNED), how many at once, how many errors to tolerate, and epochs.
 
-    ``n_trials`` may be left out for a grid study: it is then the grid's size.
+    ``n_trials`` may be left out for a grid study: it is then the grid's size. ``epochs`` caps the epochs the
+    study spends over all its trials, pruned and failed included: a new trial starts only if the epochs the
+    finished trials ran (as stored) plus every running trial's full epochs plus its own full epochs fit in it,
+    so the study never spends more; it ends SUCCEEDED once no further trial fits. Comparisons give every arm the
+    same ``epochs``, which is what makes their budgets equal.
     """
 
     n_trials: int | None = Field(default=None, ge=1, le=MAX_N_TRIALS)
+    epochs: int | None = Field(
+        default=None, ge=1, le=100_000_000, description="Epochs all trials may spend together (None: no cap)"
+    )
     max_concurrent: int = Field(default=1, ge=1, le=1024)
     max_failed: int = Field(default=3, ge=0, le=MAX_N_TRIALS)
 
@@ -319,6 +326,9 @@ class StudySpec(_Strict):
                 raise ValueError(f"budget.n_trials ({self.budget.n_trials}) exceeds the grid's {size} points")
         elif self.budget.n_trials is None:
             self.budget.n_trials = 20
+        if self.budget.epochs is not None and self.budget.epochs < self.workload.epochs:
+            epochs = self.workload.epochs
+            raise ValueError(f"budget.epochs ({self.budget.epochs}) cannot pay for one full trial ({epochs} epochs)")
         if self.scheduler.max_t is not None and self.scheduler.max_t > self.workload.epochs:
             raise ValueError(f"scheduler.max_t ({self.scheduler.max_t}) exceeds workload.epochs")
         if self.scheduler.name != "none" and self.scheduler.grace_period > self.workload.epochs:

@@ -1,4 +1,4 @@
-"""``tvlars-tune``: serve the API, run workers, submit and watch studies, read leaderboards, open optuna-dashboard."""
+"""``tvlars-tune``: serve the API, run workers, submit and watch studies and comparisons, read reports."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 _UNBOUNDED_WIDTH = 1_000
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 FINISHED = StudyState.finished()
+DEFAULT_COMPARISON = "compare-mnist1d-cpu"
 
 
 # -- the REST client ---------------------------------------------------------------------------------------------
@@ -183,6 +184,97 @@ def submit(
         show_leaderboard(api, study["id"])
         if study["state"] != StudyState.SUCCEEDED:
             raise typer.Exit(1)
+
+
+@app.command()
+def compare(
+    file: Annotated[Path | None, typer.Argument(help="A comparison spec (YAML or JSON)", show_default=False)] = None,
+    preset: Annotated[str | None, typer.Option(help="A comparison preset (default without FILE)")] = None,
+    name: Annotated[str | None, typer.Option(help="Comparison name (overrides the spec's)")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Override fields, as JSON; repeatable")] = [],  # noqa: B006
+    wait: Annotated[bool, typer.Option(help="Show progress until it ends, then the verdicts")] = False,
+    idempotency_key: Annotated[str | None, typer.Option(help="Make a retried submit safe")] = None,
+    url: UrlOpt = DEFAULT_URL,
+    api_key: KeyOpt = None,
+) -> None:
+    """Compare optimizers fairly: one budget per arm × batch size, re-runs on fresh seeds, verdicts with CIs."""
+    if file and preset:
+        err.print("[red]give a spec file or --preset, not both[/red]")
+        raise typer.Exit(2)
+    body: dict[str, Any] = yaml.safe_load(file.read_text()) if file else {"preset": preset or DEFAULT_COMPARISON}
+    try:
+        body = search_spaces.apply_overrides(body, set_)
+    except ValueError as e:
+        err.print(f"[red]--set: {e}[/red]")
+        raise typer.Exit(2) from None
+    if name:
+        body["name"] = name
+    api = Api(url, api_key)
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    comparison = api.call("POST", "/v1/comparisons", json=body, headers=headers)
+    console.print(f"comparison [bold]{comparison['name']}[/bold] id {comparison['id']}: {comparison['state']}")
+    if wait:
+        comparison = watch_comparison(api, comparison["id"])
+        show_verdicts(comparison)
+        if comparison["state"] != StudyState.SUCCEEDED:
+            raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    comparison_id: str,
+    out: Annotated[Path, typer.Option("--out", help="Folder for report.md and its PNGs")] = Path("report"),
+    url: UrlOpt = DEFAULT_URL,
+    api_key: KeyOpt = None,
+) -> None:
+    """Write a finished comparison's report as Markdown + PNGs (the same tables and plots as the HTML page)."""
+    from .comparisons.lifecycle import result_from_json
+    from .comparisons.report import write_markdown
+
+    data = Api(url, api_key).call("GET", f"/v1/comparisons/{comparison_id}/result")
+    path = write_markdown(result_from_json(data), out)
+    console.print(f"report written to {path}")
+
+
+def watch_comparison(api: Api, comparison_id: str, poll_s: float = 2.0) -> dict:
+    """A live progress bar (studies finished / total, phase) until the comparison ends."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
+               TimeElapsedColumn())  # fmt: skip
+    out = console if console.is_terminal else Console(width=_UNBOUNDED_WIDTH, soft_wrap=True)
+    with Progress(*columns, console=out) as progress:
+        c = api.call("GET", f"/v1/comparisons/{comparison_id}")
+        task = progress.add_task(c["name"], total=c["progress"]["studies"], detail="")
+        while True:
+            p = c["progress"]
+            progress.update(task, completed=p["finished"], total=p["studies"], detail=f"{c['state']}, {c['phase']}")
+            if c["state"] in FINISHED:
+                break
+            time.sleep(poll_s)
+            c = api.call("GET", f"/v1/comparisons/{comparison_id}")
+    console.print(f"{c['name']}: [bold]{c['state']}[/bold]" + (f" — {c['error']}" if c["error"] else ""))
+    return c
+
+
+def show_verdicts(comparison: dict) -> None:
+    """The re-run summary per arm and the verdict per batch size, as tables."""
+    arms = Table(title=f"{comparison['name']}: test accuracy at best validation, re-runs (95 % CI)")
+    for col in ("arm", "batch size", "epochs spent", "seeds", "mean", "95 % CI"):
+        arms.add_column(col, justify="left" if col == "arm" else "right")
+    for a in comparison["arms"]:
+        r = a["rerun"] or {}
+        ci = f"[{r['ci_low'] * 100:.2f}, {r['ci_high'] * 100:.2f}]" if r.get("ci_low") is not None else "-"
+        mean = f"{r['mean'] * 100:.2f} %" if r else "-"
+        arms.add_row(a["label"], str(a["batch_size"]), str(a["epochs_spent"]), str(r.get("n_seeds", "-")), mean, ci)
+    console.print(arms)
+    table = Table(title="verdicts (paired differences on the same seeds)")
+    for col in ("batch size", "arm", "against", "difference", "95 % CI", "verdict"):
+        table.add_column(col)
+    for bs, rows in sorted(comparison["verdicts"].items(), key=lambda kv: int(kv[0])):
+        for v in rows:
+            d = v["difference"]
+            ci = f"[{d['ci_low'] * 100:+.2f}, {d['ci_high'] * 100:+.2f}]" if d["ci_low"] is not None else "-"
+            table.add_row(str(bs), v["arm"], v["against"], f"{d['mean'] * 100:+.2f} pp", ci, v["verdict"])
+    console.print(table)
 
 
 @app.command()

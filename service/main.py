@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __doc__ as service_doc
 from ._optuna import open_storage
-from .api.routes import health, search_spaces, studies
+from .api.routes import comparisons, health, search_spaces, studies
 from .core.config import Settings, get_settings
 from .core.db import migrate
 from .errors import ConflictError, InvalidSpecError, NotFoundError, StorageError
@@ -122,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return error(500, "Internal server error")
 
     app.include_router(studies.router)
+    app.include_router(comparisons.router)
     app.include_router(search_spaces.router)
     app.include_router(health.router)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

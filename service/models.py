@@ -16,7 +16,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from .errors import NotFoundError
 
-__all__ = ["Base", "StudyRecord", "StudyState", "WorkerRecord", "utcnow"]
+__all__ = ["Base", "ComparisonRecord", "StudyRecord", "StudyState", "WorkerRecord", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -84,6 +84,11 @@ class StudyRecord(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # a comparison's study: which comparison, arm and batch size, and whether it tunes or re-runs the tuned config
+    comparison_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    arm: Mapped[str | None] = mapped_column(String(32))
+    batch_size: Mapped[int | None] = mapped_column(Integer)
+    role: Mapped[str | None] = mapped_column(String(8))  # "tune" | "rerun"
 
     @classmethod
     def find_by_id(cls, session: Session, study_id: str) -> StudyRecord | None:
@@ -104,6 +109,44 @@ class StudyRecord(Base):
 
     @classmethod
     def find_by_idempotency_key(cls, session: Session, key: str) -> StudyRecord | None:
+        return session.scalars(sa.select(cls).where(cls.idempotency_key == key)).one_or_none()
+
+
+class ComparisonRecord(Base):
+    """One submitted comparison: its spec, its phase and, once done, its result (studies link to it)."""
+
+    __tablename__ = "tvlars_comparisons"
+    __table_args__ = (sa.CheckConstraint(f"state IN {tuple(s.value for s in StudyState)}", name="state"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default=StudyState.QUEUED.value)
+    phase: Mapped[str] = mapped_column(String(16), default="tune")  # tune → rerun → done
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    owner: Mapped[str | None] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None]
+
+    @classmethod
+    def find_or_raise_by_id(cls, session: Session, comparison_id: str, *, for_update: bool = False) -> ComparisonRecord:
+        """The comparison, or :class:`NotFoundError` (a 404 over REST); ``for_update`` locks its row."""
+        query = sa.select(cls).where(cls.id == comparison_id)
+        record = session.scalars(query.with_for_update() if for_update else query).one_or_none()
+        if record is None:
+            raise NotFoundError("Comparison not found")
+        return record
+
+    @classmethod
+    def find_by_name(cls, session: Session, name: str) -> ComparisonRecord | None:
+        return session.scalars(sa.select(cls).where(cls.name == name)).one_or_none()
+
+    @classmethod
+    def find_by_idempotency_key(cls, session: Session, key: str) -> ComparisonRecord | None:
         return session.scalars(sa.select(cls).where(cls.idempotency_key == key)).one_or_none()
 
 

@@ -61,6 +61,7 @@ class Worker:
         log.info("worker %s ready (database %s)", self.id, _safe_url(self.url))
         try:
             while not self._stop.is_set():
+                self._advance_comparisons()
                 try:
                     with session_scope(self.url) as s:
                         record = claim_next_study(
@@ -80,6 +81,15 @@ class Worker:
                 if record is not None:
                     record.stopped_at = utcnow()
             log.info("worker %s stopped", self.id)
+
+    def _advance_comparisons(self) -> None:
+        """Comparisons move on between studies: re-runs queued after tuning, the result once the re-runs are done."""
+        from .comparisons.lifecycle import advance_all
+
+        try:
+            advance_all(self.url)
+        except Exception:  # the next loop retries; a study's run never waits on a comparison's bookkeeping
+            log.warning("advancing comparisons failed", exc_info=True)
 
     # -- one study ------------------------------------------------------------------------------------------------
 

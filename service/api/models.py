@@ -13,7 +13,11 @@ from search_spaces.spec import MAX_ENQUEUED, MAX_N_TRIALS, StudySpec
 from ..models import StudyState
 
 __all__ = [
+    "ArmPublic",
     "Best",
+    "ComparisonCreate",
+    "ComparisonPublic",
+    "ComparisonsPublic",
     "LeaderboardEntry",
     "LeaderboardPublic",
     "Progress",
@@ -181,3 +185,105 @@ class SearchSpacePublic(BaseModel):
 
 class SearchSpacesPublic(BaseModel):
     items: list[SearchSpacePublic]
+
+
+# -- comparisons ------------------------------------------------------------------------------------------------------
+
+
+class ComparisonCreate(BaseModel):
+    """A comparison spec, or ``preset: NAME`` (see ``search_spaces/comparisons/``) with overriding fields (mappings
+    merge key by key; lists such as ``arms`` are replaced whole). Field errors come back as 422."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"preset": "compare-mnist1d-cpu"},
+                {
+                    "preset": "compare-mnist1d-cpu",
+                    "name": "small",
+                    "batch_sizes": [256, 4000],
+                    "budget": {"n_trials": 4},
+                },
+            ]
+        },
+    )
+
+    preset: str | None = Field(default=None, description="A comparison preset to start from")
+    name: str | None = Field(default=None, description="Unique comparison name (the preset's when left out)")
+    description: str | None = Field(default=None, max_length=2_000)
+    workload: dict[str, Any] | None = Field(default=None, description="task, dataset, model, epochs (no batch_size)")
+    arms: list[dict[str, Any]] | None = Field(
+        default=None, description="[{optimizer, label, search_space, fixed, lr_scaling, lr_center}]; first under test"
+    )
+    batch_sizes: list[int] | None = Field(default=None, description="The batch-size ladder, small to large")
+    budget: dict[str, Any] | None = Field(default=None, description="{n_trials, epochs, max_concurrent, max_failed}")
+    sampler: dict[str, Any] | None = Field(default=None, description="{name, seed, options}")
+    scheduler: dict[str, Any] | None = Field(default=None, description="{name, grace_period, reduction_factor, ...}")
+    objective: dict[str, Any] | None = Field(default=None, description="{metric, direction}: what tuning selects on")
+    rerun: dict[str, Any] | None = Field(default=None, description="{top_k, seeds}")
+    target_val_acc: float | None = Field(default=None, description="For time to target")
+    lr_decades: float | None = Field(default=None, description="Width of every arm's log LR range")
+    resources: dict[str, Any] | None = Field(default=None, description="{cpu, gpu} per trial")
+    seed: int | None = Field(default=None, description="Tuning trial n trains with seed + n")
+
+
+class SummaryPublic(BaseModel):
+    """Re-run scores (test accuracy at best validation) over seeds: mean, std and the 95 % t interval."""
+
+    n_seeds: int
+    mean: float
+    std: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+
+class ArmPublic(BaseModel):
+    optimizer: str
+    label: str
+    batch_size: int
+    studies: list[str] = Field(description="study ids: the tuning study, then its re-run studies")
+    state: StudyState = Field(description="the tuning study's state")
+    epochs_budget: int
+    epochs_spent: int = Field(description="epochs of every tuning trial, pruned and failed included, as stored")
+    best_params: dict[str, Any] | None
+    rerun: SummaryPublic | None
+
+
+class DifferencePublic(BaseModel):
+    n_pairs: int
+    mean: float
+    std: float | None
+    ci_low: float | None
+    ci_high: float | None
+    seeds: list[int]
+
+
+class VerdictPublic(BaseModel):
+    arm: str
+    against: str
+    difference: DifferencePublic = Field(description="arm minus against, paired on the re-run seeds")
+    verdict: str = Field(description="better | no clear difference | worse")
+
+
+class ComparisonPublic(BaseModel):
+    id: str
+    name: str
+    state: StudyState
+    phase: str = Field(description="tune → rerun → done")
+    spec: dict[str, Any]
+    progress: dict[str, int] = Field(description="studies total and finished")
+    arms: list[ArmPublic]
+    verdicts: dict[int, list[VerdictPublic]] = Field(description="per batch size: arms[0] against each other arm")
+    error: str | None
+    owner: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+class ComparisonsPublic(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[ComparisonPublic]

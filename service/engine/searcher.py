@@ -26,12 +26,26 @@ from search_spaces.spec import StudySpec
 from .._optuna import set_intermediate_value
 from .trainable import jsonable
 
-__all__ = ["FailKind", "OptunaStudySearcher", "TrialRun"]
+__all__ = ["FailKind", "OptunaStudySearcher", "TrialRun", "epochs_spent", "trial_epochs"]
 
 log = logging.getLogger(__name__)
 
 #: Per-epoch values kept as curves in each trial's user attrs.
-CURVE_KEYS = ("train_loss", "test_loss", "test_acc", "lr", "phi", "mean_trust_ratio", "images_per_s")
+CURVE_KEYS = ("step", "train_loss", "test_loss", "test_acc", "lr", "phi", "mean_trust_ratio", "images_per_s")
+
+
+def trial_epochs(trial: optuna.trial.FrozenTrial) -> int:
+    """The epochs a trial ran, as stored: ``epochs_run``, else its last reported epoch, else 0."""
+    ran = trial.user_attrs.get("epochs_run")
+    if isinstance(ran, int | float):
+        return int(ran)
+    return max(trial.intermediate_values, default=0)
+
+
+def epochs_spent(study: optuna.Study) -> int:
+    """Epochs the study's ended trials spent (COMPLETE, PRUNED and FAIL alike): what ``budget.epochs`` counts."""
+    ended = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return sum(trial_epochs(t) for t in study.get_trials(deepcopy=False, states=ended))
 
 
 class FailKind:
@@ -94,6 +108,12 @@ class OptunaStudySearcher(Searcher):
         self._grid_points = spec.grid_size() if spec.sampler.name == "grid" else None
         self._lock = threading.Lock()
         self._single_objective = len(spec.objectives) == 1
+        self._epoch_budget_spent = False
+
+    @property
+    def epoch_budget_spent(self) -> bool:
+        """The study stopped starting trials because ``budget.epochs`` had no room for another."""
+        return self._epoch_budget_spent
 
     # -- what the driver reads and does -------------------------------------------------------------------------
 
@@ -124,8 +144,8 @@ class OptunaStudySearcher(Searcher):
             if self._stop_reason is not None:
                 return Searcher.FINISHED
             remaining = self.spec.budget.n_trials - self._n_finished  # type: ignore[operator]
-            if remaining <= len(self._running) or self._grid_exhausted():
-                # enough trials are under way; a failure among them may still call for another one
+            if remaining <= len(self._running) or self._grid_exhausted() or self._no_epochs_left():
+                # enough trials are under way; a failure (or a pruned trial's unspent epochs) may call for another
                 return None if self._running else Searcher.FINISHED
             trial = self.study.ask(self._distributions)
             trial.set_user_attr("ray_trial_id", trial_id)
@@ -164,6 +184,19 @@ class OptunaStudySearcher(Searcher):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+
+    def _no_epochs_left(self) -> bool:
+        """``budget.epochs``: stored epochs of ended trials + running trials at full epochs + one more must fit."""
+        cap = self.spec.budget.epochs
+        if cap is None:
+            return False
+        full = self.spec.workload.epochs
+        if epochs_spent(self.study) + (len(self._running) + 1) * full <= cap:
+            return False
+        if not self._running:
+            self._epoch_budget_spent = True
+            self._end_note = f"the epoch budget is spent: no room for another {full}-epoch trial in {cap}"
+        return True
 
     def _grid_exhausted(self) -> bool:
         """A grid study has tried every point (a failed point is not retried: it would fail again)."""

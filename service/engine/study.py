@@ -22,6 +22,7 @@ from .lease import Lease
 from .lease import lease_ttl_s as _lease_ttl
 from .ray_setup import StopPoller, fit
 from .records import StudyOutcome, create_or_load, fail_orphaned_trials, outcome, study_counts
+from .searcher import epochs_spent
 
 __all__ = ["run_study"]
 
@@ -68,6 +69,8 @@ def run_study(
         n_finished = counts["COMPLETE"] + counts["PRUNED"]
         if n_finished >= spec.budget.n_trials:  # type: ignore[operator]
             return outcome(study, spec, StudyState.SUCCEEDED, None)
+        if spec.budget.epochs is not None and epochs_spent(study) + spec.workload.epochs > spec.budget.epochs:
+            return outcome(study, spec, StudyState.SUCCEEDED, "the epoch budget is spent")
         if counts["ERRORS"] > spec.budget.max_failed and not resume:
             return outcome(study, spec, StudyState.FAILED, f"{counts['ERRORS']} trials failed (budget.max_failed)")
 
@@ -98,7 +101,7 @@ def run_study(
             return outcome(study, spec, StudyState.CANCELLED, "cancelled")
         if searcher.stop_reason is not None:
             return outcome(study, spec, StudyState.FAILED, searcher.stop_reason)
-        return outcome(study, spec, None, searcher.end_note)
+        return outcome(study, spec, StudyState.SUCCEEDED if searcher.epoch_budget_spent else None, searcher.end_note)
 
 
 def _validated(spec: StudySpec | dict[str, Any]) -> StudySpec:

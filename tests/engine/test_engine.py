@@ -210,3 +210,28 @@ def test_killed_driver_then_resume_finishes_the_study(storage_url, tmp_path):
     assert len(orphans) == 1 and orphans[0].intermediate_values  # the one killed mid-way, with its epochs so far
     after = _snapshot(study)
     assert {n: after[n] for n in before} == before  # no finished trial changed
+
+
+def test_epoch_budget_caps_what_every_trial_spends_counted_from_storage(sqlite_url):
+    """budget.epochs: ended trials' stored epochs + running trials at full epochs never exceed it; SUCCEEDED."""
+    from service.engine.searcher import epochs_spent, trial_epochs
+
+    budgets = {}
+    lamb_space = {"lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}}
+    for optimizer, space in (("tvlars", None), ("lamb", lamb_space)):
+        overrides = {"optimizer": optimizer, "budget": {"n_trials": 10, "epochs": 14, "max_concurrent": 2}}
+        spec = quick_spec(unique_name(optimizer), **overrides)
+        if space is not None:
+            spec["search_space"] = space
+            spec["fixed"] = {"weight_decay": 5e-4}
+        outcome = run_study(spec, sqlite_url)
+        study = load_study(sqlite_url, spec["name"])
+        trials = study.get_trials()
+        assert outcome.state == SUCCEEDED, outcome
+        assert outcome.reason and "epoch budget" in outcome.reason
+        assert len(trials) < 10  # the epoch cap, not n_trials, ended the study
+        spent = epochs_spent(study)
+        assert spent == sum(trial_epochs(t) for t in trials) == sum(len(t.intermediate_values) for t in trials)
+        assert 14 - 6 < spent <= 14  # no room left for one more 6-epoch trial, and never more than the budget
+        budgets[optimizer] = spec["budget"]["epochs"]
+    assert budgets["tvlars"] == budgets["lamb"]

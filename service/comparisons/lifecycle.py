@@ -1,0 +1,362 @@
+"""A comparison's life in the database: submit, cancel, resume, and the worker's step that moves it along.
+
+A comparison is ordinary studies linked to one :class:`ComparisonRecord`:
+
+1. **tune** — submitting creates one QUEUED study per arm × batch size (:func:`search_spaces.comparison.expand`,
+   role ``tune``); any worker runs them, so several workers share the work.
+2. **rerun** — once every tuning study SUCCEEDED, :func:`advance` creates, per arm × batch size and per rank
+   ``1..top_k``, a re-run study (role ``rerun``): the tuned config as single-choice categoricals (so every trial
+   trains exactly it and Optuna records every re-run as a trial), ``seed`` = :data:`RERUN_SEED_BASE` with
+   ``vary_seed`` (trial ``j`` trains seed ``RERUN_SEED_BASE + j``: :func:`rerun_seeds`, the same in every arm,
+   never used while tuning), no scheduler (never pruned), ``max_failed`` 0, and as objective
+   ``test_acc_at_best_val`` (nothing is selected on it: it is the number the re-run reports).
+3. **done** — once every re-run study SUCCEEDED, :func:`build_result` reads the stored trials (no re-training) into
+   a :class:`ComparisonResult`, stored as JSON with the comparison, which is then SUCCEEDED.
+
+A study that FAILED or was CANCELLED fails the comparison with its name; a resume queues every unfinished study
+again and the comparison carries on from its phase.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+import optuna
+import sqlalchemy as sa
+from optuna.trial import TrialState
+from sqlalchemy.orm import Session
+
+from search_spaces.comparison import RERUN_SEED_BASE, ComparisonSpec, expand
+from search_spaces.spec import StudySpec
+
+from .. import crud
+from ..core.db import session_scope
+from ..errors import ConflictError
+from ..models import ComparisonRecord, StudyRecord, StudyState, utcnow
+from .result import ArmResult, ComparisonResult, RerunRecord, TrialRecord
+
+__all__ = [
+    "RERUN_METRIC",
+    "advance",
+    "advance_all",
+    "build_result",
+    "cancel_comparison",
+    "create_comparison",
+    "list_comparisons",
+    "resume_comparison",
+    "result_from_json",
+    "studies_of",
+]
+
+log = logging.getLogger(__name__)
+
+#: What a re-run trial reports as its value: test accuracy at the epoch of best validation accuracy.
+RERUN_METRIC = "test_acc_at_best_val"
+TUNE, RERUN, DONE = "tune", "rerun", "done"
+
+
+# -- the API's side -----------------------------------------------------------------------------------------------
+
+
+def create_comparison(
+    *, session: Session, spec: ComparisonSpec, idempotency_key: str | None = None, owner: str | None = None
+) -> tuple[ComparisonRecord, bool]:
+    """A new QUEUED comparison and its QUEUED tuning studies, or the existing one for a replayed request."""
+    canonical = spec.canonical()
+    digest = crud.spec_hash(canonical)
+    if idempotency_key is not None:
+        existing = ComparisonRecord.find_by_idempotency_key(session, idempotency_key)
+        if existing is not None:
+            if existing.spec_hash != digest:
+                raise ConflictError("Idempotency-Key was already used with a different spec")
+            return existing, False
+    if ComparisonRecord.find_by_name(session, spec.name) is not None:
+        raise ConflictError(f"A comparison named {spec.name!r} exists; choose another name")
+    record = ComparisonRecord(
+        id=uuid.uuid4().hex,
+        name=spec.name,
+        spec=canonical,
+        spec_hash=digest,
+        state=StudyState.QUEUED.value,
+        phase=TUNE,
+        idempotency_key=idempotency_key,
+        owner=owner,
+    )
+    session.add(record)
+    session.flush()
+    for arm_study in expand(spec):
+        _add_study(
+            session, record, StudySpec.model_validate(arm_study.spec), arm_study.arm.name, arm_study.batch_size, TUNE
+        )
+    return record, True
+
+
+def _add_study(session: Session, comparison: ComparisonRecord, spec: StudySpec, arm: str, bs: int, role: str) -> None:
+    study, _ = crud.create_study(session=session, spec=spec, owner=comparison.owner)
+    study.comparison_id, study.arm, study.batch_size, study.role = comparison.id, arm, bs, role
+    session.flush()
+
+
+def list_comparisons(*, session: Session, limit: int, offset: int) -> tuple[int, list[ComparisonRecord]]:
+    """``(total, page)`` of comparisons, newest first."""
+    total = session.scalar(sa.select(sa.func.count()).select_from(ComparisonRecord)) or 0
+    rows = session.scalars(
+        sa.select(ComparisonRecord).order_by(ComparisonRecord.created_at.desc()).limit(limit).offset(offset)
+    ).all()
+    return total, list(rows)
+
+
+def studies_of(session: Session, comparison_id: str) -> list[StudyRecord]:
+    """The comparison's studies in creation order (tuning studies first, arms outer, batch sizes inner)."""
+    return list(
+        session.scalars(
+            sa.select(StudyRecord)
+            .where(StudyRecord.comparison_id == comparison_id)
+            .order_by(StudyRecord.created_at, StudyRecord.name)
+        ).all()
+    )
+
+
+def cancel_comparison(*, session: Session, comparison_id: str) -> ComparisonRecord:
+    """QUEUED or RUNNING → CANCELLED now; its queued studies are cancelled, its running ones asked to stop."""
+    record = ComparisonRecord.find_or_raise_by_id(session, comparison_id, for_update=True)
+    if StudyState(record.state).is_finished:
+        raise ConflictError(f"Comparison is {record.state}; only a QUEUED or RUNNING comparison can be cancelled")
+    for study in studies_of(session, record.id):
+        if study.state in (StudyState.QUEUED, StudyState.RUNNING):
+            crud.cancel_study(session=session, study_id=study.id)
+    record.state = StudyState.CANCELLED.value
+    record.finished_at = utcnow()
+    return record
+
+
+def resume_comparison(*, session: Session, comparison_id: str) -> ComparisonRecord:
+    """A CANCELLED or FAILED comparison carries on: every study that did not succeed is queued again."""
+    record = ComparisonRecord.find_or_raise_by_id(session, comparison_id, for_update=True)
+    if record.state not in (StudyState.CANCELLED, StudyState.FAILED):
+        raise ConflictError(f"Comparison is {record.state}; only a CANCELLED or FAILED one can be resumed")
+    for study in studies_of(session, record.id):
+        if study.state in (StudyState.CANCELLED, StudyState.FAILED):
+            crud.resume_study(session=session, study_id=study.id)
+        elif study.state == StudyState.RUNNING:
+            study.cancel_requested = False  # a cancel its worker has not acted on yet: let it run on
+    record.state = StudyState.RUNNING.value if record.phase != TUNE else StudyState.QUEUED.value
+    record.error = None
+    record.finished_at = None
+    return record
+
+
+# -- the worker's side --------------------------------------------------------------------------------------------
+
+
+def advance_all(url: str) -> int:
+    """Move every live comparison one step if it can; returns how many changed. Called by workers between studies."""
+    with session_scope(url) as s:
+        ids = list(
+            s.scalars(
+                sa.select(ComparisonRecord.id).where(
+                    ComparisonRecord.state.in_((StudyState.QUEUED.value, StudyState.RUNNING.value))
+                )
+            )
+        )
+    changed = 0
+    for comparison_id in ids:
+        with session_scope(url) as s:
+            changed += advance(session=s, comparison_id=comparison_id, storage_url=url)
+    return changed
+
+
+def advance(*, session: Session, comparison_id: str, storage_url: str) -> bool:
+    """One step of a comparison (under its row lock, so two workers never both step it). Returns whether it moved."""
+    record = session.scalars(
+        sa.select(ComparisonRecord).where(ComparisonRecord.id == comparison_id).with_for_update(skip_locked=True)
+    ).one_or_none()
+    if record is None or StudyState(record.state).is_finished:
+        return False
+    studies = studies_of(session, record.id)
+    current = [s for s in studies if s.role == (RERUN if record.phase == RERUN else TUNE)]
+    moved = False
+    if record.state == StudyState.QUEUED and any(s.state != StudyState.QUEUED for s in studies):
+        record.state, moved = StudyState.RUNNING.value, True
+    broken = [s for s in current if s.state in (StudyState.FAILED, StudyState.CANCELLED)]
+    if broken:
+        record.state = StudyState.FAILED.value
+        record.error = "; ".join(f"study {s.name} {s.state}" + (f": {s.error}" if s.error else "") for s in broken)
+        record.finished_at = utcnow()
+        return True
+    if not current or any(s.state != StudyState.SUCCEEDED for s in current):
+        return moved
+    spec = ComparisonSpec.model_validate(record.spec)
+    if record.phase == TUNE:
+        record.state = StudyState.RUNNING.value
+        for study in current:
+            for rank, params in enumerate(_top_configs(storage_url, study, spec.rerun.top_k), start=1):
+                rerun = rerun_spec(StudySpec.model_validate(study.spec), params, rank, spec.rerun.seeds)
+                _add_study(session, record, rerun, study.arm or "", study.batch_size or 0, RERUN)
+        record.phase = RERUN
+        log.info("comparison %s: tuning done, re-runs queued", record.name)
+        return True
+    try:
+        result = build_result(storage_url, spec, studies)
+    except Exception as e:  # the comparison fails with the reason; the worker lives on
+        log.exception("comparison %s: building the result failed", record.name)
+        record.state, record.error = StudyState.FAILED.value, f"building the result: {type(e).__name__}: {e}"
+    else:
+        record.result = _jsonable(asdict(result))
+        record.state, record.phase = StudyState.SUCCEEDED.value, DONE
+    record.finished_at = utcnow()
+    log.info("comparison %s: %s", record.name, record.state)
+    return True
+
+
+def rerun_spec(tuned: StudySpec, params: dict[str, Any], rank: int, seeds: int) -> StudySpec:
+    """The study that re-trains one tuned config on the fresh seeds: see the module docstring."""
+    data = tuned.canonical()
+    data.update(
+        name=f"{tuned.name}-r{rank}",
+        description=f"Re-runs of rank {rank} of {tuned.name} on {seeds} fresh seeds.",
+        search_space={k: {"type": "categorical", "choices": [v]} for k, v in params.items()},
+        objective={"metric": RERUN_METRIC, "direction": "maximize"},
+        sampler={"name": "random", "seed": 0, "options": {}},
+        scheduler={"name": "none"},
+        budget={"n_trials": seeds, "max_concurrent": tuned.budget.max_concurrent, "max_failed": 0},
+        enqueue=[],
+        seed=RERUN_SEED_BASE,
+        vary_seed=True,
+    )
+    return StudySpec.model_validate(data)
+
+
+def _top_configs(storage_url: str, study: StudyRecord, k: int) -> list[dict[str, Any]]:
+    """The ``k`` best COMPLETE trials' params by the study's objective (the earliest among equals)."""
+    trials = _load(storage_url, study.name).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    sign = -1.0 if StudySpec.model_validate(study.spec).directions[0] == "maximize" else 1.0
+    ranked = sorted(
+        (t for t in trials if t.value is not None and math.isfinite(t.value)), key=lambda t: (sign * t.value, t.number)
+    )
+    if not ranked:
+        raise ConflictError(f"study {study.name} has no COMPLETE trial to re-run")
+    return [dict(t.params) for t in ranked[:k]]
+
+
+def _load(storage_url: str, name: str) -> optuna.Study:
+    from .._optuna import open_storage
+
+    return optuna.load_study(study_name=name, storage=open_storage(storage_url))
+
+
+# -- the result ---------------------------------------------------------------------------------------------------
+
+
+def _rows(curves: dict[str, list[Any]] | None) -> list[dict[str, Any]]:
+    """A trial's column-wise curves (user attr ``curves``) as one row per epoch."""
+    if not curves or not curves.get("epoch"):
+        return []
+    keys = list(curves)
+    return [{k: curves[k][i] for k in keys if i < len(curves[k])} for i in range(len(curves["epoch"]))]
+
+
+def _trial_record(t: optuna.trial.FrozenTrial) -> TrialRecord:
+    from ..engine.searcher import trial_epochs
+
+    value = (
+        t.value
+        if t.state == TrialState.COMPLETE
+        else (t.intermediate_values.get(max(t.intermediate_values)) if t.intermediate_values else None)
+    )
+    if t.state == TrialState.FAIL or (value is not None and not math.isfinite(value)):
+        value = None
+    return TrialRecord(
+        number=t.number,
+        state=t.state.name,
+        params=dict(t.params),
+        value=value,
+        epochs=trial_epochs(t),
+        wall_seconds=t.user_attrs.get("wall_seconds"),
+        curve=_rows(t.user_attrs.get("curves")),
+    )
+
+
+def _importances(study: optuna.Study) -> dict[str, float]:
+    """Optuna's parameter importances (fANOVA), or none when fewer than 2 trials completed or one param is fixed."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) < 2 or not complete[0].params:
+        return {}
+    try:
+        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+    except (RuntimeError, ValueError) as e:  # e.g. every completed trial has the same value
+        log.info("importances of %s: %s", study.study_name, e)
+        return {}
+
+
+def build_result(storage_url: str, spec: ComparisonSpec, studies: list[StudyRecord]) -> ComparisonResult:
+    """The comparison's result from its stored trials: tuning trials, re-runs, importances, steps per epoch."""
+    arms = []
+    for arm in spec.arms:
+        for bs in spec.batch_sizes:
+            mine = [s for s in studies if s.arm == arm.name and s.batch_size == bs]
+            tune = next(s for s in mine if s.role == TUNE)
+            tuned = _load(storage_url, tune.name)
+            trials = [_trial_record(t) for t in tuned.get_trials(deepcopy=False) if t.state.is_finished()]
+            reruns: list[RerunRecord] = []
+            best_params: dict[str, Any] = {}
+            for study in sorted((s for s in mine if s.role == RERUN), key=lambda s: s.name):
+                rank = int(study.name.rsplit("-r", 1)[1])
+                for t in _load(storage_url, study.name).get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+                    if rank == 1 and not best_params:
+                        best_params = dict(t.params)
+                    reruns.append(
+                        RerunRecord(RERUN_SEED_BASE + t.number, float(t.value), _rows(t.user_attrs.get("curves")), rank)
+                    )
+            steps = next((int(r["step"]) for r in reruns for r in r.curve[:1] if r.get("step")), 0) if reruns else 0
+            tune_spec = StudySpec.model_validate(tune.spec)
+            arms.append(
+                ArmResult(
+                    label=arm.name,
+                    optimizer=arm.optimizer,
+                    batch_size=bs,
+                    studies=[s.id for s in mine],  # type: ignore[misc]
+                    best_params=best_params,
+                    fixed=dict(tune_spec.fixed),
+                    epochs=spec.workload.epochs,
+                    steps_per_epoch=steps or 1,
+                    trials=trials,
+                    reruns=reruns,
+                    importances=_importances(tuned),
+                )
+            )
+    return ComparisonResult(
+        name=spec.name,
+        workload=spec.workload.model_dump(mode="json"),
+        objective=spec.objective.metric,
+        arms=arms,
+        target_val_acc=spec.target_val_acc,
+        rerun_metric=RERUN_METRIC,
+        curve_metric="val_acc",
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    """NaN and infinities become None: the result is stored (and served) as strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def result_from_json(data: dict[str, Any]) -> ComparisonResult:
+    """A stored result back as dataclasses (what the report and the verdicts are computed from)."""
+    arms = []
+    for a in data["arms"]:
+        a = dict(a)
+        a["trials"] = [TrialRecord(**t) for t in a["trials"]]
+        a["reruns"] = [RerunRecord(**r) for r in a["reruns"]]
+        arms.append(ArmResult(**a))
+    return ComparisonResult(**{**data, "arms": arms})

@@ -1,0 +1,200 @@
+"""/v1/comparisons in process: validation (422), auth, idempotency and names (409), 404s, the cancel/resume state
+rules, and the worker's step (re-runs queued after tuning, the result after the re-runs) on seeded Optuna studies."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+from search_spaces.comparison import RERUN_SEED_BASE, load_comparison_preset, rerun_seeds
+from service._optuna import open_storage
+from service.comparisons.lifecycle import advance_all
+from service.comparisons.report import PLOTS
+from service.comparisons.stats import summarize
+from service.core.db import session_scope
+from service.models import StudyRecord, StudyState
+
+from .conftest import READ_AUTH
+
+SMALL = {
+    "preset": "compare-mnist1d-cpu",
+    "name": "small",
+    "arms": [{"optimizer": "tvlars"}, {"optimizer": "lamb", "lr_center": 0.03}],
+    "batch_sizes": [256, 4000],
+    "budget": {"n_trials": 3, "max_concurrent": 1},
+    "rerun": {"top_k": 1, "seeds": 3},
+}
+
+
+def submit(client, body=None, **headers) -> dict:
+    r = client.post("/v1/comparisons", json=body or SMALL, headers=headers)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def test_submit_queues_one_tuning_study_per_arm_and_batch_size_with_equal_budgets(client):
+    c = submit(client)
+    assert c["state"] == "QUEUED" and c["phase"] == "tune" and c["verdicts"] == {}
+    arms = c["arms"]
+    assert [(a["label"], a["batch_size"]) for a in arms] == [
+        ("tvlars", 256),
+        ("tvlars", 4000),
+        ("lamb", 256),
+        ("lamb", 4000),
+    ]
+    studies = {s["id"]: s for s in client.get("/v1/studies").json()["items"]}
+    assert len(studies) == 4 and all(len(a["studies"]) == 1 and a["studies"][0] in studies for a in arms)
+    budgets = {studies[a["studies"][0]]["spec"]["budget"]["epochs"] for a in arms}
+    assert budgets == {3 * 24} and {a["epochs_budget"] for a in arms} == budgets
+    assert all(a["epochs_spent"] == 0 and a["rerun"] is None for a in arms)
+    assert all(s["state"] == "QUEUED" for s in studies.values())
+    assert client.get(f"/v1/comparisons/{c['id']}").json()["arms"] == arms
+    assert client.get("/v1/comparisons").json()["total"] == 1
+
+
+BAD = [
+    ({"arms": [{"optimizer": "tvlars"}]}, "arms", "at least 2"),
+    ({"arms": [{"optimizer": "adam"}, {"optimizer": "lamb"}]}, "arms.0.optimizer", "Input should be"),
+    ({"batch_sizes": [4000, 256]}, "batch_sizes", "small to large"),
+    ({"budget": {"n_trials": 3, "epochs": 5}}, "", "cannot pay for one full trial"),
+    ({"preset": "nope"}, "preset", "Unknown comparison preset"),
+    ({"workload": {"batch_size": 10}}, "workload.batch_size", "set by the comparison"),
+]
+
+
+@pytest.mark.parametrize(("override", "loc", "message"), BAD, ids=[m for _, _, m in BAD])
+def test_a_bad_comparison_is_422_with_the_fields_location(client, override, loc, message):
+    r = client.post("/v1/comparisons", json={**SMALL, **override})
+    assert r.status_code == 422, r.text
+    where = {".".join(map(str, e["loc"][1:])): e["msg"] for e in r.json()["detail"]}
+    assert any(k.startswith(loc) and message in msg for k, msg in where.items()), where
+    assert client.get("/v1/comparisons").json()["total"] == 0
+    assert client.get("/v1/studies").json()["total"] == 0  # nothing was queued
+
+
+def test_idempotency_and_names(client):
+    first = submit(client, SMALL, **{"Idempotency-Key": "k1"})
+    again = client.post("/v1/comparisons", json=SMALL, headers={"Idempotency-Key": "k1"})
+    assert again.status_code == 200 and again.json()["id"] == first["id"]
+    other = client.post("/v1/comparisons", json={**SMALL, "seed": 1}, headers={"Idempotency-Key": "k1"})
+    assert other.status_code == 409 and "Idempotency-Key" in other.json()["detail"]
+    taken = client.post("/v1/comparisons", json=SMALL)
+    assert taken.status_code == 409 and "exists" in taken.json()["detail"]
+    assert client.get("/v1/studies").json()["total"] == 4  # replays made no studies
+
+
+def test_auth_read_and_write_scopes(client):
+    assert client.post("/v1/comparisons", json=SMALL, headers={"Authorization": ""}).status_code == 401
+    assert client.post("/v1/comparisons", json=SMALL, headers=READ_AUTH).status_code == 403
+    c = submit(client)
+    assert client.get(f"/v1/comparisons/{c['id']}", headers=READ_AUTH).status_code == 200
+    assert client.post(f"/v1/comparisons/{c['id']}/cancel", headers=READ_AUTH).status_code == 403
+
+
+@pytest.mark.parametrize("path", ["", "/report", "/result"])
+def test_unknown_comparison_is_404(client, path):
+    r = client.get(f"/v1/comparisons/nope{path}")
+    assert r.status_code == 404 and "Comparison not found" in r.json()["detail"]
+    assert client.post("/v1/comparisons/nope/cancel").status_code == 404
+    assert client.post("/v1/comparisons/nope/resume").status_code == 404
+
+
+def test_report_and_result_are_404_until_done(client):
+    c = submit(client)
+    for path in ("report", "result"):
+        r = client.get(f"/v1/comparisons/{c['id']}/{path}")
+        assert r.status_code == 404 and "QUEUED" in r.json()["detail"]
+
+
+def test_cancel_and_resume_state_rules(client):
+    c = submit(client)
+    assert client.post(f"/v1/comparisons/{c['id']}/resume").status_code == 409  # QUEUED: nothing to resume
+    r = client.post(f"/v1/comparisons/{c['id']}/cancel")
+    assert r.status_code == 202 and r.json()["state"] == "CANCELLED"
+    assert {s["state"] for s in client.get("/v1/studies").json()["items"]} == {"CANCELLED"}
+    assert client.post(f"/v1/comparisons/{c['id']}/cancel").status_code == 409
+    r = client.post(f"/v1/comparisons/{c['id']}/resume")
+    assert r.status_code == 202 and r.json()["state"] == "QUEUED" and r.json()["error"] is None
+    assert {s["state"] for s in client.get("/v1/studies").json()["items"]} == {"QUEUED"}
+
+
+# -- the worker's step, on seeded stored trials ---------------------------------------------------------------------
+
+
+def _seed_tuning(url: str, study: StudyRecord, values: list[float]) -> None:
+    spec = study.spec
+    dists = {
+        k: FloatDistribution(p["low"], p["high"], log=p.get("log", False)) for k, p in spec["search_space"].items()
+    }
+    s = optuna.create_study(storage=open_storage(url), study_name=study.name, direction="maximize")
+    for v in values:
+        t = s.ask(dists)
+        for e in range(1, 3):
+            t.report(v * e / 2, step=e)
+        t.set_user_attr("epochs_run", 2)
+        s.tell(t, v)
+
+
+def _finish(url: str, names: set[str]) -> None:
+    with session_scope(url) as s:
+        for r in s.query(StudyRecord).filter(StudyRecord.name.in_(names)):
+            r.state = StudyState.SUCCEEDED.value
+
+
+def test_the_worker_step_queues_reruns_on_fresh_seeds_then_stores_the_result(client, settings):
+    url = settings.database_url
+    c = submit(client)
+    with session_scope(url) as s:
+        tune = list(s.query(StudyRecord).filter_by(comparison_id=c["id"]))
+        for i, study in enumerate(tune):
+            _seed_tuning(url, study, [0.5 + 0.01 * i, 0.6 + 0.01 * i, 0.55])
+        names = {t.name for t in tune}
+    assert advance_all(url) == 0  # the studies are still QUEUED: nothing to do
+    _finish(url, names)
+    assert advance_all(url) == 1
+    got = client.get(f"/v1/comparisons/{c['id']}").json()
+    assert got["phase"] == "rerun" and got["state"] == "RUNNING"
+    assert all(len(a["studies"]) == 2 for a in got["arms"])
+    with session_scope(url) as s:
+        reruns = list(s.query(StudyRecord).filter_by(comparison_id=c["id"], role="rerun"))
+        specs = {r.name: r.spec for r in reruns}
+    assert len(specs) == 4
+    for spec in specs.values():
+        assert spec["seed"] == RERUN_SEED_BASE and spec["vary_seed"] and spec["scheduler"]["name"] == "none"
+        assert spec["budget"]["n_trials"] == 3 and spec["objective"]["metric"] == "test_acc_at_best_val"
+        (lr,) = spec["search_space"]["lr"]["choices"]  # the tuned config: the best trial's (value 0.6 + ...)
+        assert all(len(p["choices"]) == 1 for p in spec["search_space"].values())
+    assert client.get(f"/v1/comparisons/{c['id']}/report").status_code == 404
+
+    scores = {}
+    for k, (name, spec) in enumerate(sorted(specs.items())):
+        dists = {key: CategoricalDistribution(p["choices"]) for key, p in spec["search_space"].items()}
+        s = optuna.create_study(storage=open_storage(url), study_name=name, direction="maximize")
+        scores[name] = [0.7 + 0.01 * k + 0.003 * j for j in range(3)]
+        for v in scores[name]:
+            t = s.ask(dists)
+            t.set_user_attr("curves", {"epoch": [1, 2], "val_acc": [0.5, v], "step": [4, 8]})
+            s.tell(t, v)
+    _finish(url, set(specs))
+    assert advance_all(url) == 1
+    done = client.get(f"/v1/comparisons/{c['id']}").json()
+    assert done["state"] == "SUCCEEDED" and done["phase"] == "done", done["error"]
+    for arm in done["arms"]:
+        (name,) = [n for n in specs if n.startswith(f"small-{arm['label']}-bs{arm['batch_size']}-")]
+        assert arm["rerun"] == summarize(scores[name]).to_dict()
+        assert arm["epochs_spent"] == 3 * 2
+    assert set(done["verdicts"]) == {"256", "4000"}
+    for rows in done["verdicts"].values():
+        (row,) = rows
+        assert row["arm"] == "tvlars" and row["against"] == "lamb" and row["verdict"] == "better"
+        assert row["difference"]["seeds"] == rerun_seeds(load_comparison_preset("compare-mnist1d-cpu", _overrides()))
+    result = client.get(f"/v1/comparisons/{c['id']}/result").json()
+    assert [r["seed"] for r in result["arms"][0]["reruns"]] == [RERUN_SEED_BASE + j for j in range(3)]
+    assert result["arms"][0]["steps_per_epoch"] == 4
+    page = client.get(f"/v1/comparisons/{c['id']}/report")
+    assert page.status_code == 200 and page.text.count("data:image/png;base64,") == len(PLOTS)
+
+
+def _overrides() -> dict:
+    return {k: v for k, v in SMALL.items() if k != "preset"}
