@@ -187,6 +187,9 @@ def advance(*, session: Session, comparison_id: str, storage_url: str) -> bool:
         record.state = StudyState.FAILED.value
         record.error = "; ".join(f"study {s.name} {s.state}" + (f": {s.error}" if s.error else "") for s in broken)
         record.finished_at = utcnow()
+        for study in studies:  # the rest cannot make the comparison whole: stop them (a resume queues them again)
+            if study.state in (StudyState.QUEUED, StudyState.RUNNING):
+                crud.cancel_study(session=session, study_id=study.id)
         return True
     if not current or any(s.state != StudyState.SUCCEEDED for s in current):
         return moved

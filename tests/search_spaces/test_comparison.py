@@ -58,7 +58,13 @@ def test_expected_comparison_presets_exist_and_mnist1d_spans_small_to_whole_trai
     assert {"compare-mnist1d-cpu", "compare-cifar10-resnet18"} <= set(list_comparison_presets())
     spec = load_comparison_preset("compare-mnist1d-cpu")
     assert [a.optimizer for a in spec.arms] == ["tvlars", "lars_warmup", "lars", "lamb"]
-    assert spec.batch_sizes[0] <= 64 and spec.batch_sizes[-1] == 4000  # MNIST-1D's 4000 training examples
+    # the largest batch is the whole training split the trainer uses: 4000 rows less the validation hold-out
+    from tvlars.data import load_dataset, validation_split
+    from tvlars.train import TrialConfig
+
+    cfg = TrialConfig.from_dict({**spec.workload.model_dump(), "batch_size": 1, "optimizer": "tvlars"})
+    train_rows, _ = validation_split(load_dataset("mnist1d").train_y, cfg.val_fraction, cfg.split_seed)
+    assert spec.batch_sizes[0] <= 64 and spec.batch_sizes[-1] == len(train_rows) == 3601
     assert load_comparison_preset("compare-cifar10-resnet18").batch_sizes == [512, 1024, 2048, 4096, 8192, 16384, 32768]
     assert load_comparison_data("compare-mnist1d-cpu")["name"] == "compare-mnist1d-cpu"
 
