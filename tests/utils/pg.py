@@ -1,4 +1,4 @@
-"""A private PostgreSQL server for fault tests: its own data folder and loopback port, so stopping it harms nothing else.
+"""A private PostgreSQL server for fault tests: its own data folder and loopback port; stopping it harms nothing else.
 
     with PrivatePostgres() as pg:        # initdb, then start; stop and delete everything on exit
         engine = sa.create_engine(pg.url)
@@ -102,7 +102,7 @@ class PrivatePostgres:
         self._wait(accepting=True)
 
     def stop(self, mode: Literal["fast", "immediate", "smart"] = "fast") -> None:
-        """Stop the server: ``fast`` ends sessions cleanly, ``immediate`` aborts (as a crash would; recovery on start)."""
+        """Stop: ``fast`` ends sessions cleanly, ``immediate`` aborts (as a crash would; recovery on the next start)."""
         if self._initialized and self.is_running():
             self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", str(int(self.timeout_s)), "stop")
         self._wait(accepting=False)
