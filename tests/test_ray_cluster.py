@@ -66,6 +66,9 @@ def test_two_node_cluster_runs_tasks_on_the_second_node_and_survives_its_removal
         assert cluster.address != os.environ.get("RAY_ADDRESS"), "must not be the session's Ray"
         alive = {n["node_id"] for n in cluster.nodes() if n["alive"]}
         assert alive == {head, node2}
+        # other Ray users on this machine (`ray.init()` looks in this file first) must not find this cluster
+        machine_wide = Path("/tmp/ray/ray_current_cluster")
+        assert not machine_wide.exists() or cluster.address not in machine_wide.read_text()
 
         ran = run_driver(cluster.address, DRIVER)
         assert set(ran["node2"]) == {node2}, "a task asking for the node2 resource ran elsewhere"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -175,8 +176,16 @@ class RayTestCluster:
 
 def _host() -> None:
     """Serve commands from stdin, one JSON line each, answering one JSON line each on stdout."""
+    import ray._common.utils
+    import ray._private.utils
     from ray.cluster_utils import Cluster
 
+    # Cluster() writes its address to /tmp/ray/ray_current_cluster (and deletes that file on shutdown), where every
+    # `ray.init()` without an address on this machine looks first: other test sessions would join this cluster, or
+    # hang on it once it is gone. Keep the machine-wide file alone.
+    ray._private.utils.write_ray_address = lambda *args, **kwargs: None
+    ray._common.utils.reset_ray_address = lambda *args, **kwargs: None
+    temp_dir = tempfile.mkdtemp(prefix="tvlars-rc-")  # sessions and logs of this cluster only (short: socket paths)
     out = sys.stdout
     sys.stdout = sys.stderr  # Ray's own prints must not corrupt the protocol
     cluster: Cluster | None = None
@@ -200,6 +209,7 @@ def _host() -> None:
                         "num_cpus": request["num_cpus"],
                         "resources": request["resources"],
                         "include_dashboard": False,
+                        "temp_dir": temp_dir,
                     },
                 )
                 answer = {"address": cluster.address, "node_id": cluster.head_node.node_id}
@@ -223,6 +233,7 @@ def _host() -> None:
         out.flush()
     if cluster is not None:
         cluster.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
