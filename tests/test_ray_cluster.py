@@ -30,7 +30,8 @@ def where():
 
 on_node2 = ray.get([where.options(resources={"node2": 0.01}).remote() for _ in range(3)], timeout=120)
 on_head = ray.get(where.options(resources={"head": 0.01}).remote(), timeout=120)
-print(json.dumps({"node2": on_node2, "head": on_head, "cpus": ray.cluster_resources().get("CPU")}))
+driver = ray.get_runtime_context().get_node_id()
+print(json.dumps({"node2": on_node2, "head": on_head, "driver": driver, "cpus": ray.cluster_resources().get("CPU")}))
 """
 
 
@@ -73,6 +74,8 @@ def test_two_node_cluster_runs_tasks_on_the_second_node_and_survives_its_removal
         ran = run_driver(cluster.address, DRIVER)
         assert set(ran["node2"]) == {node2}, "a task asking for the node2 resource ran elsewhere"
         assert ran["head"] == head
+        # both nodes share the machine's IP: a driver must attach to the head, or removing node2 would kill it
+        assert ran["driver"] == head
         assert ran["cpus"] == 2.0  # one logical CPU per node
 
         started = in_session(host_pid)

@@ -13,6 +13,7 @@ The server runs as the ``postgres`` user (initdb refuses root): the data folder 
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import pwd
@@ -73,6 +74,7 @@ class PrivatePostgres:
         self._uid, self._gid = pwd.getpwnam(PG_USER).pw_uid, pwd.getpwnam(PG_USER).pw_gid
         os.chown(self.root, self._uid, self._gid)
         os.chmod(self.root, 0o700)
+        atexit.register(self.close)  # a session that ends without reaching close() still stops its server
 
     @property
     def url(self) -> str:

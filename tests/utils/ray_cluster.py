@@ -1,4 +1,4 @@
-"""A multi-node Ray cluster on loopback for tests: a head plus nodes added and removed on demand.
+"""A multi-node Ray cluster on this one machine for tests: a head plus nodes added and removed on demand.
 
 Ray's ``ray.cluster_utils.Cluster`` starts every node's processes (GCS, raylets) from the process that calls it.
 That process here is a dedicated host subprocess (``python -m tests.utils.ray_cluster``), driven over stdin/stdout
@@ -8,13 +8,17 @@ takes every node down with it.
 
     with RayTestCluster(head_cpus=1) as cluster:            # head with 1 logical CPU and resource {"head": 1}
         cluster.add_node("node2", num_cpus=1)               # resource {"node2": 1} pins work to it
-        env = {**os.environ, "RAY_ADDRESS": cluster.address} # a driver subprocess (the service) joins with this
+        server = start_server(db_url, tmp_path, workers=1, RAY_ADDRESS=cluster.address)  # the service joins it
         ...
         cluster.remove_node("node2")                        # its processes are killed; GCS marks it dead
         cluster.nodes()                                     # [{"node_id", "alive", "resources", ...}, ...]
 
 Every node has the machine's own IP (Ray's default node IP, not 127.0.0.1: ``ray.init`` rewrites a 127.0.0.1 address
 to that IP, so a cluster bound to loopback would be unreachable for drivers); its ports are free ones Ray picks.
+A driver on this machine attaches to the head's raylet (tests/test_ray_cluster.py checks it), so removing another
+node never takes the driver down. Ray's machine-wide ``/tmp/ray/ray_current_cluster`` is left alone (Cluster would
+write it, and every ``ray.init()`` without an address would then join this cluster); each cluster keeps its
+sessions and logs in a temporary folder of its own, deleted on close.
 
 Each node gets a custom resource named after it (``{name: 1}``), so a task or trial can be pinned to a node with
 ``.options(resources={name: 0.01})``. Logical CPUs are what the test asks for (``num_cpus=1`` per node suits a
