@@ -116,9 +116,10 @@ def main() -> None:
         q = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else latencies * 99
     else:
         q = [float("nan")] * 99
+    ok = len(latencies) - sum(n for kind, n in errors.items() if not kind.startswith("client died"))
     print(
-        f"{args.clients} clients for {args.seconds:.0f} s: {len(latencies)} requests "
-        f"({len(latencies) / args.seconds:.0f}/s), p50 {q[49]:.1f} ms, p95 {q[94]:.1f} ms, p99 {q[98]:.1f} ms"
+        f"{args.clients} clients for {args.seconds:.0f} s: {len(latencies)} requests, {ok} answered as expected "
+        f"({ok / args.seconds:.0f}/s), p50 {q[49]:.1f} ms, p95 {q[94]:.1f} ms, p99 {q[98]:.1f} ms"
     )
     if errors:
         print(f"{n_errors} errors by kind:")
