@@ -73,5 +73,20 @@ def ray_address() -> Iterator[str]:
     os.environ.pop("RAY_ADDRESS", None)
 
 
+@pytest.fixture(scope="session")
+def private_pg() -> Iterator[PrivatePostgres]:  # noqa: F821 (imported below: only sessions that use it pay)
+    """A PostgreSQL server of this session's own (initdb on a free loopback port) that tests may stop and restart.
+
+    Tests that stop it must leave it running (``private_pg.start()`` in a ``finally``); it is removed at the end.
+    """
+    from tests.utils.pg import PrivatePostgres, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(f"private PostgreSQL: {reason}")
+    with PrivatePostgres() as pg:
+        yield pg
+
+
 def unique_name(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
