@@ -7,7 +7,7 @@ PY := $(BIN)/python
 # torch 2.13.0 first: a plain `torch` requirement would make pip fetch a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test test-fast demo bench lint clean
+.PHONY: install browser test test-fast demo bench lint clean
 
 install: $(VENV)/.installed
 
@@ -18,7 +18,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-test: install
+# The report test opens the HTML page in headless Chromium; where apt works it is installed, else that test skips.
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
+		|| echo "chromium not installed: the browser check of the comparison report will skip" || true
+
+test: install browser
 	$(PY) -m pytest -q
 
 test-fast: install
