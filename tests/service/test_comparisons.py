@@ -26,14 +26,14 @@ TINY = {
     "workload": {"task": "classification", "dataset": "mnist1d", "model": "mlp", "epochs": 2},
     "arms": [{"optimizer": "tvlars"}, {"optimizer": "lamb", "lr_center": 0.03}],
     "batch_sizes": [1000, 3000],
-    "budget": {"n_trials": 2, "max_concurrent": 2, "max_failed": 1},
+    "budget": {"n_trials": 2, "max_concurrent": 1, "max_failed": 1},  # one Ray actor per study, reused
     "sampler": {"name": "random", "seed": 0},
     "scheduler": {"name": "none"},
     "rerun": {"top_k": 1, "seeds": 2},
 }
 
 
-def _wait(client, comparison_id: str, timeout_s: float = 240) -> dict:
+def _wait(client, comparison_id: str, timeout_s: float = 480) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         c = client.get(f"/v1/comparisons/{comparison_id}").json()
