@@ -266,11 +266,9 @@ def _rows(curves: dict[str, list[Any]] | None) -> list[dict[str, Any]]:
 def _trial_record(t: optuna.trial.FrozenTrial) -> TrialRecord:
     from ..engine.searcher import trial_epochs
 
-    value = (
-        t.value
-        if t.state == TrialState.COMPLETE
-        else (t.intermediate_values.get(max(t.intermediate_values)) if t.intermediate_values else None)
-    )
+    # a PRUNED trial is valued at its last intermediate value (as Optuna records it); a FAIL has none
+    last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
+    value = t.value if t.state == TrialState.COMPLETE else last
     if t.state == TrialState.FAIL or (value is not None and not math.isfinite(value)):
         value = None
     return TrialRecord(
@@ -315,14 +313,16 @@ def build_result(storage_url: str, spec: ComparisonSpec, studies: list[StudyReco
                     reruns.append(
                         RerunRecord(RERUN_SEED_BASE + t.number, float(t.value), _rows(t.user_attrs.get("curves")), rank)
                     )
-            steps = next((int(r["step"]) for r in reruns for r in r.curve[:1] if r.get("step")), 0) if reruns else 0
+            # the trainer's cumulative step count after the first epoch is the steps per epoch
+            firsts = [run.curve[0] for run in reruns if run.curve and run.curve[0].get("step")]
+            steps = int(firsts[0]["step"]) if firsts else 0
             tune_spec = StudySpec.model_validate(tune.spec)
             arms.append(
                 ArmResult(
                     label=arm.name,
                     optimizer=arm.optimizer,
                     batch_size=bs,
-                    studies=[s.id for s in mine],  # type: ignore[misc]
+                    studies=[s.id for s in mine],
                     best_params=best_params,
                     fixed=dict(tune_spec.fixed),
                     epochs=spec.workload.epochs,

@@ -45,7 +45,7 @@ class ArmResult:
     label: str
     optimizer: str
     batch_size: int
-    studies: list[int]
+    studies: list[int | str]  # the service's study ids (the tuning study, then its re-runs)
     best_params: dict[str, Any]
     fixed: dict[str, Any]
     epochs: int  # a full trial's epochs
