@@ -240,8 +240,7 @@ def watch_comparison(api: Api, comparison_id: str, poll_s: float = 2.0) -> dict:
     """A live progress bar (studies finished / total, phase) until the comparison ends."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
                TimeElapsedColumn())  # fmt: skip
-    out = console if console.is_terminal else Console(width=_UNBOUNDED_WIDTH, soft_wrap=True)
-    with Progress(*columns, console=out) as progress:
+    with Progress(*columns, console=_whole_lines()) as progress:
         c = api.call("GET", f"/v1/comparisons/{comparison_id}")
         task = progress.add_task(c["name"], total=c["progress"]["studies"], detail="")
         while True:
@@ -265,7 +264,8 @@ def show_verdicts(comparison: dict) -> None:
         ci = f"[{r['ci_low'] * 100:.2f}, {r['ci_high'] * 100:.2f}]" if r.get("ci_low") is not None else "-"
         mean = f"{r['mean'] * 100:.2f} %" if r else "-"
         arms.add_row(a["label"], str(a["batch_size"]), str(a["epochs_spent"]), str(r.get("n_seeds", "-")), mean, ci)
-    console.print(arms)
+    out = _whole_lines()
+    out.print(arms)
     table = Table(title="verdicts (paired differences on the same seeds)")
     for col in ("batch size", "arm", "against", "difference", "95 % CI", "verdict"):
         table.add_column(col)
@@ -274,7 +274,7 @@ def show_verdicts(comparison: dict) -> None:
             d = v["difference"]
             ci = f"[{d['ci_low'] * 100:+.2f}, {d['ci_high'] * 100:+.2f}]" if d["ci_low"] is not None else "-"
             table.add_row(str(bs), v["arm"], v["against"], f"{d['mean'] * 100:+.2f} pp", ci, v["verdict"])
-    console.print(table)
+    out.print(table)
 
 
 @app.command()
