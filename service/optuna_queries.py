@@ -18,7 +18,7 @@ from optuna.distributions import json_to_distribution
 from optuna.trial import TrialState
 from sqlalchemy.orm import Session
 
-__all__ = ["TRIAL_STATES", "finished_count", "leaderboard", "trial_counts", "trials_page"]
+__all__ = ["SUMMARY_METRICS", "TRIAL_STATES", "finished_count", "leaderboard", "trial_counts", "trials_page"]
 
 studies = sa.table("studies", sa.column("study_id"), sa.column("study_name"))
 directions = sa.table("study_directions", sa.column("study_id"), sa.column("direction"), sa.column("objective"))
@@ -49,12 +49,18 @@ user_attrs = sa.table("trial_user_attributes", sa.column("trial_id"), sa.column(
 
 #: Trial states by name: Optuna's own ``TrialState`` (stored by name in its ``trials`` table).
 TRIAL_STATES = tuple(s.name for s in TrialState)
+#: A trial's summary numbers (user attrs): validation (what a study selects on) beside test (what is reported).
+SUMMARY_METRICS = ("best_val_acc", "test_acc_at_best_val", "best_test_acc")
+#: What a leaderboard row shows beside the objective.
+BOARD_ATTRS = (*SUMMARY_METRICS, "final_test_acc", "diverged", "wall_seconds")
 #: User attrs shown with each trial (curves only when asked: they are the bulk of a trial's data).
 SUMMARY_ATTRS = (
     "fail_kind",
     "fail_reason",
     "diverged",
     "epochs_run",
+    "best_val_acc",
+    "test_acc_at_best_val",
     "best_test_acc",
     "final_test_acc",
     "images_per_s",
@@ -180,6 +186,9 @@ def leaderboard(
 ) -> list[dict[str, Any]] | None:
     """The best ``limit`` trials by the first objective, ordered and limited in SQL. None if no such study.
 
+    With ``include_pruned``, PRUNED trials follow the COMPLETE ones: a pruned trial's value is from an earlier epoch
+    (``epochs`` says which), so it is listed, never ranked above a trial that ran its full budget.
+
     A finished trial never changes, and a leaderboard lists finished trials only, so one computed at the same number
     of finished trials is still right: it is served from memory (``n_finished``: that number, when the caller
     has counted it already).
@@ -212,12 +221,12 @@ def _leaderboard(session: Session, found: tuple[int, str], limit: int, include_p
         sa.select(trials.c.trial_id, trials.c.number, trials.c.state, values.c.value, _epochs_reached())
         .select_from(trials.join(values, sa.and_(values.c.trial_id == trials.c.trial_id, values.c.objective == 0)))
         .where(trials.c.study_id == study_id, _state_in(states))
-        .order_by(order, trials.c.number)
+        .order_by(sa.case((_state_in(("COMPLETE",)), 0), else_=1), order, trials.c.number)
         .limit(limit)
     ).all()
     ids = [r.trial_id for r in rows]
     p = _params_of(session, ids)
-    attrs = _attrs_of(session, ids, SUMMARY_ATTRS)
+    attrs = _attrs_of(session, ids, BOARD_ATTRS)
     return [
         {
             "rank": i + 1,
@@ -226,7 +235,7 @@ def _leaderboard(session: Session, found: tuple[int, str], limit: int, include_p
             "value": _finite(r.value),
             "params": p[r.trial_id],
             "epochs": r.epochs,
-            **{k: attrs[r.trial_id].get(k) for k in ("best_test_acc", "final_test_acc", "diverged", "wall_seconds")},
+            **{k: attrs[r.trial_id].get(k) for k in BOARD_ATTRS},
         }
         for i, r in enumerate(rows)
     ]
