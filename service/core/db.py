@@ -137,6 +137,8 @@ def migrate(url: str) -> None:
     with engine.begin() as conn:
         if make_url(url).get_backend_name() == "postgresql":
             # one migrator at a time across processes; released at the end of the transaction
+            # a migration (or the wait for another process's) may outlast the statement timeout that guards requests
+            conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")

@@ -37,7 +37,7 @@ ANSWER_WITHIN_S = 5.0
 def fault_db(private_pg) -> Iterator[str]:
     """A fresh database on the private server (each test its own)."""
     name = f"faults_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(private_pg.url, isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(private_pg.url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     url = sa.engine.make_url(private_pg.url).set(database=name).render_as_string(hide_password=False)
@@ -170,6 +170,9 @@ def test_a_study_survives_outages_during_a_trials_reports_and_between_trials(fau
         assert before_second.items() <= after.items(), "a finished trial changed or was lost"
         assert len(after) == 4 and done["progress"]["failed"] == 0
         _alive(api.proc, worker)
+        log = (tmp_path / "worker-outages.log").read_text()
+        assert "database unavailable" in log  # the engine's storage calls met the outage, and waited
+        assert "tuning run failed" not in log
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=60)
