@@ -47,7 +47,12 @@ def is_transient(error: BaseException) -> bool:
     """The database is unreachable or restarting (Optuna wraps SQLAlchemy's error in StorageInternalError)."""
     if isinstance(error, StorageInternalError):
         error = error.__cause__ or error
-    return isinstance(error, TRANSIENT_ERRORS)
+    if not isinstance(error, TRANSIENT_ERRORS):
+        return False
+    orig = getattr(error, "orig", None)
+    if type(orig).__module__ == "sqlite3":  # SQLite's OperationalError is also "no such table": only a lock passes
+        return "locked" in str(orig) or "busy" in str(orig)
+    return True
 
 
 def is_outage(error: BaseException) -> bool:
