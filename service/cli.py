@@ -315,6 +315,11 @@ def _wait_ready(api: Api, proc: subprocess.Popen, timeout_s: float) -> None:
 # -- shared views ------------------------------------------------------------------------------------------------
 
 
+def _whole_lines() -> Console:
+    """A terminal's width is its own; a pipe or file gets whole lines (rich would cut them at 80 columns)."""
+    return console if console.is_terminal else Console(width=_UNBOUNDED_WIDTH, soft_wrap=True)
+
+
 def watch(api: Api, study_id: str, poll_s: float = 1.0) -> dict:
     """A live progress bar (trials finished / n_trials, best so far) until the study ends."""
     columns = (
@@ -324,9 +329,7 @@ def watch(api: Api, study_id: str, poll_s: float = 1.0) -> dict:
         TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
     )
-    # a terminal's width is its own; a pipe or file gets whole lines (rich would cut them at 80 columns)
-    out = console if console.is_terminal else Console(width=_UNBOUNDED_WIDTH, soft_wrap=True)
-    with Progress(*columns, console=out) as progress:
+    with Progress(*columns, console=_whole_lines()) as progress:
         study = api.call("GET", f"/v1/studies/{study_id}")
         task = progress.add_task(study["name"], total=study["progress"]["n_trials"], detail="")
         while True:
@@ -374,7 +377,7 @@ def show_leaderboard(api: Api, study_id: str, limit: int = 10) -> None:
             *(_fmt(row["params"].get(k)) for k in params),
             style="dim" if pruned else None,
         )
-    console.print(table)
+    _whole_lines().print(table)
 
 
 def _fmt(v: Any, digits: int | None = None) -> str:

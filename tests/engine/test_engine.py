@@ -167,7 +167,10 @@ def test_cancel_stops_running_trials_and_keeps_results(sqlite_url):
     assert outcome.state == CANCELLED
     assert not study.get_trials(states=(TrialState.RUNNING,))
     cancelled = [t for t in study.get_trials() if t.user_attrs.get("fail_kind") == FailKind.CANCELLED]
-    assert cancelled and all(t.intermediate_values for t in cancelled)  # their epochs so far are kept
+    # their epochs so far are kept: the trial whose third epoch triggered the cancel has them all (the other one
+    # may have been cancelled before its first epoch, with nothing to keep)
+    assert any(len(t.intermediate_values) >= 3 for t in cancelled), [t.intermediate_values for t in cancelled]
+    assert all(sorted(t.intermediate_values) == list(range(1, len(t.intermediate_values) + 1)) for t in cancelled)
     assert elapsed < 60
 
 
