@@ -88,8 +88,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # sync routes run in anyio's threadpool: as many threads as the pool has connections, so that a thread
-        # never waits for a connection (a request beyond that waits for a thread, without holding anything)
-        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+        # never waits for a connection (a request beyond that waits for a thread, without holding anything). The
+        # pool is sized from the environment's settings (service.core.db.engine_kwargs): the threads are too.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = get_settings().api_threads
         migrate(settings.database_url)
         open_storage(settings.database_url)  # Optuna's tables too: trial reads must find them from the start
         yield
