@@ -23,9 +23,10 @@ from ...comparisons.lifecycle import (
     studies_of,
 )
 from ...comparisons.report import render_html
+from ...core.db import session_scope
 from ...models import ComparisonRecord, StudyState
 from ...optuna_queries import trials_page
-from ..deps import ReadKey, SessionDep, WriteKey
+from ..deps import ReadKey, SettingsDep, WriteKey
 from ..models import ArmPublic, ComparisonCreate, ComparisonPublic, ComparisonsPublic
 from .studies import COMMON_RESPONSES, MAX_OFFSET, IdempotencyKey, _utc
 
@@ -122,70 +123,85 @@ def to_public(session: Session, record: ComparisonRecord) -> ComparisonPublic:
 )
 def submit_comparison(
     response: Response,
-    session: SessionDep,
+    settings: SettingsDep,
     key: WriteKey,
     body: Annotated[ComparisonCreate, Body()],
     idempotency_key: IdempotencyKey = None,
 ) -> ComparisonPublic:
     """Validate and queue a comparison: one tuning study per arm × batch size, re-runs and the result after."""
     spec = validate_comparison(body.model_dump(exclude_none=True))
-    record, created = create_comparison(
-        session=session, spec=spec, idempotency_key=idempotency_key, owner=key.fingerprint if key else None
-    )
+    # committed before the response goes out, as a study's submit
+    with session_scope(settings.database_url) as session:
+        record, created = create_comparison(
+            session=session, spec=spec, idempotency_key=idempotency_key, owner=key.fingerprint if key else None
+        )
+        session.flush()
+        public = to_public(session, record)
     if not created:
         response.status_code = status.HTTP_200_OK
-    response.headers["Location"] = f"/v1/comparisons/{record.id}"
-    return to_public(session, record)
+    response.headers["Location"] = f"/v1/comparisons/{public.id}"
+    return public
 
 
 @router.get("", response_model=ComparisonsPublic)
 def read_comparisons(
-    session: SessionDep,
+    settings: SettingsDep,
     _: ReadKey,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> ComparisonsPublic:
     """Comparisons, newest first."""
-    total, records = list_comparisons(session=session, limit=limit, offset=offset)
-    return ComparisonsPublic(total=total, limit=limit, offset=offset, items=[to_public(session, r) for r in records])
+    with session_scope(settings.database_url) as session:
+        total, records = list_comparisons(session=session, limit=limit, offset=offset)
+        items = [to_public(session, r) for r in records]
+    return ComparisonsPublic(total=total, limit=limit, offset=offset, items=items)
 
 
 @router.get("/{comparison_id}", response_model=ComparisonPublic, responses=_NOT_FOUND)
-def read_comparison(comparison_id: str, session: SessionDep, _: ReadKey) -> ComparisonPublic:
+def read_comparison(comparison_id: str, settings: SettingsDep, _: ReadKey) -> ComparisonPublic:
     """State, phase, arms (studies, epochs spent, tuned params, re-run summary) and verdicts per batch size."""
-    return to_public(session, ComparisonRecord.find_or_raise_by_id(session, comparison_id))
+    with session_scope(settings.database_url) as session:
+        return to_public(session, ComparisonRecord.find_or_raise_by_id(session, comparison_id))
 
 
 @router.post(
     "/{comparison_id}/cancel", status_code=202, response_model=ComparisonPublic, responses=_NOT_FOUND | _CONFLICT
 )
-def cancel(comparison_id: str, session: SessionDep, _: WriteKey) -> ComparisonPublic:
+def cancel(comparison_id: str, settings: SettingsDep, _: WriteKey) -> ComparisonPublic:
     """Stop a comparison and its studies; finished trials are kept."""
-    return to_public(session, cancel_comparison(session=session, comparison_id=comparison_id))
+    with session_scope(settings.database_url) as session:
+        record = cancel_comparison(session=session, comparison_id=comparison_id)
+        session.flush()
+        return to_public(session, record)
 
 
 @router.post(
     "/{comparison_id}/resume", status_code=202, response_model=ComparisonPublic, responses=_NOT_FOUND | _CONFLICT
 )
-def resume(comparison_id: str, session: SessionDep, _: WriteKey) -> ComparisonPublic:
+def resume(comparison_id: str, settings: SettingsDep, _: WriteKey) -> ComparisonPublic:
     """Carry on a cancelled or failed comparison: its unfinished studies are queued again."""
-    return to_public(session, resume_comparison(session=session, comparison_id=comparison_id))
+    with session_scope(settings.database_url) as session:
+        record = resume_comparison(session=session, comparison_id=comparison_id)
+        session.flush()
+        return to_public(session, record)
 
 
-def _result(session: Session, comparison_id: str) -> dict[str, Any]:
-    record = ComparisonRecord.find_or_raise_by_id(session, comparison_id)
-    if record.result is None:
-        raise HTTPException(404, f"Comparison is {record.state} ({record.phase}); its result comes once it SUCCEEDED")
-    return record.result
+def _result(database_url: str, comparison_id: str) -> dict[str, Any]:
+    with session_scope(database_url) as session:
+        record = ComparisonRecord.find_or_raise_by_id(session, comparison_id)
+        state, phase, result = record.state, record.phase, record.result
+    if result is None:
+        raise HTTPException(404, f"Comparison is {state} ({phase}); its result comes once it SUCCEEDED")
+    return result
 
 
 @router.get("/{comparison_id}/result", responses=_NOT_FOUND)
-def read_result(comparison_id: str, session: SessionDep, _: ReadKey) -> dict[str, Any]:
+def read_result(comparison_id: str, settings: SettingsDep, _: ReadKey) -> dict[str, Any]:
     """The result's data (per-trial records with curves, re-runs, importances): what the report draws."""
-    return _result(session, comparison_id)
+    return _result(settings.database_url, comparison_id)
 
 
 @router.get("/{comparison_id}/report", response_class=HTMLResponse, responses=_NOT_FOUND)
-def read_report(comparison_id: str, session: SessionDep, _: ReadKey) -> HTMLResponse:
+def read_report(comparison_id: str, settings: SettingsDep, _: ReadKey) -> HTMLResponse:
     """The report as one self-contained HTML page (plots inline)."""
-    return HTMLResponse(render_html(result_from_json(_result(session, comparison_id))))
+    return HTMLResponse(render_html(result_from_json(_result(settings.database_url, comparison_id))))
