@@ -169,7 +169,8 @@ class OptunaStudySearcher(Searcher):
         frozen = resumable.trial
         trial = optuna.Trial(self.study, frozen._trial_id)
         trial.set_user_attr("ray_trial_id", trial_id)
-        run = TrialRun(trial, restarts=int(frozen.user_attrs.get("restarts", 0)))
+        run = TrialRun(trial, restarts=int(frozen.user_attrs.get("restarts", 0)) + 1)
+        trial.set_user_attr("restarts", run.restarts)
         run.lineage = list(frozen.user_attrs.get("pbt_lineage", []))
         self._running[trial_id] = run
         self._numbers[trial_id] = frozen.number
@@ -265,7 +266,7 @@ class OptunaStudySearcher(Searcher):
         the checkpoint carries); later ones are replaced by the new run's. Without a checkpoint it starts at epoch 1.
         """
         trial = run.optuna_trial
-        if run.attempt is not None or run.restarts:
+        if run.attempt is not None:  # (a relaunch counted itself)
             run.restarts += 1
             trial.set_user_attr("restarts", run.restarts)
         run.attempt = result.get("attempt")
