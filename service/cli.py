@@ -315,6 +315,11 @@ def _wait_ready(api: Api, proc: subprocess.Popen, timeout_s: float) -> None:
 # -- shared views ------------------------------------------------------------------------------------------------
 
 
+def _whole_lines() -> Console:
+    """A terminal's width is its own; a pipe or file gets whole lines (rich would cut them at 80 columns)."""
+    return console if console.is_terminal else Console(width=_UNBOUNDED_WIDTH, soft_wrap=True)
+
+
 def watch(api: Api, study_id: str, poll_s: float = 1.0) -> dict:
     """A live progress bar (trials finished / n_trials, best so far) until the study ends."""
     columns = (
@@ -324,9 +329,7 @@ def watch(api: Api, study_id: str, poll_s: float = 1.0) -> dict:
         TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
     )
-    # a terminal's width is its own; a pipe or file gets whole lines (rich would cut them at 80 columns)
-    out = console if console.is_terminal else Console(width=_UNBOUNDED_WIDTH, soft_wrap=True)
-    with Progress(*columns, console=out) as progress:
+    with Progress(*columns, console=_whole_lines()) as progress:
         study = api.call("GET", f"/v1/studies/{study_id}")
         task = progress.add_task(study["name"], total=study["progress"]["n_trials"], detail="")
         while True:
@@ -346,25 +349,43 @@ def watch(api: Api, study_id: str, poll_s: float = 1.0) -> dict:
     return study
 
 
+#: Leaderboard columns beside the objective: validation selects, test is reported (never used to choose).
+BOARD_COLUMNS = {"best_val_acc": "best val", "test_acc_at_best_val": "test @ best val", "best_test_acc": "best test"}
+
+
 def show_leaderboard(api: Api, study_id: str, limit: int = 10) -> None:
-    board = api.call("GET", f"/v1/studies/{study_id}/leaderboard", params={"limit": limit})
-    table = Table(title=f"{board['name']}: best {board['metric']} ({board['direction']})")
-    table.add_column("rank", justify="right")
-    table.add_column("trial", justify="right")
-    table.add_column(board["metric"], justify="right")
-    table.add_column("epochs", justify="right")
+    """The top ``limit`` trials, COMPLETE ranked first, then PRUNED ones marked with the epoch they reached."""
+    board = api.call("GET", f"/v1/studies/{study_id}/leaderboard", params={"limit": limit, "include_pruned": True})
+    table = Table(
+        title=f"{board['name']}: best {board['metric']} ({board['direction']})",
+        caption="selected on validation; test is reported beside it, never used to choose",
+    )
+    for name in ("rank", "trial", "state", "epochs", board["metric"], *BOARD_COLUMNS.values()):
+        table.add_column(name, justify="left" if name == "state" else "right")
     params = sorted({k for row in board["items"] for k in row["params"]})
     for k in params:
         table.add_column(k, justify="right")
     for row in board["items"]:
-        value = "-" if row["value"] is None else f"{row['value']:.4f}"
-        cells = [_fmt(row["params"].get(k)) for k in params]
-        table.add_row(str(row["rank"]), str(row["number"]), value, str(row["epochs"]), *cells)
-    console.print(table)
+        pruned = row["state"] != "COMPLETE"
+        table.add_row(
+            str(row["rank"]),
+            str(row["number"]),
+            row["state"],
+            str(row["epochs"]),
+            _fmt(row["value"], 4),
+            *(_fmt(row.get(k), 4) for k in BOARD_COLUMNS),
+            *(_fmt(row["params"].get(k)) for k in params),
+            style="dim" if pruned else None,
+        )
+    _whole_lines().print(table)
 
 
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+def _fmt(v: Any, digits: int | None = None) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}" if digits else f"{v:.4g}"
+    return str(v)
 
 
 def _safe(settings) -> str:

@@ -17,7 +17,7 @@ from optuna.distributions import json_to_distribution
 from optuna.trial import TrialState
 from sqlalchemy.orm import Session
 
-__all__ = ["TRIAL_STATES", "leaderboard", "trial_counts", "trials_page"]
+__all__ = ["SUMMARY_METRICS", "TRIAL_STATES", "leaderboard", "trial_counts", "trials_page"]
 
 studies = sa.table("studies", sa.column("study_id"), sa.column("study_name"))
 directions = sa.table("study_directions", sa.column("study_id"), sa.column("direction"), sa.column("objective"))
@@ -48,12 +48,18 @@ user_attrs = sa.table("trial_user_attributes", sa.column("trial_id"), sa.column(
 
 #: Trial states by name: Optuna's own ``TrialState`` (stored by name in its ``trials`` table).
 TRIAL_STATES = tuple(s.name for s in TrialState)
+#: A trial's summary numbers (user attrs): validation (what a study selects on) beside test (what is reported).
+SUMMARY_METRICS = ("best_val_acc", "test_acc_at_best_val", "best_test_acc")
+#: What a leaderboard row shows beside the objective.
+BOARD_ATTRS = (*SUMMARY_METRICS, "final_test_acc", "diverged", "wall_seconds")
 #: User attrs shown with each trial (curves only when asked: they are the bulk of a trial's data).
 SUMMARY_ATTRS = (
     "fail_kind",
     "fail_reason",
     "diverged",
     "epochs_run",
+    "best_val_acc",
+    "test_acc_at_best_val",
     "best_test_acc",
     "final_test_acc",
     "images_per_s",
@@ -157,7 +163,11 @@ def _epochs_reached():
 
 
 def leaderboard(session: Session, name: str, limit: int, include_pruned: bool = False) -> list[dict[str, Any]] | None:
-    """The best ``limit`` trials by the first objective, ordered and limited in SQL. None if no such study."""
+    """The best ``limit`` trials by the first objective, ordered and limited in SQL. None if no such study.
+
+    With ``include_pruned``, PRUNED trials follow the COMPLETE ones: a pruned trial's value is from an earlier epoch
+    (``epochs`` says which), so it is listed, never ranked above a trial that ran its full budget.
+    """
     found = _study(session, name)
     if found is None:
         return None
@@ -168,12 +178,12 @@ def leaderboard(session: Session, name: str, limit: int, include_pruned: bool = 
         sa.select(trials.c.trial_id, trials.c.number, trials.c.state, values.c.value, _epochs_reached())
         .select_from(trials.join(values, sa.and_(values.c.trial_id == trials.c.trial_id, values.c.objective == 0)))
         .where(trials.c.study_id == study_id, _state_in(states))
-        .order_by(order, trials.c.number)
+        .order_by(sa.case((_state_in(("COMPLETE",)), 0), else_=1), order, trials.c.number)
         .limit(limit)
     ).all()
     ids = [r.trial_id for r in rows]
     p = _params_of(session, ids)
-    attrs = _attrs_of(session, ids, SUMMARY_ATTRS)
+    attrs = _attrs_of(session, ids, BOARD_ATTRS)
     return [
         {
             "rank": i + 1,
@@ -182,7 +192,7 @@ def leaderboard(session: Session, name: str, limit: int, include_pruned: bool = 
             "value": _finite(r.value),
             "params": p[r.trial_id],
             "epochs": r.epochs,
-            **{k: attrs[r.trial_id].get(k) for k in ("best_test_acc", "final_test_acc", "diverged", "wall_seconds")},
+            **{k: attrs[r.trial_id].get(k) for k in BOARD_ATTRS},
         }
         for i, r in enumerate(rows)
     ]

@@ -10,9 +10,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from tests.utils.pg import PrivatePostgres
-from tests.utils.pg import unavailable_reason as pg_unavailable_reason
-
 DEFAULT_PG = "postgresql+psycopg://root@127.0.0.1:5432/test"
 #: Fixtures that make a test part of the real-process tier (PostgreSQL, Ray, a uvicorn server).
 INTEGRATION_FIXTURES = {"pg_url", "ray_address", "server", "idle_server"}
@@ -77,12 +74,14 @@ def ray_address() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def private_pg() -> Iterator[PrivatePostgres]:
+def private_pg() -> Iterator[PrivatePostgres]:  # noqa: F821 (imported below: only sessions that use it pay)
     """A PostgreSQL server of this session's own (initdb on a free loopback port) that tests may stop and restart.
 
     Tests that stop it must leave it running (``private_pg.start()`` in a ``finally``); it is removed at the end.
     """
-    reason = pg_unavailable_reason()
+    from tests.utils.pg import PrivatePostgres, unavailable_reason
+
+    reason = unavailable_reason()
     if reason:
         pytest.skip(f"private PostgreSQL: {reason}")
     with PrivatePostgres() as pg:

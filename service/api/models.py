@@ -94,8 +94,11 @@ class Progress(BaseModel):
 
 class Best(BaseModel):
     number: int
-    value: float | None
+    value: float | None = Field(description="the objective (validation by default) of the best trial")
     params: dict[str, Any]
+    best_val_acc: float | None = None
+    test_acc_at_best_val: float | None = Field(default=None, description="its test accuracy at best validation")
+    best_test_acc: float | None = None
 
 
 class StudyPublic(BaseModel):
@@ -153,8 +156,12 @@ class LeaderboardEntry(BaseModel):
     state: str
     value: float | None
     params: dict[str, Any]
-    epochs: int | None
-    best_test_acc: float | None = None
+    epochs: int | None = Field(description="epochs reached (a PRUNED trial's value is from this epoch)")
+    best_val_acc: float | None = Field(default=None, description="best validation accuracy over epochs")
+    test_acc_at_best_val: float | None = Field(
+        default=None, description="test accuracy at the epoch of best validation accuracy: the number to publish"
+    )
+    best_test_acc: float | None = Field(default=None, description="best test accuracy over epochs (paper protocol)")
     final_test_acc: float | None = None
     diverged: bool | None = None
     wall_seconds: float | None = None

@@ -7,6 +7,7 @@ running it again with the same spec resumes it, and a resume may change only :da
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from search_spaces.spec import RESUMABLE_FIELDS, StudySpec, spec_changes
 from .._optuna import fail_trial, open_storage
 from ..errors import NameTakenError, NotFoundError
 from ..models import StudyState
+from ..optuna_queries import SUMMARY_METRICS
 from .factories import build_sampler
 from .searcher import CHECKPOINT_ATTR, FailKind, Resumable
 
@@ -47,6 +49,8 @@ class StudyOutcome:
     best_value: float | list[float] | None
     best_params: dict[str, Any] | None
     best_trial_number: int | None
+    #: the best trial's validation and test numbers (``SUMMARY_METRICS``), shown beside its objective
+    best_metrics: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -70,6 +74,9 @@ def create_or_load(storage_url: str, spec: StudySpec, resume: bool) -> tuple[opt
             storage=storage, study_name=spec.name, directions=spec.directions, sampler=build_sampler(spec)
         )
         study.set_user_attr(SPEC_ATTR, canonical)
+        with warnings.catch_warnings():  # set_metric_names is marked experimental; it is what the dashboard reads
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([o.metric for o in spec.objectives])
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
         pass
@@ -122,7 +129,7 @@ def outcome(study: optuna.Study, spec: StudySpec, state: StudyState | None, reas
         state = StudyState.SUCCEEDED if n_finished >= spec.budget.n_trials else StudyState.FAILED  # type: ignore[operator]
         if state == StudyState.FAILED:
             reason = f"only {n_finished} of {spec.budget.n_trials} trials finished" + (f" ({reason})" if reason else "")
-    best_value = best_params = best_number = None
+    best_value = best_params = best_number = best = None
     if counts["COMPLETE"]:
         if len(spec.objectives) == 1:
             # the leaderboard's order: best value, then the earliest trial among equals
@@ -135,7 +142,8 @@ def outcome(study: optuna.Study, spec: StudySpec, state: StudyState | None, reas
         else:
             front = study.best_trials
             if front:
-                best_value, best_params, best_number = front[0].values, front[0].params, front[0].number
+                best = front[0]
+                best_value, best_params, best_number = best.values, best.params, best.number
     return StudyOutcome(
         spec.name,
         state,
@@ -146,4 +154,5 @@ def outcome(study: optuna.Study, spec: StudySpec, state: StudyState | None, reas
         best_value,
         best_params,
         best_number,
+        {k: best.user_attrs.get(k) for k in SUMMARY_METRICS} if best is not None else None,
     )

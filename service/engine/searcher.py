@@ -25,6 +25,7 @@ from ray.tune.search import Searcher
 from search_spaces.spec import StudySpec
 
 from .._optuna import set_intermediate_value
+from ..optuna_queries import SUMMARY_METRICS
 from .trainable import jsonable
 
 __all__ = ["CHECKPOINT_ATTR", "FailKind", "OptunaStudySearcher", "Resumable", "TrialRun"]
@@ -32,7 +33,17 @@ __all__ = ["CHECKPOINT_ATTR", "FailKind", "OptunaStudySearcher", "Resumable", "T
 log = logging.getLogger(__name__)
 
 #: Per-epoch values kept as curves in each trial's user attrs.
-CURVE_KEYS = ("train_loss", "test_loss", "test_acc", "lr", "phi", "mean_trust_ratio", "images_per_s")
+CURVE_KEYS = (
+    "train_loss",
+    "val_loss",
+    "val_acc",
+    "test_loss",
+    "test_acc",
+    "lr",
+    "phi",
+    "mean_trust_ratio",
+    "images_per_s",
+)
 #: User attr with a running trial's latest persisted checkpoint: ``{"uri": ..., "epoch": ...}`` (None once ended).
 CHECKPOINT_ATTR = "checkpoint"
 
@@ -343,7 +354,7 @@ class OptunaStudySearcher(Searcher):
         summary = {
             "epochs_run": last.get("epoch"),
             "diverged": bool(last.get("diverged")),
-            "best_test_acc": last.get("best_test_acc"),
+            **{k: last.get(k) for k in SUMMARY_METRICS},
             "final_test_acc": last.get("test_acc"),
             "images_per_s": sum(speeds) / len(speeds) if speeds else None,
             "wall_seconds": last.get("wall_seconds"),

@@ -48,8 +48,9 @@ def submit(client: TestClient, name: str, **overrides) -> dict:
     return r.json()
 
 
-def seed_trials(database_url: str, name: str, values: list[float | None]) -> optuna.Study:
-    """An Optuna study under ``name`` with one COMPLETE trial per value (None: a FAIL trial), as a worker leaves it."""
+def seed_trials(database_url: str, name: str, values: list[float | str | None]) -> optuna.Study:
+    """An Optuna study under ``name`` with one COMPLETE trial per value (None: a FAIL trial; ``"pruned:0.95"``: a
+    PRUNED one at that value), as a worker leaves it: validation value, test at best validation 0.01 below it."""
     study = optuna.create_study(storage=open_storage(database_url), study_name=name, direction="maximize")
     for i, value in enumerate(values):
         trial = study.ask({"lr": optuna.distributions.FloatDistribution(0.3, 60.0, log=True)})
@@ -58,7 +59,12 @@ def seed_trials(database_url: str, name: str, values: list[float | None]) -> opt
             trial.set_user_attr("fail_reason", "boom")
             trial.set_user_attr("note", "not a summary attr")
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        elif isinstance(value, str):
+            trial.report(float(value.split(":")[1]), step=2)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
+            trial.set_user_attr("best_val_acc", value)
+            trial.set_user_attr("test_acc_at_best_val", round(value - 0.01, 4))
             trial.set_user_attr("best_test_acc", value)
             study.tell(trial, value)
     return study

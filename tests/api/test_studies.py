@@ -139,7 +139,13 @@ def test_trials_and_leaderboard_of_a_seeded_study(client, settings):
     board = client.get(f"/v1/studies/{study['id']}/leaderboard").json()
     assert (board["metric"], board["direction"]) == ("test_acc", "maximize")
     assert [(e["rank"], e["number"], e["value"]) for e in board["items"]] == [(1, 1, 0.9), (2, 3, 0.7), (3, 0, 0.5)]
-    assert board["items"][0]["best_test_acc"] == 0.9 and board["items"][0]["epochs"] == 1
+    top = board["items"][0]
+    assert (top["best_val_acc"], top["test_acc_at_best_val"], top["best_test_acc"], top["epochs"]) == (
+        0.9,
+        0.89,
+        0.9,
+        1,
+    )
     assert len(client.get(f"/v1/studies/{study['id']}/leaderboard", params={"limit": 1}).json()["items"]) == 1
     trials = client.get(f"/v1/studies/{study['id']}/trials").json()
     assert trials["total"] == 4 and [t["state"] for t in trials["items"]] == [
@@ -156,7 +162,28 @@ def test_trials_and_leaderboard_of_a_seeded_study(client, settings):
     assert client.get(f"/v1/studies/{study['id']}/trials", params={"state": "DONE"}).status_code == 422
     live = client.get(f"/v1/studies/{study['id']}").json()
     assert live["progress"]["complete"] == 3 and live["progress"]["failed"] == 1
-    assert live["best"] == {"number": 1, "value": 0.9, "params": board["items"][0]["params"]}
+    assert live["best"] == {
+        "number": 1,
+        "value": 0.9,
+        "params": board["items"][0]["params"],
+        "best_val_acc": 0.9,
+        "test_acc_at_best_val": 0.89,
+        "best_test_acc": 0.9,
+    }
+
+
+def test_leaderboard_lists_pruned_trials_after_the_complete_ones(client, settings):
+    study = submit(client, "with-pruned")
+    seed_trials(settings.database_url, "with-pruned", [0.5, "pruned:0.95", 0.7])
+    complete_only = client.get(f"/v1/studies/{study['id']}/leaderboard").json()["items"]
+    assert [e["number"] for e in complete_only] == [2, 0]
+    board = client.get(f"/v1/studies/{study['id']}/leaderboard", params={"include_pruned": True}).json()["items"]
+    # a pruned trial's value is from an earlier epoch: listed, with the epoch it reached, never ranked above
+    assert [(e["number"], e["state"], e["value"], e["epochs"]) for e in board] == [
+        (2, "COMPLETE", 0.7, 1),
+        (0, "COMPLETE", 0.5, 1),
+        (1, "PRUNED", 0.95, 2),
+    ]
 
 
 def test_a_study_without_trials_reads_empty(client):

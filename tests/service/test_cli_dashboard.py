@@ -29,13 +29,14 @@ def test_cli_submit_wait_status_leaderboard(server, tmp_path):
     path.write_text(yaml.safe_dump(spec))
     out = cli(server, "submit", str(path), "--wait")
     assert out.returncode == 0, out.stderr
-    assert "SUCCEEDED" in out.stdout and f"{spec['name']}: best test_acc" in out.stdout
+    assert "SUCCEEDED" in out.stdout and f"{spec['name']}: best val_acc" in out.stdout
     assert "3/3" in out.stdout  # the progress bar's trials finished / n_trials
     study_id = out.stdout.split(" id ")[1].split(":")[0].strip()
     status = cli(server, "status", study_id)
     assert status.returncode == 0 and "SUCCEEDED" in status.stdout and "3/3 finished" in status.stdout
     board = cli(server, "leaderboard", study_id, "--limit", "2")
     assert board.returncode == 0 and "rank" in board.stdout and "lr" in board.stdout
+    assert "best val" in board.stdout and "test @ best val" in board.stdout and "COMPLETE" in board.stdout
     again = cli(server, "cancel", study_id)
     assert again.returncode == 1 and "409" in again.stderr  # a finished study cannot be cancelled: a clear error
     missing = cli(server, "status", "no-such-id")

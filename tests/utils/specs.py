@@ -18,7 +18,7 @@ def quick_spec(name: str, **overrides: Any) -> dict[str, Any]:
             "lam": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
         },
         "fixed": {"weight_decay": 5e-4, "momentum": 0.9},
-        "objective": {"metric": "test_acc", "direction": "maximize"},
+        "objective": {"metric": "val_acc", "direction": "maximize"},
         "sampler": {"name": "random", "seed": 0},
         "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 3},
         "budget": {"n_trials": 6, "max_concurrent": 2, "max_failed": 2},

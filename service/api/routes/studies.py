@@ -15,7 +15,7 @@ from search_spaces.spec import StudySpec
 
 from ... import crud
 from ...models import StudyRecord, StudyState
-from ...optuna_queries import TRIAL_STATES, leaderboard, trial_counts, trials_page
+from ...optuna_queries import SUMMARY_METRICS, TRIAL_STATES, leaderboard, trial_counts, trials_page
 from ..deps import ReadKey, SessionDep, WriteKey
 from ..models import (
     LeaderboardPublic,
@@ -66,9 +66,10 @@ def _best(session: Session, record: StudyRecord, n_complete: int) -> dict[str, A
             "number": outcome["best_trial_number"],
             "value": outcome["best_value"],
             "params": outcome["best_params"],
+            **(outcome.get("best_metrics") or {}),
         }
     top = leaderboard(session, record.name, 1) if n_complete else None
-    return {"number": top[0]["number"], "value": top[0]["value"], "params": top[0]["params"]} if top else None
+    return {k: top[0][k] for k in ("number", "value", "params", *SUMMARY_METRICS)} if top else None
 
 
 def to_public(session: Session, records: list[StudyRecord]) -> list[StudyPublic]:
