@@ -59,7 +59,8 @@ def test_pbt_records_every_member_as_one_trial_with_its_lineage(sqlite_url):
     space = spec["search_space"]
     for number, lineage in lineages.items():
         trial = study.trials[number]
-        assert trial.values is not None and trial.value == trial.user_attrs["curves"]["test_acc"][-1]
+        metric = spec["objective"]["metric"]  # the member's value: what it reached at its last epoch
+        assert trial.values is not None and trial.value == trial.user_attrs["curves"][metric][-1]
         assert trial.user_attrs["curves"]["epoch"] == list(range(1, 9))  # what the member ran, epoch by epoch
         for step in lineage:
             assert step["cloned_from_trial"] in numbers - {number}
