@@ -261,7 +261,7 @@ class OptunaStudySearcher(Searcher):
         new_attempt = result.get("attempt") != run.attempt
         if new_attempt:
             self._on_new_attempt(run, result, restored_history)
-        elif last is not None and result["epoch"] <= last["epoch"]:
+        if run.results and result["epoch"] <= run.results[-1]["epoch"]:
             run.results = [r for r in run.results if r["epoch"] < result["epoch"]]
         run.results.append(result)
         if self._single_objective:
@@ -274,7 +274,8 @@ class OptunaStudySearcher(Searcher):
         """The trial's function started again: after a retry, a pause (HyperBand), a clone (PBT) or a relaunch.
 
         Epochs up to the checkpoint it resumed from are kept (from this driver's record, else from the history
-        the checkpoint carries); later ones are replaced by the new run's. Without a checkpoint it starts at epoch 1.
+        its own checkpoint carries); later ones are replaced by the new run's. Without a checkpoint it starts at
+        epoch 1. A PBT clone may jump ahead to its donor's epoch: its curve then has a gap there.
         """
         trial = run.optuna_trial
         if run.attempt is not None:  # (a relaunch counted itself)
@@ -284,7 +285,8 @@ class OptunaStudySearcher(Searcher):
         resumed = result.get("resumed_from_epoch")
         kept = int(resumed) if resumed is not None else 0
         earlier = [r for r in run.results if r["epoch"] <= kept]
-        if len(earlier) < kept and restored_history:
+        if len(earlier) < kept and restored_history and result.get("cloned_from") is None:
+            # (a clone's history is its donor's: a member's curve holds only what the member itself reported)
             earlier = [r for r in restored_history if r["epoch"] <= kept]
         run.results = earlier
         if resumed is not None:

@@ -120,6 +120,9 @@ def train_trial(config: dict[str, Any]) -> None:
                 # as JSON text: Tune flattens nested dicts in results before the searcher sees them
                 restored["params"] = json.dumps({k: trial_config.get(k) for k in config.get("searched", ())})
         run(trial_config, report, state=state, save_state=save_state)
+        if not last_epoch and history:
+            # restored after its last epoch (its driver died before recording the end): report that epoch again
+            report(dict(history[-1]))
     except Exception as e:  # recorded as FAIL with its reason; see the module docstring
         tune.report(
             {

@@ -61,7 +61,8 @@ def test_pbt_records_every_member_as_one_trial_with_its_lineage(sqlite_url):
         trial = study.trials[number]
         metric = spec["objective"]["metric"]  # the member's value: what it reached at its last epoch
         assert trial.values is not None and trial.value == trial.user_attrs["curves"][metric][-1]
-        assert trial.user_attrs["curves"]["epoch"] == list(range(1, 9))  # what the member ran, epoch by epoch
+        epochs = trial.user_attrs["curves"]["epoch"]  # what the member reported (a clone may jump ahead)
+        assert epochs == sorted(set(epochs)) and epochs[-1] == 8
         for step in lineage:
             assert step["cloned_from_trial"] in numbers - {number}
             assert 1 <= step["epoch"] < 8
