@@ -99,6 +99,10 @@ def train_trial(config: dict[str, Any]) -> None:
                 shutil.rmtree(folder, ignore_errors=True)
 
     def save_state(epoch: int, state: dict[str, Any]) -> None:
+        if epoch == epochs:
+            # the trial is done: nothing to continue, and PBT must not clone a finished model into a member that
+            # then reports it as its own result
+            return
         folder = Path(tempfile.mkdtemp(prefix=f"tvlars-ckpt-{number}-{epoch}-"))
         torch.save(state, folder / STATE_FILE)
         (folder / META_FILE).write_text(json.dumps({"trial_id": trial_id, "number": number, "epoch": epoch}))

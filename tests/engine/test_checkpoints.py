@@ -45,7 +45,7 @@ def test_synchronous_hyperband_pauses_and_resumes_trials_from_their_checkpoints(
 def test_pbt_records_every_member_as_one_trial_with_its_lineage(sqlite_url):
     spec = quick_spec(
         unique_name("pbt"),
-        scheduler={"name": "pbt", "options": {"perturbation_interval": 2, "quantile_fraction": 0.5}},
+        scheduler={"name": "pbt", "options": {"perturbation_interval": 1, "quantile_fraction": 0.5}},
         budget={"n_trials": 4, "max_concurrent": 4},
         workload={"epochs": 8},
     )
