@@ -8,17 +8,25 @@ object, so that an Optuna upgrade that changes them breaks here and nowhere else
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
+import time
 from typing import Any
 
 import optuna
 import sqlalchemy as sa
+from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from .core.db import engine_kwargs, normalize_url
+from .core.db import TRANSIENT_ERRORS, engine_kwargs, normalize_url
 
 __all__ = [
+    "RetryingRDBStorage",
+    "is_outage",
+    "is_transient",
     "close_storage",
     "fail_trial",
     "open_storage",
@@ -27,8 +35,102 @@ __all__ = [
     "write_study_system_attr",
 ]
 
+log = logging.getLogger(__name__)
+
 _LOCK = threading.Lock()
 _STORAGES: dict[str, optuna.storages.RDBStorage] = {}
+#: Back-off between retries through an outage: from the first value, doubling up to the last.
+RETRY_FIRST_S, RETRY_MAX_S = 0.5, 5.0
+
+
+def is_transient(error: BaseException) -> bool:
+    """The database is unreachable or restarting (Optuna wraps SQLAlchemy's error in StorageInternalError)."""
+    if isinstance(error, StorageInternalError):
+        error = error.__cause__ or error
+    if not isinstance(error, TRANSIENT_ERRORS):
+        return False
+    orig = getattr(error, "orig", None)
+    if type(orig).__module__ == "sqlite3":  # SQLite's OperationalError is also "no such table": only a lock passes
+        return "locked" in str(orig) or "busy" in str(orig)
+    return True
+
+
+def is_outage(error: BaseException) -> bool:
+    """A database outage anywhere in the error's chain (Ray Tune and our own code wrap it): wait and retry,
+    never fail a study for it."""
+    from .errors import StorageError
+
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        if isinstance(e, StorageError) or is_transient(e):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
+class RetryingRDBStorage(RDBStorage):
+    """Optuna's RDB storage that waits through a database outage: each storage call is retried with back-off on a
+    transient error for up to ``retry_s`` seconds, so that a restart of PostgreSQL pauses the engine instead of
+    ending its tuning run. Then the error is raised as before.
+
+    A write whose commit was sent but not acknowledged may have landed: a retried ``set_trial_state_values`` that
+    finds its trial already finished counts as done.
+    """
+
+    retry_s: float = 0.0
+    _inside = threading.local()  # a retried call that calls another (create_new_trial → _create_new_trial) retries once
+
+    def _retrying(self, name: str, call):
+        if getattr(self._inside, "active", False):
+            return call()
+        self._inside.active = True
+        try:
+            return self._retry_loop(name, call)
+        finally:
+            self._inside.active = False
+
+    def _retry_loop(self, name: str, call):
+        deadline, delay, failures = time.monotonic() + self.retry_s, RETRY_FIRST_S, 0
+        while True:
+            try:
+                result = call()
+            except UpdateFinishedTrialError:
+                if failures and name == "set_trial_state_values":
+                    return True  # our earlier attempt committed before its connection died
+                raise
+            except Exception as e:
+                if not is_transient(e) or time.monotonic() + delay > deadline:
+                    raise
+                failures += 1
+                if failures == 1:
+                    log.warning("database unavailable (%s): retrying for up to %.0f s", name, self.retry_s)
+                time.sleep(delay)
+                delay = min(RETRY_MAX_S, delay * 2)
+                continue
+            if failures:
+                log.warning("database back after %d retries (%s)", failures, name)
+            return result
+
+
+def _wrap(name: str):
+    method = getattr(RDBStorage, name)
+
+    @functools.wraps(method)
+    def retried(self: RetryingRDBStorage, *args: Any, **kwargs: Any) -> Any:
+        return self._retrying(name, lambda: method(self, *args, **kwargs))
+
+    return retried
+
+
+#: The storage calls Optuna makes: BaseStorage's public API, and the private ones its ``_CachedStorage`` calls on
+#: the RDB storage underneath (``optuna.create_study`` wraps every RDBStorage in one).
+_RETRIED = [n for n in dir(BaseStorage) if not n.startswith("_") and callable(getattr(BaseStorage, n))] + [
+    n for n in ("_create_new_trial", "_set_trial_param", "_get_best_trial_id", "_get_trials") if hasattr(RDBStorage, n)
+]
+for _name in _RETRIED:
+    setattr(RetryingRDBStorage, _name, _wrap(_name))
 
 
 def _enable_sqlite_wal(url: str) -> None:
@@ -42,14 +144,18 @@ def _enable_sqlite_wal(url: str) -> None:
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """The process's one ``RDBStorage`` for ``url`` (created on first use: tables, WAL for SQLite)."""
+    """The process's one ``RDBStorage`` for ``url`` (created on first use: tables, WAL for SQLite); it retries
+    through outages for ``TVLARS_DB_OUTAGE_RETRY_S`` (see :class:`RetryingRDBStorage`)."""
     url = normalize_url(url)
     with _LOCK:
         storage = _STORAGES.get(url)
         if storage is None:
             if make_url(url).get_backend_name() == "sqlite" and make_url(url).database not in (None, "", ":memory:"):
                 _enable_sqlite_wal(url)
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
+            from .core.config import get_settings
+
+            storage = RetryingRDBStorage(url, engine_kwargs=engine_kwargs(url))
+            storage.retry_s = get_settings().db_outage_retry_s
             _STORAGES[url] = storage
         return storage
 

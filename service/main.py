@@ -9,6 +9,7 @@ import json
 import logging
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -27,6 +28,9 @@ from .metrics import AppMetrics, MetricsMiddleware
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds a client is told to wait (``Retry-After``) when the database is unavailable or saturated.
+RETRY_AFTER_S = 2
 
 
 class BodySizeLimit:
@@ -83,6 +87,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # sync routes run in anyio's threadpool: as many threads as the pool has connections, so that a thread
+        # never waits for a connection (a request beyond that waits for a thread, without holding anything). The
+        # pool is sized from the environment's settings (service.core.db.engine_kwargs): the threads are too.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = get_settings().api_threads
         migrate(settings.database_url)
         open_storage(settings.database_url)  # Optuna's tables too: trial reads must find them from the start
         yield
@@ -105,7 +113,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(NotFoundError, lambda r, e: error(404, str(e)))
     app.add_exception_handler(ConflictError, lambda r, e: error(409, str(e)))
     app.add_exception_handler(InvalidSpecError, lambda r, e: error(422, str(e)))
-    app.add_exception_handler(StorageError, lambda r, e: error(503, "The database is unavailable; retry shortly"))
+    app.add_exception_handler(
+        StorageError,
+        lambda r, e: JSONResponse(
+            {"detail": "The database is unavailable; retry shortly"},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        ),
+    )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

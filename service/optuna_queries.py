@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +18,7 @@ from optuna.distributions import json_to_distribution
 from optuna.trial import TrialState
 from sqlalchemy.orm import Session
 
-__all__ = ["SUMMARY_METRICS", "TRIAL_STATES", "leaderboard", "trial_counts", "trials_page"]
+__all__ = ["SUMMARY_METRICS", "TRIAL_STATES", "finished_count", "leaderboard", "trial_counts", "trials_page"]
 
 studies = sa.table("studies", sa.column("study_id"), sa.column("study_name"))
 directions = sa.table("study_directions", sa.column("study_id"), sa.column("direction"), sa.column("objective"))
@@ -162,15 +163,57 @@ def _epochs_reached():
     )
 
 
-def leaderboard(session: Session, name: str, limit: int, include_pruned: bool = False) -> list[dict[str, Any]] | None:
+#: Leaderboards computed lately, keyed by the study and its number of finished trials (see :func:`leaderboard`).
+_LEADERBOARDS: OrderedDict[tuple, list[dict[str, Any]]] = OrderedDict()
+_LEADERBOARDS_LOCK = threading.Lock()
+LEADERBOARD_CACHE_SIZE = 256
+
+
+def finished_count(session: Session, study_id: int) -> int:
+    """The study's COMPLETE and PRUNED trials: a leaderboard changes only when this number does."""
+    return (
+        session.scalar(
+            sa.select(sa.func.count())
+            .select_from(trials)
+            .where(trials.c.study_id == study_id, _state_in(("COMPLETE", "PRUNED")))
+        )
+        or 0
+    )
+
+
+def leaderboard(
+    session: Session, name: str, limit: int, include_pruned: bool = False, n_finished: int | None = None
+) -> list[dict[str, Any]] | None:
     """The best ``limit`` trials by the first objective, ordered and limited in SQL. None if no such study.
 
     With ``include_pruned``, PRUNED trials follow the COMPLETE ones: a pruned trial's value is from an earlier epoch
     (``epochs`` says which), so it is listed, never ranked above a trial that ran its full budget.
+
+    A finished trial never changes, and a leaderboard lists finished trials only, so one computed at the same number
+    of finished trials is still right: it is served from memory (``n_finished``: that number, when the caller
+    has counted it already).
     """
     found = _study(session, name)
     if found is None:
         return None
+    study_id = found[0]
+    if n_finished is None:
+        n_finished = finished_count(session, study_id)
+    key = (str(session.get_bind().url), study_id, n_finished, limit, include_pruned)
+    with _LEADERBOARDS_LOCK:
+        hit = _LEADERBOARDS.get(key)
+        if hit is not None:
+            _LEADERBOARDS.move_to_end(key)
+            return list(hit)
+    board = _leaderboard(session, found, limit, include_pruned)
+    with _LEADERBOARDS_LOCK:
+        _LEADERBOARDS[key] = board
+        while len(_LEADERBOARDS) > LEADERBOARD_CACHE_SIZE:
+            _LEADERBOARDS.popitem(last=False)
+    return list(board)
+
+
+def _leaderboard(session: Session, found: tuple[int, str], limit: int, include_pruned: bool) -> list[dict[str, Any]]:
     study_id, direction = found
     states = ("COMPLETE", "PRUNED") if include_pruned else ("COMPLETE",)
     order = values.c.value.desc() if direction == "MAXIMIZE" else values.c.value.asc()

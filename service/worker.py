@@ -12,8 +12,10 @@ import os
 import signal
 import socket
 import threading
+import time
 import uuid
 
+from ._optuna import is_outage
 from .core.config import Settings
 from .core.db import migrate, session_scope
 from .crud import claim_next_study, finish_study, heartbeat
@@ -50,9 +52,8 @@ class Worker:
         """Claim and run studies until :meth:`stop` (or SIGTERM/SIGINT, with ``handle_signals``)."""
         from .engine import ensure_ray
 
-        migrate(self.url)
-        with session_scope(self.url) as s:
-            s.add(WorkerRecord(id=self.id, host=socket.gethostname(), pid=os.getpid()))
+        if not self._stored(self._register, "register the worker", forever=True):
+            return  # stopped before the database ever answered
         beat = threading.Thread(target=self._heartbeat_loop, name="worker-heartbeat", daemon=True)
         beat.start()
         ensure_ray(self.settings.ray_address)  # up front, so a submitted study starts at once
@@ -73,13 +74,55 @@ class Worker:
                 if claimed is None:
                     self._stop.wait(self.settings.worker_poll_s)
                     continue
-                self._run_one(*claimed)
+                try:
+                    self._run_one(*claimed)
+                except Exception:  # never the end of the worker: the study's heartbeat lapses and it is claimed again
+                    log.exception("worker %s: running study %s failed unexpectedly", self.id, claimed[1])
+                    with self._lock:
+                        self._current = None
+                    self._stop.wait(self.settings.worker_poll_s)
         finally:
-            with session_scope(self.url) as s:
-                record = s.get(WorkerRecord, self.id)
-                if record is not None:
-                    record.stopped_at = utcnow()
+            try:
+                with session_scope(self.url) as s:
+                    record = s.get(WorkerRecord, self.id)
+                    if record is not None:
+                        record.stopped_at = utcnow()
+            except Exception:  # the database is down as we stop: the record goes stale on its own
+                log.warning("could not record that worker %s stopped", self.id, exc_info=True)
             log.info("worker %s stopped", self.id)
+
+    def _register(self) -> None:
+        migrate(self.url)
+        with session_scope(self.url) as s:
+            if s.get(WorkerRecord, self.id) is None:
+                s.add(WorkerRecord(id=self.id, host=socket.gethostname(), pid=os.getpid()))
+
+    def _stored(self, write, what: str, forever: bool = False) -> bool:
+        """Run ``write`` until the database takes it: retried with back-off through an outage, for up to
+        ``db_outage_retry_s`` (``forever``: until :meth:`stop`). Returns whether it was stored."""
+        deadline = time.monotonic() + self.settings.db_outage_retry_s
+        delay, failures = 0.5, 0
+        while True:
+            try:
+                write()
+            except Exception as e:
+                if not is_outage(e):
+                    raise
+                failures += 1
+                if failures == 1:
+                    log.warning("could not %s: the database is unavailable; retrying", what)
+                if not forever and time.monotonic() + delay > deadline:
+                    log.error("gave up trying to %s (%s)", what, e)
+                    return False
+                if forever and self._stop.wait(delay):
+                    return False
+                if not forever:
+                    time.sleep(delay)
+                delay = min(5.0, delay * 2)
+                continue
+            if failures:
+                log.info("%s: done after %d retries", what, failures)
+            return True
 
     # -- one study ------------------------------------------------------------------------------------------------
 
@@ -116,10 +159,20 @@ class Worker:
         except InvalidSpecError as e:
             error = f"invalid spec: {e}"
         except Exception as e:  # the study fails with the reason; the worker lives on
-            log.exception("study %s failed", name)
-            error = f"{type(e).__name__}: {e}"
-        with session_scope(self.url) as s:
-            finish_study(session=s, study_id=study_id, worker_id=self.id, state=state, error=error, outcome=outcome)
+            if not is_outage(e):
+                log.exception("study %s failed", name)
+                error = f"{type(e).__name__}: {e}"
+            else:  # the database stayed away longer than the engine waits: the study goes back to the queue
+                log.warning("study %s: the database is unavailable (%s); requeued", name, e)
+                state, error = StudyState.QUEUED, None
+
+        def finish() -> None:
+            with session_scope(self.url) as s:
+                finish_study(session=s, study_id=study_id, worker_id=self.id, state=state, error=error, outcome=outcome)
+
+        # if even this gives up, the study's heartbeat goes stale and a worker claims it again: a rerun of a
+        # finished study only records its outcome
+        self._stored(finish, f"record the end of study {name}")
         with self._lock:
             self._current = None
         log.info("study %s: %s%s", name, state, f" ({error})" if error else "")

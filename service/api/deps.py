@@ -1,16 +1,13 @@
-"""Typed dependencies: settings, a database session per request, API-key authentication."""
+"""Typed dependencies: settings and API-key authentication."""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
-from sqlalchemy.orm import Session
 
 from ..core.config import ApiKey, Settings
-from ..core.db import session_scope
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -20,14 +17,10 @@ def get_app_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
-def get_db(settings: SettingsDep) -> Iterator[Session]:
-    with session_scope(settings.database_url) as session:
-        yield session
-
-
-# scope="function": commit before the response goes out, so a client that reads right after a write sees it, and a
-# failed commit (a racing duplicate name) becomes this request's 409 rather than an error after a 201.
-SessionDep = Annotated[Session, Depends(get_db, scope="function")]
+# No session dependency: a route opens its session (``session_scope``) inside its own body, so a pooled connection
+# is held only while the route's thread runs. A yield dependency holds it across FastAPI's hops between threads,
+# and with more threads than connections every thread can end up waiting on the pool while the requests that hold
+# the connections wait for a thread (the known starvation). ``service.main`` caps the threads at the pool's size.
 
 
 def _authenticate(request: Request, settings: Settings, needed: str) -> ApiKey | None:

@@ -51,6 +51,20 @@ class Settings(BaseSettings):
         description="Ray Tune storage for trial checkpoints: a folder every Ray node sees, or a URI (s3://...); "
         "default ray_results_dir",
     )
+    # -- the database under load and in an outage --
+    db_pool_size: int = Field(default=16, ge=1, description="pooled connections per process (API threads match)")
+    db_max_overflow: int = Field(default=4, ge=0, description="connections beyond the pool under bursts")
+    db_pool_timeout_s: float = Field(default=2.0, gt=0, description="wait for a pooled connection, then 503")
+    db_connect_timeout_s: int = Field(default=3, ge=1, description="PostgreSQL connect timeout (psycopg)")
+    db_statement_timeout_s: float = Field(default=4.0, gt=0, description="PostgreSQL statement_timeout")
+    db_outage_retry_s: float = Field(
+        default=600.0, ge=0, description="how long the worker and engine retry through a database outage"
+    )
+
+    @property
+    def api_threads(self) -> int:
+        """Threads serving sync routes: one per connection the pool can hand out, so no thread waits on the pool."""
+        return self.db_pool_size + self.db_max_overflow
 
     @field_validator("api_keys")
     @classmethod

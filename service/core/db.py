@@ -13,13 +13,15 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import ConflictError, StorageError
 
 __all__ = [
     "MIGRATIONS",
+    "TRANSIENT_ERRORS",
     "VERSION_TABLE",
     "dispose",
     "engine_kwargs",
@@ -48,10 +50,34 @@ def normalize_url(url: str) -> str:
 
 
 def engine_kwargs(url: str) -> dict:
-    """SQLAlchemy engine options: a busy timeout for SQLite, pre-ping for servers (connections die on restarts)."""
+    """SQLAlchemy engine options from the settings: a busy timeout for SQLite; for a server, a pool sized to the
+    API's threads, a short wait for a pooled connection, and connect and statement timeouts, so that a dead or hung
+    database is an error within seconds (a 503 over REST) rather than a hang; pre-ping (connections die on restarts).
+    """
+    from .config import get_settings
+
+    settings = get_settings()
+    pool = {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout_s,
+    }
     if make_url(url).get_backend_name() == "sqlite":
-        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}}
-    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
+        if make_url(url).database in (None, "", ":memory:"):
+            pool = {}  # an in-memory database lives in one connection (SingletonThreadPool): no pool to size
+        return {**pool, "connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}}
+    return {
+        "pool_pre_ping": True,
+        **pool,
+        "connect_args": {
+            "connect_timeout": settings.db_connect_timeout_s,
+            "options": f"-c statement_timeout={int(settings.db_statement_timeout_s * 1000)}",
+        },
+    }
+
+
+#: Errors that mean the database is unreachable, restarting or saturated, not that the request is wrong.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, SATimeoutError)
 
 
 def get_engine(url: str) -> Engine:
@@ -88,9 +114,9 @@ def session_scope(url: str) -> Iterator[Session]:
     except IntegrityError as e:
         session.rollback()
         raise ConflictError(f"conflicting write: {e.orig}") from e
-    except OperationalError as e:
+    except TRANSIENT_ERRORS as e:
         session.rollback()
-        raise StorageError(f"database error: {e.orig}") from e
+        raise StorageError(f"database unavailable: {getattr(e, 'orig', None) or e}") from e
     except BaseException:
         session.rollback()
         raise
@@ -111,6 +137,8 @@ def migrate(url: str) -> None:
     with engine.begin() as conn:
         if make_url(url).get_backend_name() == "postgresql":
             # one migrator at a time across processes; released at the end of the transaction
+            # a migration (or the wait for another process's) may outlast the statement timeout that guards requests
+            conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from search_spaces.spec import StudySpec
 
+from .._optuna import is_outage
+from ..errors import StorageError
 from .factories import build_scheduler
 
 __all__ = ["RAY_MAX_FAILURES", "STOP_POLL_S", "StopPoller", "ensure_ray", "fit"]
@@ -125,7 +127,9 @@ def fit(
     )
     try:
         tuner.fit()
-    except Exception as e:  # Tune's own failure (e.g. the database went away): the study stays resumable
+    except Exception as e:  # Tune's own failure: the study stays resumable
+        if is_outage(e):  # longer than the storage retries: not the study's fault; the worker requeues it
+            raise StorageError(f"the database stayed unavailable during the tuning run: {e}") from e
         log.exception("study %s: tuning run failed", spec.name)
         return f"the tuning run failed: {type(e).__name__}: {e}"
     return None

@@ -137,7 +137,7 @@ def test_trials_and_leaderboard_of_a_seeded_study(client, settings):
     study = submit(client, "seeded")
     seed_trials(settings.database_url, "seeded", [0.5, 0.9, None, 0.7])
     board = client.get(f"/v1/studies/{study['id']}/leaderboard").json()
-    assert (board["metric"], board["direction"]) == ("test_acc", "maximize")
+    assert (board["metric"], board["direction"]) == ("val_acc", "maximize")
     assert [(e["rank"], e["number"], e["value"]) for e in board["items"]] == [(1, 1, 0.9), (2, 3, 0.7), (3, 0, 0.5)]
     top = board["items"][0]
     assert (top["best_val_acc"], top["test_acc_at_best_val"], top["best_test_acc"], top["epochs"]) == (

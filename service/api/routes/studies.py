@@ -14,9 +14,10 @@ import search_spaces
 from search_spaces.spec import StudySpec
 
 from ... import crud
+from ...core.db import session_scope
 from ...models import StudyRecord, StudyState
 from ...optuna_queries import SUMMARY_METRICS, TRIAL_STATES, leaderboard, trial_counts, trials_page
-from ..deps import ReadKey, SessionDep, WriteKey
+from ..deps import ReadKey, SettingsDep, WriteKey
 from ..models import (
     LeaderboardPublic,
     ResumeRequest,
@@ -58,7 +59,7 @@ def validate_spec(body: dict[str, Any]) -> StudySpec:
         raise RequestValidationError(errors) from None
 
 
-def _best(session: Session, record: StudyRecord, n_complete: int) -> dict[str, Any] | None:
+def _best(session: Session, record: StudyRecord, n_complete: int, n_finished: int) -> dict[str, Any] | None:
     """A finished study's best trial is in its stored outcome; a live one's comes from the leaderboard query."""
     outcome = record.outcome or {}
     if StudyState(record.state).is_finished and isinstance(outcome.get("best_value"), float | int):
@@ -68,7 +69,7 @@ def _best(session: Session, record: StudyRecord, n_complete: int) -> dict[str, A
             "params": outcome["best_params"],
             **(outcome.get("best_metrics") or {}),
         }
-    top = leaderboard(session, record.name, 1) if n_complete else None
+    top = leaderboard(session, record.name, 1, n_finished=n_finished) if n_complete else None
     return {k: top[0][k] for k in ("number", "value", "params", *SUMMARY_METRICS)} if top else None
 
 
@@ -79,7 +80,7 @@ def to_public(session: Session, records: list[StudyRecord]) -> list[StudyPublic]
         c = counts[r.name]
         n_trials = r.spec["budget"]["n_trials"]
         finished = c["COMPLETE"] + c["PRUNED"]
-        best = _best(session, r, c["COMPLETE"])
+        best = _best(session, r, c["COMPLETE"], finished)
         out.append(
             StudyPublic(
                 id=r.id,
@@ -130,60 +131,72 @@ _CONFLICT: dict[int | str, dict] = {409: {"description": "Not possible in the st
 )
 def submit_study(
     response: Response,
-    session: SessionDep,
+    settings: SettingsDep,
     key: WriteKey,
     body: Annotated[StudyCreate, Body()],
     idempotency_key: IdempotencyKey = None,
 ) -> StudyPublic:
     """Validate and queue a study; a worker picks it up. ``Idempotency-Key`` makes retries safe."""
     spec = validate_spec(body.model_dump(exclude_none=True))
-    record, created = crud.create_study(
-        session=session, spec=spec, idempotency_key=idempotency_key, owner=key.fingerprint if key else None
-    )
+    # committed before the response goes out: a client that reads right after sees it, and a racing duplicate name
+    # fails this request (409) rather than after a 201
+    with session_scope(settings.database_url) as session:
+        record, created = crud.create_study(
+            session=session, spec=spec, idempotency_key=idempotency_key, owner=key.fingerprint if key else None
+        )
+        session.flush()
+        public = to_public(session, [record])[0]
     if not created:
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = f"/v1/studies/{record.id}"
-    return to_public(session, [record])[0]
+    return public
 
 
 @router.get("", response_model=StudiesPublic)
 def read_studies(
-    session: SessionDep,
+    settings: SettingsDep,
     _: ReadKey,
     state: StateFilter = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> StudiesPublic:
     """Studies, newest first, with state and progress."""
-    total, records = crud.list_studies(session=session, limit=limit, offset=offset, state=state)
-    return StudiesPublic(total=total, limit=limit, offset=offset, items=to_public(session, records))
+    with session_scope(settings.database_url) as session:
+        total, records = crud.list_studies(session=session, limit=limit, offset=offset, state=state)
+        return StudiesPublic(total=total, limit=limit, offset=offset, items=to_public(session, records))
 
 
 @router.get("/{study_id}", response_model=StudyPublic, responses=_NOT_FOUND)
-def read_study(study_id: str, session: SessionDep, _: ReadKey) -> StudyPublic:
+def read_study(study_id: str, settings: SettingsDep, _: ReadKey) -> StudyPublic:
     """A study's spec, state, trial counts and best trial."""
-    return to_public(session, [crud.get_study(session=session, study_id=study_id)])[0]
+    with session_scope(settings.database_url) as session:
+        return to_public(session, [crud.get_study(session=session, study_id=study_id)])[0]
 
 
 @router.post("/{study_id}/cancel", status_code=202, response_model=StudyPublic, responses=_NOT_FOUND | _CONFLICT)
-def cancel(study_id: str, session: SessionDep, _: WriteKey) -> StudyPublic:
+def cancel(study_id: str, settings: SettingsDep, _: WriteKey) -> StudyPublic:
     """Stop a study: a queued one at once, a running one within seconds. Finished trials are kept."""
-    return to_public(session, [crud.cancel_study(session=session, study_id=study_id)])[0]
+    with session_scope(settings.database_url) as session:
+        record = crud.cancel_study(session=session, study_id=study_id)
+        session.flush()
+        return to_public(session, [record])[0]
 
 
 @router.post("/{study_id}/resume", status_code=202, response_model=StudyPublic, responses=_NOT_FOUND | _CONFLICT)
 def resume(
-    study_id: str, session: SessionDep, _: WriteKey, body: Annotated[ResumeRequest | None, Body()] = None
+    study_id: str, settings: SettingsDep, _: WriteKey, body: Annotated[ResumeRequest | None, Body()] = None
 ) -> StudyPublic:
     """Queue a cancelled or failed study again (or a finished one with a larger ``n_trials``)."""
-    record = crud.resume_study(session=session, study_id=study_id, n_trials=body.n_trials if body else None)
-    return to_public(session, [record])[0]
+    with session_scope(settings.database_url) as session:
+        record = crud.resume_study(session=session, study_id=study_id, n_trials=body.n_trials if body else None)
+        session.flush()
+        return to_public(session, [record])[0]
 
 
 @router.get("/{study_id}/trials", response_model=TrialsPublic, responses=_NOT_FOUND)
 def read_trials(
     study_id: str,
-    session: SessionDep,
+    settings: SettingsDep,
     _: ReadKey,
     state: TrialStateFilter = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -191,8 +204,9 @@ def read_trials(
     curves: bool = False,
 ) -> TrialsPublic:
     """Trials by number with state, params, values and per-epoch objective; ``curves=true`` adds every curve."""
-    record = crud.get_study(session=session, study_id=study_id)
-    page = trials_page(session, record.name, limit, offset, state, curves)
+    with session_scope(settings.database_url) as session:
+        record = crud.get_study(session=session, study_id=study_id)
+        page = trials_page(session, record.name, limit, offset, state, curves)
     total, items = page if page is not None else (0, [])
     return TrialsPublic(total=total, limit=limit, offset=offset, items=items)
 
@@ -200,16 +214,17 @@ def read_trials(
 @router.get("/{study_id}/leaderboard", response_model=LeaderboardPublic, responses=_NOT_FOUND)
 def read_leaderboard(
     study_id: str,
-    session: SessionDep,
+    settings: SettingsDep,
     _: ReadKey,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
     include_pruned: bool = False,
 ) -> LeaderboardPublic:
     """The best trials first (by the first objective), ordered and limited in SQL."""
-    record = crud.get_study(session=session, study_id=study_id)
+    with session_scope(settings.database_url) as session:
+        record = crud.get_study(session=session, study_id=study_id)
+        items = leaderboard(session, record.name, limit, include_pruned) or []  # None: no trial has started yet
     objective = record.spec["objective"]
     first = objective[0] if isinstance(objective, list) else objective
-    items = leaderboard(session, record.name, limit, include_pruned) or []  # None: no trial has started yet
     return LeaderboardPublic(
         study_id=record.id, name=record.name, metric=first["metric"], direction=first["direction"], items=items
     )
