@@ -105,7 +105,6 @@ SCHEDULERS: dict[str, Algorithm] = {
             "quantile_fraction": float,
             "resample_probability": float,
             "perturbation_factors": list[float],
-            "synch": bool,
         },
     ),
     "median": Algorithm(
