@@ -93,7 +93,19 @@ SCHEDULERS: dict[str, Algorithm] = {
     "none": Algorithm("every trial runs all its epochs"),
     "asha": Algorithm("Ray Tune ASHA (AsyncHyperBandScheduler, one bracket)", {"stop_last_trials": bool}),
     "hyperband": Algorithm(
-        "Ray Tune asynchronous HyperBand (three brackets)", {"brackets": int, "stop_last_trials": bool}
+        "Ray Tune synchronous HyperBand (HyperBandScheduler): trials pause at each rung and resume from checkpoints",
+        {"stop_last_trials": bool},
+    ),
+    "pbt": Algorithm(
+        "Ray Tune population-based training over the searched keys: one Optuna trial per member, exploits "
+        "recorded in its user attr pbt_lineage",
+        {
+            "perturbation_interval": int,
+            "burn_in_period": int,
+            "quantile_fraction": float,
+            "resample_probability": float,
+            "perturbation_factors": list[float],
+        },
     ),
     "median": Algorithm(
         "Ray Tune median stopping rule (never pauses a trial)",

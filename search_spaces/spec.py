@@ -340,6 +340,13 @@ class StudySpec(_Strict):
             corner = TrialConfig.from_dict(self.trial_config(self.lower_corner()))
         except (ValueError, TypeError) as e:
             raise ValueError(f"the trial config this spec builds is invalid: {e}") from None
+        if self.scheduler.name in ("hyperband", "pbt") and (
+            corner.checkpoint_every != 1 or "checkpoint_every" in self.search_space
+        ):
+            raise ValueError(
+                f"scheduler {self.scheduler.name!r} pauses and resumes trials from checkpoints: "
+                f"checkpoint_every must be 1 (got {corner.checkpoint_every})"
+            )
         on_val = [o.metric for o in objectives if o.metric in _VALIDATION_METRICS]
         if on_val and corner.val_fraction == 0 and "val_fraction" not in self.search_space:
             raise ValueError(f"objective {on_val[0]!r} needs a validation split: val_fraction is 0")

@@ -31,7 +31,9 @@ __all__ = [
     "fail_trial",
     "open_storage",
     "read_study_system_attr",
+    "reopen_trial",
     "set_intermediate_value",
+    "stored_intermediate_values",
     "write_study_system_attr",
 ]
 
@@ -183,6 +185,16 @@ def set_intermediate_value(study: optuna.Study, trial: optuna.Trial, step: int, 
     """Store ``value`` at ``step``, overwriting a value reported before (``Trial.report`` keeps the first and warns:
     a trial Ray restarted reports its epochs again)."""
     study._storage.set_trial_intermediate_value(trial._trial_id, step, value)
+
+
+def reopen_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> optuna.Trial:
+    """A live handle on a RUNNING trial this process did not ask for (a dead driver's), to continue it."""
+    return optuna.Trial(study, trial._trial_id)
+
+
+def stored_intermediate_values(study: optuna.Study, trial: optuna.Trial) -> dict[int, float]:
+    """The trial's per-step values as stored now (a live ``Trial`` keeps no copy of them)."""
+    return study._storage.get_trial(trial._trial_id).intermediate_values
 
 
 def read_study_system_attr(study: optuna.Study, key: str) -> Any:

@@ -151,6 +151,7 @@ class Worker:
                 resume=resume,
                 should_cancel=lambda: self._cancel.is_set() or self._stop.is_set(),
                 results_dir=self.settings.ray_results_dir,
+                storage_path=self.settings.checkpoint_path,
             )
             outcome = result.as_dict()
             state, error = result.state, result.reason if result.state != StudyState.SUCCEEDED else None

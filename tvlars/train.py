@@ -10,12 +10,14 @@ import dataclasses
 import json
 import math
 import os
+import random
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -28,7 +30,7 @@ from .optim._base import LayerwiseOptimizer
 from .pipeline import Augment, DeviceLoader, augment_batch, barlow_twins_views
 from .schedules import WarmupCosine, paper_lr
 
-__all__ = ["OPTIMIZERS", "TASKS", "TrialConfig", "run"]
+__all__ = ["OPTIMIZERS", "STATE_VERSION", "TASKS", "TrialConfig", "run"]
 
 TASKS = ("classification", "barlow_twins")
 #: What a trial's ``optimizer`` may be: the ``tvlars.optim`` registry's names and recipes (``lars_warmup``).
@@ -41,6 +43,8 @@ _PAPER_WARMUP_FRACTION = 0.2
 #: The official Barlow Twins projector; the small MLP/CNN workloads get a smaller one.
 _BT_PROJECTOR_RESNET = [4096, 4096, 4096]
 _BT_PROJECTOR_SMALL = [512, 512, 512]
+#: The layout of the trial state ``run`` saves and restores; a state of another version is refused.
+STATE_VERSION = 1
 
 
 @dataclass
@@ -88,6 +92,7 @@ class TrialConfig:
     eval_batch_size: int = 4096
     num_threads: int | None = None
     nan_check_every: int = 1  # CUDA: steps between (non-blocking) divergence checks
+    checkpoint_every: int = 1  # epochs between trial states handed to run()'s save_state (0: never)
     # Barlow Twins
     projector_dims: list[int] | None = None  # None: 4096-4096-4096 on ResNets (official), 512-512-512 otherwise
     bt_lambda: float = 0.005
@@ -143,6 +148,13 @@ class TrialConfig:
         need(self.warmup_epochs is None or 0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", "0..epochs")
         need(_positive_int(self.eval_batch_size), "eval_batch_size", "a positive integer")
         need(_positive_int(self.nan_check_every), "nan_check_every", "a positive integer")
+        need(
+            isinstance(self.checkpoint_every, int)
+            and not isinstance(self.checkpoint_every, bool)
+            and self.checkpoint_every >= 0,
+            "checkpoint_every",
+            "an integer >= 0 (0: no checkpoints)",
+        )
         need(self.num_threads is None or _positive_int(self.num_threads), "num_threads", "a positive integer")
         need(
             self.projector_dims is None or (bool(self.projector_dims) and all(map(_positive_int, self.projector_dims))),
@@ -390,26 +402,120 @@ def _optimizer_readings(opt: torch.optim.Optimizer) -> tuple[float | None, Tenso
     return phi, ratio
 
 
+SaveState = Callable[[int, dict[str, Any]], None]
+
+
+def _rng_state(trial: _Trial) -> dict[str, Any]:
+    """Every random stream a trial draws from, as tensors and ints (``torch.load(weights_only=True)`` reads it)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "generator": trial.generator.get_state(),  # the data order and the augmentations
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "gauss": [has_gauss, gauss],
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(trial: _Trial, state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    trial.generator.set_state(state["generator"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], *n["gauss"]))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _load_optimizer_state(
+    opt: torch.optim.Optimizer, sched: WarmupCosine | None, saved_opt: dict[str, Any], saved_sched: dict | None
+) -> None:
+    """Restore buffers, step counts and the schedule's position, with hyperparameters from this run's config.
+
+    The config's values win over the saved ones (lr, λ, momentum, ...): the same config gives back exactly the
+    saved values, and a population-based-training member that cloned another's state trains on with its own
+    hyperparameters.
+    """
+    fresh = [{k: v for k, v in g.items() if k not in ("params", "step")} for g in opt.param_groups]
+    opt.load_state_dict(saved_opt)
+    for group, hyper in zip(opt.param_groups, fresh, strict=True):
+        group.update(hyper)
+    if sched is not None and saved_sched is not None:
+        sched.load_state_dict(saved_sched)
+        sched.base_lrs = [g["initial_lr"] for g in opt.param_groups]
+        lrs = [base * sched.lr_lambdas[i](sched.last_epoch) for i, base in enumerate(sched.base_lrs)]
+        for group, lr in zip(opt.param_groups, lrs, strict=True):
+            group["lr"] = lr
+        sched._last_lr = lrs
+
+
 def _epoch_loop(
     trial: _Trial,
+    model: nn.Module,
     opt: torch.optim.Optimizer,
     sched: WarmupCosine | None,
     loader: DeviceLoader,
     train_step: Callable[[Tensor, Tensor], Tensor],
     evaluate: Callable[[int], dict[str, Any]],
     report: Callable[[dict[str, Any]], None] | None,
+    state: dict[str, Any] | None = None,
+    save_state: SaveState | None = None,
 ) -> dict[str, Any]:
-    """Train for the configured epochs; report once per epoch with one device→host transfer."""
+    """Train for the configured epochs; report once per epoch with one device→host transfer.
+
+    With ``state`` (what ``save_state`` was given at some epoch) it continues after that epoch; ``save_state``
+    gets the trial's whole state every ``checkpoint_every`` epochs, just before that epoch's report.
+    """
     cfg = trial.cfg
     watch = _DivergenceWatch(trial.device, cfg.nan_check_every if trial.device.type == "cuda" else 1)
     history: list[dict[str, Any]] = []
     best = best_val = -math.inf
     test_at_best_val: float | None = None
     start = time.perf_counter()
-    row: dict[str, Any] = {}
+    elapsed_before = 0.0  # wall seconds of the epochs a restored state had already run
+    first_epoch = 1
+    if state is not None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"Invalid state: version {state.get('version')!r} (this trainer reads {STATE_VERSION})")
+        model.load_state_dict(state["model"])
+        _load_optimizer_state(opt, sched, state["optimizer"], state.get("scheduler"))
+        _set_rng_state(trial, state["rng"])
+        tracked = state["trackers"]
+        best, best_val, test_at_best_val = tracked["best"], tracked["best_val"], tracked["test_at_best_val"]
+        watch.step = tracked["watch_step"]
+        elapsed_before = tracked["wall_seconds"]
+        history = [dict(r) for r in state["history"]]
+        first_epoch = state["epoch"] + 1
+    row: dict[str, Any] = dict(history[-1]) if history else {}
     train_clock = _Stopwatch(trial.device)
     device_name = _device_name(trial.device)
-    for epoch in range(1, cfg.epochs + 1):
+
+    def snapshot(epoch: int) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict() if sched is not None else None,
+            "rng": _rng_state(trial),
+            "trackers": {
+                "best": best,
+                "best_val": best_val,
+                "test_at_best_val": test_at_best_val,
+                "watch_step": watch.step,
+                "wall_seconds": elapsed_before + time.perf_counter() - start,
+            },
+            "history": [dict(r) for r in history],
+        }
+
+    for epoch in range(first_epoch, cfg.epochs + 1):
         epoch_start = time.perf_counter()
         train_clock.start()
         loss_sum = torch.zeros((), device=trial.device)
@@ -467,6 +573,8 @@ def _epoch_loop(
             **metrics,
         }
         history.append(row)
+        if save_state is not None and cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0 and not diverged:
+            save_state(epoch, snapshot(epoch))
         if report is not None:
             report(dict(row))
         if diverged:
@@ -475,7 +583,7 @@ def _epoch_loop(
         **row,
         "final_test_acc": row.get("test_acc"),
         "epochs_run": len(history),
-        "wall_seconds": time.perf_counter() - start,
+        "wall_seconds": elapsed_before + time.perf_counter() - start,
         "history": history,
     }
 
@@ -486,7 +594,7 @@ def _device_name(device: torch.device) -> str:
     return f"cpu:{torch.get_num_threads()} threads"
 
 
-def _classification(trial: _Trial, report: Callable | None) -> dict[str, Any]:
+def _classification(trial: _Trial, report: Callable | None, state: dict | None, save: SaveState | None) -> dict:
     cfg = trial.cfg
     model = build_model(cfg.model, trial.data.input_shape, trial.data.num_classes, cfg.stem).to(trial.device)
     if trial.channels_last:
@@ -515,10 +623,10 @@ def _classification(trial: _Trial, report: Callable | None) -> dict[str, Any]:
         metrics["test_loss"], metrics["test_acc"] = _evaluate(model, trial.eval_loaders["test"], trial.autocast)
         return metrics
 
-    return _epoch_loop(trial, opt, sched, loader, train_step, evaluate, report)
+    return _epoch_loop(trial, model, opt, sched, loader, train_step, evaluate, report, state, save)
 
 
-def _barlow_twins(trial: _Trial, report: Callable | None) -> dict[str, Any]:
+def _barlow_twins(trial: _Trial, report: Callable | None, state: dict | None, save: SaveState | None) -> dict:
     """Pretrain with Barlow Twins and the optimizer under test; probe the frozen backbone.
 
     Each epoch reports a closed-form ridge probe's validation and test accuracy (fast, for pruning); the last
@@ -605,11 +713,25 @@ def _barlow_twins(trial: _Trial, report: Callable | None) -> dict[str, Any]:
         )
         return {**{f"{s}_acc": final[s] for s in eval_splits}, "probe": "sgd", "probe_best_acc": best["test"]}
 
-    return _epoch_loop(trial, opt, sched, loader, train_step, evaluate, report)
+    return _epoch_loop(trial, model, opt, sched, loader, train_step, evaluate, report, state, save)
 
 
-def run(config: dict[str, Any], report: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def run(
+    config: dict[str, Any],
+    report: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    state: dict[str, Any] | None = None,
+    save_state: SaveState | None = None,
+) -> dict[str, Any]:
     """Run one trial and return its final metrics.
+
+    Checkpoints: every ``checkpoint_every`` epochs (default 1; 0: never) ``save_state(epoch, state)`` is called
+    just before that epoch's ``report`` with the trial's whole state (model, optimizer with its step counts, LR
+    schedule, every RNG and so the data order, best-so-far trackers, history; tensors, ints, floats, strings and
+    lists only, so ``torch.load(weights_only=True)`` reads it back). Serialise it before returning: its tensors
+    are the live ones. ``run(config, report, state=state)`` continues at ``state["epoch"] + 1`` and reproduces
+    the uninterrupted run's later epochs exactly on CPU. Hyperparameters come from ``config``, not from the
+    state (a population-based-training member trains on from another's state with its own).
 
     Calls ``report`` once per epoch with ``epoch, step, train_loss, val_loss, val_acc, best_val_acc,
     test_acc_at_best_val, test_loss, test_acc, best_test_acc, lr, phi, mean_trust_ratio, images_per_s,
@@ -625,7 +747,8 @@ def run(config: dict[str, Any], report: Callable[[dict[str, Any]], None] | None 
     """
     cfg = TrialConfig.from_dict(config)
     trial = _Trial(cfg)
-    return _classification(trial, report) if cfg.task == "classification" else _barlow_twins(trial, report)
+    task = _classification if cfg.task == "classification" else _barlow_twins
+    return task(trial, report, state, save_state)
 
 
 def _parse_value(text: str) -> Any:

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     worker_stale_s: float = Field(default=20.0, gt=0, description="a worker silent this long is dead")
     worker_poll_s: float = Field(default=1.0, gt=0)
     ray_results_dir: str | None = None
+    checkpoint_path: str | None = Field(
+        default=None,
+        description="Ray Tune storage for trial checkpoints: a folder every Ray node sees, or a URI (s3://...); "
+        "default ray_results_dir",
+    )
     # -- the database under load and in an outage --
     db_pool_size: int = Field(default=16, ge=1, description="pooled connections per process (API threads match)")
     db_max_overflow: int = Field(default=4, ge=0, description="connections beyond the pool under bursts")

@@ -3,6 +3,16 @@
 ``study.run_study`` drives one run; ``records`` keeps the study in Optuna; ``lease`` keeps two drivers apart;
 ``factories`` builds samplers, schedulers and distributions; ``searcher`` asks and tells Optuna for Ray Tune;
 ``ray_setup`` starts Ray and the Tuner; ``trainable`` is one trial.
+
+Checkpoints: a trial saves its whole trainer state every ``checkpoint_every`` epochs through Ray Tune
+(``trainable``); Ray retries, HyperBand pauses and PBT exploits restore from it, and a study resumed after its
+driver died re-launches the trials left RUNNING from the checkpoint recorded in their user attr ``checkpoint``
+(``records.fail_orphaned_trials`` fails only those without one). Each trial records ``node_id`` and ``hostname``.
+
+Population-based training (``scheduler: pbt``) maps onto Optuna as one trial per population member: its params
+are the initial values the sampler gave it; each exploit appends ``{epoch, cloned_from_trial, new_params}`` to its
+user attr ``pbt_lineage`` (it took that trial's state after ``epoch`` and trains on with ``new_params``); its
+curves are what it reported epoch by epoch, and its value is what it reached at the end.
 """
 
 from .._optuna import open_storage

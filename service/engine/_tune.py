@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
-from ray.tune.schedulers import MedianStoppingRule, TrialScheduler
+from ray.tune.schedulers import MedianStoppingRule, PopulationBasedTraining, TrialScheduler
 
 
 class StopAll(tune.Stopper):
@@ -53,3 +53,57 @@ class MedianStoppingNoPause(MedianStoppingRule):
 
     def _on_insufficient_samples(self, tune_controller, trial, time: float) -> str:
         return TrialScheduler.CONTINUE
+
+
+class CheckpointLocations(tune.Callback):
+    """Tells the searcher where each trial's latest checkpoint was persisted, as a path or URI to reopen it with.
+
+    ``storage_uri`` is the run's storage path as configured (a folder, or a URI such as ``s3://bucket/prefix``):
+    a checkpoint on a remote filesystem is named by that URI plus its place under the storage root.
+    """
+
+    def __init__(self, note: Callable[[str, str, int | None], None], storage_uri: str) -> None:
+        self.note = note
+        self.storage_uri = storage_uri
+
+    def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info: Any) -> None:
+        import pyarrow.fs
+
+        path = checkpoint.path
+        if not isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+            root = trial.storage.storage_fs_path.rstrip("/")
+            path = self.storage_uri.rstrip("/") + "/" + path[len(root) :].lstrip("/")
+        epoch = (trial.last_result or {}).get("epoch")
+        self.note(trial.trial_id, path, epoch)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"storage_uri": self.storage_uri}  # the searcher (and its database) never travels with Tune's state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.storage_uri = state["storage_uri"]
+        self.note = lambda *args: None
+
+
+class OptunaPopulationBasedTraining(PopulationBasedTraining):
+    """Ray's PBT alongside the engine's Optuna searcher.
+
+    Ray refuses any search algorithm with PBT, because a searcher that learns from (config, result) pairs would
+    be misled when PBT changes a trial's config mid-run. The engine's searcher learns nothing from Tune: it asks
+    Optuna for each member's initial values, records results per Ray trial id, and writes every exploit into the
+    member's ``pbt_lineage`` (see :mod:`service.engine`); so the guard is lifted for it alone.
+    """
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        super().on_trial_add(_WithoutSearcher(tune_controller), trial)
+
+
+class _WithoutSearcher:
+    """A controller as PBT's ``on_trial_add`` sees it: without a search algorithm, everything else unchanged."""
+
+    search_alg = None
+
+    def __init__(self, controller) -> None:
+        self._controller = controller
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._controller, name)

@@ -50,6 +50,8 @@ def _tune_env() -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # num_to_keep forces a small experiment snapshot after every few checkpoints; Tune warns each time
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # ...so Tune's end-of-run analysis finds no result files and warns once per trial: not news to us.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
@@ -82,30 +84,43 @@ def fit(
     callbacks: list,
     ray_address: str | None = None,
     results_dir: str | os.PathLike | None = None,
+    storage_path: str | None = None,
 ) -> str | None:
-    """Run Ray Tune with ``searcher`` until it or ``stop_reason`` ends the run. Returns Tune's own failure, if any."""
+    """Run Ray Tune with ``searcher`` until it or ``stop_reason`` ends the run. Returns Tune's own failure, if any.
+
+    Tune's storage path (its run folders and the trials' checkpoints) is ``storage_path``, else
+    ``TVLARS_CHECKPOINT_PATH``, else ``results_dir``, else a folder under the temp dir. On a cluster it must be
+    a folder every node sees (NFS) or an object-store URI (``s3://bucket/prefix``, ``gs://...``).
+    """
     _tune_env()
     from ray import tune
 
-    from ._tune import StopAll
+    from ._tune import CheckpointLocations, StopAll
+    from .factories import CHECKPOINTS_KEPT
     from .trainable import train_trial
 
     ensure_ray(ray_address)
-    results = Path(results_dir or Path(tempfile.gettempdir()) / "tvlars-tune-ray").resolve()
+    storage = storage_path or os.environ.get("TVLARS_CHECKPOINT_PATH") or None
+    if storage is None:
+        storage = str(Path(results_dir or Path(tempfile.gettempdir()) / "tvlars-tune-ray").resolve())
+    callbacks = [*callbacks, CheckpointLocations(searcher.note_checkpoint, storage)]
     tuner = tune.Tuner(
         tune.with_resources(train_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=build_scheduler(spec),
             num_samples=-1,
-            max_concurrent_trials=spec.budget.max_concurrent,
+            # synchronous HyperBand compares a bracket's trials, so they must all exist at once (PENDING or
+            # PAUSED): a limiter would let each finish alone. Ray's free resources bound how many run.
+            max_concurrent_trials=None if spec.scheduler.name == "hyperband" else spec.budget.max_concurrent,
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=f"{spec.name}-{uuid.uuid4().hex[:8]}",
-            storage_path=str(results),
+            storage_path=storage,
             stop=StopAll(stop_reason),
             failure_config=tune.FailureConfig(max_failures=RAY_MAX_FAILURES),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT.get(spec.scheduler.name, 2)),
             callbacks=callbacks,
             verbose=0,
         ),

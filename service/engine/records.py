@@ -21,7 +21,7 @@ from ..errors import NameTakenError, NotFoundError
 from ..models import StudyState
 from ..optuna_queries import SUMMARY_METRICS
 from .factories import build_sampler
-from .searcher import FailKind
+from .searcher import CHECKPOINT_ATTR, FailKind, Resumable
 
 __all__ = [
     "SPEC_ATTR",
@@ -105,12 +105,20 @@ def study_counts(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
-def fail_orphaned_trials(study: optuna.Study, reason: str) -> int:
-    """FAIL every RUNNING trial (call only while holding the study's lease). Returns how many."""
-    n = 0
+def fail_orphaned_trials(study: optuna.Study, reason: str) -> tuple[int, list[Resumable]]:
+    """Sort the RUNNING trials a dead driver left (call only while holding the study's lease).
+
+    A trial with a recorded checkpoint (user attr ``checkpoint``) stays RUNNING, to be continued from it; the
+    others are FAIL (kind ``orphaned``). Returns ``(how many failed, the trials to continue)``.
+    """
+    n, resumable = 0, []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        n += fail_trial(study, t, {"fail_kind": FailKind.ORPHANED, "fail_reason": reason})
-    return n
+        checkpoint = t.user_attrs.get(CHECKPOINT_ATTR)
+        if checkpoint and checkpoint.get("uri"):
+            resumable.append(Resumable(t, checkpoint["uri"]))
+        else:
+            n += fail_trial(study, t, {"fail_kind": FailKind.ORPHANED, "fail_reason": reason})
+    return n, resumable
 
 
 def outcome(study: optuna.Study, spec: StudySpec, state: StudyState | None, reason: str | None) -> StudyOutcome:

@@ -8,6 +8,7 @@ is never pickled into Tune's checkpoints (the Optuna database is the record; res
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -23,11 +24,19 @@ from ray.tune.search import Searcher
 
 from search_spaces.spec import StudySpec
 
-from .._optuna import set_intermediate_value
+from .._optuna import reopen_trial, set_intermediate_value, stored_intermediate_values
 from ..optuna_queries import SUMMARY_METRICS
 from .trainable import jsonable
 
-__all__ = ["FailKind", "OptunaStudySearcher", "TrialRun", "epochs_spent", "trial_epochs"]
+__all__ = [
+    "CHECKPOINT_ATTR",
+    "FailKind",
+    "OptunaStudySearcher",
+    "Resumable",
+    "TrialRun",
+    "epochs_spent",
+    "trial_epochs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +53,8 @@ CURVE_KEYS = (
     "mean_trust_ratio",
     "images_per_s",
 )
+#: User attr with a running trial's latest persisted checkpoint: ``{"uri": ..., "epoch": ...}`` (None once ended).
+CHECKPOINT_ATTR = "checkpoint"
 
 
 def trial_epochs(trial: optuna.trial.FrozenTrial) -> int:
@@ -78,6 +89,17 @@ class TrialRun:
     started: float = field(default_factory=time.time)
     results: list[dict[str, Any]] = field(default_factory=list)
     restarts: int = 0
+    attempt: str | None = None  # the trainable's token of the run that reports now
+    where: tuple[Any, Any] = (None, None)  # (node_id, hostname) last recorded
+    lineage: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Resumable:
+    """A trial a dead driver left RUNNING, with the checkpoint it is to continue from."""
+
+    trial: optuna.trial.FrozenTrial
+    checkpoint: str  # a path or URI Ray's ``Checkpoint`` opens
 
 
 class OptunaStudySearcher(Searcher):
@@ -104,6 +126,7 @@ class OptunaStudySearcher(Searcher):
         should_stop: Callable[[], str | None],
         on_change: Callable[[], None] | None = None,
         error_text: Callable[[str], str | None] | None = None,
+        resumable: list[Resumable] | None = None,
     ) -> None:
         super().__init__(metric=None, mode=None)  # schedulers take metric and mode from TuneConfig
         self.study = study
@@ -121,6 +144,8 @@ class OptunaStudySearcher(Searcher):
         self._lock = threading.Lock()
         self._single_objective = len(spec.objectives) == 1
         self._epoch_budget_spent = False
+        self._resumable = list(resumable or [])  # re-launched first, each as the same Optuna trial
+        self._numbers: dict[str, int] = {}  # every Ray trial id of this run → its Optuna trial number
 
     @property
     def epoch_budget_spent(self) -> bool:
@@ -155,6 +180,8 @@ class OptunaStudySearcher(Searcher):
                 self._stop_reason = self._should_stop()
             if self._stop_reason is not None:
                 return Searcher.FINISHED
+            if self._resumable:
+                return self._relaunch(trial_id, self._resumable.pop(0))
             remaining = self.spec.budget.n_trials - self._n_finished  # type: ignore[operator]
             if remaining <= len(self._running) or self._grid_exhausted() or self._no_epochs_left():
                 # enough trials are under way; a failure (or a pruned trial's unspent epochs) may call for another
@@ -162,10 +189,39 @@ class OptunaStudySearcher(Searcher):
             trial = self.study.ask(self._distributions)
             trial.set_user_attr("ray_trial_id", trial_id)
             self._running[trial_id] = TrialRun(trial)
+            self._numbers[trial_id] = trial.number
             params = dict(trial.params)
-        seed = self.spec.seed + trial.number if self.spec.vary_seed else self.spec.seed
-        config = self.spec.trial_config(params, trial_seed=seed)
-        return {"trial": config, "number": trial.number}
+        return self._config(trial.number, params)
+
+    def _config(self, number: int, params: dict[str, Any], restore: str | None = None) -> dict[str, Any]:
+        seed = self.spec.seed + number if self.spec.vary_seed else self.spec.seed
+        config = {
+            "trial": self.spec.trial_config(params, trial_seed=seed),
+            "number": number,
+            "searched": sorted(self.spec.search_space),
+        }
+        if restore is not None:
+            config["restore"] = restore
+        return config
+
+    def _relaunch(self, trial_id: str, resumable: Resumable) -> dict[str, Any]:
+        """The config that continues a RUNNING trial of a dead driver from its checkpoint (lock held)."""
+        frozen = resumable.trial
+        trial = reopen_trial(self.study, frozen)
+        trial.set_user_attr("ray_trial_id", trial_id)
+        run = TrialRun(trial, restarts=int(frozen.user_attrs.get("restarts", 0)) + 1)
+        trial.set_user_attr("restarts", run.restarts)
+        run.lineage = list(frozen.user_attrs.get("pbt_lineage", []))
+        self._running[trial_id] = run
+        self._numbers[trial_id] = frozen.number
+        log.info("trial %d continues from its checkpoint %s", frozen.number, resumable.checkpoint)
+        return self._config(frozen.number, dict(frozen.params), restore=resumable.checkpoint)
+
+    def note_checkpoint(self, trial_id: str, uri: str, epoch: int | None) -> None:
+        """Record where a running trial's latest checkpoint is, so a resumed study can continue the trial."""
+        run = self._running.get(trial_id)
+        if run is not None:
+            run.optuna_trial.set_user_attr(CHECKPOINT_ATTR, {"uri": uri, "epoch": epoch})
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         run = self._running.get(trial_id)
@@ -228,6 +284,12 @@ class OptunaStudySearcher(Searcher):
 
     def _record(self, run: TrialRun, result: dict[str, Any]) -> None:
         """Keep an epoch's result once, and store the objective as the epoch's intermediate value."""
+        trial = run.optuna_trial
+        where = (result.get("node_id"), result.get("hostname"))
+        if where[0] is not None and where != run.where:
+            trial.set_user_attr("node_id", where[0])
+            trial.set_user_attr("hostname", where[1])
+            run.where = where
         if "error" in result or "epoch" not in result:
             return
         last = run.results[-1] if run.results else None
@@ -236,11 +298,13 @@ class OptunaStudySearcher(Searcher):
             result.get("wall_seconds"),
         ):
             return  # the same result again: Tune passes the last one to on_trial_complete as well
-        if last is not None and result["epoch"] <= last["epoch"]:
-            # Ray restarted the trial (a retry after its worker died): the new run's epochs replace the old ones
+        result = dict(result)
+        restored_history = result.pop("restored_history", None)
+        new_attempt = result.get("attempt") != run.attempt
+        if new_attempt:
+            self._on_new_attempt(run, result, restored_history)
+        if run.results and result["epoch"] <= run.results[-1]["epoch"]:
             run.results = [r for r in run.results if r["epoch"] < result["epoch"]]
-            run.restarts += 1
-            run.optuna_trial.set_user_attr("restarts", run.restarts)
         run.results.append(result)
         if self._single_objective:
             value = result.get(self.spec.objectives[0].metric)
@@ -248,8 +312,44 @@ class OptunaStudySearcher(Searcher):
                 # overwrites a step a restarted run reports again (Trial.report would keep the first and warn)
                 set_intermediate_value(self.study, run.optuna_trial, int(result["epoch"]), value)
 
+    def _on_new_attempt(self, run: TrialRun, result: dict[str, Any], restored_history: list | None) -> None:
+        """The trial's function started again: after a retry, a pause (HyperBand), a clone (PBT) or a relaunch.
+
+        Epochs up to the checkpoint it resumed from are kept (from this driver's record, else from the history
+        its own checkpoint carries); later ones are replaced by the new run's. Without a checkpoint it starts at
+        epoch 1. A PBT clone may jump ahead to its donor's epoch: its curve then has a gap there.
+        """
+        trial = run.optuna_trial
+        if run.attempt is not None:  # (a relaunch counted itself)
+            run.restarts += 1
+            trial.set_user_attr("restarts", run.restarts)
+        run.attempt = result.get("attempt")
+        resumed = result.get("resumed_from_epoch")
+        kept = int(resumed) if resumed is not None else 0
+        earlier = [r for r in run.results if r["epoch"] <= kept]
+        if len(earlier) < kept and restored_history and result.get("cloned_from") is None:
+            # (a clone's history is its donor's: a member's curve holds only what the member itself reported)
+            earlier = [r for r in restored_history if r["epoch"] <= kept]
+        run.results = earlier
+        if resumed is not None:
+            trial.set_user_attr("resumed_from_epoch", kept)
+        if result.get("cloned_from") is not None:
+            donor = self._numbers.get(result["cloned_from"])
+            params = json.loads(result["params"]) if result.get("params") else None
+            run.lineage.append({"epoch": kept, "cloned_from_trial": donor, "new_params": params})
+            trial.set_user_attr("pbt_lineage", jsonable(run.lineage))
+        if self._single_objective and earlier:
+            # a relaunched trial: its dead driver may not have stored every earlier epoch's value
+            stored = stored_intermediate_values(self.study, trial)
+            metric = self.spec.objectives[0].metric
+            for r in earlier:
+                value = r.get(metric)
+                if r["epoch"] not in stored and value is not None and math.isfinite(value):
+                    set_intermediate_value(self.study, trial, int(r["epoch"]), value)
+
     def _tell(self, trial_id: str, run: TrialRun, result: dict[str, Any] | None, error: bool) -> None:
         trial = run.optuna_trial
+        trial.set_user_attr(CHECKPOINT_ATTR, None)  # ended: nothing to continue
         last = run.results[-1] if run.results else {}
         self._save_curves(trial, run)
         if error:

@@ -2,8 +2,9 @@
 
 The pieces: :mod:`.records` (the study in Optuna, counts, outcome), :mod:`.lease` (one driver per study),
 :mod:`.factories` (sampler, scheduler, distributions), :mod:`.searcher` (asks and tells Optuna for Ray Tune) and
-:mod:`.ray_setup` (Ray and the Tuner). A driver that died leaves a stale lease; the next run fails the trials it
-left RUNNING and runs only what the budget still lacks.
+:mod:`.ray_setup` (Ray and the Tuner). A driver that died leaves a stale lease; the next run continues the trials it
+left RUNNING from their latest checkpoints (the same Optuna trials), fails those that had none, and runs only what
+the budget still lacks.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def run_study(
     ray_address: str | None = None,
     results_dir: str | os.PathLike | None = None,
     lease_ttl_s: float | None = None,
+    storage_path: str | None = None,
 ) -> StudyOutcome:
     """Run (or resume) a study to the end of its budget.
 
@@ -51,6 +53,8 @@ def run_study(
         on_progress: called with the study's counts after each trial ends.
         ray_address: a Ray cluster to join (default: ``RAY_ADDRESS``, else a local Ray).
         results_dir: where Ray Tune keeps its per-run files (default: a folder under the temp dir).
+        storage_path: where trial checkpoints go, a folder every Ray node can reach or a URI (``s3://...``);
+            default ``TVLARS_CHECKPOINT_PATH``, else ``results_dir``.
         lease_ttl_s: seconds after which a silent driver's lease counts as stale (default 30; ``TVLARS_LEASE_TTL_S``).
 
     Returns how the run ended. Raises :class:`NameTakenError` for a name taken by another spec,
@@ -59,9 +63,12 @@ def run_study(
     spec = _validated(spec)
     study, created = create_or_load(storage_url, spec, resume)
     with Lease(study, _lease_ttl(lease_ttl_s)):
-        orphans = fail_orphaned_trials(study, "its driver stopped while it ran (failed when the study resumed)")
+        reason = "its driver stopped while it ran, before any checkpoint (failed when the study resumed)"
+        orphans, resumable = fail_orphaned_trials(study, reason)
         if orphans:
             log.warning("study %s: %d trial(s) left RUNNING by a dead driver marked FAIL", spec.name, orphans)
+        if resumable:
+            log.warning("study %s: %d trial(s) of a dead driver continue from checkpoints", spec.name, len(resumable))
         if created:
             for params in spec.enqueue:
                 study.enqueue_trial(params, user_attrs={"enqueued": True}, skip_if_exists=True)
@@ -87,10 +94,17 @@ def run_study(
             should_stop=poll,
             on_change=(lambda: on_progress(study_counts(study))) if on_progress else None,
             error_text=errors.messages.get,
+            resumable=resumable,
         )
         stop = lambda: searcher.stop_reason or poll()  # noqa: E731
         failure = fit(
-            spec, searcher, stop_reason=stop, callbacks=[errors], ray_address=ray_address, results_dir=results_dir
+            spec,
+            searcher,
+            stop_reason=stop,
+            callbacks=[errors],
+            ray_address=ray_address,
+            results_dir=results_dir,
+            storage_path=storage_path,
         )
         # trials Tune stopped without a completion callback
         kind = FailKind.CANCELLED if poll.cancelled else FailKind.INFRASTRUCTURE

@@ -3,22 +3,40 @@
 A trial's own exception (bad hyperparameters, missing data, a bug) is caught and reported as a final result with
 ``error`` set, so the engine records it as FAIL with its message and Ray does not retry it: Ray's retries are kept
 for infrastructure failures (a worker process killed, a node lost).
+
+Checkpoints: every ``checkpoint_every`` epochs (a trial key, default 1) the trainer's whole state goes into a
+folder reported with that epoch's result (``tune.report(metrics, checkpoint=Checkpoint.from_directory(...))``);
+Ray Tune persists it under the run's storage path (a local folder, a shared path or an object-store URI). A trial
+restarts from ``tune.get_checkpoint()`` when Ray retries it (node lost, actor killed), when a scheduler resumes it
+after a pause (synchronous HyperBand) or clones another member into it (PBT), and from ``config["restore"]`` when
+a resumed study re-launches a trial its dead driver left RUNNING. Each result after a restore carries
+``resumed_from_epoch``, and ``cloned_from_trial`` with ``params`` when the state came from another trial; every
+result carries ``node_id`` and ``hostname``, where it ran.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import shutil
+import socket
+import tempfile
 import time
 import traceback
+import uuid
+from pathlib import Path
 from typing import Any
 
 from ray import tune
 
-__all__ = ["jsonable", "train_trial"]
+__all__ = ["STATE_FILE", "jsonable", "train_trial"]
 
 #: Characters of a traceback kept with a failed trial.
 MAX_TRACEBACK_CHARS = 4000
+#: The trainer state inside a checkpoint folder (``torch.save``), and what wrote it (JSON).
+STATE_FILE = "state.pt"
+META_FILE = "trial.json"
 
 
 def jsonable(value: Any) -> Any:
@@ -32,8 +50,21 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def _load_state(checkpoint: tune.Checkpoint) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The trainer state and the writer's metadata (``number``: the Optuna trial that saved it)."""
+    import torch
+
+    with checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+        meta = json.loads((Path(folder) / META_FILE).read_text())
+    return state, meta
+
+
 def train_trial(config: dict[str, Any]) -> None:
-    """Tune function trainable. ``config``: ``{"trial": <tvlars.train config>, "number": <Optuna trial number>}``."""
+    """Tune function trainable. ``config``: ``{"trial": <tvlars.train config>, "number": <Optuna trial number>,
+    "searched": [searched keys], "restore": <checkpoint path or URI to start from, optional>}``."""
+    import torch
+
     from tvlars.train import run  # imported in the worker, so the driver never loads torch for this
 
     trial_config = dict(config["trial"])
@@ -41,18 +72,61 @@ def train_trial(config: dict[str, Any]) -> None:
         # a trial holding N CPUs uses N threads, not every core of the machine
         trial_config["num_threads"] = max(1, int(os.environ.get("OMP_NUM_THREADS") or 0) or _cpus_assigned())
     epochs = trial_config.get("epochs")
+    number = config.get("number")
+    trial_id = _trial_id()
     started = time.perf_counter()
     last_epoch = 0
+    where = {"node_id": _node_id(), "hostname": socket.gethostname()}
+    restored: dict[str, Any] = {}
+    pending: list[Path] = []  # the checkpoint folder to report with the next result
+
+    attempt = uuid.uuid4().hex[:12]  # tells the driver that the trial's function started again
+    history: list[dict[str, Any]] = []
 
     def report(row: dict[str, Any]) -> None:
         nonlocal last_epoch
+        row = {**row, **where, **restored, "attempt": attempt, "wall_seconds": time.perf_counter() - started}
+        if history and not last_epoch:
+            row["restored_history"] = history
         last_epoch = row["epoch"]
-        row = {**row, "wall_seconds": time.perf_counter() - started}
         row["final"] = bool(row.get("diverged")) or row["epoch"] == epochs
-        tune.report(jsonable(row))
+        folder = pending.pop() if pending else None
+        try:
+            checkpoint = tune.Checkpoint.from_directory(str(folder)) if folder else None
+            tune.report(jsonable(row), checkpoint=checkpoint)  # returns once Tune has persisted the checkpoint
+        finally:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def save_state(epoch: int, state: dict[str, Any]) -> None:
+        if epoch == epochs:
+            # the trial is done: nothing to continue, and PBT must not clone a finished model into a member that
+            # then reports it as its own result
+            return
+        folder = Path(tempfile.mkdtemp(prefix=f"tvlars-ckpt-{number}-{epoch}-"))
+        torch.save(state, folder / STATE_FILE)
+        (folder / META_FILE).write_text(json.dumps({"trial_id": trial_id, "number": number, "epoch": epoch}))
+        pending[:] = [folder]
 
     try:
-        run(trial_config, report)
+        state = None
+        checkpoint = tune.get_checkpoint()
+        from_run = checkpoint is not None
+        if checkpoint is None and config.get("restore"):
+            checkpoint = tune.Checkpoint(config["restore"])
+        if checkpoint is not None:
+            state, meta = _load_state(checkpoint)
+            restored["resumed_from_epoch"] = int(state["epoch"])
+            history = state["history"]  # the epochs before the restore, reported once for a driver that lacks them
+            if from_run and meta.get("trial_id") != trial_id:
+                # a scheduler gave this trial another's state (PBT's exploit): with its own, new hyperparameters
+                restored["cloned_from"] = meta.get("trial_id")
+                # as JSON text: Tune flattens nested dicts in results before the searcher sees them
+                restored["params"] = json.dumps({k: trial_config.get(k) for k in config.get("searched", ())})
+        run(trial_config, report, state=state, save_state=save_state)
+        if not last_epoch and history:
+            # restored after its last epoch (its driver died before recording the end): report that epoch again
+            report(dict(history[-1]))
     except Exception as e:  # recorded as FAIL with its reason; see the module docstring
         tune.report(
             {
@@ -61,8 +135,25 @@ def train_trial(config: dict[str, Any]) -> None:
                 "error": f"{type(e).__name__}: {e}",
                 "traceback": traceback.format_exc()[-MAX_TRACEBACK_CHARS:],
                 "wall_seconds": time.perf_counter() - started,
+                **where,
             }
         )
+
+
+def _trial_id() -> str | None:
+    try:
+        return tune.get_context().get_trial_id()
+    except Exception:  # outside Tune
+        return None
+
+
+def _node_id() -> str | None:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # outside Ray (tests calling this directly)
+        return None
 
 
 def _cpus_assigned() -> int:

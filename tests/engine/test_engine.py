@@ -201,7 +201,7 @@ def test_killed_driver_then_resume_finishes_the_study(storage_url, tmp_path):
                 continue
             done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if len(done) >= 2 and running and running[0].intermediate_values:
+            if len(done) >= 2 and running and (running[0].user_attrs.get("checkpoint") or {}).get("epoch", 0) >= 2:
                 break
             assert driver.poll() is None, driver.stderr.read().decode()[-3000:]
             time.sleep(0.2)
@@ -211,15 +211,22 @@ def test_killed_driver_then_resume_finishes_the_study(storage_url, tmp_path):
         driver.kill()
         driver.wait()
     before = _snapshot(study)
-    assert len(before) >= 2 and study.get_trials(states=(TrialState.RUNNING,))  # killed mid-trial
+    (killed,) = study.get_trials(states=(TrialState.RUNNING,))  # killed mid-trial, after a checkpoint
+    assert len(before) >= 2
+    saved_epoch = killed.user_attrs["checkpoint"]["epoch"]
 
     outcome = run_study(spec, storage_url)  # resume: same spec, same name
     study = load_study(storage_url, spec["name"])
     assert outcome.state == SUCCEEDED
     assert not study.get_trials(states=(TrialState.RUNNING,))
     assert outcome.n_complete == 5
-    orphans = [t for t in study.get_trials() if t.user_attrs.get("fail_kind") == FailKind.ORPHANED]
-    assert len(orphans) == 1 and orphans[0].intermediate_values  # the one killed mid-way, with its epochs so far
+    assert not [t for t in study.get_trials() if t.user_attrs.get("fail_kind") == FailKind.ORPHANED]
+    # the killed trial continued from its checkpoint as the same Optuna trial, its earlier epochs kept
+    continued = study.trials[killed.number]
+    assert continued.state == TrialState.COMPLETE and len(study.trials) == 5
+    assert continued.user_attrs["resumed_from_epoch"] >= saved_epoch
+    assert continued.user_attrs["curves"]["epoch"] == list(range(1, 13))
+    assert sorted(continued.intermediate_values) == list(range(1, 13))
     after = _snapshot(study)
     assert {n: after[n] for n in before} == before  # no finished trial changed
 
