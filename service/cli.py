@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -99,6 +100,9 @@ def serve(
     console.print(
         f"tvlars-tune API on http://{host}:{port} (docs at /docs), {workers} worker(s), database {_safe(settings)}"
     )
+    # uvicorn re-raises the SIGTERM it shut down on; with the default handler that would end this process before
+    # the `finally` below stops the workers, leaving them running with no parent
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         if api_processes > 1:  # each process builds the app from the same environment
             uvicorn.run(
@@ -119,6 +123,10 @@ def serve(
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 @app.command()

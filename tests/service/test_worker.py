@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -15,7 +16,7 @@ from service.crud import create_study
 from service.models import StudyRecord
 
 from ..conftest import unique_name
-from ..utils.server import start_worker
+from ..utils.server import start_server, start_worker
 from ..utils.specs import quick_spec
 
 pytestmark = pytest.mark.usefixtures("ray_address")
@@ -96,3 +97,24 @@ def test_sigterm_puts_the_running_study_back_in_the_queue(sqlite_url, tmp_path):
     study = optuna.load_study(study_name=name, storage=sqlite_url)
     assert not study.get_trials(states=(TrialState.RUNNING,))
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) >= 1
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_to_serve_stops_its_workers_too(sqlite_url, tmp_path):
+    # uvicorn re-raises the SIGTERM it shut down on: `serve` must still stop its workers, not orphan them
+    server = start_server(sqlite_url, tmp_path, workers=1)
+    workers = _children(server.proc.pid)
+    assert len(workers) == 1 and _alive(workers[0])
+    server.proc.send_signal(signal.SIGTERM)
+    server.proc.wait(timeout=60)
+    _wait(lambda: not _alive(workers[0]), 45, "the worker to stop with its serve")
