@@ -31,6 +31,9 @@ def test_study_runs_on_two_nodes_and_survives_losing_one(pg_url, tmp_path):
         budget={"n_trials": 3, "max_concurrent": 2},
         workload={"epochs": EPOCHS, "batch_size": 250},
     )
+    # one storage for the polling below: a storage per poll opens a connection pool each time and exhausts
+    # PostgreSQL's max_connections within the test's minutes
+    storage = optuna.storages.RDBStorage(pg_url)
     with RayTestCluster(head_cpus=1) as cluster:
         head = cluster.node_ids["head"]
         node2 = cluster.add_node("node2", num_cpus=1)
@@ -48,7 +51,7 @@ def test_study_runs_on_two_nodes_and_survives_losing_one(pg_url, tmp_path):
                 while moved is None:
                     assert time.monotonic() < deadline, f"no checkpointed trial on node2 in time: {seen}"
                     try:
-                        study = optuna.load_study(study_name=spec["name"], storage=pg_url)
+                        study = optuna.load_study(study_name=spec["name"], storage=storage)
                     except KeyError:
                         time.sleep(0.3)
                         continue
@@ -67,7 +70,7 @@ def test_study_runs_on_two_nodes_and_survives_losing_one(pg_url, tmp_path):
         finally:
             server.stop()
     assert final["state"] == "SUCCEEDED", final
-    study = optuna.load_study(study_name=spec["name"], storage=pg_url)
+    study = optuna.load_study(study_name=spec["name"], storage=storage)
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3  # nothing failed, nothing replaced
     continued = study.trials[moved.number]
@@ -77,3 +80,4 @@ def test_study_runs_on_two_nodes_and_survives_losing_one(pg_url, tmp_path):
     assert sorted(continued.intermediate_values) == list(range(1, EPOCHS + 1))
     assert all(t.user_attrs["hostname"] for t in trials)
     assert {t.user_attrs["node_id"] for t in trials} <= {head, node2}
+    storage.engine.dispose()
