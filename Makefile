@@ -24,10 +24,12 @@ browser:
 		|| echo "chromium not installed: the browser check of the comparison report will skip" || true
 
 test: install browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not cluster"
+	# the multi-node cluster tests in a process of their own: the session's local Ray and its workers stay out of it
+	$(PY) -m pytest -q -m cluster
 
 test-fast: install
-	$(PY) -m pytest -q -m "not integration"
+	$(PY) -m pytest -q -m "not integration and not cluster"
 
 demo: install
 	$(BIN)/tvlars-tune demo

@@ -19,7 +19,7 @@ from tests.utils.ray_cluster import RayTestCluster
 from tests.utils.server import start_server, wait_state
 from tests.utils.specs import quick_spec
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 EPOCHS = 30
 
@@ -49,7 +49,9 @@ def test_study_runs_on_two_nodes_and_survives_losing_one(pg_url, tmp_path):
                 moved = None
                 deadline = time.monotonic() + 180
                 while moved is None:
-                    assert time.monotonic() < deadline, f"no checkpointed trial on node2 in time: {seen}"
+                    assert time.monotonic() < deadline, (
+                        f"no checkpointed trial on node2 in time: {seen} (head {head}, node2 {node2})"
+                    )
                     try:
                         study = optuna.load_study(study_name=spec["name"], storage=storage)
                     except KeyError:

@@ -18,7 +18,7 @@ import pytest
 
 from tests.utils.ray_cluster import REPO, RayTestCluster
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 DRIVER = """
 import json, os, ray
