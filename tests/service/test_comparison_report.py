@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from service.comparisons.report import (
 )
 from service.comparisons.result import ArmResult
 from service.comparisons.stats import Verdict
-from tests.utils.comparisons import fabricated_result
+from tests.utils.comparisons import chromium, fabricated_result, headless_chromium, rendered_image_widths
 from tvlars import phi
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -104,32 +103,17 @@ def test_schedules_are_tvlars_lr_times_phi_and_warmup_lars_scaled_lr():
     assert values[0] == 0.0 and values[10] == pytest.approx(0.3 * 512 / 256) and values[-1] < values[10]
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-
-
-@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (Debian: apt-get install -y chromium)")
+@pytest.mark.skipif(chromium() is None, reason="chromium is not installed (Debian: apt-get install -y chromium)")
 def test_every_image_renders_in_headless_chromium(page, tmp_path):
-    # a copy of the page with a probe that writes each image's decoded width into the DOM
-    probe = (
-        "<script>window.addEventListener('load',()=>{for(const i of document.images)"
-        "{i.setAttribute('data-natural-width',String(i.naturalWidth))}})</script></body>"
-    )
-    probed = tmp_path / "probed.html"
-    probed.write_text(page.replace("</body>", probe), encoding="utf-8")
-    chrome = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run(
-        [*chrome, "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()],
-        capture_output=True, text=True, timeout=120, check=True,
-    ).stdout  # fmt: skip
-    widths = [int(w) for w in re.findall(r'data-natural-width="(\d+)"', dom)]
+    widths = rendered_image_widths(page, tmp_path)
     assert len(widths) == len(PLOTS) and all(w > 200 for w in widths), widths
     # and a screenshot of the unmodified page, kept when TVLARS_REPORT_SCREENSHOT names a path
     html_file = tmp_path / "report.html"
     html_file.write_text(page, encoding="utf-8")
     shot = Path(os.environ.get("TVLARS_REPORT_SCREENSHOT") or tmp_path / "shot.png")
     subprocess.run(
-        [*chrome, "--hide-scrollbars", "--window-size=1280,2400", f"--screenshot={shot}", html_file.as_uri()],
+        [*headless_chromium(tmp_path), "--hide-scrollbars", "--window-size=1280,2400", f"--screenshot={shot}",
+         html_file.as_uri()],
         capture_output=True, timeout=120, check=True,
     )  # fmt: skip
     assert shot.read_bytes().startswith(PNG_MAGIC)

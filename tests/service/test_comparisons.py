@@ -4,7 +4,6 @@ stored trials, the HTML report in headless Chromium, and `tvlars-tune report`'s 
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import time
@@ -19,8 +18,8 @@ from service.comparisons.stats import summarize
 from service.engine.searcher import trial_epochs
 
 from ..conftest import unique_name
+from ..utils.comparisons import chromium, rendered_image_widths
 from ..utils.server import REPO, WRITE_KEY, service_env
-from .test_comparison_report import _chromium
 
 TINY = {
     "workload": {"task": "classification", "dataset": "mnist1d", "model": "mlp", "epochs": 2},
@@ -85,7 +84,7 @@ def test_a_tiny_comparison_end_to_end(server, pg_url, tmp_path):
     # the HTML report: every plot inline, and rendered by a browser where one is installed
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert page.text.count("data:image/png;base64,") == len(PLOTS)
-    if _chromium() is not None:
+    if chromium() is not None:
         _assert_renders(page.text, tmp_path)
 
     # `tvlars-tune report` writes Markdown + PNGs holding the stored numbers
@@ -114,16 +113,5 @@ def summarize_from(arm: dict):
 
 
 def _assert_renders(page: str, tmp_path) -> None:
-    probe = (
-        "<script>window.addEventListener('load',()=>{for(const i of document.images)"
-        "{i.setAttribute('data-natural-width',String(i.naturalWidth))}})</script></body>"
-    )
-    probed = tmp_path / "probed.html"
-    probed.write_text(page.replace("</body>", probe), encoding="utf-8")
-    chrome = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run(
-        [*chrome, "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()],
-        capture_output=True, text=True, timeout=120, check=True,
-    ).stdout  # fmt: skip
-    widths = [int(w) for w in re.findall(r'data-natural-width="(\d+)"', dom)]
+    widths = rendered_image_widths(page, tmp_path)
     assert len(widths) == len(PLOTS) and all(w > 200 for w in widths), widths

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 
@@ -68,3 +72,28 @@ def fabricated_result(batch_sizes=(32, 256, 1024, 4000), n_trials=6, seeds=3, ep
         target_val_acc=0.6,
         title="Example report (fabricated data): compare-mnist1d-cpu",
     )
+
+
+def chromium() -> str | None:
+    """The headless browser the report tests open pages in, if installed."""
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def headless_chromium(tmp_path: Path) -> list[str]:
+    """The command line that starts headless Chromium with a profile of its own under ``tmp_path`` (we run as root)."""
+    return [chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
+
+
+def rendered_image_widths(page: str, tmp_path: Path) -> list[int]:
+    """Each image's decoded width once headless Chromium has loaded ``page`` (a probe writes them into the DOM)."""
+    probe = (
+        "<script>window.addEventListener('load',()=>{for(const i of document.images)"
+        "{i.setAttribute('data-natural-width',String(i.naturalWidth))}})</script></body>"
+    )
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.replace("</body>", probe), encoding="utf-8")
+    dom = subprocess.run(
+        [*headless_chromium(tmp_path), "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    return [int(w) for w in re.findall(r'data-natural-width="(\d+)"', dom)]
