@@ -6,20 +6,30 @@ is the API's alone). Each client loops over a mix: leaderboard, study, trials pa
 so is a call that raised (a timeout, a dropped connection): it counts, by kind, and its client goes on. Latencies
 include failed calls (the time until they failed), so timeouts show in the percentiles.
 
-    python benchmarks/load.py [--clients 8] [--seconds 20]
+Three phases on the same server, side by side in one run (machines are noisy):
+
+1. **mix**: the clients loop over the mix with no pause between calls (closed loop: latency = clients / throughput);
+2. **floor**: the same clients, as fast, on ``GET /healthz`` (no database, no work): what the client threads, the
+   HTTP stack and the cores of this machine allow at this concurrency, whatever the API does;
+3. **paced**: the mix again, each client pausing ``--think-ms`` between calls (a dashboard or CLI polls; nobody
+   reads a leaderboard 100 times a second).
+
+    python benchmarks/load.py [--clients 100] [--seconds 30] [--api-processes 2] [--think-ms 250]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -30,10 +40,15 @@ from benchmarks._seed import fresh_pg_database, seed_study  # noqa: E402
 from tests.utils.server import WRITE_KEY, start_server  # noqa: E402
 from tests.utils.specs import quick_spec  # noqa: E402
 
+Latencies = dict[str, list[float]]
 
-def run_client(url: str, study_id: str, stop: threading.Event) -> tuple[list[float], Counter]:
-    """One client's loop until ``stop``: its latencies, and its failed calls (wrong status or an exception) by kind."""
-    out: list[float] = []
+
+def run_client(
+    url: str, study_id: str | None, stop: threading.Event, think_s: float = 0.0
+) -> tuple[Latencies, Counter]:
+    """One client's loop until ``stop``: its latencies by kind of call, and its failed calls (a wrong status or an
+    exception) by kind. ``study_id`` None: ``GET /healthz`` only (the floor). ``think_s``: a pause after each call."""
+    out: Latencies = defaultdict(list)
     errors: Counter = Counter()
     reads = [
         ("leaderboard", f"/v1/studies/{study_id}/leaderboard?limit=10"),
@@ -43,9 +58,11 @@ def run_client(url: str, study_id: str, stop: threading.Event) -> tuple[list[flo
     ]
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {WRITE_KEY}"}, timeout=30) as c:
         i = 0
-        while not stop.is_set():
+        while not stop.wait(think_s if i else 0):
             i += 1
-            if i % 8 == 0:
+            if study_id is None:
+                timed(c, out, errors, "healthz", "GET", "/healthz", 200)
+            elif i % 8 == 0:
                 name = f"load-{uuid.uuid4().hex[:10]}"
                 r = timed(
                     c,
@@ -67,65 +84,114 @@ def run_client(url: str, study_id: str, stop: threading.Event) -> tuple[list[flo
 
 
 def timed(
-    c: httpx.Client, out: list[float], errors: Counter, label: str, method: str, path: str, expected: int, **kwargs
+    c: httpx.Client, out: Latencies, errors: Counter, label: str, method: str, path: str, expected: int, **kwargs
 ) -> httpx.Response | None:
     """One call: its latency (until the answer, or until it failed) and, unless it answered ``expected``, an error."""
     t = time.perf_counter()
     try:
         r = c.request(method, path, **kwargs)
     except httpx.HTTPError as e:  # a timeout or a dropped connection is an error, never a silently dead client
-        out.append((time.perf_counter() - t) * 1e3)
+        out[label].append((time.perf_counter() - t) * 1e3)
         errors[f"{type(e).__name__} ({label})"] += 1
         return None
-    out.append((time.perf_counter() - t) * 1e3)
+    out[label].append((time.perf_counter() - t) * 1e3)
     if r.status_code != expected:
         errors[f"HTTP {r.status_code} ({label})"] += 1
         return None
     return r
 
 
+@dataclass
+class Phase:
+    name: str
+    seconds: float
+    latencies: Latencies
+    errors: Counter
+
+    @property
+    def all(self) -> list[float]:
+        return [x for samples in self.latencies.values() for x in samples]
+
+    @property
+    def n_errors(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def per_s(self) -> float:
+        failed = sum(n for kind, n in self.errors.items() if not kind.startswith("client died"))
+        return (len(self.all) - failed) / self.seconds
+
+    def p(self, q: int, samples: list[float] | None = None) -> float:
+        samples = self.all if samples is None else samples
+        if len(samples) < 2:
+            return samples[0] if samples else float("nan")
+        return statistics.quantiles(samples, n=100, method="inclusive")[q - 1]
+
+    def report(self, clients: int) -> None:
+        print(
+            f"{self.name}: {clients} clients for {self.seconds:.0f} s: {len(self.all)} requests, {self.per_s:.0f}/s "
+            f"answered as expected, p50 {self.p(50):.1f} ms, p95 {self.p(95):.1f} ms, p99 {self.p(99):.1f} ms, "
+            f"{self.n_errors} errors"
+        )
+        for label, samples in sorted(self.latencies.items()):
+            p50, p99 = self.p(50, samples), self.p(99, samples)
+            print(f"    {label:12s} {len(samples):6d}  p50 {p50:7.1f} ms  p99 {p99:7.1f} ms")
+        for kind, n in self.errors.most_common():
+            print(f"  {n:6d}  {kind}")
+
+
+def run_phase(name: str, url: str, study_id: str | None, clients: int, seconds: float, think_s: float) -> Phase:
+    """``clients`` threads for ``seconds``; a client that died of anything but a failed call counts one error."""
+    latencies: Latencies = defaultdict(list)
+    errors: Counter = Counter()
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=clients, thread_name_prefix="client") as pool:
+        futures = [pool.submit(run_client, url, study_id, stop, think_s) for _ in range(clients)]
+        time.sleep(seconds)
+        stop.set()
+        for f in as_completed(futures):
+            if (e := f.exception()) is not None:
+                errors[f"client died: {type(e).__name__}: {e}"] += 1
+                continue
+            out, errs = f.result()
+            for label, samples in out.items():
+                latencies[label] += samples
+            errors += errs
+    return Phase(name, seconds, latencies, errors)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--trials", type=int, default=10_000)
+    parser.add_argument("--api-processes", type=int, default=2, help="uvicorn processes (serve --api-processes)")
+    parser.add_argument("--think-ms", type=float, default=250, help="each paced client's pause between calls")
+    parser.add_argument("--floor-seconds", type=float, default=10)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tvlars-load-"))
-    latencies: list[float] = []
-    errors: Counter = Counter()
     with fresh_pg_database() as db:
         study_id = seed_study(db, args.trials)
-        server = start_server(db, tmp, workers=0, ready=False)
+        server = start_server(db, tmp, workers=0, ready=False, api_processes=args.api_processes)
         try:
-            stop = threading.Event()
-            with ThreadPoolExecutor(max_workers=args.clients, thread_name_prefix="client") as pool:
-                futures = [pool.submit(run_client, server.url, study_id, stop) for _ in range(args.clients)]
-                time.sleep(args.seconds)
-                stop.set()
-                for f in as_completed(futures):
-                    if (e := f.exception()) is not None:  # a client that died of anything else: one error, by kind
-                        errors[f"client died: {type(e).__name__}: {e}"] += 1
-                        continue
-                    out, errs = f.result()
-                    latencies += out
-                    errors += errs
+            run_phase("warm-up", server.url, study_id, 4, 2, 0)  # connections, caches, compiled queries
+            mix = run_phase("mix", server.url, study_id, args.clients, args.seconds, 0)
+            floor = run_phase("floor", server.url, None, args.clients, args.floor_seconds, 0)
+            paced = run_phase("paced", server.url, study_id, args.clients, args.seconds, args.think_ms / 1e3)
         finally:
             server.stop()
-    n_errors = sum(errors.values())
-    if latencies:
-        q = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else latencies * 99
-    else:
-        q = [float("nan")] * 99
-    ok = len(latencies) - sum(n for kind, n in errors.items() if not kind.startswith("client died"))
+    print(f"PostgreSQL, loopback, {args.api_processes} API processes, {os.cpu_count()} cores shared with the clients")
+    for phase in (mix, floor):
+        phase.report(args.clients)
+    paced.name = f"paced ({args.think_ms:.0f} ms think time)"
+    paced.report(args.clients)
     print(
-        f"{args.clients} clients for {args.seconds:.0f} s: {len(latencies)} requests, {ok} answered as expected "
-        f"({ok / args.seconds:.0f}/s), p50 {q[49]:.1f} ms, p95 {q[94]:.1f} ms, p99 {q[98]:.1f} ms"
+        f"load: mix p99 {mix.p(99):.0f} ms at {mix.per_s:.0f}/s vs floor p99 {floor.p(99):.0f} ms at "
+        f"{floor.per_s:.0f}/s (ratio {mix.p(99) / floor.p(99):.2f}); paced p99 {paced.p(99):.0f} ms; "
+        f"{mix.n_errors + floor.n_errors + paced.n_errors} errors (goal: 0 errors, p99 <= 200 ms)"
     )
-    if errors:
-        print(f"{n_errors} errors by kind:")
-        for kind, n in errors.most_common():
-            print(f"  {n:6d}  {kind}")
-    print(f"load: {q[98]:.0f} ms p99, {n_errors} errors (goal <= 200)")
+    if mix.n_errors or floor.n_errors or paced.n_errors:
+        sys.exit(1)  # figures with failed requests behind them are not a pass
 
 
 if __name__ == "__main__":

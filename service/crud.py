@@ -25,9 +25,10 @@ __all__ = [
     "claim_next_study",
     "create_study",
     "finish_study",
+    "get_studies",
     "get_study",
     "heartbeat",
-    "list_studies",
+    "list_study_versions",
     "live_workers",
     "resume_study",
     "spec_hash",
@@ -78,16 +79,27 @@ def get_study(*, session: Session, study_id: str) -> StudyRecord:
     return StudyRecord.find_or_raise_by_id(session, study_id)
 
 
-def list_studies(
+def list_study_versions(
     *, session: Session, limit: int, offset: int, state: StudyState | None = None
-) -> tuple[int, list[StudyRecord]]:
-    """``(total, page)`` of studies, newest first, optionally in one state."""
+) -> tuple[int, list[tuple]]:
+    """``(total, page)`` of studies, newest first, optionally in one state; each as its version (what a cached read
+    is keyed by): ``(id, updated_at, state, cancel_requested)``. :func:`get_studies` loads them."""
     where = [StudyRecord.state == StudyState(state).value] if state else []
     total = session.scalar(sa.select(sa.func.count()).select_from(StudyRecord).where(*where)) or 0
-    rows = session.scalars(
-        sa.select(StudyRecord).where(*where).order_by(StudyRecord.created_at.desc()).limit(limit).offset(offset)
+    rows = session.execute(
+        sa.select(StudyRecord.id, StudyRecord.updated_at, StudyRecord.state, StudyRecord.cancel_requested)
+        .where(*where)
+        .order_by(StudyRecord.created_at.desc())
+        .limit(limit)
+        .offset(offset)
     ).all()
-    return total, list(rows)
+    return total, [tuple(r) for r in rows]
+
+
+def get_studies(*, session: Session, study_ids: list[str]) -> list[StudyRecord]:
+    """The studies of ``study_ids`` that exist, in that order."""
+    found = {r.id: r for r in session.scalars(sa.select(StudyRecord).where(StudyRecord.id.in_(study_ids)))}
+    return [found[i] for i in study_ids if i in found]
 
 
 def cancel_study(*, session: Session, study_id: str) -> StudyRecord:

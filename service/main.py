@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __doc__ as service_doc
 from ._optuna import open_storage
+from .api.cache import ReadCache
 from .api.routes import comparisons, health, search_spaces, studies
 from .core.config import Settings, get_settings
 from .core.db import migrate
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.api_keys = settings.keys  # parsed once
     app.state.metrics = AppMetrics(settings.database_url)
+    app.state.read_cache = ReadCache(settings.api_cache_ttl_s)
 
     def error(status: int, detail) -> JSONResponse:
         return JSONResponse({"detail": detail}, status_code=status)

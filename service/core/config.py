@@ -52,6 +52,11 @@ class Settings(BaseSettings):
         "default ray_results_dir",
     )
     # -- the database under load and in an outage --
+    api_cache_ttl_s: float = Field(
+        default=0.5,
+        ge=0,
+        description="how long a study read may serve trial data from memory (service.api.cache; 0 = off)",
+    )
     db_pool_size: int = Field(default=16, ge=1, description="pooled connections per process (API threads match)")
     db_max_overflow: int = Field(default=4, ge=0, description="connections beyond the pool under bursts")
     db_pool_timeout_s: float = Field(default=2.0, gt=0, description="wait for a pooled connection, then 503")

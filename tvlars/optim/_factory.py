@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -38,9 +39,9 @@ class OptimizerInfo:
     has_betas: bool = False
     layerwise: bool = False  # takes exclude_1d and the `adapt` group option
 
-    @property
+    @functools.cached_property
     def hyperparameters(self) -> tuple[str, ...]:
-        """The keyword arguments the constructor takes besides ``params``."""
+        """The keyword arguments the constructor takes besides ``params`` (read once: a signature is slow)."""
         signature = inspect.signature(self.cls.__init__)
         return tuple(n for n in signature.parameters if n not in ("self", "params"))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Query, Response, status
+from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
@@ -17,6 +17,7 @@ from ... import crud
 from ...core.db import session_scope
 from ...models import StudyRecord, StudyState
 from ...optuna_queries import SUMMARY_METRICS, TRIAL_STATES, leaderboard, trial_counts, trials_page
+from ..cache import cached_json
 from ..deps import ReadKey, SettingsDep, WriteKey
 from ..models import (
     LeaderboardPublic,
@@ -73,6 +74,11 @@ def _best(session: Session, record: StudyRecord, n_complete: int, n_finished: in
     return {k: top[0][k] for k in ("number", "value", "params", *SUMMARY_METRICS)} if top else None
 
 
+def _version(record: StudyRecord) -> tuple:
+    """What a cached read of the study is keyed by: its row's version (``updated_at`` moves on every write)."""
+    return (record.id, record.updated_at, record.state, record.cancel_requested)
+
+
 def to_public(session: Session, records: list[StudyRecord]) -> list[StudyPublic]:
     counts = trial_counts(session, [r.name for r in records])
     out = []
@@ -118,6 +124,8 @@ def _utc(value: datetime | None) -> datetime | None:
 
 _NOT_FOUND: dict[int | str, dict] = {404: {"description": "Study not found"}}
 _CONFLICT: dict[int | str, dict] = {409: {"description": "Not possible in the study's current state"}}
+#: Reads answered from service.api.cache carry an ETag.
+_CACHED: dict[int | str, dict] = {304: {"description": "Not modified: the ETag sent in If-None-Match is current"}}
 
 
 @router.post(
@@ -152,25 +160,35 @@ def submit_study(
     return public
 
 
-@router.get("", response_model=StudiesPublic)
+@router.get("", response_model=StudiesPublic, responses=_CACHED)
 def read_studies(
+    request: Request,
     settings: SettingsDep,
     _: ReadKey,
     state: StateFilter = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-) -> StudiesPublic:
+) -> Response:
     """Studies, newest first, with state and progress."""
-    with session_scope(settings.database_url) as session:
-        total, records = crud.list_studies(session=session, limit=limit, offset=offset, state=state)
-        return StudiesPublic(total=total, limit=limit, offset=offset, items=to_public(session, records))
+    with session_scope(settings.database_url, read_only=True) as session:
+        total, versions = crud.list_study_versions(session=session, limit=limit, offset=offset, state=state)
+
+        def build() -> bytes:
+            records = crud.get_studies(session=session, study_ids=[v[0] for v in versions])
+            items = to_public(session, records)
+            return StudiesPublic(total=total, limit=limit, offset=offset, items=items).model_dump_json().encode()
+
+        return cached_json(request, ("studies", state, limit, offset, total, tuple(versions)), build)
 
 
-@router.get("/{study_id}", response_model=StudyPublic, responses=_NOT_FOUND)
-def read_study(study_id: str, settings: SettingsDep, _: ReadKey) -> StudyPublic:
+@router.get("/{study_id}", response_model=StudyPublic, responses=_NOT_FOUND | _CACHED)
+def read_study(request: Request, study_id: str, settings: SettingsDep, _: ReadKey) -> Response:
     """A study's spec, state, trial counts and best trial."""
-    with session_scope(settings.database_url) as session:
-        return to_public(session, [crud.get_study(session=session, study_id=study_id)])[0]
+    with session_scope(settings.database_url, read_only=True) as session:
+        record = crud.get_study(session=session, study_id=study_id)
+        return cached_json(
+            request, ("study", _version(record)), lambda: to_public(session, [record])[0].model_dump_json().encode()
+        )
 
 
 @router.post("/{study_id}/cancel", status_code=202, response_model=StudyPublic, responses=_NOT_FOUND | _CONFLICT)
@@ -193,8 +211,9 @@ def resume(
         return to_public(session, [record])[0]
 
 
-@router.get("/{study_id}/trials", response_model=TrialsPublic, responses=_NOT_FOUND)
+@router.get("/{study_id}/trials", response_model=TrialsPublic, responses=_NOT_FOUND | _CACHED)
 def read_trials(
+    request: Request,
     study_id: str,
     settings: SettingsDep,
     _: ReadKey,
@@ -202,29 +221,39 @@ def read_trials(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     curves: bool = False,
-) -> TrialsPublic:
+) -> Response:
     """Trials by number with state, params, values and per-epoch objective; ``curves=true`` adds every curve."""
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database_url, read_only=True) as session:
         record = crud.get_study(session=session, study_id=study_id)
-        page = trials_page(session, record.name, limit, offset, state, curves)
-    total, items = page if page is not None else (0, [])
-    return TrialsPublic(total=total, limit=limit, offset=offset, items=items)
+
+        def build() -> bytes:
+            page = trials_page(session, record.name, limit, offset, state, curves)
+            total, items = page if page is not None else (0, [])
+            return TrialsPublic(total=total, limit=limit, offset=offset, items=items).model_dump_json().encode()
+
+        return cached_json(request, ("trials", _version(record), state, limit, offset, curves), build)
 
 
-@router.get("/{study_id}/leaderboard", response_model=LeaderboardPublic, responses=_NOT_FOUND)
+@router.get("/{study_id}/leaderboard", response_model=LeaderboardPublic, responses=_NOT_FOUND | _CACHED)
 def read_leaderboard(
+    request: Request,
     study_id: str,
     settings: SettingsDep,
     _: ReadKey,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
     include_pruned: bool = False,
-) -> LeaderboardPublic:
+) -> Response:
     """The best trials first (by the first objective), ordered and limited in SQL."""
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database_url, read_only=True) as session:
         record = crud.get_study(session=session, study_id=study_id)
-        items = leaderboard(session, record.name, limit, include_pruned) or []  # None: no trial has started yet
-    objective = record.spec["objective"]
-    first = objective[0] if isinstance(objective, list) else objective
-    return LeaderboardPublic(
-        study_id=record.id, name=record.name, metric=first["metric"], direction=first["direction"], items=items
-    )
+
+        def build() -> bytes:
+            items = leaderboard(session, record.name, limit, include_pruned) or []  # None: no trial started yet
+            objective = record.spec["objective"]
+            first = objective[0] if isinstance(objective, list) else objective
+            board = LeaderboardPublic(
+                study_id=record.id, name=record.name, metric=first["metric"], direction=first["direction"], items=items
+            )
+            return board.model_dump_json().encode()
+
+        return cached_json(request, ("leaderboard", _version(record), limit, include_pruned), build)
