@@ -11,16 +11,19 @@ Three phases on the same server, side by side in one run (machines are noisy):
 1. **mix**: the clients loop over the mix with no pause between calls (closed loop: latency = clients / throughput);
 2. **floor**: the same clients, as fast, on ``GET /healthz`` (no database, no work): what the client threads, the
    HTTP stack and the cores of this machine allow at this concurrency, whatever the API does;
-3. **paced**: the mix again, each client pausing ``--think-ms`` between calls (a dashboard or CLI polls; nobody
-   reads a leaderboard 100 times a second).
+3. **paced**: the mix again, each client pausing about ``--think-ms`` between calls (default 1 s: what ``tvlars-tune
+   submit --wait`` does between its polls; nobody reads a leaderboard 100 times a second). Each pause is drawn
+   uniformly from 0.5 to 1.5 times that, and each client starts at a random point of its first pause, as a crowd of
+   users would (clients started together and paced alike would stay in step and arrive as one burst of 100).
 
-    python benchmarks/load.py [--clients 100] [--seconds 30] [--api-processes 2] [--think-ms 250]
+    python benchmarks/load.py [--clients 100] [--seconds 30] [--api-processes 2] [--think-ms 1000]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -44,10 +47,12 @@ Latencies = dict[str, list[float]]
 
 
 def run_client(
-    url: str, study_id: str | None, stop: threading.Event, think_s: float = 0.0
+    url: str, study_id: str | None, stop: threading.Event, think_s: float = 0.0, seed: int = 0
 ) -> tuple[Latencies, Counter]:
     """One client's loop until ``stop``: its latencies by kind of call, and its failed calls (a wrong status or an
-    exception) by kind. ``study_id`` None: ``GET /healthz`` only (the floor). ``think_s``: a pause after each call."""
+    exception) by kind. ``study_id`` None: ``GET /healthz`` only (the floor). ``think_s``: the mean pause between
+    calls (each drawn from 0.5 to 1.5 times it; the first from 0 to it)."""
+    rng = random.Random(seed)
     out: Latencies = defaultdict(list)
     errors: Counter = Counter()
     reads = [
@@ -58,7 +63,7 @@ def run_client(
     ]
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {WRITE_KEY}"}, timeout=30) as c:
         i = 0
-        while not stop.wait(think_s if i else 0):
+        while not stop.wait(think_s * (rng.uniform(0.5, 1.5) if i else rng.random())):
             i += 1
             if study_id is None:
                 timed(c, out, errors, "healthz", "GET", "/healthz", 200)
@@ -146,7 +151,7 @@ def run_phase(name: str, url: str, study_id: str | None, clients: int, seconds: 
     errors: Counter = Counter()
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=clients, thread_name_prefix="client") as pool:
-        futures = [pool.submit(run_client, url, study_id, stop, think_s) for _ in range(clients)]
+        futures = [pool.submit(run_client, url, study_id, stop, think_s, seed) for seed in range(clients)]
         time.sleep(seconds)
         stop.set()
         for f in as_completed(futures):
@@ -166,7 +171,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--trials", type=int, default=10_000)
     parser.add_argument("--api-processes", type=int, default=2, help="uvicorn processes (serve --api-processes)")
-    parser.add_argument("--think-ms", type=float, default=250, help="each paced client's pause between calls")
+    parser.add_argument("--think-ms", type=float, default=1000, help="each paced client's pause between calls")
     parser.add_argument("--floor-seconds", type=float, default=10)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tvlars-load-"))
