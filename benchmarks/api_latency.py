@@ -16,13 +16,14 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._clients import gather  # noqa: E402
 from benchmarks._seed import fresh_pg_database, seed_study  # noqa: E402
 from tests.utils.server import WRITE_KEY, start_server  # noqa: E402
 from tests.utils.specs import quick_spec  # noqa: E402
@@ -58,18 +59,8 @@ def hammer(url: str, paths: list[str], clients: int, requests: int) -> tuple[dic
                     errors[f"HTTP {r.status_code} {path}"] += 1
         return out, errors
 
-    latencies: dict[str, list[float]] = {p: [] for p in paths}
-    errors: Counter = Counter()
     with ThreadPoolExecutor(max_workers=clients, thread_name_prefix="client") as pool:
-        for f in as_completed([pool.submit(client, i) for i in range(clients)]):
-            if (e := f.exception()) is not None:  # a client that died of anything else: one error, by kind
-                errors[f"client died: {type(e).__name__}: {e}"] += 1
-                continue
-            out, errs = f.result()
-            for path, samples in out.items():
-                latencies[path] += samples
-            errors += errs
-    return latencies, errors
+        return gather([pool.submit(client, i) for i in range(clients)])
 
 
 def print_errors(errors: Counter, indent: str = "  ") -> None:

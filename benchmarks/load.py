@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._clients import gather  # noqa: E402
 from benchmarks._seed import fresh_pg_database, seed_study  # noqa: E402
 from tests.utils.server import WRITE_KEY, start_server  # noqa: E402
 from tests.utils.specs import quick_spec  # noqa: E402
@@ -147,21 +148,12 @@ class Phase:
 
 def run_phase(name: str, url: str, study_id: str | None, clients: int, seconds: float, think_s: float) -> Phase:
     """``clients`` threads for ``seconds``; a client that died of anything but a failed call counts one error."""
-    latencies: Latencies = defaultdict(list)
-    errors: Counter = Counter()
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=clients, thread_name_prefix="client") as pool:
         futures = [pool.submit(run_client, url, study_id, stop, think_s, seed) for seed in range(clients)]
         time.sleep(seconds)
         stop.set()
-        for f in as_completed(futures):
-            if (e := f.exception()) is not None:
-                errors[f"client died: {type(e).__name__}: {e}"] += 1
-                continue
-            out, errs = f.result()
-            for label, samples in out.items():
-                latencies[label] += samples
-            errors += errs
+        latencies, errors = gather(futures)
     return Phase(name, seconds, latencies, errors)
 
 
