@@ -9,8 +9,11 @@ from fastapi import Depends, HTTPException, Request
 
 from ..core.config import ApiKey, Settings
 
+# The dependencies are ``async def``: they do no I/O, and a sync one would cost each request a hop to the threadpool
+# and back (FastAPI runs sync dependencies there), as many hops as dependencies.
 
-def get_app_settings(request: Request) -> Settings:
+
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -40,11 +43,11 @@ def _authenticate(request: Request, settings: Settings, needed: str) -> ApiKey |
     return match
 
 
-def require_read(request: Request, settings: SettingsDep) -> ApiKey | None:
+async def require_read(request: Request, settings: SettingsDep) -> ApiKey | None:
     return _authenticate(request, settings, "read")
 
 
-def require_write(request: Request, settings: SettingsDep) -> ApiKey | None:
+async def require_write(request: Request, settings: SettingsDep) -> ApiKey | None:
     return _authenticate(request, settings, "write")
 
 

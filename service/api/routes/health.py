@@ -15,8 +15,9 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz() -> dict:
-    """The process is up."""
+async def healthz() -> dict:
+    """The process is up. ``async``: it never waits for a threadpool thread, so it answers while every thread is busy
+    (a liveness probe that queued behind a burst of requests would get a busy API process restarted)."""
     return {"status": "ok"}
 
 
