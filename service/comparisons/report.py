@@ -138,6 +138,21 @@ def _panels(n: int, title: str, width: float = 4.0, height: float = 3.0) -> tupl
     return fig, flat[:n]
 
 
+def _label_batch_panel(ax: Any, batch_size: int, xlabel: str, ylabel: str) -> None:
+    """A per-batch-size panel's title, axis labels and grid."""
+    ax.set_title(f"batch {batch_size}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+
+
+def _with_legend(fig: Figure, axes: list[Any]) -> Figure:
+    """Panels done: the arms' legend on the first, the layout tightened."""
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def _plot_verdicts(result: ComparisonResult) -> Figure:
     records = result.verdicts()
     fig, ax = plt.subplots(figsize=(8, 0.45 * max(len(records), 2) + 1.5))
@@ -198,13 +213,8 @@ def _plot_learning_curves(result: ComparisonResult) -> Figure:
             mean, std = np.nanmean(y, axis=0), np.nanstd(y, axis=0)
             ax.plot(x, mean, color=colors[label], label=label)
             ax.fill_between(x, mean - std, mean + std, color=colors[label], alpha=0.2)
-        ax.set_title(f"batch {bs}")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(f"{result.curve_metric} (%)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+        _label_batch_panel(ax, bs, "epoch", f"{result.curve_metric} (%)")
+    return _with_legend(fig, axes)
 
 
 def _plot_budget_curves(result: ComparisonResult) -> Figure:
@@ -219,13 +229,8 @@ def _plot_budget_curves(result: ComparisonResult) -> Figure:
             eb = expected_best([t.value for t in sorted(arm.trials, key=lambda t: t.number)], n_boot=_N_BOOT, rng=rng)
             ax.plot(eb.n, 100 * np.array(eb.mean), color=colors[label], label=label)
             ax.fill_between(eb.n, 100 * np.array(eb.low), 100 * np.array(eb.high), color=colors[label], alpha=0.2)
-        ax.set_title(f"batch {bs}")
-        ax.set_xlabel("number of trials")
-        ax.set_ylabel(f"{result.objective} (%)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+        _label_batch_panel(ax, bs, "number of trials", f"{result.objective} (%)")
+    return _with_legend(fig, axes)
 
 
 def _plot_lr_sensitivity(result: ComparisonResult) -> Figure:
@@ -240,13 +245,8 @@ def _plot_lr_sensitivity(result: ComparisonResult) -> Figure:
             sens = lr_sensitivity([effective_lr(arm, float(t.params["lr"])) for t in trials], [t.value for t in trials])
             ax.scatter(sens.lrs, 100 * np.array(sens.values), s=14, color=colors[label], label=label, alpha=0.8)
         ax.set_xscale("log")
-        ax.set_title(f"batch {bs}")
-        ax.set_xlabel("effective LR")
-        ax.set_ylabel(f"{result.objective} (%)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+        _label_batch_panel(ax, bs, "effective LR", f"{result.objective} (%)")
+    return _with_legend(fig, axes)
 
 
 def _plot_schedules(result: ComparisonResult) -> Figure:
@@ -262,13 +262,8 @@ def _plot_schedules(result: ComparisonResult) -> Figure:
             steps, values = step_multiplier(arm)
             ax.plot(steps, values, color=colors[label], label=label)
         ax.set_yscale("log")
-        ax.set_title(f"batch {bs}")
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("multiplier on the trust-ratio step")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+        _label_batch_panel(ax, bs, "optimizer step", "multiplier on the trust-ratio step")
+    return _with_legend(fig, axes)
 
 
 def _plot_importances(result: ComparisonResult) -> Figure:
