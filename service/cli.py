@@ -33,6 +33,8 @@ UrlOpt = Annotated[str, typer.Option("--url", envvar="TVLARS_URL", help="The API
 KeyOpt = Annotated[
     str | None, typer.Option("--api-key", envvar="TVLARS_API_KEY", help="Bearer key", show_default=False)
 ]
+SetOpt = Annotated[list[str], typer.Option("--set", help="Override fields, as JSON; repeatable")]
+IdempotencyOpt = Annotated[str | None, typer.Option(help="Make a retried submit safe")]
 DEFAULT_URL = "http://127.0.0.1:8000"
 _UNBOUNDED_WIDTH = 1_000
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -160,14 +162,30 @@ def dashboard(
 # -- client commands ---------------------------------------------------------------------------------------------
 
 
+def post_spec(
+    api: Api, path: str, body: dict[str, Any], overrides: list[str], name: str | None, idempotency_key: str | None
+) -> dict[str, Any]:
+    """A study's or comparison's spec with its ``--set`` overrides (deep-merged, as ``python -m service.engine
+    --set``; a bad one exits 2) and ``--name``, submitted to ``path``."""
+    try:
+        body = search_spaces.apply_overrides(body, overrides)
+    except ValueError as e:
+        err.print(f"[red]--set: {e}[/red]")
+        raise typer.Exit(2) from None
+    if name:
+        body["name"] = name
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    return api.call("POST", path, json=body, headers=headers)
+
+
 @app.command()
 def submit(
     file: Annotated[Path | None, typer.Argument(help="A study spec (YAML or JSON)", show_default=False)] = None,
     preset: Annotated[str | None, typer.Option(help="Start from a preset instead of a file")] = None,
     name: Annotated[str | None, typer.Option(help="Study name (overrides the spec's)")] = None,
-    set_: Annotated[list[str], typer.Option("--set", help="Override fields, as JSON; repeatable")] = [],  # noqa: B006
+    set_: SetOpt = [],  # noqa: B006
     wait: Annotated[bool, typer.Option(help="Show progress until the study ends, then its leaderboard")] = False,
-    idempotency_key: Annotated[str | None, typer.Option(help="Make a retried submit safe")] = None,
+    idempotency_key: IdempotencyOpt = None,
     url: UrlOpt = DEFAULT_URL,
     api_key: KeyOpt = None,
 ) -> None:
@@ -176,16 +194,8 @@ def submit(
         err.print("[red]give a spec file or --preset[/red]")
         raise typer.Exit(2)
     body: dict[str, Any] = {"preset": preset} if preset else yaml.safe_load(file.read_text())  # type: ignore[union-attr]
-    try:
-        body = search_spaces.apply_overrides(body, set_)  # deep-merged, as `python -m service.engine --set`
-    except ValueError as e:
-        err.print(f"[red]--set: {e}[/red]")
-        raise typer.Exit(2) from None
-    if name:
-        body["name"] = name
     api = Api(url, api_key)
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-    study = api.call("POST", "/v1/studies", json=body, headers=headers)
+    study = post_spec(api, "/v1/studies", body, set_, name, idempotency_key)
     console.print(f"study [bold]{study['name']}[/bold] id {study['id']}: {study['state']}")
     if wait:
         study = watch(api, study["id"])
@@ -199,9 +209,9 @@ def compare(
     file: Annotated[Path | None, typer.Argument(help="A comparison spec (YAML or JSON)", show_default=False)] = None,
     preset: Annotated[str | None, typer.Option(help="A comparison preset (default without FILE)")] = None,
     name: Annotated[str | None, typer.Option(help="Comparison name (overrides the spec's)")] = None,
-    set_: Annotated[list[str], typer.Option("--set", help="Override fields, as JSON; repeatable")] = [],  # noqa: B006
+    set_: SetOpt = [],  # noqa: B006
     wait: Annotated[bool, typer.Option(help="Show progress until it ends, then the verdicts")] = False,
-    idempotency_key: Annotated[str | None, typer.Option(help="Make a retried submit safe")] = None,
+    idempotency_key: IdempotencyOpt = None,
     url: UrlOpt = DEFAULT_URL,
     api_key: KeyOpt = None,
 ) -> None:
@@ -210,16 +220,8 @@ def compare(
         err.print("[red]give a spec file or --preset, not both[/red]")
         raise typer.Exit(2)
     body: dict[str, Any] = yaml.safe_load(file.read_text()) if file else {"preset": preset or DEFAULT_COMPARISON}
-    try:
-        body = search_spaces.apply_overrides(body, set_)
-    except ValueError as e:
-        err.print(f"[red]--set: {e}[/red]")
-        raise typer.Exit(2) from None
-    if name:
-        body["name"] = name
     api = Api(url, api_key)
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-    comparison = api.call("POST", "/v1/comparisons", json=body, headers=headers)
+    comparison = post_spec(api, "/v1/comparisons", body, set_, name, idempotency_key)
     console.print(f"comparison [bold]{comparison['name']}[/bold] id {comparison['id']}: {comparison['state']}")
     if wait:
         comparison = watch_comparison(api, comparison["id"])
