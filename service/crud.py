@@ -10,7 +10,7 @@ import hashlib
 import json
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -18,12 +18,13 @@ from sqlalchemy.orm import Session
 from search_spaces.spec import StudySpec
 
 from .errors import ConflictError, InvalidSpecError
-from .models import StudyRecord, StudyState, WorkerRecord, utcnow
+from .models import ComparisonRecord, StudyRecord, StudyState, WorkerRecord, utcnow
 
 __all__ = [
     "cancel_study",
     "claim_next_study",
     "create_study",
+    "find_replay",
     "finish_study",
     "get_studies",
     "get_study",
@@ -39,6 +40,27 @@ def spec_hash(canonical: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+Submitted = TypeVar("Submitted", StudyRecord, ComparisonRecord)
+
+
+def find_replay(
+    *, session: Session, model: type[Submitted], name: str, digest: str, key: str | None
+) -> Submitted | None:
+    """The record a replayed submit names (same ``Idempotency-Key``, same spec), or None for a new submit.
+
+    ConflictError for the key reused with another spec, or for the name taken (by a request without this key).
+    """
+    if key is not None:
+        existing = model.find_by_idempotency_key(session, key)
+        if existing is not None:
+            if existing.spec_hash != digest:
+                raise ConflictError("Idempotency-Key was already used with a different spec")
+            return existing
+    if model.find_by_name(session, name) is not None:
+        raise ConflictError(f"A {model.kind.lower()} named {name!r} exists; choose another name")
+    return None
+
+
 def create_study(
     *, session: Session, spec: StudySpec, idempotency_key: str | None = None, owner: str | None = None
 ) -> tuple[StudyRecord, bool]:
@@ -49,14 +71,9 @@ def create_study(
     """
     canonical = spec.canonical()
     digest = spec_hash(canonical)
-    if idempotency_key is not None:
-        existing = StudyRecord.find_by_idempotency_key(session, idempotency_key)
-        if existing is not None:
-            if existing.spec_hash != digest:
-                raise ConflictError("Idempotency-Key was already used with a different spec")
-            return existing, False
-    if StudyRecord.find_by_name(session, spec.name) is not None:
-        raise ConflictError(f"A study named {spec.name!r} exists; choose another name")
+    existing = find_replay(session=session, model=StudyRecord, name=spec.name, digest=digest, key=idempotency_key)
+    if existing is not None:
+        return existing, False
     record = StudyRecord(
         id=uuid.uuid4().hex,
         name=spec.name,

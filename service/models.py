@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import sqlalchemy as sa
 from sqlalchemy import JSON, Boolean, DateTime, Integer, MetaData, String, Text
@@ -57,8 +57,35 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}
 
 
-class StudyRecord(Base):
+class _Submitted:
+    """The finders of a record submitted over REST (a study, a comparison): by id, unique name or idempotency key."""
+
+    #: What a 404 calls it ("Study not found").
+    kind: ClassVar[str]
+
+    @classmethod
+    def find_or_raise_by_id(cls, session: Session, record_id: str, *, for_update: bool = False) -> Self:
+        """The record, or :class:`NotFoundError` (a 404 over REST); ``for_update`` locks its row."""
+        query = sa.select(cls).where(cls.id == record_id)  # type: ignore[attr-defined]
+        record = session.scalars(query.with_for_update() if for_update else query).one_or_none()
+        if record is None:
+            raise NotFoundError(f"{cls.kind} not found")
+        return record
+
+    @classmethod
+    def find_by_name(cls, session: Session, name: str) -> Self | None:
+        return session.scalars(sa.select(cls).where(cls.name == name)).one_or_none()  # type: ignore[attr-defined]
+
+    @classmethod
+    def find_by_idempotency_key(cls, session: Session, key: str) -> Self | None:
+        query = sa.select(cls).where(cls.idempotency_key == key)  # type: ignore[attr-defined]
+        return session.scalars(query).one_or_none()
+
+
+class StudyRecord(_Submitted, Base):
     """One submitted study. Its trials live in Optuna's tables, under the study's name."""
+
+    kind = "Study"
 
     __tablename__ = "tvlars_studies"
     __table_args__ = (
@@ -94,26 +121,11 @@ class StudyRecord(Base):
     def find_by_id(cls, session: Session, study_id: str) -> StudyRecord | None:
         return session.get(cls, study_id)
 
-    @classmethod
-    def find_or_raise_by_id(cls, session: Session, study_id: str, *, for_update: bool = False) -> StudyRecord:
-        """The study, or :class:`NotFoundError` (a 404 over REST); ``for_update`` locks its row."""
-        query = sa.select(cls).where(cls.id == study_id)
-        record = session.scalars(query.with_for_update() if for_update else query).one_or_none()
-        if record is None:
-            raise NotFoundError("Study not found")
-        return record
 
-    @classmethod
-    def find_by_name(cls, session: Session, name: str) -> StudyRecord | None:
-        return session.scalars(sa.select(cls).where(cls.name == name)).one_or_none()
-
-    @classmethod
-    def find_by_idempotency_key(cls, session: Session, key: str) -> StudyRecord | None:
-        return session.scalars(sa.select(cls).where(cls.idempotency_key == key)).one_or_none()
-
-
-class ComparisonRecord(Base):
+class ComparisonRecord(_Submitted, Base):
     """One submitted comparison: its spec, its phase and, once done, its result (studies link to it)."""
+
+    kind = "Comparison"
 
     __tablename__ = "tvlars_comparisons"
     __table_args__ = (sa.CheckConstraint(f"state IN {tuple(s.value for s in StudyState)}", name="state"),)
@@ -131,23 +143,6 @@ class ComparisonRecord(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None]
-
-    @classmethod
-    def find_or_raise_by_id(cls, session: Session, comparison_id: str, *, for_update: bool = False) -> ComparisonRecord:
-        """The comparison, or :class:`NotFoundError` (a 404 over REST); ``for_update`` locks its row."""
-        query = sa.select(cls).where(cls.id == comparison_id)
-        record = session.scalars(query.with_for_update() if for_update else query).one_or_none()
-        if record is None:
-            raise NotFoundError("Comparison not found")
-        return record
-
-    @classmethod
-    def find_by_name(cls, session: Session, name: str) -> ComparisonRecord | None:
-        return session.scalars(sa.select(cls).where(cls.name == name)).one_or_none()
-
-    @classmethod
-    def find_by_idempotency_key(cls, session: Session, key: str) -> ComparisonRecord | None:
-        return session.scalars(sa.select(cls).where(cls.idempotency_key == key)).one_or_none()
 
 
 class WorkerRecord(Base):

@@ -68,14 +68,11 @@ def create_comparison(
     """A new QUEUED comparison and its QUEUED tuning studies, or the existing one for a replayed request."""
     canonical = spec.canonical()
     digest = crud.spec_hash(canonical)
-    if idempotency_key is not None:
-        existing = ComparisonRecord.find_by_idempotency_key(session, idempotency_key)
-        if existing is not None:
-            if existing.spec_hash != digest:
-                raise ConflictError("Idempotency-Key was already used with a different spec")
-            return existing, False
-    if ComparisonRecord.find_by_name(session, spec.name) is not None:
-        raise ConflictError(f"A comparison named {spec.name!r} exists; choose another name")
+    existing = crud.find_replay(
+        session=session, model=ComparisonRecord, name=spec.name, digest=digest, key=idempotency_key
+    )
+    if existing is not None:
+        return existing, False
     record = ComparisonRecord(
         id=uuid.uuid4().hex,
         name=spec.name,
