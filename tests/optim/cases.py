@@ -146,3 +146,17 @@ def train_steps(model: nn.Module, opt: torch.optim.Optimizer, data) -> list[floa
         opt.step()
         losses.append(loss.item())
     return losses
+
+
+def step_together(pairs: tuple[tuple[nn.Module, Any], ...], x: torch.Tensor, y: torch.Tensor) -> None:
+    """One training step of each ``(model, optimizer)`` on the same batch (cross-entropy)."""
+    for model, opt in pairs:
+        model.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+
+def assert_same_parameters(reference: nn.Module, model: nn.Module, rtol: float, atol: float) -> None:
+    """Every parameter of ``model`` close to ``reference``'s, named after the reference's on failure."""
+    for (name, a), b in zip(reference.named_parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(b, a, rtol=rtol, atol=atol, msg=name)

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from tvlars import LARS
 from tvlars.schedules import WarmupCosine, paper_lr, warmup_cosine_factor
 
-
-def official_lr(step: int, epochs: int, steps_per_epoch: int, bs: int, lr: float) -> float:
-    # scheduler/lars_warmup.py of the official code, as DESIGN describes it
-    max_steps = epochs * steps_per_epoch
-    warmup_steps = 20 * steps_per_epoch
-    base_lr = bs / 256
-    if step < warmup_steps:
-        value = base_lr * step / warmup_steps
-    else:
-        step -= warmup_steps
-        max_steps -= warmup_steps
-        q = 0.5 * (1 + math.cos(math.pi * step / max_steps))
-        value = base_lr * q + base_lr * 0.001 * (1 - q)
-    return value * lr
+from .official import official_warmup_lr
 
 
 def test_matches_official_schedule_step_by_step():
@@ -32,7 +17,8 @@ def test_matches_official_schedule_step_by_step():
     opt = LARS([p], lr=paper_lr(lr, bs))
     sched = WarmupCosine(opt, warmup_steps=20 * per_epoch, total_steps=epochs * per_epoch)
     for step in range(epochs * per_epoch):
-        assert opt.param_groups[0]["lr"] == pytest.approx(official_lr(step, epochs, per_epoch, bs, lr), rel=1e-12)
+        official = official_warmup_lr(lr, bs, step, per_epoch, epochs)
+        assert opt.param_groups[0]["lr"] == pytest.approx(official, rel=1e-12)
         p.grad = torch.ones(2, 2)
         opt.step()
         sched.step()

@@ -11,7 +11,7 @@ from torch import nn
 import search_spaces
 from tvlars.train import TrialConfig, build_optimizer
 
-from .cases import TinyNet, batches
+from .cases import TinyNet, assert_same_parameters, batches, step_together
 from .official import OfficialLAMB, OfficialLARS, OfficialTVLARS, official_warmup_lr
 
 BATCH_SIZES = (512, 1024, 2048, 4096, 8192, 16384, 32768)
@@ -53,14 +53,10 @@ def test_trainer_built_optimizer_matches_the_official_loop(kind, bs):
         if kind == "lars-warmup":
             official.lr = official_warmup_lr(config["lr"], bs, step, STEPS_PER_EPOCH, config["epochs"])
             assert ours.param_groups[0]["lr"] == pytest.approx(official.lr, rel=1e-12, abs=1e-15)
-        for m, o in ((ours_model, ours), (official_model, official)):
-            m.zero_grad()
-            nn.functional.cross_entropy(m(x), y).backward()
-            o.step()
+        step_together(((ours_model, ours), (official_model, official)), x, y)
         if sched is not None:
             sched.step()
-    for (name, a), b in zip(official_model.named_parameters(), ours_model.parameters(), strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6, msg=name)
+    assert_same_parameters(official_model, ours_model, rtol=1e-6, atol=1e-6)
     torch.manual_seed(0)
     assert not torch.allclose(ours_model.head.weight, TinyNet(big_weight=True).double().head.weight)  # it trained
 
@@ -90,10 +86,6 @@ def test_lamb_adam_mode_matches_the_official_adam_flag():
     ours, _ = build_optimizer(cfg, ours_model, steps_per_epoch=1)
     official = OfficialLAMB(official_model.parameters(), lr=0.01, weight_decay=1e-3, adam=True)
     for x, y in batches(STEPS, torch.float64, seed=2):
-        for m, o in ((ours_model, ours), (official_model, official)):
-            m.zero_grad()
-            nn.functional.cross_entropy(m(x), y).backward()
-            o.step()
-    for (name, a), b in zip(official_model.named_parameters(), ours_model.parameters(), strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6, msg=name)
+        step_together(((ours_model, ours), (official_model, official)), x, y)
+    assert_same_parameters(official_model, ours_model, rtol=1e-6, atol=1e-6)
     assert float(ours.last_trust_ratio) == 1.0

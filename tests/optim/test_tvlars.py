@@ -15,16 +15,8 @@ from torch import nn
 from tvlars import LAMB, LARS, TVLARS, create_optimizer, param_groups, phi
 from tvlars.optim import get_optimizer_info, list_optimizers
 
-from .cases import TinyNet, batches
+from .cases import TinyNet, assert_same_parameters, batches, step_together
 from .official import OfficialLAMB, OfficialTVLARS
-
-
-def _step_both(model_a, opt_a, model_b, opt_b, data):
-    for x, y in data:
-        for m, o in ((model_a, opt_a), (model_b, opt_b)):
-            o.zero_grad() if hasattr(o, "zero_grad") else m.zero_grad()
-            nn.functional.cross_entropy(m(x), y).backward()
-            o.step()
 
 
 # float32 at a milder lr: at lr 3 the 1-D parameters (plain SGD) grow to hundreds and amplify float32 rounding
@@ -39,16 +31,12 @@ def test_official_parity_over_40_steps(dtype, lr, tol):
     official = OfficialTVLARS(official_model.parameters(), lr=lr, lmbda=lam)
     data = batches(40, dtype, seed=1)
     for x, y in data:
-        for m, o in ((ours_model, ours), (official_model, official)):
-            m.zero_grad()
-            nn.functional.cross_entropy(m(x), y).backward()
-            o.step()
+        step_together(((ours_model, ours), (official_model, official)), x, y)
         # the same applied ratio, every step (the official log keeps 0/0 = nan where its guard then applies 1)
         logged = torch.tensor(official.ratio_log[-1], dtype=torch.float64)
         applied = torch.where(torch.isfinite(logged), logged, torch.ones_like(logged))
         torch.testing.assert_close(ours.last_trust_ratio, applied.mean().to(dtype), rtol=tol, atol=0)
-    for (name, a), b in zip(official_model.named_parameters(), ours_model.parameters(), strict=True):
-        torch.testing.assert_close(b, a, rtol=tol, atol=tol, msg=name)
+    assert_same_parameters(official_model, ours_model, rtol=tol, atol=tol)
     assert ours.param_groups[0]["step"] == 40 == official.step_cnt
 
 
@@ -90,13 +78,10 @@ def test_tvlars_with_unit_phi_is_lars():
     torch.manual_seed(0)
     a = TinyNet()
     b = copy.deepcopy(a)
-    _step_both(
-        a,
-        TVLARS(a.parameters(), lr=15.0, lam=0.0, alpha=0.0, gamma_min=0.0),
-        b,
-        LARS(b.parameters(), lr=15.0),
-        batches(8),
-    )
+    tv = TVLARS(a.parameters(), lr=15.0, lam=0.0, alpha=0.0, gamma_min=0.0)
+    pairs = ((a, tv), (b, LARS(b.parameters(), lr=15.0)))
+    for x, y in batches(8):
+        step_together(pairs, x, y)
     for x, y in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
 
@@ -110,12 +95,8 @@ def test_lamb_matches_the_official_lamb():
     )
     official = OfficialLAMB(official_model.parameters(), lr=0.01, weight_decay=0.01)
     for x, y in batches(25, seed=2):
-        for m, o in ((ours_model, ours), (official_model, official)):
-            m.zero_grad()
-            nn.functional.cross_entropy(m(x), y).backward()
-            o.step()
-    for (name, a), b in zip(official_model.named_parameters(), ours_model.parameters(), strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
+        step_together(((ours_model, ours), (official_model, official)), x, y)
+    assert_same_parameters(official_model, ours_model, rtol=1e-5, atol=1e-6)
 
 
 def test_lamb_bias_correction_first_step_is_sign_sized():
