@@ -13,9 +13,10 @@ from tvlars.data import load_dataset, validation_split
 from tvlars.models import build_model
 from tvlars.pipeline import barlow_twins_views
 from tvlars.schedules import paper_lr, warmup_cosine_factor
-from tvlars.train import TrialConfig, _Trial, build_optimizer, run
+from tvlars.train import TrialConfig, _Trial, build_optimizer
 
-MNIST1D = {"dataset": "mnist1d", "model": "mlp", "batch_size": 250, "epochs": 3, "lr": 8.0, "seed": 0}
+from .test_train import BARLOW_TWINS, MNIST1D, _run
+
 #: The report keys of the DESIGN contract.
 CONTRACT_KEYS = {
     "epoch",
@@ -32,11 +33,6 @@ CONTRACT_KEYS = {
 }
 VAL_KEYS = {"val_loss", "val_acc", "best_val_acc", "test_acc_at_best_val"}
 PAPER_BATCH_SIZES = (512, 1024, 2048, 4096, 8192, 16384, 32768)
-
-
-def _run(config):
-    rows = []
-    return run(config, rows.append), rows
 
 
 # -- validation split ----------------------------------------------------------------------------------------------
@@ -222,19 +218,7 @@ def test_barlow_twins_views_are_deterministic_per_seed():
 
 
 def test_barlow_twins_validates_through_the_probe():
-    config = {
-        "task": "barlow_twins",
-        "dataset": "synthetic",
-        "dataset_options": {"n_train": 512, "n_test": 256, "image_size": 8},
-        "model": "cnn",
-        "batch_size": 128,
-        "epochs": 2,
-        "lr": 5.0,
-        "projector_dims": [32, 32],
-        "probe_epochs": 10,
-        "ddp_devices": 2,
-    }
-    result, rows = _run(config)
+    result, rows = _run({**BARLOW_TWINS, "ddp_devices": 2})
     assert all({"val_acc", "best_val_acc", "test_acc_at_best_val"} <= r.keys() for r in rows)
     assert math.isfinite(result["train_loss"])
     assert 0 < rows[-1]["val_acc"] <= 1 and rows[-1]["probe"] == "sgd"

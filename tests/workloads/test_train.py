@@ -11,6 +11,18 @@ from tvlars.schedules import paper_lr, warmup_cosine_factor
 from tvlars.train import TrialConfig, build_optimizer, run
 
 MNIST1D = {"dataset": "mnist1d", "model": "mlp", "batch_size": 250, "epochs": 3, "lr": 8.0, "seed": 0}
+#: A small Barlow Twins run: a CNN on synthetic images, a small projector, a 10-epoch probe.
+BARLOW_TWINS = {
+    "task": "barlow_twins",
+    "dataset": "synthetic",
+    "dataset_options": {"n_train": 512, "n_test": 256, "image_size": 8},
+    "model": "cnn",
+    "batch_size": 128,
+    "epochs": 2,
+    "lr": 5.0,
+    "projector_dims": [32, 32],
+    "probe_epochs": 10,
+}
 REPORT_KEYS = {
     "epoch",
     "train_loss",
@@ -92,18 +104,7 @@ def test_micro_batches_accumulate_to_the_same_step():
 
 
 def test_barlow_twins_reports_probe_accuracy():
-    config = {
-        "task": "barlow_twins",
-        "dataset": "synthetic",
-        "dataset_options": {"n_train": 512, "n_test": 256, "image_size": 8},
-        "model": "cnn",
-        "batch_size": 128,
-        "epochs": 2,
-        "lr": 5.0,
-        "projector_dims": [32, 32],
-        "probe_epochs": 10,
-    }
-    result, rows = _run(config)
+    result, rows = _run(BARLOW_TWINS)
     assert [r["probe"] for r in rows] == ["ridge", "sgd"]
     assert rows[0]["test_loss"] is None
     assert result["test_acc"] > 0.2 and result["probe_best_acc"] >= result["test_acc"]  # 10 classes
