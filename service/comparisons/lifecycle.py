@@ -35,6 +35,7 @@ from search_spaces.spec import StudySpec
 
 from .. import crud
 from ..core.db import session_scope
+from ..core.jsondata import jsonable
 from ..errors import ConflictError
 from ..models import ComparisonRecord, StudyRecord, StudyState, utcnow
 from .result import ArmResult, ComparisonResult, RerunRecord, TrialRecord
@@ -206,7 +207,7 @@ def advance(*, session: Session, comparison_id: str, storage_url: str) -> bool:
         log.exception("comparison %s: building the result failed", record.name)
         record.state, record.error = StudyState.FAILED.value, f"building the result: {type(e).__name__}: {e}"
     else:
-        record.result = _jsonable(asdict(result))
+        record.result = jsonable(asdict(result))
         record.state, record.phase = StudyState.SUCCEEDED.value, DONE
     record.finished_at = utcnow()
     log.info("comparison %s: %s", record.name, record.state)
@@ -338,17 +339,6 @@ def build_result(storage_url: str, spec: ComparisonSpec, studies: list[StudyReco
         rerun_metric=RERUN_METRIC,
         curve_metric="val_acc",
     )
-
-
-def _jsonable(value: Any) -> Any:
-    """NaN and infinities become None: the result is stored (and served) as strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def result_from_json(data: dict[str, Any]) -> ComparisonResult:

@@ -25,8 +25,8 @@ from ray.tune.search import Searcher
 from search_spaces.spec import StudySpec
 
 from .._optuna import reopen_trial, set_intermediate_value, stored_intermediate_values
+from ..core.jsondata import jsonable
 from ..optuna_queries import SUMMARY_METRICS
-from .trainable import jsonable
 
 __all__ = [
     "CHECKPOINT_ATTR",

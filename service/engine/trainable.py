@@ -30,24 +30,15 @@ from typing import Any
 
 from ray import tune
 
-__all__ = ["STATE_FILE", "jsonable", "train_trial"]
+from ..core.jsondata import jsonable
+
+__all__ = ["STATE_FILE", "train_trial"]
 
 #: Characters of a traceback kept with a failed trial.
 MAX_TRACEBACK_CHARS = 4000
 #: The trainer state inside a checkpoint folder (``torch.save``), and what wrote it (JSON).
 STATE_FILE = "state.pt"
 META_FILE = "trial.json"
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON data: NaN and ±inf become None (JSON has no such numbers), tuples become lists."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value
 
 
 def _load_state(checkpoint: tune.Checkpoint) -> tuple[dict[str, Any], dict[str, Any]]:
