@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from service.core.db import dispose
 
 from ..conftest import unique_name
-from ..utils.server import Server, start_server, start_worker, wait_state
+from ..utils.server import Server, start_server, start_worker, wait_state, wait_until
 from ..utils.specs import quick_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_address")]
@@ -64,16 +64,6 @@ def outage(private_pg):
             private_pg.start()
 
     return down
-
-
-def _wait(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def _trials(c: httpx.Client, study_id: str) -> list[dict]:
@@ -149,7 +139,7 @@ def test_a_study_survives_outages_during_a_trials_reports_and_between_trials(fau
         with api.client() as c:
             study_id = c.post("/v1/studies", json=spec).json()["id"]
             # 1: while the first trial reports its epochs (the searcher records each one)
-            _wait(
+            wait_until(
                 lambda: any(t["state"] == "RUNNING" and t["intermediate_values"] for t in _trials(c, study_id)),
                 120,
                 "the first trial's first epoch",
@@ -159,7 +149,7 @@ def test_a_study_survives_outages_during_a_trials_reports_and_between_trials(fau
                 _expect_503_while_down(api, study_id, OUTAGE_S)
                 _alive(api.proc, worker)
             # 2: as soon as a trial has finished, when the searcher tells it and asks for the next one
-            _wait(lambda: len(_finished(_trials(c, study_id))) > len(before_first), 120, "a trial to finish")
+            wait_until(lambda: len(_finished(_trials(c, study_id))) > len(before_first), 120, "a trial to finish")
             before_second = _finished(_trials(c, study_id))
             with outage():
                 _expect_503_while_down(api, study_id, OUTAGE_S)
@@ -196,7 +186,7 @@ def test_a_worker_waits_out_an_outage_to_claim_a_study_and_record_its_end(fault_
             # the outage begins as the study's last trial is told: the engine sums up the run and the worker
             # records the study's end, both through the outage
             second = c.post("/v1/studies", json={**spec, "name": unique_name("finish")}).json()["id"]
-            _wait(lambda: len(_finished(_trials(c, second))) == 2, 180, "the second study's last trial")
+            wait_until(lambda: len(_finished(_trials(c, second))) == 2, 180, "the second study's last trial")
         with outage():
             time.sleep(OUTAGE_S)
             _alive(worker, api.proc)
@@ -219,14 +209,14 @@ def test_the_study_goes_on_when_the_api_is_killed_and_a_restarted_api_shows_it(f
     try:
         with api.client() as c:
             study_id = c.post("/v1/studies", json=spec).json()["id"]
-            _wait(lambda: len(_finished(_trials(c, study_id))) >= 1, 120, "a first finished trial")
+            wait_until(lambda: len(_finished(_trials(c, study_id))) >= 1, 120, "a first finished trial")
             seen = _finished(_trials(c, study_id))
         os.kill(api.proc.pid, signal.SIGKILL)
         api.proc.wait(timeout=10)
         # the worker needs no API: trials go on finishing in the database meanwhile
         storage = optuna.storages.RDBStorage(fault_db)
         study = optuna.load_study(study_name=spec["name"], storage=storage)
-        _wait(
+        wait_until(
             lambda: len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]) > len(seen),
             120,
             "a trial to finish with the API dead",

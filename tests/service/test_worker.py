@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import optuna
@@ -16,7 +15,7 @@ from service.crud import create_study
 from service.models import StudyRecord
 
 from ..conftest import unique_name
-from ..utils.server import start_server, start_worker
+from ..utils.server import start_server, start_worker, wait_until
 from ..utils.specs import quick_spec
 
 pytestmark = pytest.mark.usefixtures("ray_address")
@@ -35,14 +34,11 @@ def _record(url: str, study_id: str) -> StudyRecord:
         return s.get(StudyRecord, study_id)
 
 
-def _wait(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    pytest.fail(f"timed out waiting for {what}")
+def _takeover(url: str, study_id: str, timeout_s: float) -> StudyRecord:
+    """The study's record once a worker that took it over has finished it (SUCCEEDED or FAILED)."""
+    return wait_until(
+        lambda: (r := _record(url, study_id)).state in ("SUCCEEDED", "FAILED") and r, timeout_s, "the takeover"
+    )
 
 
 def _finished_trials(url: str, name: str) -> int:
@@ -59,16 +55,14 @@ def test_a_killed_workers_study_is_taken_over(sqlite_url, tmp_path):
     )
     first = start_worker(sqlite_url, tmp_path, "first")
     try:
-        _wait(lambda: _finished_trials(sqlite_url, name) >= 1, 90, "a finished trial")
+        wait_until(lambda: _finished_trials(sqlite_url, name) >= 1, 90, "a finished trial")
     finally:
         first.kill()  # SIGKILL: no clean-up, the study stays RUNNING with a stale heartbeat
         first.wait()
     assert _record(sqlite_url, study_id).state == "RUNNING"
     second = start_worker(sqlite_url, tmp_path, "second")
     try:
-        record = _wait(
-            lambda: (r := _record(sqlite_url, study_id)).state in ("SUCCEEDED", "FAILED") and r, 120, "the takeover"
-        )
+        record = _takeover(sqlite_url, study_id, 120)
     finally:
         second.terminate()
         second.wait(timeout=60)
@@ -85,8 +79,8 @@ def test_sigterm_puts_the_running_study_back_in_the_queue(sqlite_url, tmp_path):
     )
     worker = start_worker(sqlite_url, tmp_path, "term")
     try:
-        _wait(lambda: _record(sqlite_url, study_id).state == "RUNNING", 90, "RUNNING")
-        _wait(lambda: _finished_trials(sqlite_url, name) >= 1, 90, "a finished trial")
+        wait_until(lambda: _record(sqlite_url, study_id).state == "RUNNING", 90, "RUNNING")
+        wait_until(lambda: _finished_trials(sqlite_url, name) >= 1, 90, "a finished trial")
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=60) == 0
     finally:
@@ -117,4 +111,4 @@ def test_sigterm_to_serve_stops_its_workers_too(sqlite_url, tmp_path):
     assert len(workers) == 1 and _alive(workers[0])
     server.proc.send_signal(signal.SIGTERM)
     server.proc.wait(timeout=60)
-    _wait(lambda: not _alive(workers[0]), 45, "the worker to stop with its serve")
+    wait_until(lambda: not _alive(workers[0]), 45, "the worker to stop with its serve")

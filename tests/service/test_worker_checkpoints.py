@@ -6,8 +6,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from ..utils.server import start_worker
-from .test_worker import _record, _submit, _wait
+from ..utils.server import start_worker, wait_until
+from .test_worker import _submit, _takeover
 
 pytestmark = [pytest.mark.usefixtures("ray_address"), pytest.mark.slow]
 
@@ -35,16 +35,14 @@ def test_a_trial_killed_with_its_worker_continues_from_its_checkpoint(sqlite_url
     )
     first = start_worker(sqlite_url, tmp_path, "first")
     try:
-        killed = _wait(lambda: _checkpointed_running_trial(sqlite_url, name), 120, "a checkpointed running trial")
+        killed = wait_until(lambda: _checkpointed_running_trial(sqlite_url, name), 120, "a checkpointed running trial")
     finally:
         first.kill()  # SIGKILL mid-trial: the driver and its Ray actors go, the trial stays RUNNING
         first.wait()
     saved_epoch = killed.user_attrs["checkpoint"]["epoch"]
     second = start_worker(sqlite_url, tmp_path, "second")
     try:
-        record = _wait(
-            lambda: (r := _record(sqlite_url, study_id)).state in ("SUCCEEDED", "FAILED") and r, 180, "the takeover"
-        )
+        record = _takeover(sqlite_url, study_id, 180)
     finally:
         second.terminate()
         second.wait(timeout=60)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 WRITE_KEY = "write-key-0123456789"
@@ -97,6 +98,18 @@ def wait_for(server: Server, path: str, timeout_s: float) -> None:
             pass
         time.sleep(0.3)
     raise TimeoutError(f"{server.url}{path} not ready after {timeout_s} s:\n{server.log.read_text()[-4000:]}")
+
+
+def wait_until(predicate, timeout_s: float, what: str, poll_s: float = 0.2):
+    """``predicate()``'s first truthy value, polled every ``poll_s`` for up to ``timeout_s``; else the test fails,
+    naming ``what`` it waited for."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll_s)
+    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def wait_state(client: httpx.Client, study_id: str, states: tuple[str, ...], timeout_s: float = 120) -> dict:
