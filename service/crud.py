@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from search_spaces.spec import StudySpec
 
-from .errors import ConflictError, InvalidSpecError
+from .errors import ConflictError, InvalidSpecError, NotFoundError
 from .models import ComparisonRecord, StudyRecord, StudyState, WorkerRecord, utcnow
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "find_replay",
     "finish_study",
     "get_studies",
+    "get_study_version",
     "get_study",
     "heartbeat",
     "list_study_versions",
@@ -96,19 +97,28 @@ def get_study(*, session: Session, study_id: str) -> StudyRecord:
     return StudyRecord.find_or_raise_by_id(session, study_id)
 
 
+#: A study row's version, what a cached read is keyed by: ``updated_at`` moves on every write to the row.
+_VERSION = (StudyRecord.id, StudyRecord.updated_at, StudyRecord.state, StudyRecord.cancel_requested)
+
+
+def get_study_version(*, session: Session, study_id: str) -> tuple:
+    """The study's version ``(id, updated_at, state, cancel_requested)`` (one indexed row, no JSON), or
+    NotFoundError."""
+    row = session.execute(sa.select(*_VERSION).where(StudyRecord.id == study_id)).one_or_none()
+    if row is None:
+        raise NotFoundError(f"{StudyRecord.kind} not found")
+    return tuple(row)
+
+
 def list_study_versions(
     *, session: Session, limit: int, offset: int, state: StudyState | None = None
 ) -> tuple[int, list[tuple]]:
     """``(total, page)`` of studies, newest first, optionally in one state; each as its version (what a cached read
-    is keyed by): ``(id, updated_at, state, cancel_requested)``. :func:`get_studies` loads them."""
+    is keyed by, as :func:`get_study_version`). :func:`get_studies` loads them."""
     where = [StudyRecord.state == StudyState(state).value] if state else []
     total = session.scalar(sa.select(sa.func.count()).select_from(StudyRecord).where(*where)) or 0
     rows = session.execute(
-        sa.select(StudyRecord.id, StudyRecord.updated_at, StudyRecord.state, StudyRecord.cancel_requested)
-        .where(*where)
-        .order_by(StudyRecord.created_at.desc())
-        .limit(limit)
-        .offset(offset)
+        sa.select(*_VERSION).where(*where).order_by(StudyRecord.created_at.desc()).limit(limit).offset(offset)
     ).all()
     return total, [tuple(r) for r in rows]
 

@@ -74,11 +74,6 @@ def _best(session: Session, record: StudyRecord, n_complete: int, n_finished: in
     return {k: top[0][k] for k in ("number", "value", "params", *SUMMARY_METRICS)} if top else None
 
 
-def _version(record: StudyRecord) -> tuple:
-    """What a cached read of the study is keyed by: its row's version (``updated_at`` moves on every write)."""
-    return (record.id, record.updated_at, record.state, record.cancel_requested)
-
-
 def to_public(session: Session, records: list[StudyRecord]) -> list[StudyPublic]:
     counts = trial_counts(session, [r.name for r in records])
     out = []
@@ -185,10 +180,13 @@ def read_studies(
 def read_study(request: Request, study_id: str, settings: SettingsDep, _: ReadKey) -> Response:
     """A study's spec, state, trial counts and best trial."""
     with session_scope(settings.database_url, read_only=True) as session:
-        record = crud.get_study(session=session, study_id=study_id)
-        return cached_json(
-            request, ("study", _version(record)), lambda: to_public(session, [record])[0].model_dump_json().encode()
-        )
+        version = crud.get_study_version(session=session, study_id=study_id)
+
+        def build() -> bytes:
+            record = crud.get_study(session=session, study_id=study_id)
+            return to_public(session, [record])[0].model_dump_json().encode()
+
+        return cached_json(request, ("study", version), build)
 
 
 @router.post("/{study_id}/cancel", status_code=202, response_model=StudyPublic, responses=_NOT_FOUND | _CONFLICT)
@@ -224,14 +222,15 @@ def read_trials(
 ) -> Response:
     """Trials by number with state, params, values and per-epoch objective; ``curves=true`` adds every curve."""
     with session_scope(settings.database_url, read_only=True) as session:
-        record = crud.get_study(session=session, study_id=study_id)
+        version = crud.get_study_version(session=session, study_id=study_id)
 
         def build() -> bytes:
+            record = crud.get_study(session=session, study_id=study_id)
             page = trials_page(session, record.name, limit, offset, state, curves)
             total, items = page if page is not None else (0, [])
             return TrialsPublic(total=total, limit=limit, offset=offset, items=items).model_dump_json().encode()
 
-        return cached_json(request, ("trials", _version(record), state, limit, offset, curves), build)
+        return cached_json(request, ("trials", version, state, limit, offset, curves), build)
 
 
 @router.get("/{study_id}/leaderboard", response_model=LeaderboardPublic, responses=_NOT_FOUND | _CACHED)
@@ -245,9 +244,10 @@ def read_leaderboard(
 ) -> Response:
     """The best trials first (by the first objective), ordered and limited in SQL."""
     with session_scope(settings.database_url, read_only=True) as session:
-        record = crud.get_study(session=session, study_id=study_id)
+        version = crud.get_study_version(session=session, study_id=study_id)
 
         def build() -> bytes:
+            record = crud.get_study(session=session, study_id=study_id)
             items = leaderboard(session, record.name, limit, include_pruned) or []  # None: no trial started yet
             objective = record.spec["objective"]
             first = objective[0] if isinstance(objective, list) else objective
@@ -256,4 +256,4 @@ def read_leaderboard(
             )
             return board.model_dump_json().encode()
 
-        return cached_json(request, ("leaderboard", _version(record), limit, include_pruned), build)
+        return cached_json(request, ("leaderboard", version, limit, include_pruned), build)
