@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 
-from ._optuna import is_outage
+from ._optuna import RETRY_FIRST_S, RETRY_MAX_S, is_outage
 from .core.config import Settings
 from .core.db import migrate, session_scope
 from .crud import claim_next_study, finish_study, heartbeat
@@ -111,7 +111,7 @@ class Worker:
         """Run ``write`` until the database takes it: retried with back-off through an outage, for up to
         ``db_outage_retry_s`` (``forever``: until :meth:`stop`). Returns whether it was stored."""
         deadline = time.monotonic() + self.settings.db_outage_retry_s
-        delay, failures = 0.5, 0
+        delay, failures = RETRY_FIRST_S, 0
         while True:
             try:
                 write()
@@ -128,7 +128,7 @@ class Worker:
                     return False
                 if not forever:
                     time.sleep(delay)
-                delay = min(5.0, delay * 2)
+                delay = min(RETRY_MAX_S, delay * 2)
                 continue
             if failures:
                 log.info("%s: done after %d retries", what, failures)
