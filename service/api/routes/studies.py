@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
 import search_spaces
 from search_spaces.spec import StudySpec
 
 from ... import crud
+from ...core.config import Settings
 from ...core.db import session_scope
 from ...models import StudyRecord, StudyState
 from ...optuna_queries import SUMMARY_METRICS, TRIAL_STATES, leaderboard, trial_counts, trials_page
@@ -117,6 +119,24 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
+def _cached_read(
+    request: Request,
+    settings: Settings,
+    study_id: str,
+    params: tuple,
+    body: Callable[[Session, StudyRecord], BaseModel],
+) -> Response:
+    """A read of one study from the read cache (service.api.cache), keyed by the study row's version and the
+    request's ``params``; ``body`` builds the answer from the record when no body is cached under that key."""
+    with session_scope(settings.database_url, read_only=True) as session:
+        version = crud.get_study_version(session=session, study_id=study_id)
+
+        def build() -> bytes:
+            return body(session, crud.get_study(session=session, study_id=study_id)).model_dump_json().encode()
+
+        return cached_json(request, (*params, version), build)
+
+
 _NOT_FOUND: dict[int | str, dict] = {404: {"description": "Study not found"}}
 _CONFLICT: dict[int | str, dict] = {409: {"description": "Not possible in the study's current state"}}
 #: Reads answered from service.api.cache carry an ETag.
@@ -179,14 +199,7 @@ def read_studies(
 @router.get("/{study_id}", response_model=StudyPublic, responses=_NOT_FOUND | _CACHED)
 def read_study(request: Request, study_id: str, settings: SettingsDep, _: ReadKey) -> Response:
     """A study's spec, state, trial counts and best trial."""
-    with session_scope(settings.database_url, read_only=True) as session:
-        version = crud.get_study_version(session=session, study_id=study_id)
-
-        def build() -> bytes:
-            record = crud.get_study(session=session, study_id=study_id)
-            return to_public(session, [record])[0].model_dump_json().encode()
-
-        return cached_json(request, ("study", version), build)
+    return _cached_read(request, settings, study_id, ("study",), lambda session, r: to_public(session, [r])[0])
 
 
 @router.post("/{study_id}/cancel", status_code=202, response_model=StudyPublic, responses=_NOT_FOUND | _CONFLICT)
@@ -221,16 +234,13 @@ def read_trials(
     curves: bool = False,
 ) -> Response:
     """Trials by number with state, params, values and per-epoch objective; ``curves=true`` adds every curve."""
-    with session_scope(settings.database_url, read_only=True) as session:
-        version = crud.get_study_version(session=session, study_id=study_id)
 
-        def build() -> bytes:
-            record = crud.get_study(session=session, study_id=study_id)
-            page = trials_page(session, record.name, limit, offset, state, curves)
-            total, items = page if page is not None else (0, [])
-            return TrialsPublic(total=total, limit=limit, offset=offset, items=items).model_dump_json().encode()
+    def body(session: Session, record: StudyRecord) -> TrialsPublic:
+        page = trials_page(session, record.name, limit, offset, state, curves)
+        total, items = page if page is not None else (0, [])
+        return TrialsPublic(total=total, limit=limit, offset=offset, items=items)
 
-        return cached_json(request, ("trials", version, state, limit, offset, curves), build)
+    return _cached_read(request, settings, study_id, ("trials", state, limit, offset, curves), body)
 
 
 @router.get("/{study_id}/leaderboard", response_model=LeaderboardPublic, responses=_NOT_FOUND | _CACHED)
@@ -243,17 +253,13 @@ def read_leaderboard(
     include_pruned: bool = False,
 ) -> Response:
     """The best trials first (by the first objective), ordered and limited in SQL."""
-    with session_scope(settings.database_url, read_only=True) as session:
-        version = crud.get_study_version(session=session, study_id=study_id)
 
-        def build() -> bytes:
-            record = crud.get_study(session=session, study_id=study_id)
-            items = leaderboard(session, record.name, limit, include_pruned) or []  # None: no trial started yet
-            objective = record.spec["objective"]
-            first = objective[0] if isinstance(objective, list) else objective
-            board = LeaderboardPublic(
-                study_id=record.id, name=record.name, metric=first["metric"], direction=first["direction"], items=items
-            )
-            return board.model_dump_json().encode()
+    def body(session: Session, record: StudyRecord) -> LeaderboardPublic:
+        items = leaderboard(session, record.name, limit, include_pruned) or []  # None: no trial has started yet
+        objective = record.spec["objective"]
+        first = objective[0] if isinstance(objective, list) else objective
+        return LeaderboardPublic(
+            study_id=record.id, name=record.name, metric=first["metric"], direction=first["direction"], items=items
+        )
 
-        return cached_json(request, ("leaderboard", version, limit, include_pruned), build)
+    return _cached_read(request, settings, study_id, ("leaderboard", limit, include_pruned), body)
