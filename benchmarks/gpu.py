@@ -398,8 +398,7 @@ def _official_loader(ctx: Context, data, batch_size: int):
         shuffle=True,
         drop_last=True,
         num_workers=ctx.scale.loader_workers,
-        pin_memory=ctx.cuda,
-        persistent_workers=True,
+        pin_memory=ctx.cuda,  # workers start anew each epoch, the DataLoader's default (and none outlive it)
     )
 
 
