@@ -102,8 +102,13 @@ RERUN_SEED_BASE = 1_000_000
 MAX_ARMS = 8
 MAX_BATCH_SIZES = 16
 MAX_RERUN_SEEDS = 32
-#: Comparison names leave room for "-<arm>-bs<batch size>" within a study name's 128 characters.
-COMPARISON_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$"
+MAX_TUNING_REPEATS = 10
+#: Tuning repeat ``r`` trains trial ``n`` with seed ``seed + r · REPEAT_SEED_STRIDE + n`` (below the re-run seeds).
+REPEAT_SEED_STRIDE = 10_000
+#: What the range check does with an optimum in the outer 10 % of its log range.
+RANGE_CHECKS = ("extend", "flag")
+#: Comparison names leave room for "-<arm>-bs<batch size>-t<repeat>-x-r<rank>" within a study name's 128 characters.
+COMPARISON_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,71}$"
 ARM_LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"
 
 #: The optimizer whose paper preset grid gives an arm's default LR centre and fixed values.
@@ -193,7 +198,7 @@ class ComparisonSampler(_Strict):
     """The Optuna sampler of every study; batch-size index ``i`` samples with ``seed + i`` in every arm."""
 
     name: Literal["tpe", "random", "cmaes", "gp", "qmc"] = "tpe"
-    seed: int = Field(default=0, ge=0, le=2**31 - 1 - MAX_BATCH_SIZES)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1 - MAX_BATCH_SIZES * MAX_TUNING_REPEATS)
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -241,6 +246,18 @@ class ComparisonSpec(_Strict):
     lr_decades: float = Field(default=2.0, gt=0, le=6, description="Width of every arm's log LR range")
     resources: Resources = Field(default_factory=Resources)
     seed: int = Field(default=0, ge=0, lt=RERUN_SEED_BASE // 2, description="Tuning trial n trains with seed + n")
+    tuning_repeats: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_TUNING_REPEATS,
+        description="Independent tunings of every arm × batch size (other sampler and trial seeds); each one's "
+        "winner is re-run on the shared fresh seeds",
+    )
+    range_check: Literal[RANGE_CHECKS] = Field(  # type: ignore[valid-type]
+        default="extend",
+        description="An optimum in the outer 10 % of a log range: extend (one decade that way, the same extra "
+        "budget for every arm at that batch size) or flag (mark it only)",
+    )
 
     @field_validator("batch_sizes")
     @classmethod
@@ -301,12 +318,15 @@ class ArmStudy:
     batch_index: int
     spec: dict[str, Any]
     epoch_budget: int
+    repeat: int = 0
 
 
 def expand(spec: ComparisonSpec) -> list[ArmStudy]:
-    """One study spec per arm × batch size, arms outer: same seed stream and LR widths matched (module docstring)."""
+    """One study spec per tuning repeat × arm × batch size (in that order): same seed stream and LR widths matched
+    (module docstring)."""
     return [
-        ArmStudy(arm, bs, i, _study_spec(spec, arm, i), spec.epoch_budget)
+        ArmStudy(arm, bs, i, _study_spec(spec, arm, i, r), spec.epoch_budget, r)
+        for r in range(spec.tuning_repeats)
         for arm in spec.arms
         for i, bs in enumerate(spec.batch_sizes)
     ]
@@ -334,7 +354,7 @@ def default_lr_center(optimizer: str, batch_size: int) -> float:
     return _interpolate(table, batch_size)
 
 
-def _study_spec(spec: ComparisonSpec, arm: Arm, i_bs: int) -> dict[str, Any]:
+def _study_spec(spec: ComparisonSpec, arm: Arm, i_bs: int, repeat: int = 0) -> dict[str, Any]:
     bs = spec.batch_sizes[i_bs]
     center = _arm_center(arm, bs)
     if arm.scaling == "linear_256" and arm.optimizer != "lars_warmup":
@@ -347,15 +367,19 @@ def _study_spec(spec: ComparisonSpec, arm: Arm, i_bs: int) -> dict[str, Any]:
     workload = spec.workload.model_dump()
     workload["batch_size"] = bs
     return {
-        "name": f"{spec.name}-{arm.name}-bs{bs}",
+        "name": f"{spec.name}-{arm.name}-bs{bs}-t{repeat}",
         "description": f"Comparison {spec.name}: arm {arm.name} ({arm.optimizer}, lr scaling {arm.scaling}) at "
-        f"batch size {bs}.",
+        f"batch size {bs}, tuning repeat {repeat}.",
         "workload": workload,
         "optimizer": arm.optimizer,
         "search_space": space,
         "fixed": fixed,
         "objective": spec.objective.model_dump(),
-        "sampler": {"name": spec.sampler.name, "seed": spec.sampler.seed + i_bs, "options": dict(spec.sampler.options)},
+        "sampler": {
+            "name": spec.sampler.name,
+            "seed": spec.sampler.seed + repeat * MAX_BATCH_SIZES + i_bs,
+            "options": dict(spec.sampler.options),
+        },
         "scheduler": spec.scheduler.model_dump(),
         "budget": {
             "n_trials": spec.budget.n_trials,
@@ -364,7 +388,7 @@ def _study_spec(spec: ComparisonSpec, arm: Arm, i_bs: int) -> dict[str, Any]:
             "max_failed": spec.budget.max_failed,
         },
         "resources": spec.resources.model_dump(),
-        "seed": spec.seed,
+        "seed": spec.seed + repeat * REPEAT_SEED_STRIDE,
         "vary_seed": True,
     }
 

@@ -13,6 +13,18 @@ A comparison is ordinary studies linked to one :class:`ComparisonRecord`:
 3. **done** — once every re-run study SUCCEEDED, :func:`build_result` reads the stored trials (no re-training) into
    a :class:`ComparisonResult`, stored as JSON with the comparison, which is then SUCCEEDED.
 
+Each study record says where it belongs: ``arm``, ``batch_size``, ``role`` (``tune``, ``extend``, ``rerun``),
+``repeat`` (the 0-based tuning repeat, ``tuning_repeats`` of them per arm × batch size) and, for a re-run, ``rank``
+(which of its repeat's top-k configs). ``epochs_spent`` is kept up to date by the worker as trials end.
+
+**Range check** (after tuning, before the re-runs): the result is stored on every tuning study's record, in
+``outcome["range_check"]``: ``{param: {"low", "high", "best", "position", "edge", "extended", "final_low",
+"final_high"}}`` for each log-scaled searched parameter (``position`` of the best value in log space, 0..1;
+``edge`` "low"/"high" when it lies in the outer 10 %, else None; ``extended`` whether an extension study searched
+a moved range; ``final_*`` the range the repeat's winner was finally chosen from). An extension study (role
+``extend``, same arm, batch size and repeat) holds the moved ranges in its spec's ``search_space``; the repeat's
+winner is the best COMPLETE trial over its tuning and extension studies.
+
 A study that FAILED or was CANCELLED fails the comparison with its name; a resume queues every unfinished study
 again and the comparison carries on from its phase.
 """
@@ -87,16 +99,26 @@ def create_comparison(
     session.add(record)
     session.flush()
     for arm_study in expand(spec):
-        _add_study(
-            session, record, StudySpec.model_validate(arm_study.spec), arm_study.arm.name, arm_study.batch_size, TUNE
-        )
+        spec_ = StudySpec.model_validate(arm_study.spec)
+        _add_study(session, record, spec_, arm_study.arm.name, arm_study.batch_size, TUNE, arm_study.repeat)
     return record, True
 
 
-def _add_study(session: Session, comparison: ComparisonRecord, spec: StudySpec, arm: str, bs: int, role: str) -> None:
+def _add_study(
+    session: Session,
+    comparison: ComparisonRecord,
+    spec: StudySpec,
+    arm: str,
+    bs: int,
+    role: str,
+    repeat: int,
+    rank: int | None = None,
+) -> StudyRecord:
     study, _ = crud.create_study(session=session, spec=spec, owner=comparison.owner)
     study.comparison_id, study.arm, study.batch_size, study.role = comparison.id, arm, bs, role
+    study.repeat, study.rank = repeat, rank
     session.flush()
+    return study
 
 
 def list_comparisons(*, session: Session, limit: int, offset: int) -> tuple[int, list[ComparisonRecord]]:
@@ -197,7 +219,9 @@ def advance(*, session: Session, comparison_id: str, storage_url: str) -> bool:
         for study in current:
             for rank, params in enumerate(_top_configs(storage_url, study, spec.rerun.top_k), start=1):
                 rerun = rerun_spec(StudySpec.model_validate(study.spec), params, rank, spec.rerun.seeds)
-                _add_study(session, record, rerun, study.arm or "", study.batch_size or 0, RERUN)
+                _add_study(
+                    session, record, rerun, study.arm or "", study.batch_size or 0, RERUN, study.repeat or 0, rank
+                )
         record.phase = RERUN
         log.info("comparison %s: tuning done, re-runs queued", record.name)
         return True
@@ -304,7 +328,7 @@ def build_result(storage_url: str, spec: ComparisonSpec, studies: list[StudyReco
             reruns: list[RerunRecord] = []
             best_params: dict[str, Any] = {}
             for study in sorted((s for s in mine if s.role == RERUN), key=lambda s: s.name):
-                rank = int(study.name.rsplit("-r", 1)[1])
+                rank = study.rank or 1
                 for t in _load(storage_url, study.name).get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
                     if rank == 1 and not best_params:
                         best_params = dict(t.params)

@@ -145,7 +145,7 @@ def test_lr_center_mapping_and_explicit_space_and_fixed_are_used():
     assert math.sqrt(lr512["low"] * lr512["high"]) == pytest.approx(4.0, rel=1e-5)  # halfway in log-log
     assert set(s["tvlars", 512]["search_space"]) == {"lr", "delay_epochs"}
     assert s["tvlars", 512]["fixed"] == {"alpha": 1.0}
-    assert s["lars-plain", 128]["name"] == "cmp-lars-plain-bs128"
+    assert s["lars-plain", 128]["name"] == "cmp-lars-plain-bs128-t0"
     assert "warmup_epochs" not in s["lars-plain", 128]["fixed"]
 
 
