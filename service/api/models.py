@@ -251,8 +251,11 @@ class ArmPublic(BaseModel):
     batch_size: int
     studies: list[str] = Field(description="study ids: the tuning study, then its re-run studies")
     state: StudyState = Field(description="the tuning study's state")
-    epochs_budget: int
-    epochs_spent: int = Field(description="epochs of every tuning trial, pruned and failed included, as stored")
+    epochs_budget: int = Field(description="the epoch budgets of its tuning studies (repeats and extensions), summed")
+    epochs_spent: int = Field(
+        description="epochs of every tuning trial (every repeat and range-check extension), pruned, failed and "
+        "running included, as each study record stores it"
+    )
     best_params: dict[str, Any] | None
     rerun: SummaryPublic | None
 
