@@ -258,8 +258,10 @@ class ArmPublic(BaseModel):
     optimizer: str
     label: str
     batch_size: int
-    studies: list[str] = Field(description="study ids: the tuning study, then its re-run studies")
-    state: StudyState = Field(description="the tuning study's state")
+    studies: list[str] = Field(
+        description="study ids: its tuning studies (one per repeat), range-check extensions, then re-run studies"
+    )
+    state: StudyState = Field(description="the first tuning study's state")
     epochs_budget: int = Field(description="the epoch budgets of its tuning studies (repeats and extensions), summed")
     epochs_spent: int = Field(
         description="epochs of every tuning trial (every repeat and range-check extension), pruned, failed and "
