@@ -4,14 +4,29 @@ A comparison is ordinary studies linked to one :class:`ComparisonRecord`:
 
 1. **tune** — submitting creates one QUEUED study per arm × batch size (:func:`search_spaces.comparison.expand`,
    role ``tune``); any worker runs them, so several workers share the work.
-2. **rerun** — once every tuning study SUCCEEDED, :func:`advance` creates, per arm × batch size and per rank
-   ``1..top_k``, a re-run study (role ``rerun``): the tuned config as single-choice categoricals (so every trial
-   trains exactly it and Optuna records every re-run as a trial), ``seed`` = :data:`RERUN_SEED_BASE` with
+2. **extend** — once every tuning study SUCCEEDED, :func:`advance` runs the range check (below); with
+   ``range_check: extend`` and an optimum on a range's edge at some batch size, every arm × repeat at that batch
+   size gets an extension study (role ``extend``) with the same extra budget.
+3. **rerun** — once tuning (and extensions) SUCCEEDED, :func:`advance` creates, per arm × batch size × repeat and
+   per rank ``1..top_k``, a re-run study (role ``rerun``): the tuned config as single-choice categoricals (so every
+   trial trains exactly it and Optuna records every re-run as a trial), ``seed`` = :data:`RERUN_SEED_BASE` with
    ``vary_seed`` (trial ``j`` trains seed ``RERUN_SEED_BASE + j``: :func:`rerun_seeds`, the same in every arm,
    never used while tuning), no scheduler (never pruned), ``max_failed`` 0, and as objective
    ``test_acc_at_best_val`` (nothing is selected on it: it is the number the re-run reports).
-3. **done** — once every re-run study SUCCEEDED, :func:`build_result` reads the stored trials (no re-training) into
+4. **done** — once every re-run study SUCCEEDED, :func:`build_result` reads the stored trials (no re-training) into
    a :class:`ComparisonResult`, stored as JSON with the comparison, which is then SUCCEEDED.
+
+Each study record says where it belongs: ``arm``, ``batch_size``, ``role`` (``tune``, ``extend``, ``rerun``),
+``repeat`` (the 0-based tuning repeat, ``tuning_repeats`` of them per arm × batch size) and, for a re-run, ``rank``
+(which of its repeat's top-k configs). ``epochs_spent`` is kept up to date by the worker as trials end.
+
+**Range check** (after tuning, before the re-runs): the result is stored on every tuning study's record, in
+``outcome["range_check"]``: ``{param: {"low", "high", "best", "position", "edge", "extended", "final_low",
+"final_high"}}`` for each log-scaled searched parameter (``position`` of the best value in log space, 0..1;
+``edge`` "low"/"high" when it lies in the outer 10 %, else None; ``extended`` whether an extension study searched
+a moved range; ``final_*`` the range the repeat's winner was finally chosen from). An extension study (role
+``extend``, same arm, batch size and repeat) holds the moved ranges in its spec's ``search_space``; the repeat's
+winner is the best COMPLETE trial over its tuning and extension studies.
 
 A study that FAILED or was CANCELLED fails the comparison with its name; a resume queues every unfinished study
 again and the comparison carries on from its phase.
@@ -30,7 +45,7 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 from sqlalchemy.orm import Session
 
-from search_spaces.comparison import RERUN_SEED_BASE, ComparisonSpec, expand
+from search_spaces.comparison import RERUN_SEED_BASE, ComparisonSpec, expand, extension_spec, range_check
 from search_spaces.spec import StudySpec
 
 from .. import crud
@@ -57,7 +72,7 @@ log = logging.getLogger(__name__)
 
 #: What a re-run trial reports as its value: test accuracy at the epoch of best validation accuracy.
 RERUN_METRIC = "test_acc_at_best_val"
-TUNE, RERUN, DONE = "tune", "rerun", "done"
+TUNE, EXTEND, RERUN, DONE = "tune", "extend", "rerun", "done"
 
 
 # -- the API's side -----------------------------------------------------------------------------------------------
@@ -87,16 +102,26 @@ def create_comparison(
     session.add(record)
     session.flush()
     for arm_study in expand(spec):
-        _add_study(
-            session, record, StudySpec.model_validate(arm_study.spec), arm_study.arm.name, arm_study.batch_size, TUNE
-        )
+        spec_ = StudySpec.model_validate(arm_study.spec)
+        _add_study(session, record, spec_, arm_study.arm.name, arm_study.batch_size, TUNE, arm_study.repeat)
     return record, True
 
 
-def _add_study(session: Session, comparison: ComparisonRecord, spec: StudySpec, arm: str, bs: int, role: str) -> None:
+def _add_study(
+    session: Session,
+    comparison: ComparisonRecord,
+    spec: StudySpec,
+    arm: str,
+    bs: int,
+    role: str,
+    repeat: int,
+    rank: int | None = None,
+) -> StudyRecord:
     study, _ = crud.create_study(session=session, spec=spec, owner=comparison.owner)
     study.comparison_id, study.arm, study.batch_size, study.role = comparison.id, arm, bs, role
+    study.repeat, study.rank = repeat, rank
     session.flush()
+    return study
 
 
 def list_comparisons(*, session: Session, limit: int, offset: int) -> tuple[int, list[ComparisonRecord]]:
@@ -176,7 +201,7 @@ def advance(*, session: Session, comparison_id: str, storage_url: str) -> bool:
     if record is None or StudyState(record.state).is_finished:
         return False
     studies = studies_of(session, record.id)
-    current = [s for s in studies if s.role == (RERUN if record.phase == RERUN else TUNE)]
+    current = [s for s in studies if s.role == record.phase]
     moved = False
     if record.state == StudyState.QUEUED and any(s.state != StudyState.QUEUED for s in studies):
         record.state, moved = StudyState.RUNNING.value, True
@@ -194,10 +219,19 @@ def advance(*, session: Session, comparison_id: str, storage_url: str) -> bool:
     spec = ComparisonSpec.model_validate(record.spec)
     if record.phase == TUNE:
         record.state = StudyState.RUNNING.value
-        for study in current:
-            for rank, params in enumerate(_top_configs(storage_url, study, spec.rerun.top_k), start=1):
+        if _check_ranges(session, record, spec, current, storage_url):
+            record.phase = EXTEND
+            log.info("comparison %s: tuning done, range-check extensions queued", record.name)
+            return True
+    if record.phase in (TUNE, EXTEND):
+        tuning = [s for s in studies if s.role in (TUNE, EXTEND)]
+        for study in (s for s in studies if s.role == TUNE):
+            mine = [s for s in tuning if (s.arm, s.batch_size, s.repeat) == (study.arm, study.batch_size, study.repeat)]
+            for rank, params in enumerate(_top_configs(storage_url, mine, spec.rerun.top_k), start=1):
                 rerun = rerun_spec(StudySpec.model_validate(study.spec), params, rank, spec.rerun.seeds)
-                _add_study(session, record, rerun, study.arm or "", study.batch_size or 0, RERUN)
+                _add_study(
+                    session, record, rerun, study.arm or "", study.batch_size or 0, RERUN, study.repeat or 0, rank
+                )
         record.phase = RERUN
         log.info("comparison %s: tuning done, re-runs queued", record.name)
         return True
@@ -232,16 +266,49 @@ def rerun_spec(tuned: StudySpec, params: dict[str, Any], rank: int, seeds: int) 
     return StudySpec.model_validate(data)
 
 
-def _top_configs(storage_url: str, study: StudyRecord, k: int) -> list[dict[str, Any]]:
-    """The ``k`` best COMPLETE trials' params by the study's objective (the earliest among equals)."""
-    trials = _load(storage_url, study.name).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    sign = -1.0 if StudySpec.model_validate(study.spec).directions[0] == "maximize" else 1.0
+def _top_configs(storage_url: str, studies: list[StudyRecord], k: int) -> list[dict[str, Any]]:
+    """The ``k`` best COMPLETE trials' params over ``studies`` (a tuning study and its extension) by the objective
+    (among equals the earlier study, then the earlier trial)."""
+    sign = -1.0 if StudySpec.model_validate(studies[0].spec).directions[0] == "maximize" else 1.0
     ranked = sorted(
-        (t for t in trials if t.value is not None and math.isfinite(t.value)), key=lambda t: (sign * t.value, t.number)
+        (sign * t.value, i, t.number, dict(t.params))
+        for i, study in enumerate(studies)
+        for t in _load(storage_url, study.name).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None and math.isfinite(t.value)
     )
     if not ranked:
-        raise ConflictError(f"study {study.name} has no COMPLETE trial to re-run")
-    return [dict(t.params) for t in ranked[:k]]
+        raise ConflictError(f"study {studies[0].name} has no COMPLETE trial to re-run")
+    return [params for *_, params in ranked[:k]]
+
+
+def _check_ranges(
+    session: Session, record: ComparisonRecord, spec: ComparisonSpec, tuning: list[StudyRecord], storage_url: str
+) -> bool:
+    """The range check (module docstring), recorded on each tuning study's ``outcome["range_check"]``; with
+    ``range_check: extend``, one extension study per tuning study at every batch size where any arm's optimum lies
+    on an edge. Returns whether it queued extensions."""
+    checks = {}
+    for study in tuning:
+        (best,) = _top_configs(storage_url, [study], 1)
+        checks[study.id] = range_check(study.spec["search_space"], best)
+    on_edge = {s.batch_size for s in tuning if any(c["edge"] for c in checks[s.id].values())}
+    extend = on_edge if spec.range_check == "extend" else set()
+    for study in tuning:
+        edges = {k: c["edge"] for k, c in checks[study.id].items() if c["edge"]} if study.batch_size in extend else {}
+        final = study.spec["search_space"]
+        if study.batch_size in extend:
+            data = extension_spec(study.spec, edges, spec.extension_budget)
+            final = data["search_space"]
+            ext = StudySpec.model_validate(data)
+            _add_study(session, record, ext, study.arm or "", study.batch_size or 0, EXTEND, study.repeat or 0)
+        checked = {
+            k: {**c, "extended": k in edges, "final_low": final[k]["low"], "final_high": final[k]["high"]}
+            for k, c in checks[study.id].items()
+        }
+        study.outcome = {**(study.outcome or {}), "range_check": checked}
+    if on_edge:
+        log.info("comparison %s: optima on a range's edge at batch sizes %s", record.name, sorted(on_edge))
+    return bool(extend)
 
 
 def _load(storage_url: str, name: str) -> optuna.Study:
@@ -304,7 +371,7 @@ def build_result(storage_url: str, spec: ComparisonSpec, studies: list[StudyReco
             reruns: list[RerunRecord] = []
             best_params: dict[str, Any] = {}
             for study in sorted((s for s in mine if s.role == RERUN), key=lambda s: s.name):
-                rank = int(study.name.rsplit("-r", 1)[1])
+                rank = study.rank or 1
                 for t in _load(storage_url, study.name).get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
                     if rank == 1 and not best_params:
                         best_params = dict(t.params)
