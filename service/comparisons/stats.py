@@ -80,9 +80,9 @@ __all__ = [
     "time_to_target",
 ]
 
-#: Every interval in a comparison is a 95 % one, and every test is at level α = 1 − CONFIDENCE (after Holm).
-CONFIDENCE = 0.95
-ALPHA = 1 - CONFIDENCE
+#: Every test in a comparison is at level α (after Holm), and every interval a 1 − α = 95 % one.
+ALPHA = 0.05
+CONFIDENCE = 1 - ALPHA
 #: Bootstrap draws per interval, and the generator's seed: the same stored scores always give the same numbers.
 N_BOOT = 10_000
 BOOT_SEED = 0
