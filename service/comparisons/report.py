@@ -42,7 +42,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from tvlars import phi  # noqa: E402
 from tvlars.schedules import paper_lr, warmup_cosine_factor  # noqa: E402
 
-from .result import ArmResult, ComparisonResult, TrialRecord  # noqa: E402
+from .result import ArmResult, ComparisonResult  # noqa: E402
 from .stats import (  # noqa: E402
     OUTER_TAIL,
     Difference,
@@ -299,7 +299,7 @@ def _plot_budget_curves(result: ComparisonResult) -> Figure:
     for ax, bs in zip(axes, result.batch_sizes, strict=True):
         for label in result.labels:
             arm = result.arm(label, bs)
-            draws = _draws(arm.trials if arm else [])
+            draws = arm.tuning_draws if arm else []
             if not draws:
                 continue
             eb = expected_best([t.value for t in draws], n_boot=_N_BOOT, rng=rng)
@@ -309,19 +309,13 @@ def _plot_budget_curves(result: ComparisonResult) -> Figure:
     return _with_legend(fig, axes)
 
 
-def _draws(trials: list[TrialRecord]) -> list[TrialRecord]:
-    """The tuning draws an expected-best curve counts: completed and failed trials (a failure scores 0), by repeat
-    and number. Pruned trials are left out: their value is an early epoch's accuracy, not a finished draw's."""
-    return sorted((t for t in trials if t.state in ("COMPLETE", "FAIL")), key=lambda t: (t.repeat, t.number))
-
-
 def _plot_lr_sensitivity(result: ComparisonResult) -> Figure:
     fig, axes = _panels(len(result.batch_sizes), f"final {result.objective} of each completed trial against its LR")
     colors = _colors(result)
     for ax, bs in zip(axes, result.batch_sizes, strict=True):
         for label in result.labels:
             arm = result.arm(label, bs)
-            trials = [t for t in (arm.trials if arm else []) if "lr" in t.params and t.state == "COMPLETE"]
+            trials = [t for t in (arm.tuning_draws if arm else []) if "lr" in t.params and t.state == "COMPLETE"]
             if not trials:
                 continue
             sens = lr_sensitivity([effective_lr(arm, float(t.params["lr"])) for t in trials], [t.value for t in trials])

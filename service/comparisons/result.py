@@ -147,6 +147,13 @@ class ArmResult:
         return bootstrap_mean(scores) if common_seeds(scores) else None
 
     @property
+    def tuning_draws(self) -> list[TrialRecord]:
+        """The tuning trials that are finished draws, by repeat and number: COMPLETE, and FAIL (worth 0 to an
+        expected-best curve, as the budget paid for it). PRUNED trials are left out: their value is an early epoch's
+        accuracy, not what a finished draw reached."""
+        return sorted((t for t in self.trials if t.state in ("COMPLETE", "FAIL")), key=lambda t: (t.repeat, t.number))
+
+    @property
     def wall_seconds(self) -> float:
         """Wall seconds of every tuning trial (a trial with unknown time adds 0)."""
         return float(sum(t.wall_seconds for t in self.trials if t.wall_seconds is not None))

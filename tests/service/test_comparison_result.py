@@ -113,6 +113,10 @@ def test_build_result_reads_what_is_stored(spec, stored, sqlite_url):
             for r in (0, 1)
         }
         assert arm.steps_per_epoch == 16 and not arm.problems
+        # budget curves and LR sensitivity draw on finished draws only: the pruned trials are not among them
+        assert [(t.repeat, t.number, t.value) for t in arm.tuning_draws] == [
+            (r, n, v) for r in (0, 1) for n, v in ((0, 0.7), (2, 0.5))
+        ]
     # ranges: the winner is lr's geometric centre, so position 0.5 in the searched range; in the extended repeat the
     # range moved a decade down, so the same value sits at log(10·c/c) / log(100) = 0.5 + 0.5 = 1.0: at the edge
     r0, r1 = tv.repeats
