@@ -18,7 +18,7 @@ import uuid
 from ._optuna import RETRY_FIRST_S, RETRY_MAX_S, is_outage
 from .core.config import Settings
 from .core.db import migrate, session_scope
-from .crud import claim_next_study, finish_study, heartbeat
+from .crud import claim_next_study, finish_study, heartbeat, record_epochs_spent
 from .errors import InvalidSpecError, LeaseHeldError, NameTakenError, StorageError
 from .models import StudyState, WorkerRecord, utcnow
 
@@ -150,6 +150,7 @@ class Worker:
                 self.url,
                 resume=resume,
                 should_cancel=lambda: self._cancel.is_set() or self._stop.is_set(),
+                on_progress=lambda counts: self._record_spent(study_id, counts["EPOCHS_SPENT"]),
                 results_dir=self.settings.ray_results_dir,
                 storage_path=self.settings.checkpoint_path,
             )
@@ -186,6 +187,14 @@ class Worker:
         with self._lock:
             self._current = None
         log.info("study %s: %s%s", name, state, f" ({error})" if error else "")
+
+    def _record_spent(self, study_id: str, epochs: int) -> None:
+        """Keep the study record's ``epochs_spent`` current as trials end (a miss is fixed by the next, or the end)."""
+        try:
+            with session_scope(self.url) as s:
+                record_epochs_spent(session=s, study_id=study_id, worker_id=self.id, epochs=epochs)
+        except Exception as e:  # bookkeeping: the study runs on, and its end records the final count
+            log.warning("could not record epochs spent of study %s: %s", study_id, e)
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(self.settings.worker_heartbeat_s):

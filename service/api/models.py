@@ -210,8 +210,9 @@ class ComparisonCreate(BaseModel):
                 {
                     "preset": "compare-mnist1d-cpu",
                     "name": "small",
-                    "batch_sizes": [256, 4000],
-                    "budget": {"n_trials": 4},
+                    "batch_sizes": [256, 4096],
+                    "budget": {"epochs": 40},
+                    "tuning_repeats": 1,
                 },
             ]
         },
@@ -225,20 +226,22 @@ class ComparisonCreate(BaseModel):
         default=None, description="[{optimizer, label, search_space, fixed, lr_scaling, lr_center}]; first under test"
     )
     batch_sizes: list[int] | None = Field(default=None, description="The batch-size ladder, small to large")
-    budget: dict[str, Any] | None = Field(default=None, description="{n_trials, epochs, max_concurrent, max_failed}")
+    budget: dict[str, Any] | None = Field(
+        default=None, description="{epochs, n_trials, max_concurrent, max_failed, extension_epochs}: epochs bind"
+    )
     sampler: dict[str, Any] | None = Field(default=None, description="{name, seed, options}")
-    scheduler: dict[str, Any] | None = Field(default=None, description="{name, grace_period, reduction_factor, ...}")
+    scheduler: dict[str, Any] | None = Field(
+        default=None, description="{name, grace_period, ...}: none (default) or hyperband, whose rungs compare peers"
+    )
     objective: dict[str, Any] | None = Field(default=None, description="{metric, direction}: what tuning selects on")
     rerun: dict[str, Any] | None = Field(default=None, description="{top_k, seeds}")
     target_val_acc: float | None = Field(default=None, description="For time to target")
     lr_decades: float | None = Field(default=None, description="Width of every arm's log LR range")
     resources: dict[str, Any] | None = Field(default=None, description="{cpu, gpu} per trial")
     seed: int | None = Field(default=None, description="Tuning trial n trains with seed + n")
-    tuning_repeats: int | None = Field(
-        default=None, description="Independent tunings of every arm × batch size; each one's winner is re-run"
-    )
+    tuning_repeats: int | None = Field(default=None, description="Independent tunings per arm × batch size")
     range_check: str | None = Field(
-        default=None, description="extend | flag: an optimum in the outer 10 % of its range"
+        default=None, description="extend (default) or flag: an optimum in the outer 10 % of a log range"
     )
 
 
@@ -260,8 +263,11 @@ class ArmPublic(BaseModel):
     batch_size: int
     studies: list[str] = Field(description="study ids: the tuning studies, then their re-run studies")
     state: StudyState = Field(description="the tuning study's state")
-    epochs_budget: int
-    epochs_spent: int = Field(description="epochs of every tuning trial, pruned and failed included, as stored")
+    epochs_budget: int = Field(description="the epoch budgets of its tuning studies (repeats and extensions), summed")
+    epochs_spent: int = Field(
+        description="epochs of every tuning trial (every repeat and range-check extension), pruned, failed and "
+        "running included, as each study record stores it"
+    )
     best_params: dict[str, Any] | None
     rerun: SummaryPublic | None
 

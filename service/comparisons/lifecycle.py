@@ -4,13 +4,16 @@ A comparison is ordinary studies linked to one :class:`ComparisonRecord`:
 
 1. **tune** — submitting creates one QUEUED study per arm × batch size (:func:`search_spaces.comparison.expand`,
    role ``tune``); any worker runs them, so several workers share the work.
-2. **rerun** — once every tuning study SUCCEEDED, :func:`advance` creates, per arm × batch size and per rank
-   ``1..top_k``, a re-run study (role ``rerun``): the tuned config as single-choice categoricals (so every trial
-   trains exactly it and Optuna records every re-run as a trial), ``seed`` = :data:`RERUN_SEED_BASE` with
+2. **extend** — once every tuning study SUCCEEDED, :func:`advance` runs the range check (below); with
+   ``range_check: extend`` and an optimum on a range's edge at some batch size, every arm × repeat at that batch
+   size gets an extension study (role ``extend``) with the same extra budget.
+3. **rerun** — once tuning (and extensions) SUCCEEDED, :func:`advance` creates, per arm × batch size × repeat and
+   per rank ``1..top_k``, a re-run study (role ``rerun``): the tuned config as single-choice categoricals (so every
+   trial trains exactly it and Optuna records every re-run as a trial), ``seed`` = :data:`RERUN_SEED_BASE` with
    ``vary_seed`` (trial ``j`` trains seed ``RERUN_SEED_BASE + j``: :func:`rerun_seeds`, the same in every arm,
    never used while tuning), no scheduler (never pruned), ``max_failed`` 0, and as objective
    ``test_acc_at_best_val`` (nothing is selected on it: it is the number the re-run reports).
-3. **done** — once every re-run study SUCCEEDED, :func:`build_result` reads the stored trials (no re-training) into
+4. **done** — once every re-run study SUCCEEDED, :func:`build_result` reads the stored trials (no re-training) into
    a :class:`ComparisonResult`, stored as JSON with the comparison, which is then SUCCEEDED.
 
 Each study record says where it belongs: ``arm``, ``batch_size``, ``role`` (``tune``, ``extend``, ``rerun``),
@@ -42,7 +45,7 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 from sqlalchemy.orm import Session
 
-from search_spaces.comparison import RERUN_SEED_BASE, ComparisonSpec, expand
+from search_spaces.comparison import RERUN_SEED_BASE, ComparisonSpec, expand, extension_spec, range_check
 from search_spaces.spec import StudySpec
 
 from .. import crud
@@ -70,7 +73,7 @@ log = logging.getLogger(__name__)
 
 #: What a re-run trial reports as its value: test accuracy at the epoch of best validation accuracy.
 RERUN_METRIC = "test_acc_at_best_val"
-TUNE, RERUN, DONE = "tune", "rerun", "done"
+TUNE, EXTEND, RERUN, DONE = "tune", "extend", "rerun", "done"
 
 
 # -- the API's side -----------------------------------------------------------------------------------------------
@@ -199,7 +202,7 @@ def advance(*, session: Session, comparison_id: str, storage_url: str) -> bool:
     if record is None or StudyState(record.state).is_finished:
         return False
     studies = studies_of(session, record.id)
-    current = [s for s in studies if s.role == (RERUN if record.phase == RERUN else TUNE)]
+    current = [s for s in studies if s.role == record.phase]
     moved = False
     if record.state == StudyState.QUEUED and any(s.state != StudyState.QUEUED for s in studies):
         record.state, moved = StudyState.RUNNING.value, True
@@ -217,8 +220,15 @@ def advance(*, session: Session, comparison_id: str, storage_url: str) -> bool:
     spec = ComparisonSpec.model_validate(record.spec)
     if record.phase == TUNE:
         record.state = StudyState.RUNNING.value
-        for study in current:
-            for rank, params in enumerate(_top_configs(storage_url, study, spec.rerun.top_k), start=1):
+        if _check_ranges(session, record, spec, current, storage_url):
+            record.phase = EXTEND
+            log.info("comparison %s: tuning done, range-check extensions queued", record.name)
+            return True
+    if record.phase in (TUNE, EXTEND):
+        tuning = [s for s in studies if s.role in (TUNE, EXTEND)]
+        for study in (s for s in studies if s.role == TUNE):
+            mine = [s for s in tuning if (s.arm, s.batch_size, s.repeat) == (study.arm, study.batch_size, study.repeat)]
+            for rank, params in enumerate(_top_configs(storage_url, mine, spec.rerun.top_k), start=1):
                 rerun = rerun_spec(StudySpec.model_validate(study.spec), params, rank, spec.rerun.seeds)
                 _add_study(
                     session, record, rerun, study.arm or "", study.batch_size or 0, RERUN, study.repeat or 0, rank
@@ -257,16 +267,49 @@ def rerun_spec(tuned: StudySpec, params: dict[str, Any], rank: int, seeds: int) 
     return StudySpec.model_validate(data)
 
 
-def _top_configs(storage_url: str, study: StudyRecord, k: int) -> list[dict[str, Any]]:
-    """The ``k`` best COMPLETE trials' params by the study's objective (the earliest among equals)."""
-    trials = _load(storage_url, study.name).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    sign = -1.0 if StudySpec.model_validate(study.spec).directions[0] == "maximize" else 1.0
+def _top_configs(storage_url: str, studies: list[StudyRecord], k: int) -> list[dict[str, Any]]:
+    """The ``k`` best COMPLETE trials' params over ``studies`` (a tuning study and its extension) by the objective
+    (among equals the earlier study, then the earlier trial)."""
+    sign = -1.0 if StudySpec.model_validate(studies[0].spec).directions[0] == "maximize" else 1.0
     ranked = sorted(
-        (t for t in trials if t.value is not None and math.isfinite(t.value)), key=lambda t: (sign * t.value, t.number)
+        (sign * t.value, i, t.number, dict(t.params))
+        for i, study in enumerate(studies)
+        for t in _load(storage_url, study.name).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None and math.isfinite(t.value)
     )
     if not ranked:
-        raise ConflictError(f"study {study.name} has no COMPLETE trial to re-run")
-    return [dict(t.params) for t in ranked[:k]]
+        raise ConflictError(f"study {studies[0].name} has no COMPLETE trial to re-run")
+    return [params for *_, params in ranked[:k]]
+
+
+def _check_ranges(
+    session: Session, record: ComparisonRecord, spec: ComparisonSpec, tuning: list[StudyRecord], storage_url: str
+) -> bool:
+    """The range check (module docstring), recorded on each tuning study's ``outcome["range_check"]``; with
+    ``range_check: extend``, one extension study per tuning study at every batch size where any arm's optimum lies
+    on an edge. Returns whether it queued extensions."""
+    checks = {}
+    for study in tuning:
+        (best,) = _top_configs(storage_url, [study], 1)
+        checks[study.id] = range_check(study.spec["search_space"], best)
+    on_edge = {s.batch_size for s in tuning if any(c["edge"] for c in checks[s.id].values())}
+    extend = on_edge if spec.range_check == "extend" else set()
+    for study in tuning:
+        edges = {k: c["edge"] for k, c in checks[study.id].items() if c["edge"]} if study.batch_size in extend else {}
+        final = study.spec["search_space"]
+        if study.batch_size in extend:
+            data = extension_spec(study.spec, edges, spec.extension_budget)
+            final = data["search_space"]
+            ext = StudySpec.model_validate(data)
+            _add_study(session, record, ext, study.arm or "", study.batch_size or 0, EXTEND, study.repeat or 0)
+        checked = {
+            k: {**c, "extended": k in edges, "final_low": final[k]["low"], "final_high": final[k]["high"]}
+            for k, c in checks[study.id].items()
+        }
+        study.outcome = {**(study.outcome or {}), "range_check": checked}
+    if on_edge:
+        log.info("comparison %s: optima on a range's edge at batch sizes %s", record.name, sorted(on_edge))
+    return bool(extend)
 
 
 def _load(storage_url: str, name: str) -> optuna.Study:
@@ -319,7 +362,7 @@ def _importances(study: optuna.Study) -> dict[str, float]:
 
 
 #: The roles whose studies tune an arm (a tuning study and its range-check extension): their trials and spending.
-_TUNING_ROLES = (TUNE, "extend")
+_TUNING_ROLES = (TUNE, EXTEND)
 
 
 def build_result(storage_url: str, spec: ComparisonSpec, studies: list[StudyRecord]) -> ComparisonResult:
@@ -411,13 +454,16 @@ def _load_or_none(storage_url: str, name: str) -> optuna.Study | None:
 
 
 def _repeat_record(repeat: int, tuning: list[StudyRecord], trials: list[TrialRecord], sign: float) -> RepeatRecord:
-    """One repeat: its stored spending, its winner (best COMPLETE trial, earliest among equals) and its ranges.
+    """One repeat: its stored spending, its winner (best COMPLETE trial over its studies) and its ranges.
 
     A range is the tuning study's searched one, or the range check's final one (``outcome["range_check"]``) where it
     was extended; the winner's position in it is computed here, in log space for a log range.
     """
     complete = [t for t in trials if t.state == TrialState.COMPLETE.name and t.value is not None]
-    winner = min(complete, key=lambda t: (sign * t.value, t.number), default=None)  # type: ignore[operator]
+    # the best value; among equals the earlier study, then the earlier trial (``trials`` is in that order), as the
+    # re-runs' _top_configs picks it
+    order = min(range(len(complete)), key=lambda i: (sign * complete[i].value, i), default=None)  # type: ignore[operator]
+    winner = None if order is None else complete[order]
     tune = next(s for s in tuning if s.role == TUNE)
     checked = (tune.outcome or {}).get("range_check") or {}
     ranges = {}
@@ -434,7 +480,7 @@ def _repeat_record(repeat: int, tuning: list[StudyRecord], trials: list[TrialRec
             bool(p.log),
             value,
             position,
-            position is not None and at_edge(position),
+            bool(p.log) and position is not None and at_edge(position),  # the range check's rule: log ranges only
             bool(record.get("extended")),
         )
     return RepeatRecord(

@@ -39,12 +39,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from search_spaces.comparison import RANGE_EDGE  # noqa: E402
 from tvlars import phi  # noqa: E402
 from tvlars.schedules import paper_lr, warmup_cosine_factor  # noqa: E402
 
 from .result import ArmResult, ComparisonResult  # noqa: E402
 from .stats import (  # noqa: E402
-    OUTER_TAIL,
     Difference,
     Summary,
     Verdict,
@@ -414,7 +414,7 @@ def _spending_rows(result: ComparisonResult) -> list[list[str]]:
 
 
 _RANGE_HEAD = ["batch size", "arm", "parameter", "range searched", "tuned value per repeat", "position (0..1)",
-               "extended", f"outer {OUTER_TAIL:.0%}"]  # fmt: skip
+               "extended", f"outer {RANGE_EDGE:.0%} (log ranges)"]  # fmt: skip
 
 
 def _range_rows(result: ComparisonResult) -> list[list[str]]:

@@ -87,8 +87,9 @@ class RerunRecord:
 class ParamRange:
     """A searched parameter in one repeat: the range its winner was chosen from, and where the winner sits in it.
 
-    ``position`` is 0 at ``low`` and 1 at ``high`` (log space for a log range); ``edge`` marks the outer 10 % at
-    either end (:func:`~service.comparisons.stats.at_edge`); ``extended``: the range check moved this range.
+    ``position`` is 0 at ``low`` and 1 at ``high`` (log space for a log range); ``edge`` marks a log range's outer
+    10 % at either end, as the range check does (:func:`~service.comparisons.stats.at_edge`; a linear range, such
+    as ``delay_fraction``'s whose 0 is a reference point, is not checked); ``extended``: the range check moved it.
     """
 
     low: float

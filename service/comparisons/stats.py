@@ -17,7 +17,7 @@ seeds in every arm and every repeat).
   direction of the mean difference, else ``no clear difference``. The other two words of :class:`Verdict` are given
   by the comparison's rules (:mod:`service.comparisons.result`), not by a p-value.
 - :func:`range_position` — where a tuned value sits in its searched range, 0..1 (in log space for a log range);
-  :func:`at_edge` is the range check's "outer 10 %".
+  :func:`at_edge` is the range check's "outer 10 %" (``search_spaces.comparison.RANGE_EDGE``).
 - :class:`SpendingCheck` — the arms' epochs spent at one batch size and whether they lie within one trial's epochs.
 - :func:`expected_best` — Sivaprasad et al. (ICML 2020) / Dodge et al. (2019): the expected best validation score of
   ``n`` trials drawn at random from the trials seen, exactly, over their empirical distribution
@@ -50,13 +50,14 @@ from typing import Any
 
 import numpy as np
 
+from search_spaces.comparison import RANGE_EDGE
+
 __all__ = [
     "ALPHA",
     "CONFIDENCE",
     "MIN_REPEATS",
     "MIN_SEEDS",
     "N_BOOT",
-    "OUTER_TAIL",
     "Difference",
     "ExpectedBest",
     "LRBin",
@@ -89,8 +90,6 @@ BOOT_SEED = 0
 #: Fewest tuning repeats (per arm) and shared re-run seeds a verdict needs: fewer estimate no variance at that level.
 MIN_REPEATS = 2
 MIN_SEEDS = 2
-#: The range check's edge: an optimum within this fraction of either end of its (log) range is "at the edge".
-OUTER_TAIL = 0.1
 
 #: One arm's re-run scores at one batch size: ``{tuning repeat: {seed: score}}`` (rank-1 winners only).
 ScoreTable = Mapping[int, Mapping[int, float]]
@@ -368,9 +367,10 @@ def range_position(value: float, low: float, high: float, log: bool) -> float:
     return (value - low) / (high - low)
 
 
-def at_edge(position: float, tail: float = OUTER_TAIL) -> bool:
-    """Whether a position (0..1) lies in the outer ``tail`` of its range, at either end."""
-    return position <= tail or position >= 1 - tail
+def at_edge(position: float, tail: float = RANGE_EDGE) -> bool:
+    """Whether a position (0..1) lies in the outer ``tail`` of its range at either end: the range check's rule
+    (:func:`search_spaces.comparison.range_check`, the same :data:`~search_spaces.comparison.RANGE_EDGE`)."""
+    return position < tail or position > 1 - tail
 
 
 # --- tuning curves ---------------------------------------------------------------------------------------------------

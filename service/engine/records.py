@@ -21,7 +21,7 @@ from ..errors import NameTakenError, NotFoundError
 from ..models import StudyState
 from ..optuna_queries import SUMMARY_METRICS
 from .factories import build_sampler
-from .searcher import CHECKPOINT_ATTR, FailKind, Resumable
+from .searcher import CHECKPOINT_ATTR, FailKind, Resumable, epochs_spent
 
 __all__ = [
     "SPEC_ATTR",
@@ -51,6 +51,8 @@ class StudyOutcome:
     best_trial_number: int | None
     #: the best trial's validation and test numbers (``SUMMARY_METRICS``), shown beside its objective
     best_metrics: dict[str, Any] | None = None
+    #: :func:`.searcher.epochs_spent` when the run ended
+    epochs_spent: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -155,4 +157,5 @@ def outcome(study: optuna.Study, spec: StudySpec, state: StudyState | None, reas
         best_params,
         best_number,
         {k: best.user_attrs.get(k) for k in SUMMARY_METRICS} if best is not None else None,
+        epochs_spent(study),
     )

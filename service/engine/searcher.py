@@ -65,10 +65,15 @@ def trial_epochs(trial: optuna.trial.FrozenTrial) -> int:
     return max(trial.intermediate_values, default=0)
 
 
-def epochs_spent(study: optuna.Study) -> int:
-    """Epochs the study's ended trials spent (COMPLETE, PRUNED and FAIL alike): what ``budget.epochs`` counts."""
-    ended = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return sum(trial_epochs(t) for t in study.get_trials(deepcopy=False, states=ended))
+#: Trials whose epochs are spent: ended (COMPLETE, PRUNED and FAIL alike) and running.
+ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def epochs_spent(study: optuna.Study, *, running: bool = True) -> int:
+    """The one definition of a study's epochs spent: its ended trials' stored epochs plus its running trials' epochs
+    so far (``running=False``: ended trials only). What ``budget.epochs`` counts and the study record stores."""
+    states = (*ENDED, TrialState.RUNNING) if running else ENDED
+    return sum(trial_epochs(t) for t in study.get_trials(deepcopy=False, states=states))
 
 
 class FailKind:
@@ -259,7 +264,7 @@ class OptunaStudySearcher(Searcher):
         if cap is None:
             return False
         full = self.spec.workload.epochs
-        if epochs_spent(self.study) + (len(self._running) + 1) * full <= cap:
+        if epochs_spent(self.study, running=False) + (len(self._running) + 1) * full <= cap:
             return False
         if not self._running:
             self._epoch_budget_spent = True

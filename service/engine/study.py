@@ -50,7 +50,8 @@ def run_study(
         resume: allow the stored spec's ``budget`` to differ (to extend a study); other fields must match.
         should_cancel: polled about every 0.5 s; True stops running trials (FAIL, kind ``cancelled``) and ends
             the run CANCELLED, keeping every finished trial.
-        on_progress: called with the study's counts after each trial ends.
+        on_progress: called with the study's counts after each trial ends, ``EPOCHS_SPENT`` among them
+            (:func:`.searcher.epochs_spent`).
         ray_address: a Ray cluster to join (default: ``RAY_ADDRESS``, else a local Ray).
         results_dir: where Ray Tune keeps its per-run files (default: a folder under the temp dir).
         storage_path: where trial checkpoints go, a folder every Ray node can reach or a URI (``s3://...``);
@@ -76,7 +77,10 @@ def run_study(
         n_finished = counts["COMPLETE"] + counts["PRUNED"]
         if n_finished >= spec.budget.n_trials:  # type: ignore[operator]
             return outcome(study, spec, StudyState.SUCCEEDED, None)
-        if spec.budget.epochs is not None and epochs_spent(study) + spec.workload.epochs > spec.budget.epochs:
+        if (
+            spec.budget.epochs is not None
+            and epochs_spent(study, running=False) + spec.workload.epochs > spec.budget.epochs
+        ):
             return outcome(study, spec, StudyState.SUCCEEDED, "the epoch budget is spent")
         if counts["ERRORS"] > spec.budget.max_failed and not resume:
             return outcome(study, spec, StudyState.FAILED, f"{counts['ERRORS']} trials failed (budget.max_failed)")
@@ -92,7 +96,9 @@ def run_study(
             n_finished=n_finished,
             n_errors=0 if resume else counts["ERRORS"],
             should_stop=poll,
-            on_change=(lambda: on_progress(study_counts(study))) if on_progress else None,
+            on_change=(lambda: on_progress(study_counts(study) | {"EPOCHS_SPENT": epochs_spent(study)}))
+            if on_progress
+            else None,
             error_text=errors.messages.get,
             resumable=resumable,
         )

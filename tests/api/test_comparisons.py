@@ -3,6 +3,8 @@ rules, and the worker's step (re-runs queued after tuning, the result after the 
 
 from __future__ import annotations
 
+import math
+
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
@@ -23,8 +25,10 @@ SMALL = {
     "name": "small",
     "arms": [{"optimizer": "tvlars"}, {"optimizer": "lamb", "lr_center": 0.03}],
     "batch_sizes": [256, 4000],
-    "budget": {"n_trials": 3, "max_concurrent": 1},
+    "budget": {"epochs": 60, "max_concurrent": 1},
     "rerun": {"top_k": 1, "seeds": 3},
+    "tuning_repeats": 1,
+    "range_check": "flag",
 }
 
 
@@ -47,7 +51,7 @@ def test_submit_queues_one_tuning_study_per_arm_and_batch_size_with_equal_budget
     studies = {s["id"]: s for s in client.get("/v1/studies").json()["items"]}
     assert len(studies) == 4 and all(len(a["studies"]) == 1 and a["studies"][0] in studies for a in arms)
     budgets = {studies[a["studies"][0]]["spec"]["budget"]["epochs"] for a in arms}
-    assert budgets == {3 * 24} and {a["epochs_budget"] for a in arms} == budgets
+    assert budgets == {3 * 20} and {a["epochs_budget"] for a in arms} == budgets
     assert all(a["epochs_spent"] == 0 and a["rerun"] is None for a in arms)
     assert all(s["state"] == "QUEUED" for s in studies.values())
     assert client.get(f"/v1/comparisons/{c['id']}").json()["arms"] == arms
@@ -61,6 +65,10 @@ BAD = [
     ({"budget": {"n_trials": 3, "epochs": 5}}, "", "cannot pay for one full trial"),
     ({"preset": "nope"}, "preset", "Unknown comparison preset"),
     ({"workload": {"batch_size": 10}}, "workload.batch_size", "set by the comparison"),
+    ({"scheduler": {"name": "asha"}}, "scheduler", "'asha' cannot prune a comparison's trials"),
+    ({"scheduler": {"name": "median"}}, "scheduler", "with max_concurrent 1, the first trial has no peer"),
+    ({"range_check": "move"}, "range_check", "Input should be 'extend' or 'flag'"),
+    ({"tuning_repeats": 0}, "tuning_repeats", "greater than or equal to 1"),
 ]
 
 
@@ -207,3 +215,94 @@ def test_the_worker_step_queues_reruns_on_fresh_seeds_then_stores_the_result(cli
 
 def _overrides() -> dict:
     return {k: v for k, v in SMALL.items() if k != "preset"}
+
+
+# -- the range check, on fixed stored trials --------------------------------------------------------------------------
+
+
+def _store(url: str, name: str, spec: dict, trials: list[tuple[dict, float]]) -> None:
+    """Trials with the given params (the rest at their range's middle) and values, as a finished study stores them."""
+    dists = {
+        k: FloatDistribution(p["low"], p["high"], log=p.get("log", False)) for k, p in spec["search_space"].items()
+    }
+    middle = {
+        k: math.sqrt(d.low * d.high) if d.log else (d.low + d.high) / 2 for k, d in dists.items()
+    }  # fmt: skip
+    study = optuna.create_study(storage=open_storage(url), study_name=name, direction="maximize", load_if_exists=True)
+    for params, value in trials:
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=middle | params,
+                distributions=dists,
+                value=value,
+                intermediate_values={20: value},
+                user_attrs={"epochs_run": 20},
+            )
+        )
+
+
+def _at(spec: dict, key: str, position: float) -> float:
+    """The value at ``position`` (0..1, log space) of a searched parameter's range."""
+    p = spec["search_space"][key]
+    return math.exp(math.log(p["low"]) + position * (math.log(p["high"]) - math.log(p["low"])))
+
+
+def _studies(url: str, comparison_id: str, role: str) -> dict[tuple, StudyRecord]:
+    with session_scope(url) as s:
+        rows = s.query(StudyRecord).filter_by(comparison_id=comparison_id, role=role).all()
+        s.expunge_all()
+    return {(r.arm, r.batch_size, r.repeat): r for r in rows}
+
+
+@pytest.mark.parametrize("mode", ["extend", "flag"])
+def test_an_optimum_on_the_edge_extends_every_arm_at_that_batch_size(client, settings, mode):
+    url = settings.database_url
+    c = submit(client, {**SMALL, "name": f"ranged-{mode}", "tuning_repeats": 2, "range_check": mode})
+    tune = _studies(url, c["id"], "tune")
+    assert len(tune) == 2 * 2 * 2
+    for (arm, bs, repeat), study in tune.items():
+        # TVLARS's best LR at batch 256, repeat 1, lies at 95 % of its log range; every other optimum inside
+        edge = (arm, bs, repeat) == ("tvlars", 256, 1)
+        best = _at(study.spec, "lr", 0.95 if edge else 0.5)
+        _store(url, study.name, study.spec, [({"lr": best}, 0.8), ({"lr": _at(study.spec, "lr", 0.3)}, 0.7)])
+    _finish(url, {s.name for s in tune.values()})
+    assert advance_all(url) == 1
+    got = client.get(f"/v1/comparisons/{c['id']}").json()
+    extensions = _studies(url, c["id"], "extend")
+    tune = _studies(url, c["id"], "tune")
+    for key, study in tune.items():
+        checked = study.outcome["range_check"]["lr"]
+        assert checked["edge"] == ("high" if key == ("tvlars", 256, 1) else None)
+        assert checked["position"] == pytest.approx(0.95 if key == ("tvlars", 256, 1) else 0.5, abs=1e-6)
+        extended = mode == "extend" and key[1] == 256
+        assert (key in extensions) == extended  # every arm x repeat at batch 256, the same extra budget
+        assert checked["extended"] == (extended and key == ("tvlars", 256, 1))
+        lr = study.spec["search_space"]["lr"]
+        moved = 10 if checked["extended"] else 1
+        assert (checked["final_low"], checked["final_high"]) == pytest.approx((lr["low"] * moved, lr["high"] * moved))
+        if extended:
+            ext = extensions[key].spec
+            assert ext["search_space"]["lr"]["low"] == pytest.approx(lr["low"] * moved)
+            assert ext["budget"]["epochs"] == 20 and ext["budget"]["n_trials"] == 1  # half of 60, in whole trials
+    if mode == "flag":
+        assert got["phase"] == "rerun" and not extensions
+        return
+    assert got["phase"] == "extend" and len(extensions) == 4
+    # the winner is the best over the tuning study and its extension: TVLARS's repeat 1 finds a better LR higher up
+    higher = _at(extensions["tvlars", 256, 1].spec, "lr", 0.8)
+    for key, study in extensions.items():
+        edge = key == ("tvlars", 256, 1)
+        _store(
+            url,
+            study.name,
+            study.spec,
+            [({"lr": higher if edge else _at(study.spec, "lr", 0.8)}, 0.9 if edge else 0.5)],
+        )
+    _finish(url, {s.name for s in extensions.values()})
+    assert advance_all(url) == 1
+    reruns = _studies(url, c["id"], "rerun")
+    assert len(reruns) == 2 * 2 * 2 and {r.rank for r in reruns.values()} == {1}
+    for key, study in reruns.items():
+        (lr,) = study.spec["search_space"]["lr"]["choices"]
+        expected = higher if key == ("tvlars", 256, 1) else _at(tune[key].spec, "lr", 0.5)
+        assert lr == pytest.approx(expected)

