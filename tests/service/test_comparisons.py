@@ -29,6 +29,7 @@ TINY = {
     "sampler": {"name": "random", "seed": 0},
     "scheduler": {"name": "none"},
     "rerun": {"top_k": 1, "seeds": 2},
+    "range_check": "flag",  # no extension studies: one tuning and one re-run study per arm
 }
 
 
