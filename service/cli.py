@@ -266,7 +266,7 @@ def watch_comparison(api: Api, comparison_id: str, poll_s: float = 2.0) -> dict:
 
 def show_verdicts(comparison: dict) -> None:
     """The re-run summary per arm and the verdict per batch size, as tables."""
-    arms = Table(title=f"{comparison['name']}: test accuracy at best validation, re-runs (95 % CI)")
+    arms = Table(title=f"{comparison['name']}: test accuracy at best validation, re-runs (95 % bootstrap CI)")
     for col in ("arm", "batch size", "epochs spent", "seeds", "mean", "95 % CI"):
         arms.add_column(col, justify="left" if col == "arm" else "right")
     for a in comparison["arms"]:
@@ -276,14 +276,17 @@ def show_verdicts(comparison: dict) -> None:
         arms.add_row(a["label"], str(a["batch_size"]), str(a["epochs_spent"]), str(r.get("n_seeds", "-")), mean, ci)
     out = _whole_lines()
     out.print(arms)
-    table = Table(title="verdicts (paired differences on the same seeds)")
-    for col in ("batch size", "arm", "against", "difference", "95 % CI", "verdict"):
+    table = Table(title="verdicts (bootstrap over repeats and seeds, Holm-adjusted p)")
+    for col in ("batch size", "arm", "against", "difference", "95 % CI", "p (Holm)", "verdict"):
         table.add_column(col)
     for bs, rows in sorted(comparison["verdicts"].items(), key=lambda kv: int(kv[0])):
         for v in rows:
-            d = v["difference"]
-            ci = f"[{d['ci_low'] * 100:+.2f}, {d['ci_high'] * 100:+.2f}]" if d["ci_low"] is not None else "-"
-            table.add_row(str(bs), v["arm"], v["against"], f"{d['mean'] * 100:+.2f} pp", ci, v["verdict"])
+            d = v["difference"] or {}
+            ci = f"[{d['ci_low'] * 100:+.2f}, {d['ci_high'] * 100:+.2f}]" if d.get("ci_low") is not None else "-"
+            mean = f"{d['mean'] * 100:+.2f} pp" if d else "-"
+            p = f"{d['p_adjusted']:.3g}" if d.get("p_adjusted") is not None else "-"
+            verdict = v["verdict"] + (f" ({v['reason']})" if v.get("reason") else "")
+            table.add_row(str(bs), v["arm"], v["against"], mean, ci, p, verdict)
     out.print(table)
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from search_spaces.spec import MAX_ENQUEUED, MAX_N_TRIALS, StudySpec
 
+from ..comparisons.stats import Verdict
 from ..models import StudyState
 
 __all__ = [
@@ -245,13 +246,15 @@ class ComparisonCreate(BaseModel):
 
 
 class SummaryPublic(BaseModel):
-    """Re-run scores (test accuracy at best validation) over seeds: mean, std and the 95 % t interval."""
+    """Re-run scores (test accuracy at best validation) over tuning repeats × seeds: mean, std, 95 % bootstrap CI."""
 
     n_seeds: int
     mean: float
     std: float | None
     ci_low: float | None
     ci_high: float | None
+    n_repeats: int = Field(default=1, description="tuning repeats whose winner was re-run")
+    repeat_means: list[float] = Field(default_factory=list, description="each repeat's winner's mean over seeds")
 
 
 class ArmPublic(BaseModel):
@@ -272,19 +275,23 @@ class ArmPublic(BaseModel):
 
 
 class DifferencePublic(BaseModel):
-    n_pairs: int
-    mean: float
-    std: float | None
-    ci_low: float | None
+    mean: float = Field(description="arm minus against: difference of the means over repeats × shared seeds")
+    ci_low: float | None = Field(description="95 % bootstrap interval over repeats and seeds (seeds paired)")
     ci_high: float | None
+    se: float | None = Field(description="bootstrap standard error")
+    p_value: float | None = Field(description="two-sided bootstrap p-value")
+    p_adjusted: float | None = Field(description="Holm-adjusted over the comparison's verdicts; decides the verdict")
+    n_seeds: int
+    n_repeats: list[int] = Field(description="tuning repeats of arm and of against")
     seeds: list[int]
 
 
 class VerdictPublic(BaseModel):
     arm: str
     against: str
-    difference: DifferencePublic = Field(description="arm minus against, paired on the re-run seeds")
-    verdict: str = Field(description="better | no clear difference | worse")
+    difference: DifferencePublic | None = Field(description="None when a rule could not be checked")
+    verdict: Verdict
+    reason: str | None = Field(default=None, description="why a verdict is inconclusive")
 
 
 class ComparisonPublic(BaseModel):

@@ -13,8 +13,9 @@ from search_spaces.comparison import RERUN_SEED_BASE, load_comparison_preset, re
 from service._optuna import open_storage
 from service.comparisons.lifecycle import advance_all
 from service.comparisons.report import PLOTS
-from service.comparisons.stats import summarize
+from service.comparisons.stats import bootstrap_mean
 from service.core.db import session_scope
+from service.engine.searcher import epochs_spent
 from service.models import StudyRecord, StudyState
 
 from .conftest import READ_AUTH
@@ -145,14 +146,16 @@ def _seed_tuning(url: str, study: StudyRecord, values: list[float]) -> None:
 
 
 def _finish(url: str, names: set[str]) -> None:
+    """The studies SUCCEEDED, with the epochs their trials spent stored on the record (as the worker keeps it)."""
     with session_scope(url) as s:
         for r in s.query(StudyRecord).filter(StudyRecord.name.in_(names)):
             r.state = StudyState.SUCCEEDED.value
+            r.epochs_spent = epochs_spent(optuna.load_study(study_name=r.name, storage=open_storage(url)))
 
 
 def test_the_worker_step_queues_reruns_on_fresh_seeds_then_stores_the_result(client, settings):
     url = settings.database_url
-    c = submit(client)
+    c = submit(client, {**SMALL, "tuning_repeats": 2})
     with session_scope(url) as s:
         tune = list(s.query(StudyRecord).filter_by(comparison_id=c["id"]))
         for i, study in enumerate(tune):
@@ -163,11 +166,11 @@ def test_the_worker_step_queues_reruns_on_fresh_seeds_then_stores_the_result(cli
     assert advance_all(url) == 1
     got = client.get(f"/v1/comparisons/{c['id']}").json()
     assert got["phase"] == "rerun" and got["state"] == "RUNNING"
-    assert all(len(a["studies"]) == 2 for a in got["arms"])
+    assert all(len(a["studies"]) == 4 for a in got["arms"])  # two tuning repeats, each with its winner's re-run
     with session_scope(url) as s:
         reruns = list(s.query(StudyRecord).filter_by(comparison_id=c["id"], role="rerun"))
         specs = {r.name: r.spec for r in reruns}
-    assert len(specs) == 4
+    assert len(specs) == 8
     for spec in specs.values():
         assert spec["seed"] == RERUN_SEED_BASE and spec["vary_seed"] and spec["scheduler"]["name"] == "none"
         assert spec["budget"]["n_trials"] == 3 and spec["objective"]["metric"] == "test_acc_at_best_val"
@@ -189,16 +192,22 @@ def test_the_worker_step_queues_reruns_on_fresh_seeds_then_stores_the_result(cli
     done = client.get(f"/v1/comparisons/{c['id']}").json()
     assert done["state"] == "SUCCEEDED" and done["phase"] == "done", done["error"]
     for arm in done["arms"]:
-        (name,) = [n for n in specs if n.startswith(f"small-{arm['label']}-bs{arm['batch_size']}-")]
-        assert arm["rerun"] == summarize(scores[name]).to_dict()
-        assert arm["epochs_spent"] == 0  # the records' count, kept by a worker (none ran here: see test_comparisons)
+        names = [n for n in specs if n.startswith(f"small-{arm['label']}-bs{arm['batch_size']}-")]
+        table = {int(n.rsplit("-t", 1)[1].split("-")[0]): dict(enumerate(scores[n], RERUN_SEED_BASE)) for n in names}
+        assert sorted(table) == [0, 1]
+        assert arm["rerun"] == bootstrap_mean(table).to_dict()
+        assert arm["epochs_spent"] == 2 * 3 * 2  # the records' stored epochs_spent: 2 repeats × 3 trials × 2 epochs
     assert set(done["verdicts"]) == {"256", "4000"}
     for rows in done["verdicts"].values():
         (row,) = rows
-        assert row["arm"] == "tvlars" and row["against"] == "lamb" and row["verdict"] == "better"
+        # tvlars's re-runs score 4 points above lamb's on every seed and repeat: clearly better after Holm (2 tests)
+        assert row["arm"] == "tvlars" and row["against"] == "lamb" and row["verdict"] == "better", row
+        assert row["difference"]["p_adjusted"] < 0.05 and row["difference"]["n_repeats"] == [2, 2]
         assert row["difference"]["seeds"] == rerun_seeds(load_comparison_preset("compare-mnist1d-cpu", _overrides()))
     result = client.get(f"/v1/comparisons/{c['id']}/result").json()
-    assert [r["seed"] for r in result["arms"][0]["reruns"]] == [RERUN_SEED_BASE + j for j in range(3)]
+    reruns = result["arms"][0]["reruns"]
+    assert [(r["repeat"], r["seed"]) for r in reruns] == [(k, RERUN_SEED_BASE + j) for k in (0, 1) for j in range(3)]
+    assert [r["repeat"] for r in result["arms"][0]["repeats"]] == [0, 1]
     assert result["arms"][0]["steps_per_epoch"] == 4
     page = client.get(f"/v1/comparisons/{c['id']}/report")
     assert page.status_code == 200 and page.text.count("data:image/png;base64,") == len(PLOTS)

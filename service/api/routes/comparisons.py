@@ -84,7 +84,13 @@ def to_public(session: Session, record: ComparisonRecord) -> ComparisonPublic:
     verdicts: dict[int, list[dict[str, Any]]] = {}
     for v in result.verdicts() if result else []:
         verdicts.setdefault(v.batch_size, []).append(
-            {"arm": v.arm, "against": v.against, "difference": v.difference.to_dict(), "verdict": v.verdict.value}
+            {
+                "arm": v.arm,
+                "against": v.against,
+                "difference": v.difference.to_dict() if v.difference else None,
+                "verdict": v.verdict,
+                "reason": v.reason,
+            }
         )
     return ComparisonPublic(
         id=record.id,
