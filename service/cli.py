@@ -26,6 +26,7 @@ import search_spaces
 
 from .client import DEFAULT_URL, APIConnectionError, APIError, Client, Comparisons, Studies, describe
 from .models import StudyState
+from .trial_report import SUMMARY_METRICS
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 console = Console(soft_wrap=True)  # URLs and paths stay on one line, whatever the width
@@ -453,7 +454,7 @@ def _watch(
 
 
 #: Leaderboard columns beside the objective: validation selects, test is reported (never used to choose).
-BOARD_COLUMNS = {"best_val_acc": "best val", "test_acc_at_best_val": "test @ best val", "best_test_acc": "best test"}
+BOARD_COLUMNS = dict(zip(SUMMARY_METRICS, ("best val", "test @ best val", "best test"), strict=True))
 
 
 def show_leaderboard(client: Client, study_id: str, limit: int = 10) -> None:

@@ -26,6 +26,7 @@ from ...comparisons.report import render_html
 from ...core.db import session_scope
 from ...models import ComparisonRecord, StudyState
 from ...optuna_queries import trials_page
+from ...trial_report import TrialAttr
 from ..deps import ReadKey, SettingsDep, WriteKey
 from ..models import ArmPublic, ComparisonCreate, ComparisonPublic, ComparisonsPublic
 from .studies import COMMON_RESPONSES, MAX_OFFSET, IdempotencyKey, _utc
@@ -58,7 +59,7 @@ def validate_comparison(body: dict[str, Any]) -> ComparisonSpec:
 
 def _epochs_spent(session: Session, name: str) -> int:
     page = trials_page(session, name, _MAX_TRIALS, 0)
-    return sum(int(t["user_attrs"].get("epochs_run") or t["epochs"] or 0) for t in (page[1] if page else []))
+    return sum(int(t["user_attrs"].get(TrialAttr.EPOCHS_RUN) or t["epochs"] or 0) for t in (page[1] if page else []))
 
 
 def to_public(session: Session, record: ComparisonRecord) -> ComparisonPublic:
