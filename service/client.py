@@ -43,7 +43,7 @@ __all__ = [
 DEFAULT_URL = "http://127.0.0.1:8000"
 #: Back-off between retries when the server names no ``Retry-After``: from the first value, doubling up to the last;
 #: a ``Retry-After`` is honoured up to the last.
-RETRY_FIRST_S, RETRY_MAX_S = 0.5, 10.0
+BACKOFF_FIRST_S, MAX_DELAY_S = 0.5, 10.0
 
 
 # -- errors ------------------------------------------------------------------------------------------------------
@@ -218,13 +218,13 @@ class Client:
 
 def retry_delay(attempt: int, retry_after: str | None = None) -> float:
     """Seconds before retry ``attempt + 1``: the server's ``Retry-After`` (seconds) if it gave one, else back-off
-    doubling from ``RETRY_FIRST_S``; never more than ``RETRY_MAX_S``."""
+    doubling from ``BACKOFF_FIRST_S``; never more than ``MAX_DELAY_S``."""
     if retry_after is not None:
         try:
-            return min(RETRY_MAX_S, max(0.0, float(retry_after)))
+            return min(MAX_DELAY_S, max(0.0, float(retry_after)))
         except ValueError:
             pass  # an HTTP date: rare enough to treat as absent
-    return min(RETRY_MAX_S, RETRY_FIRST_S * 2**attempt)
+    return min(MAX_DELAY_S, BACKOFF_FIRST_S * 2**attempt)
 
 
 # -- resources ---------------------------------------------------------------------------------------------------
