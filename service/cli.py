@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import functools
-import logging
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,7 +19,9 @@ from rich.table import Table
 
 import search_spaces
 
+from . import processes
 from .client import DEFAULT_URL, APIConnectionError, APIError, Client, Comparisons, Studies, describe
+from .core.config import Settings
 from .models import StudyState
 from .trial_report import SUMMARY_METRICS
 
@@ -39,7 +36,6 @@ KeyOpt = Annotated[
 SetOpt = Annotated[list[str], typer.Option("--set", help="Override fields, as JSON; repeatable")]
 IdempotencyOpt = Annotated[str | None, typer.Option(help="Make a retried submit safe")]
 _UNBOUNDED_WIDTH = 1_000
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 DEFAULT_COMPARISON = "compare-mnist1d-cpu"
 
 
@@ -64,12 +60,6 @@ def _reports_api_errors(command: Callable[..., None]) -> Callable[..., None]:
     return run
 
 
-def _settings():
-    from .core.config import Settings
-
-    return Settings()
-
-
 # -- server-side commands ----------------------------------------------------------------------------------------
 
 
@@ -81,62 +71,21 @@ def serve(
     api_processes: Annotated[int, typer.Option(help="uvicorn processes serving the API")] = 1,
 ) -> None:
     """The API, plus worker process(es) running local Ray (or joining RAY_ADDRESS), on TVLARS_DATABASE_URL."""
-    settings = _settings()
-    if not settings.auth_enabled and host not in LOOPBACK:
+    settings = Settings()
+    if not settings.auth_enabled and host not in processes.LOOPBACK:
         err.print(f"[red]refusing to bind {host} without API keys[/red]: set TVLARS_API_KEYS, or bind 127.0.0.1")
         raise typer.Exit(2)
-    import uvicorn
-
-    from ._optuna import open_storage
-    from .core.db import migrate
-    from .main import create_app
-
-    migrate(settings.database_url)
-    open_storage(settings.database_url)
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=os.environ.copy()) for _ in range(workers)
-    ]
     console.print(
-        f"tvlars-tune API on http://{host}:{port} (docs at /docs), {workers} worker(s), database {_safe(settings)}"
+        f"tvlars-tune API on http://{host}:{port} (docs at /docs), {workers} worker(s), "
+        f"database {processes.safe_url(settings)}"
     )
-    # uvicorn re-raises the SIGTERM it shut down on; with the default handler that would end this process before
-    # the `finally` below stops the workers, leaving them running with no parent
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    try:
-        if api_processes > 1:  # each process builds the app from the same environment
-            uvicorn.run(
-                "service.main:create_app",
-                factory=True,
-                host=host,
-                port=port,
-                workers=api_processes,
-                log_level="warning",
-            )
-        else:
-            uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
-
-def _exit_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
+    processes.run_api(settings, host, port, workers, api_processes)
 
 
 @app.command()
 def worker() -> None:
     """A worker alone: claims queued studies and runs them (several may share one PostgreSQL database)."""
-    from .worker import Worker
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("optuna", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    Worker(_settings()).run(handle_signals=True)
+    processes.run_worker(Settings())
 
 
 @app.command()
@@ -145,15 +94,12 @@ def dashboard(
     port: Annotated[int, typer.Option(help="Port")] = 8080,
 ) -> None:
     """optuna-dashboard on the same storage (TVLARS_DATABASE_URL)."""
-    from optuna_dashboard import run_server
-
-    from .core.db import normalize_url
-
-    url = normalize_url(_settings().database_url)
+    settings = Settings()
     console.print(
-        f"optuna-dashboard on http://{host}:{port}/dashboard/ (storage {_safe(_settings())})", highlight=False
+        f"optuna-dashboard on http://{host}:{port}/dashboard/ (storage {processes.safe_url(settings)})",
+        highlight=False,
     )
-    run_server(url, host=host, port=port)
+    processes.run_dashboard(settings, host, port)
 
 
 # -- client commands ---------------------------------------------------------------------------------------------
@@ -354,12 +300,12 @@ def demo(
     port: Annotated[int, typer.Option(help="Port for the demo server (0: any free port)")] = 0,
 ) -> None:
     """Serve on the embedded default, run the mnist1d-quick study with a progress bar, print its leaderboard."""
-    settings = _settings()
-    port = port or _free_port()
+    settings = Settings()
+    port = port or processes.free_port()
     url = f"http://127.0.0.1:{port}"
     key = settings.keys[0].secret if settings.auth_enabled else None
-    console.print(f"starting the API and a worker on {url} (database {_safe(settings)}) ...")
-    with _server(port) as server:
+    console.print(f"starting the API and a worker on {url} (database {processes.safe_url(settings)}) ...")
+    with processes.server_subprocess(port) as server:
         client = Client(url, key)
         _wait_ready(client, server, timeout_s=120)
         name = f"mnist1d-quick-{datetime.now():%Y%m%d-%H%M%S}"
@@ -367,32 +313,14 @@ def demo(
         console.print(f"submitted [bold]{name}[/bold] ({study['id']}): TVLARS on MNIST-1D, TPE + ASHA")
         study = watch(client, study["id"])
         show_leaderboard(client, study["id"])
-    prog = _prog()
+    prog, storage = _prog(), processes.safe_url(settings)
     console.print(
         "\nLook at every trial's curves in optuna-dashboard:\n"
-        f"  {prog} dashboard        # then open http://127.0.0.1:8080/dashboard/  (storage {_safe(settings)})\n"
+        f"  {prog} dashboard        # then open http://127.0.0.1:8080/dashboard/  (storage {storage})\n"
         f"Or the REST API: {prog} serve, then GET http://127.0.0.1:8000/v1/studies (docs at /docs)."
     )
     if study["state"] != StudyState.SUCCEEDED:
         raise typer.Exit(1)
-
-
-@contextmanager
-def _server(port: int):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-        env=os.environ.copy(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _wait_ready(client: Client, proc: subprocess.Popen, timeout_s: float) -> None:
@@ -492,22 +420,10 @@ def _fmt(v: Any, digits: int | None = None) -> str:
     return str(v)
 
 
-def _safe(settings) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(settings.database_url).render_as_string(hide_password=True)
-
-
 def _prog() -> str:
     """How this command was invoked (``.venv/bin/tvlars-tune`` after ``make demo``), for copy-pasteable hints."""
     argv0 = Path(sys.argv[0])
     return str(argv0) if argv0.name == "tvlars-tune" else "tvlars-tune"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 if __name__ == "__main__":
