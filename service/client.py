@@ -38,6 +38,8 @@ __all__ = [
     "ServiceUnavailableError",
     "Studies",
     "UnprocessableEntityError",
+    "describe",
+    "retry_delay",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
