@@ -68,6 +68,9 @@ class TrialConfig:
     lr: float = 1.0
     lam: float = 1e-3
     delay_epochs: float = 0.0
+    # TVLARS's schedule in units of training, the same φ over training progress at every batch size and length:
+    lam_steps: float | None = None  # λ × the trial's total optimizer steps (exclusive with lam)
+    delay_fraction: float | None = None  # d_e as a fraction of total optimizer steps (exclusive with delay_epochs)
     alpha: float = 1.0
     gamma_min: float = 0.0
     eta: float = 1e-3
@@ -108,6 +111,9 @@ class TrialConfig:
         unknown = sorted(set(config) - names)
         if unknown:
             raise ValueError(f"Unknown trial config key(s): {', '.join(unknown)} (valid: {', '.join(sorted(names))})")
+        for units, raw in (("lam_steps", "lam"), ("delay_fraction", "delay_epochs")):
+            if config.get(units) is not None and raw in config:
+                raise ValueError(f"Give {units} or {raw}, not both ({units} is {raw} in units of training)")
         cfg = cls(**config)
         cfg.validate()
         return cfg
@@ -145,6 +151,18 @@ class TrialConfig:
         )
         need(math.isfinite(self.lr) and self.lr >= 0, "lr", "a finite number >= 0")
         need(self.delay_epochs >= 0, "delay_epochs", ">= 0")
+        need(
+            self.lam_steps is None or (math.isfinite(self.lam_steps) and self.lam_steps >= 0),
+            "lam_steps",
+            "a finite number >= 0 (λ × total optimizer steps)",
+        )
+        need(
+            self.delay_fraction is None or 0 <= self.delay_fraction <= 1,
+            "delay_fraction",
+            "a fraction of training in [0, 1]",
+        )
+        for units in ("lam_steps", "delay_fraction"):
+            need(getattr(self, units) is None or self.optimizer == "tvlars", units, "a TVLARS key: tvlars only")
         need(self.warmup_epochs is None or 0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", "0..epochs")
         need(_positive_int(self.eval_batch_size), "eval_batch_size", "a positive integer")
         need(_positive_int(self.nan_check_every), "nan_check_every", "a positive integer")
@@ -189,19 +207,21 @@ def build_optimizer(
     The official warm-up recipe applies to any optimizer: ``lr_scaling: linear_256`` (base LR ``lr · batch / 256``),
     ``warmup_epochs`` of linear warm-up, then cosine to 0.001× (``lr_schedule: warmup_cosine``). ``lars_warmup``
     is that recipe's name on LARS (its defaults: linear_256, 20 % warm-up). ``delay_epochs`` becomes TVLARS's
-    ``delay`` in optimizer steps.
+    ``delay`` in optimizer steps; ``lam_steps`` and ``delay_fraction`` (units of training) become ``lam`` and ``delay``
+    for this trial's total steps, ``epochs × steps_per_epoch``.
     """
     name = "lars" if cfg.optimizer == "lars_warmup" else cfg.optimizer
     info = get_optimizer_info(name)
     recipe = cfg.optimizer == "lars_warmup"
     scaling = cfg.lr_scaling or ("linear_256" if recipe else "none")
+    total_steps = cfg.epochs * steps_per_epoch
     candidates = {
         "lr": paper_lr(cfg.lr, cfg.batch_size) if scaling == "linear_256" else cfg.lr,
         "momentum": cfg.momentum,
         "weight_decay": cfg.weight_decay,
         "eta": cfg.eta,
-        "lam": cfg.lam,
-        "delay": cfg.delay_epochs * steps_per_epoch,
+        "lam": cfg.lam if cfg.lam_steps is None else cfg.lam_steps / total_steps,
+        "delay": cfg.delay_epochs * steps_per_epoch if cfg.delay_fraction is None else cfg.delay_fraction * total_steps,
         "alpha": cfg.alpha,
         "gamma_min": cfg.gamma_min,
         "norm_clip": cfg.norm_clip,

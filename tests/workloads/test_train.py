@@ -96,6 +96,43 @@ def test_delay_epochs_become_tvlars_delay_in_steps():
     assert opt.defaults["delay"] == 40 and sched is None
 
 
+@pytest.mark.parametrize("steps_per_epoch", [3, 16, 113, 2712])
+def test_lam_steps_and_delay_fraction_are_units_of_training(steps_per_epoch):
+    """Equal ``lam_steps``/``delay_fraction``: the same φ at the same share of training, whatever the batch size."""
+    from tvlars import phi
+    from tvlars.models import build_model
+
+    cfg = TrialConfig.from_dict({**MNIST1D, "epochs": 8, "lam_steps": 12.0, "delay_fraction": 0.25})
+    opt, _ = build_optimizer(cfg, build_model("mlp", (1, 40), 10), steps_per_epoch=steps_per_epoch)
+    total = 8 * steps_per_epoch
+    assert opt.defaults["lam"] == pytest.approx(12.0 / total) and opt.defaults["delay"] == pytest.approx(total / 4)
+    d = opt.defaults
+    at = [phi(f * total, d["lam"], d["delay"], d["alpha"], d["gamma_min"]) for f in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    # φ(progress) = 1 / (α + exp(lam_steps · (progress − delay_fraction))) with α = 1
+    assert at == pytest.approx([1 / (1 + math.exp(12.0 * (f - 0.25))) for f in (0.0, 0.25, 0.5, 0.75, 1.0)])
+
+
+def test_lam_steps_gives_one_phi_curve_over_epochs_at_two_batch_sizes():
+    phis = [[r["phi"] for r in _run({**MNIST1D, "batch_size": bs, "lam_steps": 6.0})[1]] for bs in (50, 500)]
+    assert phis[0] == pytest.approx(phis[1], rel=0.05)
+    assert phis[0][-1] < 0.5 * phis[0][0]  # it decays: λ was scaled to the run's steps, not left tiny
+
+
+@pytest.mark.parametrize(
+    ("extra", "error"),
+    [
+        ({"lam_steps": 5.0, "lam": 1e-3}, "lam_steps or lam, not both"),
+        ({"delay_fraction": 0.1, "delay_epochs": 1}, "delay_fraction or delay_epochs, not both"),
+        ({"delay_fraction": 1.5}, "Invalid delay_fraction"),
+        ({"lam_steps": -1.0}, "Invalid lam_steps"),
+        ({"lam_steps": 5.0, "optimizer": "lars"}, "a TVLARS key"),
+    ],
+)
+def test_units_of_training_errors(extra, error):
+    with pytest.raises(ValueError, match=error):
+        TrialConfig.from_dict({**MNIST1D, **extra})
+
+
 def test_micro_batches_accumulate_to_the_same_step():
     full, _ = _run({**MNIST1D, "epochs": 1})
     micro, _ = _run({**MNIST1D, "epochs": 1, "micro_batch_size": 50})
