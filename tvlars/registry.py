@@ -116,8 +116,15 @@ class Registry:
 
     # -- registration ------------------------------------------------------------------------------------------------
 
-    def register(self, name: str, obj: Any, *, source: str = BUILT_IN) -> Entry:
-        """Add ``obj`` under ``name``; a name already taken (built-in, plugin or code) is a :class:`PluginError`."""
+    def register(self, name: str, obj: Any, *, source: str | None = None) -> Entry:
+        """Add ``obj`` under ``name``; a name already taken (built-in, plugin or code) is a :class:`PluginError`.
+
+        ``source`` says where it comes from; by default ``"built-in"`` for this package's own objects, else the
+        module that defines ``obj``.
+        """
+        if source is None:
+            module = getattr(obj, "__module__", None) or "?"
+            source = BUILT_IN if module.split(".")[0] == "tvlars" else f"{module} (registered in code)"
         if not isinstance(name, str) or not name or ":" in name:
             raise ValueError(f"Invalid {self.kind} name: {name!r} (a non-empty name without ':')")
         with self._lock:

@@ -145,7 +145,10 @@ def _no_data_dir_env(monkeypatch):
 
 
 def test_list_datasets():
-    assert list_datasets() == ["cifar10", "cifar100", "digits", "mnist1d", "synthetic", "tinyimagenet"]
+    built_in = [e.name for e in tdata.DATASETS.loaded() if e.source == "built-in"]
+    assert built_in == ["cifar10", "cifar100", "digits", "mnist1d", "synthetic", "tinyimagenet"]
+    assert set(built_in) <= set(list_datasets())  # and any installed plugins'
+    assert list_datasets() == sorted(list_datasets())
 
 
 def test_unknown_dataset_names_the_choices():

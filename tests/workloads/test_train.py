@@ -156,7 +156,7 @@ def test_barlow_twins_reports_probe_accuracy():
         ({"batch_size": 0}, r"Invalid batch_size: 0"),
         ({"batch_size": 100, "micro_batch_size": 30}, r"Invalid micro_batch_size: 30"),
         ({"dataset": "imagenet"}, r"dataset 'imagenet' is not installed on host \S+ \(installed: cifar10, "),
-        ({"model": "vit"}, r"model 'vit' is not installed on host \S+ \(installed: cnn, mlp, resnet18"),
+        ({"model": "vit"}, r"model 'vit' is not installed on host \S+ \(installed: cnn, mlp, "),
         ({"model": "mlp", "stem": "imagenet"}, r"stem: model 'mlp' has no option 'stem' \(models that do: resnet18"),
         ({"model_options": {"depth": 3}}, r"Unknown option\(s\) for model 'mlp': depth \(accepted: hidden="),
         ({"dataset_options": {"n": 3}}, r"Unknown option\(s\) for dataset 'mnist1d': n \(accepted: num_samples=5000"),
