@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from tvlars.data import DATASETS
 from tvlars.models import MODELS
 from tvlars.optim import trainable_optimizers
-from tvlars.registry import Registry
+from tvlars.registry import Registry, WorkloadNotInstalledError
 from tvlars.train import TASKS, TrialConfig, dead_keys
 
 from .algorithms import MULTI_OBJECTIVE_SAMPLERS, SAMPLERS, SCHEDULERS, check_options
@@ -176,9 +176,10 @@ def _registered(registry: Registry, name: str) -> str:
             f"{kind} {name!r} looks like a code reference: a spec only names an installed {kind} ({names}); "
             "nothing in a request is imported or evaluated (install a plugin package instead: docs/workloads.md)"
         )
-    if name not in registry.names():
-        raise ValueError(f"unknown {kind} {name!r} (choose from {names})")
-    registry.get(name)  # a plugin that fails to import or clashes: its error, as a 422
+    try:
+        registry.get(name)  # a plugin that fails to import or clashes: its error
+    except WorkloadNotInstalledError as e:  # here: the API, or a worker re-validating at claim (the host is named)
+        raise ValueError(f"unknown {e}") from None
     return name
 
 
