@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import socket
 
+import pytest
+
 from ..utils.plugins import python_with
 
 LIST_AND_SUBMIT = """
@@ -114,3 +116,18 @@ print(json.dumps({"clash": clash, "n": len(load_dataset("sign", n=32).train_y)})
         "(uninstall one, or register under another name)"
     )
     assert out["n"] == 32
+
+
+def test_a_worker_without_the_plugin_refuses_the_study_at_claim_naming_its_host(sqlite_url):
+    # what the API accepted where the plugin is installed, a worker here (without it) re-validates before any trial
+    from service.engine import run_study
+    from service.errors import InvalidSpecError
+
+    from ..utils.specs import quick_spec
+
+    spec = quick_spec("elsewhere", workload={"dataset": "broken_data"})
+    with pytest.raises(InvalidSpecError) as info:
+        run_study(spec, sqlite_url)
+    message = str(info.value)
+    assert f"unknown dataset 'broken_data' is not installed on host {socket.gethostname()} (installed: " in message
+    assert "pip install the package that provides it" in message
