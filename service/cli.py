@@ -291,6 +291,24 @@ def presets(url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None) -> None:
     console.print(table)
 
 
+@app.command()
+@_reports_api_errors
+def workloads(url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None) -> None:
+    """What can be tuned here: datasets, models, tasks and optimizers, built in or from installed plugins."""
+    listed = Client(url, api_key).workloads()
+    table = Table("kind", "name", "from", "options (defaults)", title="workloads")
+    for kind in ("datasets", "models", "tasks"):
+        for w in listed[kind]:
+            options = [f"{k}={v!r}" for k, v in w["options"].items()] + [f"{k} (required)" for k in w["required"]]
+            table.add_row(w["kind"], w["name"], w["source"], ", ".join(options) or "-")
+    for o in listed["optimizers"]:
+        base = "" if o["name"] == o["optimizer"] else f" ({o['optimizer']} + recipe)"
+        table.add_row("optimizer", o["name"] + base, o["source"], ", ".join(o["trial_keys"]))
+    console.print(table)
+    for b in listed["broken"]:
+        err.print(f"[red]broken {b['kind']} {b['name']!r}[/red] ({b['source']}): {b['error']}")
+
+
 # -- the demo ----------------------------------------------------------------------------------------------------
 
 
