@@ -161,8 +161,6 @@ def test_an_unreachable_server_is_a_connection_error_after_the_retries():
 
 
 def test_workloads(api, client):
-    if "/v1/workloads" not in client.app.openapi()["paths"]:
-        pytest.skip("GET /v1/workloads is not in this app yet (issue 17 adds it)")
     workloads = api.workloads()
     assert workloads == client.get("/v1/workloads").json()
     assert "mnist1d" in {d["name"] for d in workloads["datasets"]}

@@ -8,6 +8,7 @@ from service.client import Client
 from ..conftest import unique_name
 from ..utils.server import WRITE_KEY
 from ..utils.specs import quick_spec
+from .test_cli_dashboard import cli
 
 #: The smallest comparison there is: two arms at one batch size, one 1-epoch tuning trial each, two re-run seeds.
 SMALLEST = {
@@ -46,3 +47,9 @@ def test_a_comparison_result(server):
         assert {a["label"] for a in result["arms"]} == {"tvlars", "lamb"}
         assert all(len(a["reruns"]) == 2 for a in result["arms"])
         assert "<html" in client.comparisons.report(done["id"]).lower()
+
+
+def test_the_cli_workloads_view(server):
+    out = cli(server, "workloads")
+    assert out.returncode == 0, out.stderr
+    assert "mnist1d" in out.stdout and "tvlars" in out.stdout and "built-in" in out.stdout
