@@ -11,11 +11,15 @@ TORCH_SPEC ?= torch==2.13.0
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The example workload plugin (examples/workload-plugin) is installed too: the tests tune a study on it.
+EXAMPLE_PLUGIN := examples/workload-plugin
+
+$(VENV)/.installed: pyproject.toml $(EXAMPLE_PLUGIN)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e $(EXAMPLE_PLUGIN)
 	touch $@
 
 # The report test opens the HTML page in headless Chromium; where apt works it is installed, else that test skips.

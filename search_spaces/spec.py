@@ -15,10 +15,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tvlars.data import list_datasets
-from tvlars.models import list_models
+from tvlars.data import DATASETS
+from tvlars.models import MODELS
 from tvlars.optim import trainable_optimizers
-from tvlars.train import TASKS, TrialConfig
+from tvlars.registry import Registry, WorkloadNotInstalledError
+from tvlars.train import TASKS, TrialConfig, dead_keys
 
 from .algorithms import MULTI_OBJECTIVE_SAMPLERS, SAMPLERS, SCHEDULERS, check_options
 
@@ -137,29 +138,49 @@ Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator=
 
 
 class Workload(BaseModel):
-    """What one trial trains: any ``tvlars.train`` trial config keys; these five are the usual ones."""
+    """What one trial trains: any ``tvlars.train`` trial config keys; these five are the usual ones.
+
+    ``task``, ``dataset`` and ``model`` name workloads registered where the API runs (built-in or an installed
+    plugin: ``GET /v1/workloads``); nothing in a spec is imported or evaluated, so ``module:attr`` is refused.
+    """
 
     model_config = ConfigDict(extra="allow")
 
-    task: Literal[TASKS] = "classification"  # type: ignore[valid-type]
+    task: str = "classification"
     dataset: str
     model: str
     epochs: int = Field(ge=1, le=10_000)
     batch_size: int = Field(ge=1, le=1_048_576)
 
+    @field_validator("task")
+    @classmethod
+    def _task(cls, v: str) -> str:
+        return _registered(TASKS, v)
+
     @field_validator("dataset")
     @classmethod
     def _dataset(cls, v: str) -> str:
-        if v not in list_datasets():
-            raise ValueError(f"unknown dataset {v!r} (choose from {', '.join(list_datasets())})")
-        return v
+        return _registered(DATASETS, v)
 
     @field_validator("model")
     @classmethod
     def _model(cls, v: str) -> str:
-        if v not in list_models():
-            raise ValueError(f"unknown model {v!r} (choose from {', '.join(list_models())})")
-        return v
+        return _registered(MODELS, v)
+
+
+def _registered(registry: Registry, name: str) -> str:
+    """``name`` if it is a usable registered workload, else a clear error (unknown, code reference, broken plugin)."""
+    kind, names = registry.kind, ", ".join(registry.names())
+    if ":" in name:
+        raise ValueError(
+            f"{kind} {name!r} looks like a code reference: a spec only names an installed {kind} ({names}); "
+            "nothing in a request is imported or evaluated (install a plugin package instead: docs/workloads.md)"
+        )
+    try:
+        registry.get(name)  # a plugin that fails to import or clashes: its error
+    except WorkloadNotInstalledError as e:  # here: the API, or a worker re-validating at claim (the host is named)
+        raise ValueError(f"unknown {e}") from None
+    return name
 
 
 class Objective(_Strict):
@@ -335,9 +356,14 @@ class StudySpec(_Strict):
             raise ValueError(f"scheduler.grace_period ({self.scheduler.grace_period}) exceeds workload.epochs")
         for i, params in enumerate(self.enqueue):
             self._check_enqueued(i, params)
+        # a key nothing in this trial reads (lam for lars, probe_lr for classification) is a dead dimension
+        corner_config = self.trial_config(self.lower_corner())
+        for key, why in dead_keys(corner_config).items():
+            where = "search_space" if key in self.search_space else "fixed" if key in self.fixed else "workload"
+            raise ValueError(f"{where}.{key} would be ignored: {why}")
         # the trainer's own checks, on the space's lower corner
         try:
-            corner = TrialConfig.from_dict(self.trial_config(self.lower_corner()))
+            corner = TrialConfig.from_dict(corner_config)
         except (ValueError, TypeError) as e:
             raise ValueError(f"the trial config this spec builds is invalid: {e}") from None
         if self.scheduler.name in ("hyperband", "pbt") and (

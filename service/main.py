@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import __doc__ as service_doc
 from ._optuna import open_storage
 from .api.cache import ReadCache
-from .api.routes import comparisons, health, search_spaces, studies
+from .api.routes import comparisons, health, search_spaces, studies, workloads
 from .core.config import Settings, get_settings
 from .core.db import migrate
 from .errors import ConflictError, InvalidSpecError, NotFoundError, StorageError
@@ -141,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(studies.router)
     app.include_router(comparisons.router)
     app.include_router(search_spaces.router)
+    app.include_router(workloads.router)
     app.include_router(health.router)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

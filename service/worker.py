@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 
-from ._optuna import RETRY_FIRST_S, RETRY_MAX_S, is_outage
+from ._optuna import Backoff, is_outage
 from .core.config import Settings
 from .core.db import migrate, session_scope
 from .crud import claim_next_study, finish_study, heartbeat, record_epochs_spent
@@ -110,28 +110,26 @@ class Worker:
     def _stored(self, write, what: str, forever: bool = False) -> bool:
         """Run ``write`` until the database takes it: retried with back-off through an outage, for up to
         ``db_outage_retry_s`` (``forever``: until :meth:`stop`). Returns whether it was stored."""
-        deadline = time.monotonic() + self.settings.db_outage_retry_s
-        delay, failures = RETRY_FIRST_S, 0
+        backoff = Backoff(None if forever else self.settings.db_outage_retry_s)
         while True:
             try:
                 write()
             except Exception as e:
                 if not is_outage(e):
                     raise
-                failures += 1
-                if failures == 1:
+                delay = backoff.next()
+                if backoff.failures == 1:
                     log.warning("could not %s: the database is unavailable; retrying", what)
-                if not forever and time.monotonic() + delay > deadline:
+                if delay is None:
                     log.error("gave up trying to %s (%s)", what, e)
                     return False
                 if forever and self._stop.wait(delay):
                     return False
                 if not forever:
                     time.sleep(delay)
-                delay = min(RETRY_MAX_S, delay * 2)
                 continue
-            if failures:
-                log.info("%s: done after %d retries", what, failures)
+            if backoff.failures:
+                log.info("%s: done after %d retries", what, backoff.failures)
             return True
 
     # -- one study ------------------------------------------------------------------------------------------------

@@ -5,6 +5,11 @@ scikit-learn) and ``synthetic`` (generated here). Three are read from ``TVLARS_D
 publish: ``cifar10`` and ``cifar100`` (the "python version" pickles) and ``tinyimagenet`` (the ``tiny-imagenet-200``
 tree of JPEGs). Nothing is ever downloaded.
 
+Datasets are a registry (:mod:`tvlars.registry`): the built-ins register with :func:`register_dataset` like any
+user code, and an installed distribution adds its own through the ``tvlars.datasets`` entry-point group
+(``docs/workloads.md``). A loader is ``load(data_dir: Path | None, **options) -> ArrayDataset``; its keyword
+parameters are the options a trial's ``dataset_options`` may set, their defaults the defaults.
+
 Images come back as ``uint8`` arrays ``(N, C, H, W)`` so a whole dataset fits on a GPU and is normalised there;
 other data as ``float32``. Pillow, scikit-learn and mnist1d are imported only by the loaders that need them, so
 ``import tvlars`` stays torch + numpy.
@@ -31,7 +36,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ArrayDataset", "DatasetNotFoundError", "data_dir", "list_datasets", "load_dataset", "validation_split"]
+from .registry import Registry
+
+__all__ = [
+    "DATASETS",
+    "ArrayDataset",
+    "DatasetNotFoundError",
+    "data_dir",
+    "list_datasets",
+    "load_dataset",
+    "register_dataset",
+    "validation_split",
+]
 
 DATA_DIR_ENV = "TVLARS_DATA_DIR"
 # Bump when the layout of a cache file changes; old caches are then ignored and rebuilt.
@@ -154,8 +170,17 @@ def data_dir(path: str | os.PathLike[str] | None = None) -> Path | None:
 
 
 def list_datasets() -> list[str]:
-    """Names accepted by :func:`load_dataset`, sorted."""
-    return sorted(_DATASETS)
+    """Names accepted by :func:`load_dataset`, built-in and installed plugins, sorted."""
+    return DATASETS.names()
+
+
+def register_dataset(name: str, load: Callable[..., ArrayDataset]) -> None:
+    """Make ``load(data_dir, **options) -> ArrayDataset`` available as dataset ``name``.
+
+    Its keyword parameters after ``data_dir`` are the options (and defaults) a trial's ``dataset_options`` may set.
+    A name already taken, by a built-in or a plugin, is a :class:`~tvlars.registry.PluginError`.
+    """
+    DATASETS.register(name, load)
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, **options: Any) -> ArrayDataset:
@@ -167,7 +192,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, **op
             (see :func:`data_dir`). ``mnist1d`` caches its generated arrays in ``<data_dir>/mnist1d/`` when the
             directory exists; ``tinyimagenet`` caches decoded images in ``tiny-imagenet-200/.tvlars-cache-v1.npz``
             (delete it to re-decode). (default: None)
-        **options: dataset-specific options:
+        **options: the dataset's options (the keyword parameters of its loader):
 
             - ``mnist1d``: ``num_samples=5000``, ``seed=42`` (80 % train, as the mnist1d package splits).
             - ``digits``: ``test_fraction=0.2``, ``seed=0`` (split stratified by class).
@@ -179,24 +204,29 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, **op
     Raises:
         ValueError: unknown dataset or option, or an option out of range.
         DatasetNotFoundError: a file-backed dataset with no data directory configured or with files missing.
+        tvlars.registry.PluginError: the dataset's plugin fails to import or clashes with another.
 
     >>> load_dataset("digits").input_shape
     (1, 8, 8)
     """
-    spec = _DATASETS.get(name)
-    if spec is None:
-        raise ValueError(f"Unknown dataset: {name!r} (choose from {', '.join(list_datasets())})")
-    unknown = sorted(set(options) - set(spec.defaults))
-    if unknown:
-        accepted = ", ".join(spec.defaults) or "none"
-        raise ValueError(f"Unknown option(s) for dataset {name!r}: {', '.join(unknown)} (accepted: {accepted})")
-    root = _resolve_data_dir(data_dir)
-    if spec.needs_files and root is None:
+    entry = DATASETS.get(name)
+    DATASETS.check_options(name, options)
+    data = entry.obj(_resolve_data_dir(data_dir), **options)
+    if not isinstance(data, ArrayDataset):
+        raise TypeError(
+            f"dataset {name!r} ({entry.source}) returned {type(data).__name__}, not tvlars.data.ArrayDataset"
+        )
+    return data
+
+
+def _files_needed(name: str, root: Path | None, layout: str) -> Path:
+    """The data directory of a file-backed dataset, or :class:`DatasetNotFoundError` saying how to configure one."""
+    if root is None:
         raise DatasetNotFoundError(
             f"No data directory configured for dataset {name!r}: set {DATA_DIR_ENV} (or pass data_dir=) to a "
-            f"directory laid out as follows. {spec.layout}"
+            f"directory laid out as follows. {layout}"
         )
-    return spec.loader(root, **{**spec.defaults, **options})
+    return root
 
 
 # The public function's name is also load_dataset's parameter name; loaders call this alias.
@@ -346,7 +376,8 @@ def _mnist1d_version() -> str:
         return "unknown"
 
 
-def _load_mnist1d(root: Path | None, *, num_samples: int, seed: int) -> ArrayDataset:
+def _load_mnist1d(root: Path | None, *, num_samples: int = 5000, seed: int = 42) -> ArrayDataset:
+    """MNIST-1D, generated by the mnist1d package: 40-step 1-D signals of 10 digits (80 % train)."""
     num_samples = _check_int("num_samples", num_samples, 10)
     seed = _check_int("seed", seed, 0)
     keys = ("x", "y", "x_test", "y_test")
@@ -380,7 +411,8 @@ def _load_mnist1d(root: Path | None, *, num_samples: int, seed: int) -> ArrayDat
 # --- digits -------------------------------------------------------------------------------------------------------
 
 
-def _load_digits(root: Path | None, *, test_fraction: float, seed: int) -> ArrayDataset:
+def _load_digits(root: Path | None, *, test_fraction: float = 0.2, seed: int = 0) -> ArrayDataset:
+    """scikit-learn's 8x8 handwritten digits (1797 images, 10 classes), split stratified by class."""
     test_fraction = _check_fraction("test_fraction", test_fraction)
     seed = _check_int("seed", seed, 0)
     from sklearn.datasets import load_digits  # here, not at the top: tvlars imports only torch and numpy
@@ -447,8 +479,16 @@ def _synthetic_split(rng: np.random.Generator, templates: np.ndarray, n: int) ->
 
 
 def _load_synthetic(
-    root: Path | None, *, n_train: int, n_test: int, image_size: int, channels: int, num_classes: int, seed: int
+    root: Path | None,
+    *,
+    n_train: int = 2048,
+    n_test: int = 512,
+    image_size: int = 32,
+    channels: int = 3,
+    num_classes: int = 10,
+    seed: int = 0,
 ) -> ArrayDataset:
+    """Generated uint8 images: smooth per-class templates with noise (no files)."""
     n_train = _check_int("n_train", n_train, 1)
     n_test = _check_int("n_test", n_test, 1)
     image_size = _check_int("image_size", image_size, 1)
@@ -537,8 +577,9 @@ def _names(meta: dict[bytes, Any], key: bytes, path: Path, dataset: str, layout:
     return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in meta[key]]
 
 
-def _load_cifar10(root: Path) -> ArrayDataset:
-    base = root / _CIFAR10_DIR
+def _load_cifar10(root: Path | None) -> ArrayDataset:
+    """CIFAR-10 from its python-version pickles under TVLARS_DATA_DIR."""
+    base = _files_needed("cifar10", root, _CIFAR10_LAYOUT) / _CIFAR10_DIR
     if not base.is_dir():
         raise DatasetNotFoundError(f"cifar10: missing directory {base}. {_CIFAR10_LAYOUT}")
     # Check every file up front, so a partial extraction is reported before minutes of loading.
@@ -556,7 +597,9 @@ def _load_cifar10(root: Path) -> ArrayDataset:
     return _dataset("cifar10", (train_x, train_y), (test_x, test_y), classes)
 
 
-def _load_cifar100(root: Path, *, label: str) -> ArrayDataset:
+def _load_cifar100(root: Path | None, *, label: str = "fine") -> ArrayDataset:
+    """CIFAR-100 from its python-version pickles under TVLARS_DATA_DIR; 100 fine or 20 coarse labels."""
+    root = _files_needed("cifar100", root, _CIFAR100_LAYOUT)
     if label not in ("fine", "coarse"):
         raise ValueError(f"Invalid label: {label!r} (choose from 'fine', 'coarse')")
     base = root / _CIFAR100_DIR
@@ -668,8 +711,9 @@ def _decode_images(paths: list[Path]) -> np.ndarray:
     return out
 
 
-def _load_tinyimagenet(root: Path) -> ArrayDataset:
-    base = root / _TINY_DIR
+def _load_tinyimagenet(root: Path | None) -> ArrayDataset:
+    """Tiny-ImageNet (200 classes, 64x64) from its tiny-imagenet-200 tree under TVLARS_DATA_DIR."""
+    base = _files_needed("tinyimagenet", root, _TINY_LAYOUT) / _TINY_DIR
     if not base.is_dir():
         raise DatasetNotFoundError(f"tinyimagenet: missing directory {base}. {_TINY_LAYOUT}")
     cache_path = base / _TINY_CACHE_NAME
@@ -702,22 +746,14 @@ def _load_tinyimagenet(root: Path) -> ArrayDataset:
 # --- registry -----------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _DatasetSpec:
-    loader: Callable[..., ArrayDataset]
-    defaults: dict[str, Any]
-    needs_files: bool = False
-    layout: str = ""
-
-
-_DATASETS: dict[str, _DatasetSpec] = {
-    "mnist1d": _DatasetSpec(_load_mnist1d, {"num_samples": 5000, "seed": 42}),
-    "digits": _DatasetSpec(_load_digits, {"test_fraction": 0.2, "seed": 0}),
-    "synthetic": _DatasetSpec(
-        _load_synthetic,
-        {"n_train": 2048, "n_test": 512, "image_size": 32, "channels": 3, "num_classes": 10, "seed": 0},
-    ),
-    "cifar10": _DatasetSpec(_load_cifar10, {}, needs_files=True, layout=_CIFAR10_LAYOUT),
-    "cifar100": _DatasetSpec(_load_cifar100, {"label": "fine"}, needs_files=True, layout=_CIFAR100_LAYOUT),
-    "tinyimagenet": _DatasetSpec(_load_tinyimagenet, {}, needs_files=True, layout=_TINY_LAYOUT),
-}
+#: Every dataset by name: the built-ins below and the ``tvlars.datasets`` entry points of installed distributions.
+DATASETS = Registry("dataset", "tvlars.datasets", leading=1)
+for _name, _load in (
+    ("mnist1d", _load_mnist1d),
+    ("digits", _load_digits),
+    ("synthetic", _load_synthetic),
+    ("cifar10", _load_cifar10),
+    ("cifar100", _load_cifar100),
+    ("tinyimagenet", _load_tinyimagenet),
+):
+    register_dataset(_name, _load)

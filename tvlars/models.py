@@ -4,16 +4,34 @@ ResNet-18/34/50 in two stems: ``"cifar"`` (3×3 stride-1 stem, no max-pool: the 
 ``"imagenet"`` (7×7 stride-2 stem and 3×3 max-pool: torchvision's layout, which the official code trains on CIFAR).
 Parameter names and shapes follow torchvision's ResNet, so its state dicts load into ``stem="imagenet"`` models.
 Plus a small CNN and an MLP for CPU-sized data (MNIST-1D, digits).
+
+Models are a registry (:mod:`tvlars.registry`): the built-ins register with :func:`register_model` like any user
+code, and an installed distribution adds its own through the ``tvlars.models`` entry-point group. A builder is
+``build(input_shape, num_classes, **options) -> nn.Module``; its keyword parameters are the options a trial's
+``model_options`` may set. A model the Barlow Twins task pretrains also needs ``features(x)`` and ``num_features``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MLP", "ResNet", "SmallCNN", "build_model", "list_models", "resnet18", "resnet34", "resnet50"]
+from .registry import Registry
+
+__all__ = [
+    "MLP",
+    "MODELS",
+    "ResNet",
+    "SmallCNN",
+    "build_model",
+    "list_models",
+    "register_model",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+]
 
 
 class BasicBlock(nn.Module):
@@ -178,21 +196,72 @@ class MLP(nn.Module):
         return self.fc(self.body(x))
 
 
-_RESNETS = {"resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50}
+#: Every model by name: the built-ins below and the ``tvlars.models`` entry points of installed distributions.
+MODELS = Registry("model", "tvlars.models", leading=2)
 
 
 def list_models() -> list[str]:
-    return sorted([*_RESNETS, "cnn", "mlp"])
+    """Names accepted by :func:`build_model`, built-in and installed plugins, sorted."""
+    return MODELS.names()
 
 
-def build_model(name: str, input_shape: Sequence[int], num_classes: int, stem: str = "cifar") -> nn.Module:
+def register_model(name: str, build: Callable[..., nn.Module]) -> None:
+    """Make ``build(input_shape, num_classes, **options) -> nn.Module`` available as model ``name``.
+
+    Its keyword parameters after ``num_classes`` are the options (and defaults) a trial's ``model_options`` may
+    set. A name already taken, by a built-in or a plugin, is a :class:`~tvlars.registry.PluginError`.
+    """
+    MODELS.register(name, build)
+
+
+def build_model(name: str, input_shape: Sequence[int], num_classes: int, **options: object) -> nn.Module:
     """A model by name for inputs of ``input_shape`` (C, H, W) or (C, L), without the batch dimension."""
-    if name in _RESNETS:
-        if len(input_shape) != 3:
-            raise ValueError(f"Invalid model: {name} needs images (C, H, W), got inputs of shape {tuple(input_shape)}")
-        return _RESNETS[name](num_classes, stem, in_channels=input_shape[0])
-    if name == "cnn":
-        return SmallCNN(num_classes, in_channels=input_shape[0], dims=len(input_shape) - 1)
-    if name == "mlp":
-        return MLP(int(torch.Size(input_shape).numel()), num_classes)
-    raise ValueError(f"Unknown model: {name!r} (choose from {', '.join(list_models())})")
+    entry = MODELS.get(name)
+    MODELS.check_options(name, options)
+    model = entry.obj(tuple(input_shape), num_classes, **options)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model {name!r} ({entry.source}) returned {type(model).__name__}, not torch.nn.Module")
+    return model
+
+
+def _images(name: str, input_shape: tuple[int, ...]) -> None:
+    if len(input_shape) != 3:
+        raise ValueError(f"Invalid model: {name} needs images (C, H, W), got inputs of shape {tuple(input_shape)}")
+
+
+def _build_resnet18(input_shape: tuple[int, ...], num_classes: int, *, stem: str = "cifar") -> nn.Module:
+    """ResNet-18; stem "cifar" (3x3, no max-pool) or "imagenet" (torchvision's 7x7 + max-pool)."""
+    _images("resnet18", input_shape)
+    return resnet18(num_classes, stem, in_channels=input_shape[0])
+
+
+def _build_resnet34(input_shape: tuple[int, ...], num_classes: int, *, stem: str = "cifar") -> nn.Module:
+    """ResNet-34; stem "cifar" (3x3, no max-pool) or "imagenet" (torchvision's 7x7 + max-pool)."""
+    _images("resnet34", input_shape)
+    return resnet34(num_classes, stem, in_channels=input_shape[0])
+
+
+def _build_resnet50(input_shape: tuple[int, ...], num_classes: int, *, stem: str = "cifar") -> nn.Module:
+    """ResNet-50; stem "cifar" (3x3, no max-pool) or "imagenet" (torchvision's 7x7 + max-pool)."""
+    _images("resnet50", input_shape)
+    return resnet50(num_classes, stem, in_channels=input_shape[0])
+
+
+def _build_cnn(input_shape: tuple[int, ...], num_classes: int, *, width: int = 32) -> nn.Module:
+    """Two conv blocks and a linear head, 1-D or 2-D by the input's shape."""
+    return SmallCNN(num_classes, in_channels=input_shape[0], dims=len(input_shape) - 1, width=width)
+
+
+def _build_mlp(input_shape: tuple[int, ...], num_classes: int, *, hidden: Sequence[int] = (256, 256)) -> nn.Module:
+    """A ReLU MLP over flattened inputs; hidden: the widths of its hidden layers."""
+    return MLP(int(torch.Size(input_shape).numel()), num_classes, tuple(hidden))
+
+
+for _name, _build in (
+    ("cnn", _build_cnn),
+    ("mlp", _build_mlp),
+    ("resnet18", _build_resnet18),
+    ("resnet34", _build_resnet34),
+    ("resnet50", _build_resnet50),
+):
+    register_model(_name, _build)

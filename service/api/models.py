@@ -315,3 +315,42 @@ class ComparisonsPublic(BaseModel):
     limit: int
     offset: int
     items: list[ComparisonPublic]
+
+
+# -- workloads -----------------------------------------------------------------------------------------------------
+
+
+class WorkloadPublic(BaseModel):
+    kind: str = Field(description="dataset | model | task")
+    name: str = Field(description="what a spec's workload says")
+    source: str = Field(description="'built-in', or the plugin's distribution and version")
+    description: str
+    options: dict[str, Any] = Field(
+        description="options and their defaults (datasets: dataset_options, models: model_options, tasks: trial keys)"
+    )
+    required: list[str] = Field(description="options without a default")
+
+
+class OptimizerPublic(BaseModel):
+    name: str = Field(description="what a spec's optimizer says")
+    optimizer: str = Field(description="the registered optimizer it builds (a recipe builds on one)")
+    source: str
+    description: str
+    hyperparameters: dict[str, Any] = Field(description="the constructor's arguments and defaults")
+    trial_keys: list[str] = Field(description="the trial keys it takes; any other optimizer key is a 422")
+    recipe: dict[str, Any] | None = Field(description="lr_scaling, warmup_fraction, lr_schedule defaults of a recipe")
+
+
+class BrokenWorkloadPublic(BaseModel):
+    kind: str
+    name: str
+    source: str
+    error: str
+
+
+class WorkloadsPublic(BaseModel):
+    datasets: list[WorkloadPublic]
+    models: list[WorkloadPublic]
+    tasks: list[WorkloadPublic]
+    optimizers: list[OptimizerPublic]
+    broken: list[BrokenWorkloadPublic] = Field(description="installed plugins that cannot be used, with their error")

@@ -18,6 +18,7 @@ from search_spaces.spec import StudySpec
 
 from ..errors import InvalidSpecError
 from ..models import StudyState
+from ..trial_report import FailKind, TrialAttr
 from .factories import build_distributions
 from .lease import Lease
 from .lease import lease_ttl_s as _lease_ttl
@@ -72,7 +73,7 @@ def run_study(
             log.warning("study %s: %d trial(s) of a dead driver continue from checkpoints", spec.name, len(resumable))
         if created:
             for params in spec.enqueue:
-                study.enqueue_trial(params, user_attrs={"enqueued": True}, skip_if_exists=True)
+                study.enqueue_trial(params, user_attrs={TrialAttr.ENQUEUED: True}, skip_if_exists=True)
         counts = study_counts(study)
         n_finished = counts["COMPLETE"] + counts["PRUNED"]
         if n_finished >= spec.budget.n_trials:  # type: ignore[operator]
@@ -86,7 +87,7 @@ def run_study(
             return outcome(study, spec, StudyState.FAILED, f"{counts['ERRORS']} trials failed (budget.max_failed)")
 
         from ._tune import TrialErrors
-        from .searcher import FailKind, OptunaStudySearcher
+        from .searcher import OptunaStudySearcher
 
         poll, errors = StopPoller(should_cancel), TrialErrors()
         searcher = OptunaStudySearcher(

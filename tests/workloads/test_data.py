@@ -145,11 +145,14 @@ def _no_data_dir_env(monkeypatch):
 
 
 def test_list_datasets():
-    assert list_datasets() == ["cifar10", "cifar100", "digits", "mnist1d", "synthetic", "tinyimagenet"]
+    built_in = [e.name for e in tdata.DATASETS.loaded() if e.source == "built-in"]
+    assert built_in == ["cifar10", "cifar100", "digits", "mnist1d", "synthetic", "tinyimagenet"]
+    assert set(built_in) <= set(list_datasets())  # and any installed plugins'
+    assert list_datasets() == sorted(list_datasets())
 
 
 def test_unknown_dataset_names_the_choices():
-    with pytest.raises(ValueError, match=r"Unknown dataset: 'imagenet' \(choose from cifar10, .*tinyimagenet\)"):
+    with pytest.raises(ValueError, match=r"dataset 'imagenet' is not installed on host \S+ \(installed: cifar10"):
         load_dataset("imagenet")
 
 

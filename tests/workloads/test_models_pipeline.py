@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tvlars.barlow import BarlowTwins, barlow_twins_loss, ridge_probe_accuracy
-from tvlars.models import build_model, list_models, resnet18, resnet50
+from tvlars.models import MODELS, build_model, list_models, resnet18, resnet50
 from tvlars.pipeline import Augment, DeviceLoader, augment_batch
 
 
@@ -18,13 +18,14 @@ from tvlars.pipeline import Augment, DeviceLoader, augment_batch
         ("resnet34", "cifar", (3, 32, 32), None),
         ("resnet50", "cifar", (3, 32, 32), 23_520_842),
         ("resnet18", "cifar", (3, 64, 64), None),
-        ("cnn", "cifar", (1, 40), None),
-        ("cnn", "cifar", (1, 8, 8), None),
-        ("mlp", "cifar", (1, 40), None),
+        ("cnn", None, (1, 40), None),
+        ("cnn", None, (1, 8, 8), None),
+        ("mlp", None, (1, 40), None),
     ],
 )
 def test_output_shapes(name, stem, shape, n_params):
-    model = build_model(name, shape, num_classes=10, stem=stem).eval()
+    options = {} if stem is None else {"stem": stem}
+    model = build_model(name, shape, num_classes=10, **options).eval()
     with torch.no_grad():
         out = model(torch.randn(2, *shape))
         feats = model.features(torch.randn(2, *shape))
@@ -46,13 +47,22 @@ def test_resnet_layouts():
 
 
 def test_model_errors():
-    with pytest.raises(ValueError, match=r"Unknown model: 'vit'"):
+    with pytest.raises(ValueError, match=r"model 'vit' is not installed on host .*\(installed: cnn, mlp, "):
         build_model("vit", (3, 32, 32), 10)
+    with pytest.raises(ValueError, match=r"Unknown option\(s\) for model 'mlp': stem \(accepted: hidden=\(256, 256\)"):
+        build_model("mlp", (1, 40), 10, stem="cifar")
     with pytest.raises(ValueError, match=r"resnet18 needs images"):
         build_model("resnet18", (1, 40), 10)
     with pytest.raises(ValueError, match=r"Invalid stem: 'tiny'"):
         resnet18(stem="tiny")
-    assert list_models() == ["cnn", "mlp", "resnet18", "resnet34", "resnet50"]
+    built_in = [e.name for e in MODELS.loaded() if e.source == "built-in"]
+    assert built_in == ["cnn", "mlp", "resnet18", "resnet34", "resnet50"]
+    assert set(built_in) <= set(list_models())  # and any installed plugins'
+
+
+def test_model_options_come_from_the_builder():
+    assert sum(p.numel() for p in build_model("mlp", (1, 40), 10, hidden=[8]).parameters()) == 40 * 8 + 8 + 8 * 10 + 10
+    assert build_model("cnn", (1, 40), 10, width=4).num_features == 8
 
 
 def _images(n=64):

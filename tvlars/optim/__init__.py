@@ -3,8 +3,10 @@
 from ._factory import (
     RECIPES,
     OptimizerInfo,
+    Recipe,
     create_optimizer,
     get_optimizer_info,
+    get_recipe,
     list_optimizers,
     trainable_optimizers,
 )
@@ -20,8 +22,10 @@ __all__ = [
     "LARS",
     "TVLARS",
     "OptimizerInfo",
+    "Recipe",
     "create_optimizer",
     "get_optimizer_info",
+    "get_recipe",
     "list_optimizers",
     "param_groups",
     "phi",

@@ -20,8 +20,10 @@ from .tvlars import TVLARS
 __all__ = [
     "RECIPES",
     "OptimizerInfo",
+    "Recipe",
     "create_optimizer",
     "get_optimizer_info",
+    "get_recipe",
     "list_optimizers",
     "trainable_optimizers",
 ]
@@ -66,9 +68,48 @@ _REGISTRY: dict[str, OptimizerInfo] = {
 }
 
 
-#: Named training recipes on a registered optimizer: what the trainer adds around it (lr scaling, schedule).
-#: ``lars_warmup`` is the paper's baseline: LARS at ``lr * batch_size / 256``, linear warm-up, then cosine.
-RECIPES: Mapping[str, str] = MappingProxyType({"lars_warmup": "lars"})
+@dataclass(frozen=True)
+class Recipe:
+    """A trial's ``optimizer``: a registered optimizer plus what the trainer wraps around it by default.
+
+    A plain optimizer is the recipe of itself (no LR scaling, no warm-up, constant LR); a named recipe sets the
+    defaults that a trial's ``lr_scaling``, ``warmup_epochs`` and ``lr_schedule`` override.
+    """
+
+    name: str
+    optimizer: str
+    lr_scaling: str = "none"  # none | linear_256 (base LR = lr * batch_size / 256)
+    warmup_fraction: float = 0.0  # warm-up epochs when a trial gives none: round(fraction * epochs)
+    lr_schedule: str = "constant"  # constant | warmup_cosine
+    description: str = ""
+
+
+#: Named training recipes on a registered optimizer. ``lars_warmup`` is the paper's baseline: LARS at
+#: ``lr * batch_size / 256``, linear warm-up for 20 % of the epochs (20 of its 100), then cosine to 0.001x.
+RECIPES: Mapping[str, Recipe] = MappingProxyType(
+    {
+        "lars_warmup": Recipe(
+            "lars_warmup",
+            "lars",
+            lr_scaling="linear_256",
+            warmup_fraction=0.2,
+            lr_schedule="warmup_cosine",
+            description="LARS with the paper's recipe: lr x batch/256, 20 % linear warm-up, then cosine",
+        )
+    }
+)
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe a trial's ``optimizer`` names: a named one, or a registered optimizer on its own.
+
+    >>> get_recipe("lars_warmup").optimizer, get_recipe("tvlars").lr_schedule
+    ('lars', 'constant')
+    """
+    if name in RECIPES:
+        return RECIPES[name]
+    info = get_optimizer_info(name)
+    return Recipe(info.name, info.name, description=info.description)
 
 
 def trainable_optimizers() -> tuple[str, ...]:
@@ -80,7 +121,7 @@ def trainable_optimizers() -> tuple[str, ...]:
     out: list[str] = []
     for name in _REGISTRY:
         out.append(name)
-        out.extend(recipe for recipe, base in RECIPES.items() if base == name)
+        out.extend(recipe.name for recipe in RECIPES.values() if recipe.optimizer == name)
     return tuple(out)
 
 

@@ -1,0 +1,71 @@
+"""``python -m tvlars.train key=value ...``: one trial from the command line, a row per epoch.
+
+python -m tvlars.train dataset=mnist1d model=mlp optimizer=tvlars batch_size=1000 epochs=5 lr=4
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from typing import Any
+
+from .config import SECTIONS
+from .loop import run
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in args):
+        print(__doc__.strip().split("\n", 1)[1].strip())
+        print("\nKeys and defaults (a key the chosen optimizer, task or model does not take is an error):")
+        for section, keys in SECTIONS.items():
+            print(f"  {section}:")
+            for f in dataclasses.fields(keys):
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+                print(f"    {f.name} = {default!r}")
+        return 0
+    config = {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            print(f"error: expected key=value, got {arg!r}", file=sys.stderr)
+            return 2
+        config[key] = _parse_value(value)
+    columns = ("epoch", "train_loss", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "phi", "images_per_s")
+    print("  ".join(f"{c:>12s}" for c in columns))
+
+    def show(row: dict[str, Any]) -> None:
+        cells = [row.get(c, "-") for c in columns]
+        print("  ".join(f"{v:>12.4g}" if isinstance(v, float) else f"{v!s:>12s}" for v in cells), flush=True)
+
+    try:
+        result = run(config, show)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    keys = (
+        "best_val_acc",
+        "test_acc_at_best_val",
+        "best_test_acc",
+        "final_test_acc",
+        "epochs_run",
+        "diverged",
+        "device",
+    )
+    summary = {k: result[k] for k in keys if k in result}
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

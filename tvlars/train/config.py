@@ -1,0 +1,360 @@
+"""A trial's configuration: :class:`TrialConfig`, its checks, and the optimizer and LR schedule it names.
+
+The keys come in sections (the workload, the optimizer's hyperparameters, the LR schedule, the runtime, the Barlow
+Twins task's own), and a trial config is one flat dict of them. A key given for a trial that nothing in it reads
+(``lam`` with ``optimizer: lars``, ``probe_lr`` for classification, an option the dataset's loader lacks) is an
+error naming the key and what takes it, never dropped silently: see :func:`dead_keys`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import DATASETS
+from ..models import MODELS
+from ..optim import create_optimizer, get_optimizer_info, get_recipe, trainable_optimizers
+from ..schedules import WarmupCosine, paper_lr
+from .tasks import TASKS
+
+__all__ = [
+    "OPTIMIZERS",
+    "OPTIMIZER_KEYS",
+    "SECTIONS",
+    "BarlowTwinsKeys",
+    "OptimizerKeys",
+    "RuntimeKeys",
+    "ScheduleKeys",
+    "TrialConfig",
+    "WorkloadKeys",
+    "build_optimizer",
+    "dead_keys",
+    "resolve_device",
+]
+
+#: What a trial's ``optimizer`` may be: the ``tvlars.optim`` registry's names and recipes (``lars_warmup``).
+OPTIMIZERS = trainable_optimizers()
+_PRECISIONS = ("auto", "fp32", "bf16")
+_LR_SCALINGS = ("none", "linear_256")
+_LR_SCHEDULES = ("constant", "warmup_cosine")
+
+
+@dataclass
+class WorkloadKeys:
+    """What is trained, on what data, for how long."""
+
+    task: str = "classification"
+    dataset: str = "mnist1d"
+    dataset_options: dict[str, Any] = field(default_factory=dict)  # the dataset loader's keyword options
+    data_dir: str | None = None
+    model: str = "mlp"
+    model_options: dict[str, Any] = field(default_factory=dict)  # the model builder's keyword options
+    stem: str | None = None  # the ResNets' stem option (cifar | imagenet); None: the model's default
+    batch_size: int = 512
+    epochs: int = 10
+    val_fraction: float = 0.1  # stratified hold-out of the training split (0: none, no val metrics)
+    split_seed: int = 0  # chooses the validation rows; shared by every trial of a study (not the trial's seed)
+    drop_last: bool = False  # False: the last partial batch is a step, as the official loader does
+    augment: bool | None = None  # None: on for uint8 images (crop + flip), off otherwise
+    rotation: float = 0.0  # the official code adds ±15° rotations
+
+
+@dataclass
+class OptimizerKeys:
+    """The optimizer and its hyperparameters; each key sets one constructor argument (:data:`OPTIMIZER_KEYS`)."""
+
+    optimizer: str = "tvlars"
+    lr: float = 1.0
+    lam: float = 1e-3
+    delay_epochs: float = 0.0
+    # TVLARS's schedule in units of training, the same φ over training progress at every batch size and length:
+    lam_steps: float | None = None  # λ × the trial's total optimizer steps (exclusive with lam)
+    delay_fraction: float | None = None  # d_e as a fraction of total optimizer steps (exclusive with delay_epochs)
+    alpha: float = 1.0
+    gamma_min: float = 0.0
+    eta: float = 1e-3
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    beta1: float = 0.9
+    beta2: float = 0.999
+    norm_clip: float | None = None
+    exclude_1d: bool = True
+    bias_correction: bool = True  # LAMB; the official code's LAMB has none
+    trust_ratio: bool = True  # LAMB; False is pytorch-lamb's "adam" mode (official Barlow Twins)
+    fused_optimizer: bool = False  # torch.compile the optimizer step (seconds to compile, then faster)
+
+
+@dataclass
+class ScheduleKeys:
+    """The LR schedule around the optimizer; ``None``: the optimizer recipe's default (``tvlars.optim.RECIPES``)."""
+
+    warmup_epochs: float | None = None  # None: 20 % of epochs for lars_warmup, none otherwise
+    lr_scaling: str | None = None  # none | linear_256 (lr · batch / 256); None: linear_256 for lars_warmup
+    lr_schedule: str | None = None  # constant | warmup_cosine; None: warmup_cosine for lars_warmup or warm-up > 0
+
+
+@dataclass
+class RuntimeKeys:
+    """Where and how the trial runs: none of these changes what is optimised, only how."""
+
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
+    channels_last: bool | None = None  # None: on CUDA for images
+    micro_batch_size: int | None = None  # gradient accumulation for memory; BatchNorm then sees micro-batches
+    ddp_devices: int = 1  # split each batch into this many equal shares with their own BN statistics (official: 4)
+    eval_batch_size: int = 4096
+    num_threads: int | None = None
+    nan_check_every: int = 1  # CUDA: steps between (non-blocking) divergence checks
+    checkpoint_every: int = 1  # epochs between trial states handed to run()'s save_state (0: never)
+
+
+@dataclass
+class BarlowTwinsKeys:
+    """The Barlow Twins task's own keys (``task: barlow_twins``)."""
+
+    projector_dims: list[int] | None = None  # None: 4096-4096-4096 on ResNets (official), 512-512-512 otherwise
+    bt_lambda: float = 0.005
+    probe_epochs: int | None = None  # None: 100 on CUDA (official), 20 on CPU
+    probe_lr: float = 0.3  # official: SGD lr 0.3, momentum 0.9, cosine
+    probe_weight_decay: float = 5e-4
+    probe_batch_size: int = 256
+    probe_augment: bool | None = None  # train the probe on augmented images; None: on CUDA for images (official)
+
+
+#: The sections of a trial config, in the order ``python -m tvlars.train --help`` lists them.
+SECTIONS: Mapping[str, type] = {
+    "workload": WorkloadKeys,
+    "optimizer": OptimizerKeys,
+    "schedule": ScheduleKeys,
+    "runtime": RuntimeKeys,
+    "barlow_twins task": BarlowTwinsKeys,
+}
+
+#: The optimizer constructor argument each optimizer key sets; a key whose argument the chosen optimizer lacks is dead.
+OPTIMIZER_KEYS: Mapping[str, str] = {
+    "lr": "lr",
+    "lam": "lam",
+    "lam_steps": "lam",
+    "delay_epochs": "delay",
+    "delay_fraction": "delay",
+    "alpha": "alpha",
+    "gamma_min": "gamma_min",
+    "eta": "eta",
+    "weight_decay": "weight_decay",
+    "momentum": "momentum",
+    "beta1": "betas",
+    "beta2": "betas",
+    "norm_clip": "norm_clip",
+    "exclude_1d": "exclude_1d",
+    "bias_correction": "bias_correction",
+    "trust_ratio": "adam",
+    "fused_optimizer": "fused",
+}
+
+
+@dataclass
+class TrialConfig(BarlowTwinsKeys, RuntimeKeys, ScheduleKeys, OptimizerKeys, WorkloadKeys):
+    """Everything one trial needs, flat: the keys of every section. ``from_dict`` checks names and values."""
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> TrialConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(config) - names)
+        if unknown:
+            raise ValueError(f"Unknown trial config key(s): {', '.join(unknown)} (valid: {', '.join(sorted(names))})")
+        for units, raw in (("lam_steps", "lam"), ("delay_fraction", "delay_epochs")):
+            if config.get(units) is not None and raw in config:
+                raise ValueError(f"Give {units} or {raw}, not both ({units} is {raw} in units of training)")
+        dead = dead_keys(config)
+        if dead:
+            raise ValueError("; ".join(f"{key}: {why}" for key, why in dead.items()))
+        cfg = cls(**config)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        def need(ok: bool, name: str, rule: str) -> None:
+            if not ok:
+                raise ValueError(f"Invalid {name}: {getattr(self, name)!r} ({rule})")
+
+        TASKS.get(self.task)  # not installed here, or a broken plugin: a clear error
+        need(self.optimizer in OPTIMIZERS, "optimizer", f"choose from {', '.join(OPTIMIZERS)}")
+        need(isinstance(self.dataset_options, dict), "dataset_options", "a mapping of option names to values")
+        need(isinstance(self.model_options, dict), "model_options", "a mapping of option names to values")
+        DATASETS.check_options(self.dataset, self.dataset_options)
+        MODELS.check_options(self.model, self.model_build_options())
+        need(self.precision in _PRECISIONS, "precision", f"choose from {', '.join(_PRECISIONS)}")
+        need(self.lr_scaling in (None, *_LR_SCALINGS), "lr_scaling", f"choose from {', '.join(_LR_SCALINGS)}")
+        need(self.lr_schedule in (None, *_LR_SCHEDULES), "lr_schedule", f"choose from {', '.join(_LR_SCHEDULES)}")
+        need(_positive_int(self.ddp_devices), "ddp_devices", "a positive integer")
+        need(isinstance(self.drop_last, bool), "drop_last", "true or false")
+        need(
+            isinstance(self.trust_ratio, bool) and (self.trust_ratio or self.optimizer == "lamb"),
+            "trust_ratio",
+            "true or false; false (Adam mode) only for lamb",
+        )
+        need(
+            isinstance(self.val_fraction, int | float) and 0 <= self.val_fraction < 0.5,
+            "val_fraction",
+            "a number in [0, 0.5)",
+        )
+        need(isinstance(self.split_seed, int) and not isinstance(self.split_seed, bool), "split_seed", "an integer")
+        need(_positive_int(self.batch_size), "batch_size", "a positive integer")
+        need(_positive_int(self.epochs), "epochs", "a positive integer")
+        need(
+            self.micro_batch_size is None
+            or (_positive_int(self.micro_batch_size) and self.batch_size % self.micro_batch_size == 0),
+            "micro_batch_size",
+            "a positive divisor of batch_size",
+        )
+        need(math.isfinite(self.lr) and self.lr >= 0, "lr", "a finite number >= 0")
+        need(self.delay_epochs >= 0, "delay_epochs", ">= 0")
+        need(
+            self.lam_steps is None or (math.isfinite(self.lam_steps) and self.lam_steps >= 0),
+            "lam_steps",
+            "a finite number >= 0 (λ × total optimizer steps)",
+        )
+        need(
+            self.delay_fraction is None or 0 <= self.delay_fraction <= 1,
+            "delay_fraction",
+            "a fraction of training in [0, 1]",
+        )
+        for units in ("lam_steps", "delay_fraction"):
+            need(getattr(self, units) is None or self.optimizer == "tvlars", units, "a TVLARS key: tvlars only")
+        need(self.warmup_epochs is None or 0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", "0..epochs")
+        need(_positive_int(self.eval_batch_size), "eval_batch_size", "a positive integer")
+        need(_positive_int(self.nan_check_every), "nan_check_every", "a positive integer")
+        need(
+            isinstance(self.checkpoint_every, int)
+            and not isinstance(self.checkpoint_every, bool)
+            and self.checkpoint_every >= 0,
+            "checkpoint_every",
+            "an integer >= 0 (0: no checkpoints)",
+        )
+        need(self.num_threads is None or _positive_int(self.num_threads), "num_threads", "a positive integer")
+        need(
+            self.projector_dims is None or (bool(self.projector_dims) and all(map(_positive_int, self.projector_dims))),
+            "projector_dims",
+            "a list of positive sizes",
+        )
+        need(self.probe_epochs is None or _positive_int(self.probe_epochs), "probe_epochs", "a positive integer")
+        need(_positive_int(self.probe_batch_size), "probe_batch_size", "a positive integer")
+        need(math.isfinite(self.probe_lr) and self.probe_lr > 0, "probe_lr", "a finite number > 0")
+        # the optimizer's own checks (momentum, eta, lam, betas, ...), on a throwaway layer
+        build_optimizer(self, nn.Linear(2, 2), steps_per_epoch=1)
+
+    def model_build_options(self) -> dict[str, Any]:
+        """The keyword options the model's builder gets: ``model_options``, plus ``stem`` when given."""
+        if self.stem is None:
+            return dict(self.model_options)
+        if "stem" in self.model_options:
+            raise ValueError("Invalid stem: given both as a key and in model_options (keep one)")
+        return {**self.model_options, "stem": self.stem}
+
+
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _takers(argument: str) -> list[str]:
+    return [name for name in OPTIMIZERS if argument in get_optimizer_info(get_recipe(name).optimizer).hyperparameters]
+
+
+def dead_keys(config: Mapping[str, Any]) -> dict[str, str]:
+    """The keys of ``config`` that this trial would not read, each with why and what does take it.
+
+    An optimizer key whose constructor argument the chosen optimizer lacks (``lam`` for ``lars``), a task's own key
+    given for another task (``probe_lr`` for classification), ``stem`` for a model without that option. Names
+    that are not registered are left to :meth:`TrialConfig.validate`.
+
+    >>> dead_keys({"optimizer": "lars", "lam": 1e-3, "lr": 2.0})
+    {'lam': "optimizer 'lars' does not take it (optimizers that take it: tvlars)"}
+    """
+    dead: dict[str, str] = {}
+    optimizer = config.get("optimizer", OptimizerKeys.optimizer)
+    if optimizer in OPTIMIZERS:
+        accepted = get_optimizer_info(get_recipe(optimizer).optimizer).hyperparameters
+        for key in config:
+            argument = OPTIMIZER_KEYS.get(key)
+            if argument is not None and argument not in accepted:
+                owner = ", ".join(_takers(argument)) or "none"
+                dead[key] = f"optimizer {optimizer!r} does not take it (optimizers that take it: {owner})"
+    task = config.get("task", WorkloadKeys.task)
+    loaded = {entry.name: _task_keys(entry.obj) for entry in TASKS.loaded()}
+    for key in config:
+        owners = sorted(name for name, keys in loaded.items() if key in keys)
+        if owners and task not in owners:
+            dead[key] = f"task {task!r} does not read it (tasks that do: {', '.join(owners)})"
+    model = config.get("model", WorkloadKeys.model)
+    if config.get("stem") is not None and model in MODELS.names():
+        try:
+            takes_stem = "stem" in MODELS.get(model).options
+        except ValueError:  # a broken plugin: validate() says so
+            takes_stem = True
+        if not takes_stem:
+            owners = ", ".join(e.name for e in MODELS.loaded() if "stem" in e.options)
+            dead["stem"] = f"model {model!r} has no option 'stem' (models that do: {owners})"
+    return dead
+
+
+def _task_keys(task: Any) -> tuple[str, ...]:
+    return tuple(getattr(task, "keys", ()))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"Invalid device: {name!r} (CUDA is not available here)")
+    return device
+
+
+def build_optimizer(
+    cfg: TrialConfig, model: nn.Module, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, WarmupCosine | None]:
+    """The optimizer a config names (through the registry) and its LR schedule, if any.
+
+    The official warm-up recipe applies to any optimizer: ``lr_scaling: linear_256`` (base LR ``lr · batch / 256``),
+    ``warmup_epochs`` of linear warm-up, then cosine to 0.001× (``lr_schedule: warmup_cosine``). A named recipe
+    (``lars_warmup``: LARS, linear_256, 20 % warm-up; see :data:`tvlars.optim.RECIPES`) gives the defaults.
+    ``delay_epochs`` becomes TVLARS's ``delay`` in optimizer steps; ``lam_steps`` and ``delay_fraction`` (units of
+    training) become ``lam`` and ``delay`` for this trial's total steps, ``epochs × steps_per_epoch``.
+    """
+    recipe = get_recipe(cfg.optimizer)
+    info = get_optimizer_info(recipe.optimizer)
+    scaling = cfg.lr_scaling or recipe.lr_scaling
+    total_steps = cfg.epochs * steps_per_epoch
+    candidates = {
+        "lr": paper_lr(cfg.lr, cfg.batch_size) if scaling == "linear_256" else cfg.lr,
+        "momentum": cfg.momentum,
+        "weight_decay": cfg.weight_decay,
+        "eta": cfg.eta,
+        "lam": cfg.lam if cfg.lam_steps is None else cfg.lam_steps / total_steps,
+        "delay": cfg.delay_epochs * steps_per_epoch if cfg.delay_fraction is None else cfg.delay_fraction * total_steps,
+        "alpha": cfg.alpha,
+        "gamma_min": cfg.gamma_min,
+        "norm_clip": cfg.norm_clip,
+        "exclude_1d": cfg.exclude_1d,
+        "betas": (cfg.beta1, cfg.beta2),
+        "bias_correction": cfg.bias_correction,
+        "adam": not cfg.trust_ratio,
+        "fused": cfg.fused_optimizer or None,
+    }
+    opt = create_optimizer(info.name, model, **{k: v for k, v in candidates.items() if k in info.hyperparameters})
+    warmup = cfg.warmup_epochs
+    if warmup is None:
+        warmup = round(recipe.warmup_fraction * cfg.epochs)
+    schedule = cfg.lr_schedule or (
+        "warmup_cosine" if recipe.lr_schedule == "warmup_cosine" or warmup > 0 else "constant"
+    )
+    scheduled = schedule == "warmup_cosine"
+    sched = WarmupCosine(opt, round(warmup * steps_per_epoch), cfg.epochs * steps_per_epoch) if scheduled else None
+    return opt, sched
