@@ -11,9 +11,8 @@ from service.trial_report import StudyAttr, TrialAttr
 REPO = Path(__file__).resolve().parents[1]
 SERVICE = REPO / "service"
 KEYS = {k.value for k in (*TrialAttr, *StudyAttr)}
-#: Where literals are allowed: the vocabulary itself; migrations (table columns, frozen history); and, temporarily,
-#: service/comparisons/ (it takes these constants once the comparison rework has landed).
-EXEMPT = (SERVICE / "trial_report.py", SERVICE / "migrations", SERVICE / "comparisons")
+#: Where literals are allowed: the vocabulary itself and migrations (table columns, frozen history).
+EXEMPT = (SERVICE / "trial_report.py", SERVICE / "migrations")
 #: The same word with another meaning, where it is not an attribute key: (file, literal) → what it is there.
 OTHER_MEANINGS = {
     ("service/cli.py", "spec"): "the study resource's REST field",

@@ -53,6 +53,7 @@ from ..core.db import session_scope
 from ..core.jsondata import jsonable
 from ..errors import ConflictError
 from ..models import ComparisonRecord, StudyRecord, StudyState, utcnow
+from ..trial_report import TrialAttr
 from .result import ArmResult, ComparisonResult, ParamRange, RepeatRecord, RerunRecord, TrialRecord
 from .stats import at_edge, range_position
 
@@ -72,7 +73,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: What a re-run trial reports as its value: test accuracy at the epoch of best validation accuracy.
-RERUN_METRIC = "test_acc_at_best_val"
+RERUN_METRIC = TrialAttr.TEST_ACC_AT_BEST_VAL.value
 TUNE, EXTEND, RERUN, DONE = "tune", "extend", "rerun", "done"
 
 
@@ -343,8 +344,8 @@ def _trial_record(t: optuna.trial.FrozenTrial, repeat: int = 0) -> TrialRecord:
         params=dict(t.params),
         value=value,
         epochs=trial_epochs(t),
-        wall_seconds=t.user_attrs.get("wall_seconds"),
-        curve=_rows(t.user_attrs.get("curves")),
+        wall_seconds=t.user_attrs.get(TrialAttr.WALL_SECONDS),
+        curve=_rows(t.user_attrs.get(TrialAttr.CURVES)),
         repeat=repeat,
     )
 
@@ -404,7 +405,7 @@ def build_result(storage_url: str, spec: ComparisonSpec, studies: list[StudyReco
                 for study in (s for s in mine if s.role == RERUN and (s.repeat or 0) == repeat):
                     stored = _load_or_none(storage_url, study.name)
                     for t in stored.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if stored else []:
-                        curve = _rows(t.user_attrs.get("curves"))
+                        curve = _rows(t.user_attrs.get(TrialAttr.CURVES))
                         reruns.append(
                             RerunRecord(RERUN_SEED_BASE + t.number, float(t.value), curve, study.rank or 1, repeat)
                         )

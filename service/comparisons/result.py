@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..trial_report import TrialAttr
 from .stats import (
     MIN_REPEATS,
     MIN_SEEDS,
@@ -200,7 +201,7 @@ class ComparisonResult:
     state: str = "SUCCEEDED"
     target_val_acc: float | None = None
     title: str | None = None  # the page's title; says "example" for fabricated data
-    rerun_metric: str = "test_acc_at_best_val"
+    rerun_metric: str = TrialAttr.TEST_ACC_AT_BEST_VAL.value
     curve_metric: str = "val_acc"
     tuning_repeats: int = 1
     range_check: str | None = None  # "extend" | "flag"; None: a result stored before the range check

@@ -52,6 +52,8 @@ import numpy as np
 
 from search_spaces.comparison import RANGE_EDGE
 
+from ..trial_report import TrialAttr
+
 __all__ = [
     "ALPHA",
     "CONFIDENCE",
@@ -451,7 +453,7 @@ def time_to_target(
                 steps: int | None = int(row["step"])
             else:
                 steps = epoch * steps_per_epoch if steps_per_epoch is not None else None
-            wall = float(row["wall_seconds"]) if row.get("wall_seconds") is not None else seconds
+            wall = float(row[TrialAttr.WALL_SECONDS]) if row.get(TrialAttr.WALL_SECONDS) is not None else seconds
             hit = TimeToTarget(epochs=epoch, steps=steps, wall_seconds=wall)
             break
         out.append(hit)
