@@ -16,7 +16,16 @@ INTEGRATION_FIXTURES = {"pg_url", "ray_address", "server", "idle_server"}
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Mark ``integration`` every test that needs PostgreSQL, Ray or a real server (``make test-fast`` skips them)."""
+    """Mark ``integration`` every test that needs PostgreSQL, Ray or a real server (``make test-fast`` skips them);
+    skip the ``cuda`` tests where there is no CUDA GPU."""
+    if any(item.get_closest_marker("cuda") for item in items):
+        import torch
+
+        if not torch.cuda.is_available():
+            no_gpu = pytest.mark.skip(reason="needs a CUDA GPU (none here)")
+            for item in items:
+                if item.get_closest_marker("cuda"):
+                    item.add_marker(no_gpu)
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         callspec = getattr(item, "callspec", None)

@@ -148,6 +148,16 @@ def train_steps(model: nn.Module, opt: torch.optim.Optimizer, data) -> list[floa
     return losses
 
 
+def run_case(case: OptimCase, inp: OptimInput, impl: dict[str, Any], *, device: str = "cpu", n_steps: int = 6):
+    """``(model, optimizer)`` after ``n_steps`` float64 steps of TinyNet on ``device`` with ``impl`` (foreach/fused)."""
+    torch.manual_seed(0)
+    model = TinyNet().double().to(device)
+    opt = case.cls(model.parameters(), **inp.kwargs, **impl)
+    data = [(x.to(device), y.to(device)) for x, y in batches(n_steps, torch.float64)]
+    train_steps(model, opt, data)
+    return model, opt
+
+
 def step_together(pairs: tuple[tuple[nn.Module, Any], ...], x: torch.Tensor, y: torch.Tensor) -> None:
     """One training step of each ``(model, optimizer)`` on the same batch (cross-entropy)."""
     for model, opt in pairs:

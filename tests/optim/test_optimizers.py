@@ -11,7 +11,17 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from tvlars import LARS, TVLARS
 
-from .cases import ALL_ERRORS, ALL_INPUTS, CASES, TinyNet, assert_same_parameters, batches, case_id, train_steps
+from .cases import (
+    ALL_ERRORS,
+    ALL_INPUTS,
+    CASES,
+    TinyNet,
+    assert_same_parameters,
+    batches,
+    case_id,
+    run_case,
+    train_steps,
+)
 
 
 @pytest.mark.parametrize(("case", "err"), ALL_ERRORS, ids=case_id)
@@ -30,18 +40,10 @@ def test_loss_falls(case, inp):
     assert losses[-1] < 0.7 * losses[0], losses
 
 
-def _run_impl(case, inp, impl: dict, n_steps: int = 6):
-    torch.manual_seed(0)
-    model = TinyNet().double()
-    opt = case.cls(model.parameters(), **inp.kwargs, **impl)
-    train_steps(model, opt, batches(n_steps, torch.float64))
-    return model, opt
-
-
 @pytest.mark.parametrize(("case", "inp"), ALL_INPUTS, ids=case_id)
 def test_foreach_matches_single_tensor(case, inp):
-    ref, ref_opt = _run_impl(case, inp, {"foreach": False})
-    got, got_opt = _run_impl(case, inp, {"foreach": True})
+    ref, ref_opt = run_case(case, inp, {"foreach": False})
+    got, got_opt = run_case(case, inp, {"foreach": True})
     assert_same_parameters(ref, got, rtol=1e-9, atol=1e-10)
     torch.testing.assert_close(got_opt.last_trust_ratio, ref_opt.last_trust_ratio, rtol=1e-9, atol=0)
     # the never-used parameter has no state; the frozen layer is untouched
@@ -51,8 +53,8 @@ def test_foreach_matches_single_tensor(case, inp):
 
 @pytest.mark.parametrize(("case", "inp"), [(c, i) for c, i in ALL_INPUTS if i.fused], ids=case_id)
 def test_fused_matches_single_tensor(case, inp):
-    ref, _ = _run_impl(case, inp, {"foreach": False})
-    got, _ = _run_impl(case, inp, {"fused": True})
+    ref, _ = run_case(case, inp, {"foreach": False})
+    got, _ = run_case(case, inp, {"fused": True})
     assert_same_parameters(ref, got, rtol=1e-10, atol=1e-12)
 
 
