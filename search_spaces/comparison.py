@@ -2,19 +2,42 @@
 
 A comparison asks one question: *on this workload and batch size, is the first arm (the optimizer under test,
 TVLARS in the presets) better than each of the others once every arm has been tuned on the same budget?*
-:class:`ComparisonSpec` states it; :func:`expand` turns it into one study spec per arm × batch size, each of which
-:class:`search_spaces.spec.StudySpec` validates. Three rules make the studies comparable:
+:class:`ComparisonSpec` states it; :func:`expand` turns it into one study spec per tuning repeat × arm × batch size,
+each of which :class:`search_spaces.spec.StudySpec` validates. These rules, each the same for every arm, make the
+studies comparable:
 
-**Same budget.** Every arm × batch size gets the same ``budget.n_trials`` and the same ``budget.epochs``: the
-epochs every trial of the study may spend in total, pruned and failed trials included (the worker stops starting
-trials once the study has spent it). ``budget.epochs`` defaults to ``n_trials × workload.epochs``.
+**Same budget, spent in full.** Every tuning study gets the same ``budget.epochs``: the epochs its trials may spend
+in total, pruned and failed trials included (the worker starts a trial only while its full epochs fit). There is no
+early stopping by default (``scheduler: none``), so every trial runs its full epochs and the trial count follows
+from the budget (``n_trials`` = ``budget.epochs // workload.epochs`` unless given). Pruning is allowed only where a
+rung compares peers — synchronous HyperBand; ASHA, the median rule and PBT are refused with the reason (with one
+trial at a time ASHA's first trial has no peer and always finishes, and every later one must beat it early).
+``budget.epochs`` defaults to ``n_trials × workload.epochs`` (8 trials without either).
 
-**Same random stream.** The study at batch-size index ``i`` (position in ``batch_sizes``) gets sampler seed
-``sampler.seed + i`` in every arm, and every study trains trial ``n`` with seed ``seed + n`` (``vary_seed``): trial
-``n`` of each arm starts from the same initial weights and sees the same data order. Where two arms' spaces have the
-same shape (``lr`` alone) a random or QMC sampler proposes them the same quantiles, so differences between arms come
-from the optimizers rather than from the draw. The re-runs use seeds ``RERUN_SEED_BASE + j`` (:func:`rerun_seeds`),
-never used while tuning, identical across arms, so arms can be compared seed by seed (paired differences).
+**Same starting points.** Each arm's search starts with its official configuration at that batch size enqueued
+(:func:`reference_points`): ``lr`` at the centre of its range, TVLARS's λ from the paper grid; TVLARS also with its
+λ → 0 point, where it trains as LARS at ``lr`` / (α + 1) — TVLARS's space contains LARS's, so a tuned TVLARS clearly
+below tuned LARS means its search failed.
+
+**TVLARS's schedule in units of training.** TVLARS arms search ``lam_steps`` (λ × the trial's total optimizer
+steps, log 0.05–50) and ``delay_fraction`` (d_e as a share of the steps, 0–0.5), which the trainer converts for the
+batch size and epochs at hand, so one range means one family of φ curves over training at every batch size. Raw
+``lam``/``delay_epochs`` remain for the paper presets (and for an arm's own ``search_space``).
+
+**Range check** (``range_check``, :func:`range_check`): after tuning, a log-scaled parameter whose best value lies in
+the outer 10 % (log space) of its range is on the edge. With ``extend`` (default) every arm × repeat at that batch
+size gets one extension study (:func:`extension_spec`) of ``budget.extension_epochs``: the edge parameters' ranges
+moved one decade that way, the others unchanged; ``flag`` only records it. No arm's range is moved by hand.
+
+**Tuning variance.** ``tuning_repeats`` independent tunings per arm × batch size: repeat ``r`` samples with seed
+``sampler.seed + r · MAX_BATCH_SIZES + i`` and trains trial ``n`` with seed ``seed + r · REPEAT_SEED_STRIDE + n``,
+the same in every arm; each repeat's winner is re-run on the shared fresh seeds.
+
+**Same random stream.** Within a repeat, the study at batch-size index ``i`` gets the same sampler seed in every
+arm, and trial ``n`` of each arm starts from the same initial weights and sees the same data order. Where two arms'
+spaces have the same shape (``lr`` alone) a random or QMC sampler proposes them the same quantiles, so differences
+between arms come from the optimizers rather than from the draw. The re-runs use seeds ``RERUN_SEED_BASE + j``
+(:func:`rerun_seeds`), never used while tuning, identical across arms, so arms can be compared seed by seed.
 
 **Matched search widths.** The ``lr`` range of every arm is a log range ``lr_decades`` decades wide (default 2),
 centred on the arm's reference LR at that batch size, ``[c · 10^(−w/2), c · 10^(+w/2)]``. The centre ``c`` follows
@@ -30,16 +53,17 @@ the arm's scaling rule:
   size. ``lars_warmup`` applies ``bs/256`` inside the trainer, so its range is written as base LRs; for any other
   optimizer the range is written already multiplied by ``bs/256``.
 
-An arm's ``lr_center`` overrides the centre: one number for every batch size, or a ``{batch_size: lr}`` mapping
-interpolated as above. ``lr`` itself is never given in an arm's ``search_space`` or ``fixed``: its range is what this
-module matches. An arm's other searched parameters default to the paper grid's range (TVLARS: ``lam`` log-uniform
-over the grids' 1e-6 … 5e-2); its fixed values default to the paper presets' (the official code's settings), with
-LARS's warm-up the paper's 20 % of ``workload.epochs``. Arms may search more knobs than others: that costs them
-budget, which is the point of an equal budget.
+An arm's ``lr_center`` overrides the centre (for an optimizer without a paper preset): one number for every batch
+size, or a ``{batch_size: lr}`` mapping interpolated as above. ``lr`` itself is never given in an arm's
+``search_space`` or ``fixed``: its range is what this module matches. An arm's other searched parameters default to
+the paper grid's (TVLARS: ``lam_steps`` and ``delay_fraction`` as above); its fixed values default to the paper
+presets' (the official code's settings; TVLARS's without ``lam`` and ``delay_epochs``), with LARS's warm-up the
+paper's 20 % of ``workload.epochs``. Arms may search more knobs than others: that costs them budget, which is the
+point of an equal budget.
 
 >>> spec = load_comparison_preset("compare-mnist1d-cpu")
->>> [(s.arm.name, s.batch_size) for s in expand(spec)][:2]
-[('tvlars', 32), ('tvlars', 256)]
+>>> [(s.arm.name, s.batch_size, s.repeat) for s in expand(spec)][:2]
+[('tvlars', 128, 0), ('tvlars', 1024, 0)]
 """
 
 from __future__ import annotations
@@ -52,7 +76,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from tvlars.train import OPTIMIZERS
 
@@ -87,6 +111,10 @@ __all__ = [
     "list_comparison_presets",
     "load_comparison_preset",
     "lr_range",
+    "extension_spec",
+    "range_check",
+    "reference_lam_steps",
+    "reference_points",
     "rerun_seeds",
 ]
 
@@ -102,8 +130,13 @@ RERUN_SEED_BASE = 1_000_000
 MAX_ARMS = 8
 MAX_BATCH_SIZES = 16
 MAX_RERUN_SEEDS = 32
-#: Comparison names leave room for "-<arm>-bs<batch size>" within a study name's 128 characters.
-COMPARISON_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$"
+MAX_TUNING_REPEATS = 10
+#: Tuning repeat ``r`` trains trial ``n`` with seed ``seed + r · REPEAT_SEED_STRIDE + n`` (below the re-run seeds).
+REPEAT_SEED_STRIDE = 10_000
+#: What the range check does with an optimum in the outer 10 % of its log range.
+RANGE_CHECKS = ("extend", "flag")
+#: Comparison names leave room for "-<arm>-bs<batch size>-t<repeat>-x-r<rank>" within a study name's 128 characters.
+COMPARISON_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,71}$"
 ARM_LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"
 
 #: The optimizer whose paper preset grid gives an arm's default LR centre and fixed values.
@@ -112,6 +145,14 @@ _PAPER_PRESET = "paper-cifar10-resnet18-bs{bs}-{optimizer}"
 _DEFAULT_SCALING = {"lars_warmup": "linear_256"}
 #: The paper warms LARS up for 20 of its 100 epochs.
 _PAPER_WARMUP_FRACTION = 0.2
+#: The paper's runs: 100 epochs over CIFAR-10's 50 000 training rows (what its λ grids were chosen for).
+_PAPER_EPOCHS, _PAPER_TRAIN_ROWS = 100, 50_000
+#: TVLARS's schedule searched in units of training: λ × total steps (0.05: φ falls 4 % over training, nearly LARS;
+#: 50: φ is at its floor by a tenth of training) and the delay as a share of training (0 to half of it).
+_TVLARS_SPACE = {
+    "lam_steps": FloatParam(type="float", low=0.05, high=50.0, log=True),
+    "delay_fraction": FloatParam(type="float", low=0.0, high=0.5),
+}
 
 
 class _Strict(BaseModel):
@@ -179,11 +220,22 @@ class Arm(_Strict):
 
 
 class ComparisonBudget(_Strict):
-    """One budget for every arm × batch size: trials, total epochs (pruned and failed count), concurrency."""
+    """One budget for every arm × batch size: total epochs (pruned and failed count, the binding one), trials,
+    concurrency, and the range check's extra epochs."""
 
-    n_trials: int = Field(default=8, ge=1, le=1_000)
+    n_trials: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000,
+        description="A cap on finished trials; None: as many as epochs pay for (epochs binds). With neither: 8",
+    )
     epochs: int | None = Field(
         default=None, ge=1, description="Epochs a study may spend over all its trials; None: n_trials × epochs"
+    )
+    extension_epochs: int | None = Field(
+        default=None,
+        ge=1,
+        description="Epochs each range-check extension study may spend; None: half of epochs (at least one trial)",
     )
     max_concurrent: int = Field(default=1, ge=1, le=1024)
     max_failed: int = Field(default=3, ge=0, le=1_000)
@@ -193,7 +245,7 @@ class ComparisonSampler(_Strict):
     """The Optuna sampler of every study; batch-size index ``i`` samples with ``seed + i`` in every arm."""
 
     name: Literal["tpe", "random", "cmaes", "gp", "qmc"] = "tpe"
-    seed: int = Field(default=0, ge=0, le=2**31 - 1 - MAX_BATCH_SIZES)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1 - MAX_BATCH_SIZES * MAX_TUNING_REPEATS)
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -224,6 +276,16 @@ class Rerun(_Strict):
     seeds: int = Field(default=3, ge=1, le=MAX_RERUN_SEEDS, description="1 gives no confidence interval")
 
 
+#: Schedulers a comparison may use. Pruning is fair only where a rung compares peers: synchronous HyperBand pauses
+#: every trial of a bracket at its rung and stops the worse ones together.
+PEER_SCHEDULERS = ("none", "hyperband")
+_NO_PEERS = {
+    "asha": "ASHA stops a trial by the trials that reached its rung before it",
+    "median": "the median rule stops a trial by the trials that ran before it",
+    "pbt": "PBT replaces members' configs mid-training, so no trial is one config trained in full",
+}
+
+
 class ComparisonSpec(_Strict):
     """A fair comparison of optimizers. See the module docstring for how it becomes studies."""
 
@@ -241,6 +303,18 @@ class ComparisonSpec(_Strict):
     lr_decades: float = Field(default=2.0, gt=0, le=6, description="Width of every arm's log LR range")
     resources: Resources = Field(default_factory=Resources)
     seed: int = Field(default=0, ge=0, lt=RERUN_SEED_BASE // 2, description="Tuning trial n trains with seed + n")
+    tuning_repeats: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_TUNING_REPEATS,
+        description="Independent tunings of every arm × batch size (other sampler and trial seeds); each one's "
+        "winner is re-run on the shared fresh seeds",
+    )
+    range_check: Literal[RANGE_CHECKS] = Field(  # type: ignore[valid-type]
+        default="extend",
+        description="An optimum in the outer 10 % of a log range: extend (one decade that way, the same extra "
+        "budget for every arm at that batch size) or flag (mark it only)",
+    )
 
     @field_validator("batch_sizes")
     @classmethod
@@ -252,6 +326,20 @@ class ComparisonSpec(_Strict):
         if v != sorted(v):
             raise ValueError("list batch sizes from small to large")
         return v
+
+    @field_validator("scheduler")
+    @classmethod
+    def _peers(cls, v: Scheduler, info: ValidationInfo) -> Scheduler:
+        if v.name in PEER_SCHEDULERS:
+            return v
+        budget = info.data.get("budget")
+        at_once = budget.max_concurrent if budget is not None else 1
+        raise ValueError(
+            f"{v.name!r} cannot prune a comparison's trials: {_NO_PEERS.get(v.name, 'its rungs do not compare peers')}"
+            f" (with max_concurrent {at_once}, the first trial has no peer and every later one must beat it early), "
+            "so arms would be selected on who drew a good first config. Use 'none' (every trial runs its full "
+            "epochs; budget.epochs binds) or 'hyperband' (synchronous: a rung compares its whole bracket)"
+        )
 
     @field_validator("arms")
     @classmethod
@@ -267,8 +355,8 @@ class ComparisonSpec(_Strict):
         epochs = self.workload.epochs
         if self.budget.epochs is not None and self.budget.epochs < epochs:
             raise ValueError(f"budget.epochs ({self.budget.epochs}) cannot pay for one full trial ({epochs} epochs)")
-        if self.rerun.top_k > self.budget.n_trials:
-            raise ValueError(f"rerun.top_k ({self.rerun.top_k}) exceeds budget.n_trials ({self.budget.n_trials})")
+        if self.rerun.top_k > self.n_trials:
+            raise ValueError(f"rerun.top_k ({self.rerun.top_k}) exceeds the trials a study runs ({self.n_trials})")
         for i, arm in enumerate(self.arms):
             if arm.lr_center is None and arm.scaling != _DEFAULT_SCALING.get(arm.optimizer, "none"):
                 raise ValueError(f"arms[{i}] ({arm.name}): lr_scaling {arm.scaling!r} needs an lr_center")
@@ -284,12 +372,31 @@ class ComparisonSpec(_Strict):
 
     @property
     def epoch_budget(self) -> int:
-        """The epochs each arm × batch size may spend in total."""
-        return self.budget.epochs or self.budget.n_trials * self.workload.epochs
+        """The epochs each tuning study (arm × batch size × repeat) may spend in total."""
+        return self.budget.epochs or (self.budget.n_trials or _DEFAULT_TRIALS) * self.workload.epochs
+
+    @property
+    def n_trials(self) -> int:
+        """Each tuning study's trial cap: as given, else as many as the epoch budget pays for (so epochs bind)."""
+        return self.budget.n_trials or _trials_for(self, self.epoch_budget)
+
+    @property
+    def extension_budget(self) -> int:
+        """The epochs of each range-check extension study: as given, else half the tuning budget, >= one trial."""
+        return self.budget.extension_epochs or max(self.workload.epochs, self.epoch_budget // 2)
 
     def canonical(self) -> dict[str, Any]:
         """The spec as plain JSON data: what is stored and compared to detect a changed spec."""
         return self.model_dump(mode="json")
+
+
+_DEFAULT_TRIALS = 8
+
+
+def _trials_for(spec: ComparisonSpec, epochs: int) -> int:
+    """Trials ``epochs`` pay for: full trials, or with HyperBand as many as its first rung pays for."""
+    per_trial = spec.scheduler.grace_period if spec.scheduler.name == "hyperband" else spec.workload.epochs
+    return max(1, min(1_000, epochs // per_trial))
 
 
 @dataclass(frozen=True)
@@ -301,12 +408,15 @@ class ArmStudy:
     batch_index: int
     spec: dict[str, Any]
     epoch_budget: int
+    repeat: int = 0
 
 
 def expand(spec: ComparisonSpec) -> list[ArmStudy]:
-    """One study spec per arm × batch size, arms outer: same seed stream and LR widths matched (module docstring)."""
+    """One study spec per tuning repeat × arm × batch size (in that order): same seed stream and LR widths matched
+    (module docstring)."""
     return [
-        ArmStudy(arm, bs, i, _study_spec(spec, arm, i), spec.epoch_budget)
+        ArmStudy(arm, bs, i, _study_spec(spec, arm, i, r), spec.epoch_budget, r)
+        for r in range(spec.tuning_repeats)
         for arm in spec.arms
         for i, bs in enumerate(spec.batch_sizes)
     ]
@@ -334,7 +444,7 @@ def default_lr_center(optimizer: str, batch_size: int) -> float:
     return _interpolate(table, batch_size)
 
 
-def _study_spec(spec: ComparisonSpec, arm: Arm, i_bs: int) -> dict[str, Any]:
+def _study_spec(spec: ComparisonSpec, arm: Arm, i_bs: int, repeat: int = 0) -> dict[str, Any]:
     bs = spec.batch_sizes[i_bs]
     center = _arm_center(arm, bs)
     if arm.scaling == "linear_256" and arm.optimizer != "lars_warmup":
@@ -346,27 +456,133 @@ def _study_spec(spec: ComparisonSpec, arm: Arm, i_bs: int) -> dict[str, Any]:
     fixed = dict(arm.fixed) if arm.fixed is not None else _default_fixed(arm.optimizer, spec.workload.epochs)
     workload = spec.workload.model_dump()
     workload["batch_size"] = bs
+    enqueue = reference_points(arm, bs, center, space, fixed)
     return {
-        "name": f"{spec.name}-{arm.name}-bs{bs}",
+        "name": f"{spec.name}-{arm.name}-bs{bs}-t{repeat}",
         "description": f"Comparison {spec.name}: arm {arm.name} ({arm.optimizer}, lr scaling {arm.scaling}) at "
-        f"batch size {bs}.",
+        f"batch size {bs}, tuning repeat {repeat}.",
         "workload": workload,
         "optimizer": arm.optimizer,
         "search_space": space,
         "fixed": fixed,
         "objective": spec.objective.model_dump(),
-        "sampler": {"name": spec.sampler.name, "seed": spec.sampler.seed + i_bs, "options": dict(spec.sampler.options)},
+        "sampler": {
+            "name": spec.sampler.name,
+            "seed": spec.sampler.seed + repeat * MAX_BATCH_SIZES + i_bs,
+            "options": dict(spec.sampler.options),
+        },
         "scheduler": spec.scheduler.model_dump(),
         "budget": {
-            "n_trials": spec.budget.n_trials,
+            "n_trials": spec.n_trials,
             "epochs": spec.epoch_budget,
             "max_concurrent": spec.budget.max_concurrent,
             "max_failed": spec.budget.max_failed,
         },
         "resources": spec.resources.model_dump(),
-        "seed": spec.seed,
+        "enqueue": enqueue,
+        "seed": spec.seed + repeat * REPEAT_SEED_STRIDE,
         "vary_seed": True,
     }
+
+
+def reference_points(
+    arm: Arm, batch_size: int, lr_center: float, space: dict[str, Any], fixed: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The configs an arm's search starts from (enqueued first, in every repeat): its official configuration at
+    ``batch_size`` and, for TVLARS, its λ → 0 point.
+
+    Official: ``lr`` at the range's centre (the paper grid's geometric mean, or the arm's ``lr_center``); TVLARS's
+    ``lam_steps`` is the paper grid's geometric-mean λ times the paper's total steps at that batch size
+    (:func:`reference_lam_steps`) and ``delay_fraction`` 0 (the official code has no delay); a raw ``lam`` is the
+    grid's geometric mean. λ → 0: the same ``lr`` with ``lam_steps`` (or ``lam``) at the bottom of its range and no
+    delay — φ then stays at 1/(α + 1) throughout, so TVLARS trains as LARS at ``lr`` × 1/(α + 1): the point that
+    makes TVLARS's space contain LARS's. Values are clipped into the space; keys the space lacks are left out.
+    """
+    official: dict[str, Any] = {"lr": lr_center}
+    lambda_zero: dict[str, Any] = {}
+    if arm.optimizer == "tvlars":
+        official |= {"lam_steps": reference_lam_steps(batch_size), "delay_fraction": 0.0, "delay_epochs": 0}
+        official["lam"] = _interpolate(_paper_lam_table(), batch_size)
+        lambda_zero = {**official}
+        for key in ("lam_steps", "lam"):
+            if isinstance(space.get(key), dict) and "low" in space[key]:
+                lambda_zero[key] = space[key]["low"]
+    points = []
+    for point in (official, lambda_zero):
+        clipped = {k: _clip(space[k], v) for k, v in point.items() if k in space}
+        if point and clipped and clipped not in points:
+            points.append(clipped)
+    return points
+
+
+def reference_lam_steps(batch_size: int) -> float:
+    """TVLARS's official λ in units of training: the paper grid's geometric-mean λ at ``batch_size`` times the
+    paper's total optimizer steps there (100 epochs of CIFAR-10's 50 000 rows), interpolated in log–log."""
+    table = {
+        bs: _round(lam * _PAPER_EPOCHS * math.ceil(_PAPER_TRAIN_ROWS / bs)) for bs, lam in _paper_lam_table().items()
+    }
+    return _interpolate(table, batch_size)
+
+
+def _clip(param: dict[str, Any], value: Any) -> Any:
+    if param.get("type") == "categorical":
+        return value if value in param["choices"] else param["choices"][0]
+    clipped = min(max(value, param["low"]), param["high"])
+    return int(round(clipped)) if param.get("type") == "int" else _round(float(clipped))
+
+
+# --- the range check ---------------------------------------------------------------------------------------------
+
+#: An optimum within this share of a log range's ends (in log space) is on the edge.
+RANGE_EDGE = 0.1
+
+
+def range_check(space: dict[str, Any], best: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Where the best value of each log-scaled searched parameter sits in its range.
+
+    ``{param: {"low", "high", "best", "position", "edge"}}``: ``position`` in log space (0 at ``low``, 1 at
+    ``high``); ``edge`` is ``"low"`` or ``"high"`` when it lies in the outer :data:`RANGE_EDGE` of the range, else
+    None. Parameters that are not log-scaled, or that ``best`` lacks, are left out.
+    """
+    out = {}
+    for key, p in space.items():
+        if not (isinstance(p, dict) and p.get("log") and key in best):
+            continue
+        low, high, value = float(p["low"]), float(p["high"]), float(best[key])
+        position = (math.log(value) - math.log(low)) / (math.log(high) - math.log(low))
+        edge = "low" if position < RANGE_EDGE else "high" if position > 1 - RANGE_EDGE else None
+        out[key] = {"low": p["low"], "high": p["high"], "best": best[key], "position": position, "edge": edge}
+    return out
+
+
+def extension_spec(tuned: dict[str, Any], edges: dict[str, str], epochs: int) -> dict[str, Any]:
+    """The study that extends a tuning study's search: each parameter in ``edges`` moved one decade that way
+    (``"high"``: ``[low · 10, high · 10]``), the others as they were, ``epochs`` to spend, its own sampler and
+    trial seeds (never the tuning's), nothing enqueued. Every arm at a batch size gets one, edges or not."""
+    data = copy.deepcopy(tuned)
+    for key, edge in edges.items():
+        p = data["search_space"][key]
+        factor = 10.0 if edge == "high" else 0.1
+        p["low"], p["high"] = _moved(p, p["low"] * factor), _moved(p, p["high"] * factor)
+    per_trial = data["scheduler"]["grace_period"] if data["scheduler"]["name"] == "hyperband" else None
+    data.update(
+        name=f"{tuned['name']}-x",
+        description=f"Range-check extension of {tuned['name']}"
+        + (f": {', '.join(f'{k} one decade {v}er' for k, v in sorted(edges.items()))}." if edges else "."),
+        enqueue=[],
+        seed=tuned["seed"] + REPEAT_SEED_STRIDE // 2,
+    )
+    data["sampler"] = {**data["sampler"], "seed": data["sampler"]["seed"] + MAX_BATCH_SIZES * MAX_TUNING_REPEATS}
+    data["budget"] = {
+        **data["budget"],
+        "epochs": epochs,
+        "n_trials": max(1, epochs // (per_trial or data["workload"]["epochs"])),
+    }
+    return data
+
+
+def _moved(p: dict[str, Any], x: float) -> float | int:
+    return max(1, int(round(x))) if p.get("type") == "int" else _round(x)
 
 
 def _arm_center(arm: Arm, bs: int) -> float:
@@ -412,6 +628,16 @@ def _paper_presets() -> dict[str, dict[int, dict[str, Any]]]:
 
 
 @cache
+def _paper_lam_table() -> dict[int, float]:
+    """The TVLARS paper grids' geometric-mean λ by batch size."""
+    return {
+        bs: _round(math.exp(sum(math.log(x) for x in lams) / len(lams)))
+        for bs, data in _paper_presets()["tvlars"].items()
+        for lams in [data["search_space"]["lam"]["choices"]]
+    }
+
+
+@cache
 def _paper_lr_table() -> dict[str, dict[int, float]]:
     tables: dict[str, dict[int, float]] = {}
     for optimizer, preset in _PRESET_OF.items():
@@ -428,6 +654,8 @@ def _default_space(optimizer: str) -> dict[str, Any]:
     presets = _paper_presets().get(_PRESET_OF.get(optimizer, ""), {})
     if optimizer == "lars":
         return {}  # LARS without warm-up has no λ: TVLARS's grid searches λ only for φ
+    if optimizer == "tvlars":
+        return dict(_TVLARS_SPACE)
     choices: dict[str, set[float]] = {}
     for data in presets.values():
         for key, p in data["search_space"].items():
@@ -443,6 +671,9 @@ def _default_fixed(optimizer: str, epochs: int) -> dict[str, Any]:
     if not presets:
         return {}
     fixed = copy.deepcopy(presets[min(presets)]["fixed"])
+    if optimizer == "tvlars":
+        for key in ("lam", "delay_epochs"):  # searched in units of training instead (lam_steps, delay_fraction)
+            fixed.pop(key, None)
     if optimizer == "lars":
         # TVLARS's grid lends LARS its LR centre; its fixed values are the warm-up baseline's, without the warm-up
         fixed = copy.deepcopy(_paper_presets()["lars-warmup"][min(presets)]["fixed"])

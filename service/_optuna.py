@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from .core.db import TRANSIENT_ERRORS, engine_kwargs, normalize_url
 
 __all__ = [
+    "Backoff",
     "RetryingRDBStorage",
     "is_outage",
     "is_transient",
@@ -43,6 +44,25 @@ _LOCK = threading.Lock()
 _STORAGES: dict[str, optuna.storages.RDBStorage] = {}
 #: Back-off between retries through an outage: from the first value, doubling up to the last.
 RETRY_FIRST_S, RETRY_MAX_S = 0.5, 5.0
+
+
+class Backoff:
+    """The delays between retries through a database outage: ``RETRY_FIRST_S`` doubling up to ``RETRY_MAX_S``,
+    for up to ``total_s`` seconds from now (None: no end)."""
+
+    def __init__(self, total_s: float | None) -> None:
+        self.deadline = None if total_s is None else time.monotonic() + total_s
+        self.failures = 0
+        self._delay = RETRY_FIRST_S
+
+    def next(self) -> float | None:
+        """Count a failure; the seconds to wait before the next try, or None if that try would be past the end."""
+        self.failures += 1
+        delay = self._delay
+        if self.deadline is not None and time.monotonic() + delay > self.deadline:
+            return None
+        self._delay = min(RETRY_MAX_S, delay * 2)
+        return delay
 
 
 def is_transient(error: BaseException) -> bool:
@@ -94,25 +114,24 @@ class RetryingRDBStorage(RDBStorage):
             self._inside.active = False
 
     def _retry_loop(self, name: str, call):
-        deadline, delay, failures = time.monotonic() + self.retry_s, RETRY_FIRST_S, 0
+        backoff = Backoff(self.retry_s)
         while True:
             try:
                 result = call()
             except UpdateFinishedTrialError:
-                if failures and name == "set_trial_state_values":
+                if backoff.failures and name == "set_trial_state_values":
                     return True  # our earlier attempt committed before its connection died
                 raise
             except Exception as e:
-                if not is_transient(e) or time.monotonic() + delay > deadline:
+                delay = backoff.next() if is_transient(e) else None
+                if delay is None:
                     raise
-                failures += 1
-                if failures == 1:
+                if backoff.failures == 1:
                     log.warning("database unavailable (%s): retrying for up to %.0f s", name, self.retry_s)
                 time.sleep(delay)
-                delay = min(RETRY_MAX_S, delay * 2)
                 continue
-            if failures:
-                log.warning("database back after %d retries (%s)", failures, name)
+            if backoff.failures:
+                log.warning("database back after %d retries (%s)", backoff.failures, name)
             return result
 
 

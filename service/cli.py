@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-import os
-import signal
-import socket
+import functools
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 import yaml
 from rich.console import Console
@@ -23,7 +19,11 @@ from rich.table import Table
 
 import search_spaces
 
+from . import processes
+from .client import DEFAULT_URL, APIConnectionError, APIError, Client, Comparisons, Studies, describe
+from .core.config import Settings
 from .models import StudyState
+from .trial_report import SUMMARY_METRICS
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 console = Console(soft_wrap=True)  # URLs and paths stay on one line, whatever the width
@@ -35,42 +35,29 @@ KeyOpt = Annotated[
 ]
 SetOpt = Annotated[list[str], typer.Option("--set", help="Override fields, as JSON; repeatable")]
 IdempotencyOpt = Annotated[str | None, typer.Option(help="Make a retried submit safe")]
-DEFAULT_URL = "http://127.0.0.1:8000"
 _UNBOUNDED_WIDTH = 1_000
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-FINISHED = StudyState.finished()
 DEFAULT_COMPARISON = "compare-mnist1d-cpu"
 
 
-# -- the REST client ---------------------------------------------------------------------------------------------
+# -- the client ------------------------------------------------------------------------------------------------
 
 
-class Api:
-    def __init__(self, url: str, api_key: str | None) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30)
+def _reports_api_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """An API error ends the command with its status and the server's detail (exit 1), an unreachable server
+    with a hint (exit 2): the CLI is a view, it adds no error handling of its own."""
 
-    def call(self, method: str, path: str, **kwargs: Any) -> dict:
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
         try:
-            r = self.client.request(method, path, **kwargs)
-        except httpx.HTTPError as e:
-            err.print(f"[red]cannot reach {self.client.base_url}: {e}[/red] (is `tvlars-tune serve` running?)")
+            command(*args, **kwargs)
+        except APIConnectionError as e:
+            err.print(f"[red]{e}[/red] (is `tvlars-tune serve` running?)")
             raise typer.Exit(2) from None
-        if r.status_code >= 400:
-            detail = (
-                r.json().get("detail") if r.headers.get("content-type", "").startswith("application/json") else r.text
-            )
-            if isinstance(detail, list):  # field errors
-                detail = "\n".join(f"  {'.'.join(map(str, d['loc'][1:]))}: {d['msg']}" for d in detail)
-            err.print(f"[red]{r.status_code}[/red] {detail}")
-            raise typer.Exit(1)
-        return r.json()
+        except APIError as e:
+            err.print(f"[red]{e.status_code}[/red] {describe(e.detail)}")
+            raise typer.Exit(1) from None
 
-
-def _settings():
-    from .core.config import Settings
-
-    return Settings()
+    return run
 
 
 # -- server-side commands ----------------------------------------------------------------------------------------
@@ -84,62 +71,21 @@ def serve(
     api_processes: Annotated[int, typer.Option(help="uvicorn processes serving the API")] = 1,
 ) -> None:
     """The API, plus worker process(es) running local Ray (or joining RAY_ADDRESS), on TVLARS_DATABASE_URL."""
-    settings = _settings()
-    if not settings.auth_enabled and host not in LOOPBACK:
+    settings = Settings()
+    if not settings.auth_enabled and host not in processes.LOOPBACK:
         err.print(f"[red]refusing to bind {host} without API keys[/red]: set TVLARS_API_KEYS, or bind 127.0.0.1")
         raise typer.Exit(2)
-    import uvicorn
-
-    from ._optuna import open_storage
-    from .core.db import migrate
-    from .main import create_app
-
-    migrate(settings.database_url)
-    open_storage(settings.database_url)
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=os.environ.copy()) for _ in range(workers)
-    ]
     console.print(
-        f"tvlars-tune API on http://{host}:{port} (docs at /docs), {workers} worker(s), database {_safe(settings)}"
+        f"tvlars-tune API on http://{host}:{port} (docs at /docs), {workers} worker(s), "
+        f"database {processes.safe_url(settings)}"
     )
-    # uvicorn re-raises the SIGTERM it shut down on; with the default handler that would end this process before
-    # the `finally` below stops the workers, leaving them running with no parent
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    try:
-        if api_processes > 1:  # each process builds the app from the same environment
-            uvicorn.run(
-                "service.main:create_app",
-                factory=True,
-                host=host,
-                port=port,
-                workers=api_processes,
-                log_level="warning",
-            )
-        else:
-            uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
-
-def _exit_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
+    processes.run_api(settings, host, port, workers, api_processes)
 
 
 @app.command()
 def worker() -> None:
     """A worker alone: claims queued studies and runs them (several may share one PostgreSQL database)."""
-    from .worker import Worker
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("optuna", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    Worker(_settings()).run(handle_signals=True)
+    processes.run_worker(Settings())
 
 
 @app.command()
@@ -148,37 +94,36 @@ def dashboard(
     port: Annotated[int, typer.Option(help="Port")] = 8080,
 ) -> None:
     """optuna-dashboard on the same storage (TVLARS_DATABASE_URL)."""
-    from optuna_dashboard import run_server
-
-    from .core.db import normalize_url
-
-    url = normalize_url(_settings().database_url)
+    settings = Settings()
     console.print(
-        f"optuna-dashboard on http://{host}:{port}/dashboard/ (storage {_safe(_settings())})", highlight=False
+        f"optuna-dashboard on http://{host}:{port}/dashboard/ (storage {processes.safe_url(settings)})",
+        highlight=False,
     )
-    run_server(url, host=host, port=port)
+    processes.run_dashboard(settings, host, port)
 
 
 # -- client commands ---------------------------------------------------------------------------------------------
 
 
 def post_spec(
-    api: Api, path: str, body: dict[str, Any], overrides: list[str], name: str | None, idempotency_key: str | None
+    resource: Studies | Comparisons,
+    body: dict[str, Any],
+    overrides: list[str],
+    name: str | None,
+    idempotency_key: str | None,
 ) -> dict[str, Any]:
     """A study's or comparison's spec with its ``--set`` overrides (deep-merged, as ``python -m service.engine
-    --set``; a bad one exits 2) and ``--name``, submitted to ``path``."""
+    --set``; a bad one exits 2) and ``--name``, submitted."""
     try:
         body = search_spaces.apply_overrides(body, overrides)
     except ValueError as e:
         err.print(f"[red]--set: {e}[/red]")
         raise typer.Exit(2) from None
-    if name:
-        body["name"] = name
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-    return api.call("POST", path, json=body, headers=headers)
+    return resource.submit(body, name=name, idempotency_key=idempotency_key)
 
 
 @app.command()
+@_reports_api_errors
 def submit(
     file: Annotated[Path | None, typer.Argument(help="A study spec (YAML or JSON)", show_default=False)] = None,
     preset: Annotated[str | None, typer.Option(help="Start from a preset instead of a file")] = None,
@@ -194,17 +139,18 @@ def submit(
         err.print("[red]give a spec file or --preset[/red]")
         raise typer.Exit(2)
     body: dict[str, Any] = {"preset": preset} if preset else yaml.safe_load(file.read_text())  # type: ignore[union-attr]
-    api = Api(url, api_key)
-    study = post_spec(api, "/v1/studies", body, set_, name, idempotency_key)
+    client = Client(url, api_key)
+    study = post_spec(client.studies, body, set_, name, idempotency_key)
     console.print(f"study [bold]{study['name']}[/bold] id {study['id']}: {study['state']}")
     if wait:
-        study = watch(api, study["id"])
-        show_leaderboard(api, study["id"])
+        study = watch(client, study["id"])
+        show_leaderboard(client, study["id"])
         if study["state"] != StudyState.SUCCEEDED:
             raise typer.Exit(1)
 
 
 @app.command()
+@_reports_api_errors
 def compare(
     file: Annotated[Path | None, typer.Argument(help="A comparison spec (YAML or JSON)", show_default=False)] = None,
     preset: Annotated[str | None, typer.Option(help="A comparison preset (default without FILE)")] = None,
@@ -220,17 +166,18 @@ def compare(
         err.print("[red]give a spec file or --preset, not both[/red]")
         raise typer.Exit(2)
     body: dict[str, Any] = yaml.safe_load(file.read_text()) if file else {"preset": preset or DEFAULT_COMPARISON}
-    api = Api(url, api_key)
-    comparison = post_spec(api, "/v1/comparisons", body, set_, name, idempotency_key)
+    client = Client(url, api_key)
+    comparison = post_spec(client.comparisons, body, set_, name, idempotency_key)
     console.print(f"comparison [bold]{comparison['name']}[/bold] id {comparison['id']}: {comparison['state']}")
     if wait:
-        comparison = watch_comparison(api, comparison["id"])
+        comparison = watch_comparison(client, comparison["id"])
         show_verdicts(comparison)
         if comparison["state"] != StudyState.SUCCEEDED:
             raise typer.Exit(1)
 
 
 @app.command()
+@_reports_api_errors
 def report(
     comparison_id: str,
     out: Annotated[Path, typer.Option("--out", help="Folder for report.md and its PNGs")] = Path("report"),
@@ -241,32 +188,24 @@ def report(
     from .comparisons.lifecycle import result_from_json
     from .comparisons.report import write_markdown
 
-    data = Api(url, api_key).call("GET", f"/v1/comparisons/{comparison_id}/result")
+    data = Client(url, api_key).comparisons.result(comparison_id)
     path = write_markdown(result_from_json(data), out)
     console.print(f"report written to {path}")
 
 
-def watch_comparison(api: Api, comparison_id: str, poll_s: float = 2.0) -> dict:
+def watch_comparison(client: Client, comparison_id: str, poll_s: float = 2.0) -> dict:
     """A live progress bar (studies finished / total, phase) until the comparison ends."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
-               TimeElapsedColumn())  # fmt: skip
-    with Progress(*columns, console=_whole_lines()) as progress:
-        c = api.call("GET", f"/v1/comparisons/{comparison_id}")
-        task = progress.add_task(c["name"], total=c["progress"]["studies"], detail="")
-        while True:
-            p = c["progress"]
-            progress.update(task, completed=p["finished"], total=p["studies"], detail=f"{c['state']}, {c['phase']}")
-            if c["state"] in FINISHED:
-                break
-            time.sleep(poll_s)
-            c = api.call("GET", f"/v1/comparisons/{comparison_id}")
-    console.print(f"{c['name']}: [bold]{c['state']}[/bold]" + (f" — {c['error']}" if c["error"] else ""))
-    return c
+    return _watch(
+        client.comparisons,
+        comparison_id,
+        poll_s,
+        lambda c: (c["progress"]["finished"], c["progress"]["studies"], f"{c['state']}, {c['phase']}"),
+    )
 
 
 def show_verdicts(comparison: dict) -> None:
     """The re-run summary per arm and the verdict per batch size, as tables."""
-    arms = Table(title=f"{comparison['name']}: test accuracy at best validation, re-runs (95 % CI)")
+    arms = Table(title=f"{comparison['name']}: test accuracy at best validation, re-runs (95 % bootstrap CI)")
     for col in ("arm", "batch size", "epochs spent", "seeds", "mean", "95 % CI"):
         arms.add_column(col, justify="left" if col == "arm" else "right")
     for a in comparison["arms"]:
@@ -276,21 +215,25 @@ def show_verdicts(comparison: dict) -> None:
         arms.add_row(a["label"], str(a["batch_size"]), str(a["epochs_spent"]), str(r.get("n_seeds", "-")), mean, ci)
     out = _whole_lines()
     out.print(arms)
-    table = Table(title="verdicts (paired differences on the same seeds)")
-    for col in ("batch size", "arm", "against", "difference", "95 % CI", "verdict"):
+    table = Table(title="verdicts (bootstrap over repeats and seeds, Holm-adjusted p)")
+    for col in ("batch size", "arm", "against", "difference", "95 % CI", "p (Holm)", "verdict"):
         table.add_column(col)
     for bs, rows in sorted(comparison["verdicts"].items(), key=lambda kv: int(kv[0])):
         for v in rows:
-            d = v["difference"]
-            ci = f"[{d['ci_low'] * 100:+.2f}, {d['ci_high'] * 100:+.2f}]" if d["ci_low"] is not None else "-"
-            table.add_row(str(bs), v["arm"], v["against"], f"{d['mean'] * 100:+.2f} pp", ci, v["verdict"])
+            d = v["difference"] or {}
+            ci = f"[{d['ci_low'] * 100:+.2f}, {d['ci_high'] * 100:+.2f}]" if d.get("ci_low") is not None else "-"
+            mean = f"{d['mean'] * 100:+.2f} pp" if d else "-"
+            p = f"{d['p_adjusted']:.3g}" if d.get("p_adjusted") is not None else "-"
+            verdict = v["verdict"] + (f" ({v['reason']})" if v.get("reason") else "")
+            table.add_row(str(bs), v["arm"], v["against"], mean, ci, p, verdict)
     out.print(table)
 
 
 @app.command()
+@_reports_api_errors
 def status(study_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None) -> None:
     """A study's state, progress and best trial."""
-    s = Api(url, api_key).call("GET", f"/v1/studies/{study_id}")
+    s = Client(url, api_key).studies.get(study_id)
     p = s["progress"]
     console.print(f"[bold]{s['name']}[/bold] ({s['id']}): {s['state']}" + (f" — {s['error']}" if s["error"] else ""))
     console.print(
@@ -302,6 +245,7 @@ def status(study_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None) -> 
 
 
 @app.command()
+@_reports_api_errors
 def leaderboard(
     study_id: str,
     limit: Annotated[int, typer.Option(help="Rows")] = 10,
@@ -309,17 +253,19 @@ def leaderboard(
     api_key: KeyOpt = None,
 ) -> None:
     """The best trials of a study."""
-    show_leaderboard(Api(url, api_key), study_id, limit)
+    show_leaderboard(Client(url, api_key), study_id, limit)
 
 
 @app.command()
+@_reports_api_errors
 def cancel(study_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None) -> None:
     """Cancel a study (its finished trials are kept)."""
-    s = Api(url, api_key).call("POST", f"/v1/studies/{study_id}/cancel")
+    s = Client(url, api_key).studies.cancel(study_id)
     console.print(f"{s['name']}: {s['state']}" + (" (cancel requested)" if s["cancel_requested"] else ""))
 
 
 @app.command()
+@_reports_api_errors
 def resume(
     study_id: str,
     n_trials: Annotated[int | None, typer.Option(help="Raise the budget")] = None,
@@ -327,16 +273,16 @@ def resume(
     api_key: KeyOpt = None,
 ) -> None:
     """Queue a cancelled or failed study again (optionally with more trials)."""
-    body = {"n_trials": n_trials} if n_trials else None
-    s = Api(url, api_key).call("POST", f"/v1/studies/{study_id}/resume", json=body)
+    s = Client(url, api_key).studies.resume(study_id, n_trials)
     console.print(f"{s['name']}: {s['state']} (n_trials {s['spec']['budget']['n_trials']})")
 
 
 @app.command()
+@_reports_api_errors
 def presets(url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None) -> None:
     """The presets a study can start from."""
     table = Table("name", "optimizer", "workload", "parameters", "trials", title="search spaces")
-    for p in Api(url, api_key).call("GET", "/v1/search-spaces")["items"]:
+    for p in Client(url, api_key).search_spaces():
         w = p["workload"]
         table.add_row(
             p["name"],
@@ -349,9 +295,10 @@ def presets(url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None) -> None:
 
 
 @app.command()
+@_reports_api_errors
 def workloads(url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None) -> None:
     """What can be tuned here: datasets, models, tasks and optimizers, built in or from installed plugins."""
-    listed = Api(url, api_key).call("GET", "/v1/workloads")
+    listed = Client(url, api_key).workloads()
     table = Table("kind", "name", "from", "options (defaults)", title="workloads")
     for kind in ("datasets", "models", "tasks"):
         for w in listed[kind]:
@@ -369,63 +316,43 @@ def workloads(url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None) -> None:
 
 
 @app.command()
+@_reports_api_errors
 def demo(
     port: Annotated[int, typer.Option(help="Port for the demo server (0: any free port)")] = 0,
 ) -> None:
     """Serve on the embedded default, run the mnist1d-quick study with a progress bar, print its leaderboard."""
-    settings = _settings()
-    port = port or _free_port()
+    settings = Settings()
+    port = port or processes.free_port()
     url = f"http://127.0.0.1:{port}"
     key = settings.keys[0].secret if settings.auth_enabled else None
-    console.print(f"starting the API and a worker on {url} (database {_safe(settings)}) ...")
-    with _server(port) as server:
-        api = Api(url, key)
-        _wait_ready(api, server, timeout_s=120)
+    console.print(f"starting the API and a worker on {url} (database {processes.safe_url(settings)}) ...")
+    with processes.server_subprocess(port) as server:
+        client = Client(url, key)
+        _wait_ready(client, server, timeout_s=120)
         name = f"mnist1d-quick-{datetime.now():%Y%m%d-%H%M%S}"
-        study = api.call("POST", "/v1/studies", json={"preset": "mnist1d-quick", "name": name})
+        study = client.studies.submit("mnist1d-quick", name=name)
         console.print(f"submitted [bold]{name}[/bold] ({study['id']}): TVLARS on MNIST-1D, TPE + ASHA")
-        study = watch(api, study["id"])
-        show_leaderboard(api, study["id"])
-    prog = _prog()
+        study = watch(client, study["id"])
+        show_leaderboard(client, study["id"])
+    prog, storage = _prog(), processes.safe_url(settings)
     console.print(
         "\nLook at every trial's curves in optuna-dashboard:\n"
-        f"  {prog} dashboard        # then open http://127.0.0.1:8080/dashboard/  (storage {_safe(settings)})\n"
+        f"  {prog} dashboard        # then open http://127.0.0.1:8080/dashboard/  (storage {storage})\n"
         f"Or the REST API: {prog} serve, then GET http://127.0.0.1:8000/v1/studies (docs at /docs)."
     )
     if study["state"] != StudyState.SUCCEEDED:
         raise typer.Exit(1)
 
 
-@contextmanager
-def _server(port: int):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-        env=os.environ.copy(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _wait_ready(api: Api, proc: subprocess.Popen, timeout_s: float) -> None:
+def _wait_ready(client: Client, proc: subprocess.Popen, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     with console.status("waiting for the API and a worker (Ray starts in a few seconds) ..."):
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 err.print(f"[red]the server exited[/red]:\n{proc.stderr.read().decode()[-3000:]}")
                 raise typer.Exit(1)
-            try:
-                if api.client.get("/readyz").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+            if client.ready():
+                return
             time.sleep(0.5)
     err.print("[red]the server did not become ready in time[/red]")
     raise typer.Exit(1)
@@ -439,42 +366,49 @@ def _whole_lines() -> Console:
     return console if console.is_terminal else Console(width=_UNBOUNDED_WIDTH, soft_wrap=True)
 
 
-def watch(api: Api, study_id: str, poll_s: float = 1.0) -> dict:
+def watch(client: Client, study_id: str, poll_s: float = 1.0) -> dict:
     """A live progress bar (trials finished / n_trials, best so far) until the study ends."""
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=_whole_lines()) as progress:
-        study = api.call("GET", f"/v1/studies/{study_id}")
-        task = progress.add_task(study["name"], total=study["progress"]["n_trials"], detail="")
-        while True:
-            p = study["progress"]
-            best = study["best"]["value"] if study["best"] else None
-            detail = f"{study['state']}, {p['running']} running, {p['failed']} failed" + (
-                f", best {best:.4f}" if best is not None else ""
-            )
-            progress.update(task, completed=p["finished"], total=p["n_trials"], detail=detail)
-            if study["state"] in FINISHED:
-                break
-            time.sleep(poll_s)
-            study = api.call("GET", f"/v1/studies/{study_id}")
+
+    def progress(study: dict) -> tuple[int, int, str]:
+        p, best = study["progress"], study["best"]["value"] if study["best"] else None
+        detail = f"{study['state']}, {p['running']} running, {p['failed']} failed" + (
+            f", best {best:.4f}" if best is not None else ""
+        )
+        return p["finished"], p["n_trials"], detail
+
+    return _watch(client.studies, study_id, poll_s, progress)
+
+
+def _watch(
+    resource: Studies | Comparisons, id: str, poll_s: float, progress: Callable[[dict], tuple[int, int, str]]
+) -> dict:
+    """A live progress bar until a study or comparison ends: ``progress`` gives (done, total, detail) of a read."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
+               TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=_whole_lines()) as bar:
+        task = None
+
+        def show(current: dict) -> None:
+            nonlocal task
+            done, total, detail = progress(current)
+            if task is None:
+                task = bar.add_task(current["name"], total=total, detail="")
+            bar.update(task, completed=done, total=total, detail=detail)
+
+        final = resource.wait(id, on_progress=show, poll_s=poll_s)
     console.print(
-        f"{study['name']}: [bold]{study['state']}[/bold]" + (f" — {study['error']}" if study["error"] else "")
+        f"{final['name']}: [bold]{final['state']}[/bold]" + (f" — {final['error']}" if final["error"] else "")
     )
-    return study
+    return final
 
 
 #: Leaderboard columns beside the objective: validation selects, test is reported (never used to choose).
-BOARD_COLUMNS = {"best_val_acc": "best val", "test_acc_at_best_val": "test @ best val", "best_test_acc": "best test"}
+BOARD_COLUMNS = dict(zip(SUMMARY_METRICS, ("best val", "test @ best val", "best test"), strict=True))
 
 
-def show_leaderboard(api: Api, study_id: str, limit: int = 10) -> None:
+def show_leaderboard(client: Client, study_id: str, limit: int = 10) -> None:
     """The top ``limit`` trials, COMPLETE ranked first, then PRUNED ones marked with the epoch they reached."""
-    board = api.call("GET", f"/v1/studies/{study_id}/leaderboard", params={"limit": limit, "include_pruned": True})
+    board = client.studies.leaderboard(study_id, limit, include_pruned=True)
     table = Table(
         title=f"{board['name']}: best {board['metric']} ({board['direction']})",
         caption="selected on validation; test is reported beside it, never used to choose",
@@ -507,22 +441,10 @@ def _fmt(v: Any, digits: int | None = None) -> str:
     return str(v)
 
 
-def _safe(settings) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(settings.database_url).render_as_string(hide_password=True)
-
-
 def _prog() -> str:
     """How this command was invoked (``.venv/bin/tvlars-tune`` after ``make demo``), for copy-pasteable hints."""
     argv0 = Path(sys.argv[0])
     return str(argv0) if argv0.name == "tvlars-tune" else "tvlars-tune"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 if __name__ == "__main__":

@@ -232,6 +232,16 @@ def heartbeat(*, session: Session, worker_id: str, study_id: str | None) -> bool
     return bool(session.scalar(sa.select(StudyRecord.cancel_requested).where(StudyRecord.id == study_id)))
 
 
+def record_epochs_spent(*, session: Session, study_id: str, worker_id: str, epochs: int) -> None:
+    """Store a running study's epochs spent (only while that worker still holds the study)."""
+    session.execute(
+        sa.update(StudyRecord)
+        .where(StudyRecord.id == study_id, StudyRecord.worker_id == worker_id)
+        .values(epochs_spent=epochs, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
 def finish_study(
     *,
     session: Session,
@@ -251,6 +261,7 @@ def finish_study(
             state=state.value,
             error=error,
             outcome=outcome,
+            **({"epochs_spent": int(outcome.get("epochs_spent") or 0)} if outcome else {}),
             cancel_requested=False,
             resume=False,
             finished_at=now if state.is_finished else None,

@@ -115,7 +115,11 @@ class StudyRecord(_Submitted, Base):
     comparison_id: Mapped[str | None] = mapped_column(String(32), index=True)
     arm: Mapped[str | None] = mapped_column(String(32))
     batch_size: Mapped[int | None] = mapped_column(Integer)
-    role: Mapped[str | None] = mapped_column(String(8))  # "tune" | "rerun"
+    role: Mapped[str | None] = mapped_column(String(8))  # "tune" | "extend" | "rerun"
+    repeat: Mapped[int | None] = mapped_column(Integer)  # which independent tuning (0-based); None: a plain study
+    rank: Mapped[int | None] = mapped_column(Integer)  # a re-run study: which of its tuning's top-k configs (1 = best)
+    # epochs the study's trials spent (ended trials' stored epochs + running trials'), updated as trials end
+    epochs_spent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     @classmethod
     def find_by_id(cls, session: Session, study_id: str) -> StudyRecord | None:

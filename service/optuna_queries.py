@@ -18,7 +18,9 @@ from optuna.distributions import json_to_distribution
 from optuna.trial import TrialState
 from sqlalchemy.orm import Session
 
-__all__ = ["SUMMARY_METRICS", "TRIAL_STATES", "finished_count", "leaderboard", "trial_counts", "trials_page"]
+from .trial_report import BOARD_ATTRS, SUMMARY_ATTRS, TrialAttr
+
+__all__ = ["TRIAL_STATES", "finished_count", "leaderboard", "trial_counts", "trials_page"]
 
 studies = sa.table("studies", sa.column("study_id"), sa.column("study_name"))
 directions = sa.table("study_directions", sa.column("study_id"), sa.column("direction"), sa.column("objective"))
@@ -49,25 +51,6 @@ user_attrs = sa.table("trial_user_attributes", sa.column("trial_id"), sa.column(
 
 #: Trial states by name: Optuna's own ``TrialState`` (stored by name in its ``trials`` table).
 TRIAL_STATES = tuple(s.name for s in TrialState)
-#: A trial's summary numbers (user attrs): validation (what a study selects on) beside test (what is reported).
-SUMMARY_METRICS = ("best_val_acc", "test_acc_at_best_val", "best_test_acc")
-#: What a leaderboard row shows beside the objective.
-BOARD_ATTRS = (*SUMMARY_METRICS, "final_test_acc", "diverged", "wall_seconds")
-#: User attrs shown with each trial (curves only when asked: they are the bulk of a trial's data).
-SUMMARY_ATTRS = (
-    "fail_kind",
-    "fail_reason",
-    "diverged",
-    "epochs_run",
-    "best_val_acc",
-    "test_acc_at_best_val",
-    "best_test_acc",
-    "final_test_acc",
-    "images_per_s",
-    "wall_seconds",
-    "device",
-    "enqueued",
-)
 
 
 def _state_in(states: tuple[str, ...]):
@@ -291,7 +274,7 @@ def trials_page(
                 "epochs": max(steps[r.trial_id], default=None),
                 "datetime_start": _aware(r.datetime_start),
                 "datetime_complete": _aware(r.datetime_complete),
-                "user_attrs": {k: v for k, v in a.items() if k != "traceback"} if curves else a,
+                "user_attrs": {k: v for k, v in a.items() if k != TrialAttr.TRACEBACK} if curves else a,
             }
         )
     return total, out

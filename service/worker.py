@@ -15,10 +15,10 @@ import threading
 import time
 import uuid
 
-from ._optuna import RETRY_FIRST_S, RETRY_MAX_S, is_outage
+from ._optuna import Backoff, is_outage
 from .core.config import Settings
 from .core.db import migrate, session_scope
-from .crud import claim_next_study, finish_study, heartbeat
+from .crud import claim_next_study, finish_study, heartbeat, record_epochs_spent
 from .errors import InvalidSpecError, LeaseHeldError, NameTakenError, StorageError
 from .models import StudyState, WorkerRecord, utcnow
 
@@ -110,28 +110,26 @@ class Worker:
     def _stored(self, write, what: str, forever: bool = False) -> bool:
         """Run ``write`` until the database takes it: retried with back-off through an outage, for up to
         ``db_outage_retry_s`` (``forever``: until :meth:`stop`). Returns whether it was stored."""
-        deadline = time.monotonic() + self.settings.db_outage_retry_s
-        delay, failures = RETRY_FIRST_S, 0
+        backoff = Backoff(None if forever else self.settings.db_outage_retry_s)
         while True:
             try:
                 write()
             except Exception as e:
                 if not is_outage(e):
                     raise
-                failures += 1
-                if failures == 1:
+                delay = backoff.next()
+                if backoff.failures == 1:
                     log.warning("could not %s: the database is unavailable; retrying", what)
-                if not forever and time.monotonic() + delay > deadline:
+                if delay is None:
                     log.error("gave up trying to %s (%s)", what, e)
                     return False
                 if forever and self._stop.wait(delay):
                     return False
                 if not forever:
                     time.sleep(delay)
-                delay = min(RETRY_MAX_S, delay * 2)
                 continue
-            if failures:
-                log.info("%s: done after %d retries", what, failures)
+            if backoff.failures:
+                log.info("%s: done after %d retries", what, backoff.failures)
             return True
 
     # -- one study ------------------------------------------------------------------------------------------------
@@ -150,6 +148,7 @@ class Worker:
                 self.url,
                 resume=resume,
                 should_cancel=lambda: self._cancel.is_set() or self._stop.is_set(),
+                on_progress=lambda counts: self._record_spent(study_id, counts["EPOCHS_SPENT"]),
                 results_dir=self.settings.ray_results_dir,
                 storage_path=self.settings.checkpoint_path,
             )
@@ -186,6 +185,14 @@ class Worker:
         with self._lock:
             self._current = None
         log.info("study %s: %s%s", name, state, f" ({error})" if error else "")
+
+    def _record_spent(self, study_id: str, epochs: int) -> None:
+        """Keep the study record's ``epochs_spent`` current as trials end (a miss is fixed by the next, or the end)."""
+        try:
+            with session_scope(self.url) as s:
+                record_epochs_spent(session=s, study_id=study_id, worker_id=self.id, epochs=epochs)
+        except Exception as e:  # bookkeeping: the study runs on, and its end records the final count
+            log.warning("could not record epochs spent of study %s: %s", study_id, e)
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(self.settings.worker_heartbeat_s):

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from search_spaces.spec import MAX_ENQUEUED, MAX_N_TRIALS, StudySpec
 
+from ..comparisons.stats import Verdict
 from ..models import StudyState
 
 __all__ = [
@@ -209,8 +210,9 @@ class ComparisonCreate(BaseModel):
                 {
                     "preset": "compare-mnist1d-cpu",
                     "name": "small",
-                    "batch_sizes": [256, 4000],
-                    "budget": {"n_trials": 4},
+                    "batch_sizes": [256, 4096],
+                    "budget": {"epochs": 40},
+                    "tuning_repeats": 1,
                 },
             ]
         },
@@ -224,53 +226,72 @@ class ComparisonCreate(BaseModel):
         default=None, description="[{optimizer, label, search_space, fixed, lr_scaling, lr_center}]; first under test"
     )
     batch_sizes: list[int] | None = Field(default=None, description="The batch-size ladder, small to large")
-    budget: dict[str, Any] | None = Field(default=None, description="{n_trials, epochs, max_concurrent, max_failed}")
+    budget: dict[str, Any] | None = Field(
+        default=None, description="{epochs, n_trials, max_concurrent, max_failed, extension_epochs}: epochs bind"
+    )
     sampler: dict[str, Any] | None = Field(default=None, description="{name, seed, options}")
-    scheduler: dict[str, Any] | None = Field(default=None, description="{name, grace_period, reduction_factor, ...}")
+    scheduler: dict[str, Any] | None = Field(
+        default=None, description="{name, grace_period, ...}: none (default) or hyperband, whose rungs compare peers"
+    )
     objective: dict[str, Any] | None = Field(default=None, description="{metric, direction}: what tuning selects on")
     rerun: dict[str, Any] | None = Field(default=None, description="{top_k, seeds}")
     target_val_acc: float | None = Field(default=None, description="For time to target")
     lr_decades: float | None = Field(default=None, description="Width of every arm's log LR range")
     resources: dict[str, Any] | None = Field(default=None, description="{cpu, gpu} per trial")
     seed: int | None = Field(default=None, description="Tuning trial n trains with seed + n")
+    tuning_repeats: int | None = Field(default=None, description="Independent tunings per arm × batch size")
+    range_check: str | None = Field(
+        default=None, description="extend (default) or flag: an optimum in the outer 10 % of a log range"
+    )
 
 
 class SummaryPublic(BaseModel):
-    """Re-run scores (test accuracy at best validation) over seeds: mean, std and the 95 % t interval."""
+    """Re-run scores (test accuracy at best validation) over tuning repeats × seeds: mean, std, 95 % bootstrap CI."""
 
     n_seeds: int
     mean: float
     std: float | None
     ci_low: float | None
     ci_high: float | None
+    n_repeats: int = Field(default=1, description="tuning repeats whose winner was re-run")
+    repeat_means: list[float] = Field(default_factory=list, description="each repeat's winner's mean over seeds")
 
 
 class ArmPublic(BaseModel):
     optimizer: str
     label: str
     batch_size: int
-    studies: list[str] = Field(description="study ids: the tuning study, then its re-run studies")
-    state: StudyState = Field(description="the tuning study's state")
-    epochs_budget: int
-    epochs_spent: int = Field(description="epochs of every tuning trial, pruned and failed included, as stored")
+    studies: list[str] = Field(
+        description="study ids: its tuning studies (one per repeat), range-check extensions, then re-run studies"
+    )
+    state: StudyState = Field(description="the first tuning study's state")
+    epochs_budget: int = Field(description="the epoch budgets of its tuning studies (repeats and extensions), summed")
+    epochs_spent: int = Field(
+        description="epochs of every tuning trial (every repeat and range-check extension), pruned, failed and "
+        "running included, as each study record stores it"
+    )
     best_params: dict[str, Any] | None
     rerun: SummaryPublic | None
 
 
 class DifferencePublic(BaseModel):
-    n_pairs: int
-    mean: float
-    std: float | None
-    ci_low: float | None
+    mean: float = Field(description="arm minus against: difference of the means over repeats × shared seeds")
+    ci_low: float | None = Field(description="95 % bootstrap interval over repeats and seeds (seeds paired)")
     ci_high: float | None
+    se: float | None = Field(description="bootstrap standard error")
+    p_value: float | None = Field(description="two-sided bootstrap p-value")
+    p_adjusted: float | None = Field(description="Holm-adjusted over the comparison's verdicts; decides the verdict")
+    n_seeds: int
+    n_repeats: list[int] = Field(description="tuning repeats of arm and of against")
     seeds: list[int]
 
 
 class VerdictPublic(BaseModel):
     arm: str
     against: str
-    difference: DifferencePublic = Field(description="arm minus against, paired on the re-run seeds")
-    verdict: str = Field(description="better | no clear difference | worse")
+    difference: DifferencePublic | None = Field(description="None when a rule could not be checked")
+    verdict: Verdict
+    reason: str | None = Field(default=None, description="why a verdict is inconclusive")
 
 
 class ComparisonPublic(BaseModel):

@@ -1,17 +1,25 @@
 """A comparison's report: one self-contained HTML page (plots as inline PNG data URIs) or Markdown + PNG files.
 
-Seven plots, drawn with matplotlib's Agg backend (no display, no external assets):
+Four tables — verdicts (difference, bootstrap interval, p-value and its Holm adjustment, verdict and why), arms
+(re-run summary, tuning spread across repeats, stored epochs spent), the spending check (every arm's epochs per batch
+size and repeat, within one trial's epochs or not) and the range positions (where each tuned value sits in its
+range, which ranges the range check extended, which optima lie in the outer 10 %) — and eight plots, drawn with
+matplotlib's Agg backend (no display, no external assets):
 
-1. ``verdicts`` — the paired difference (arm under test − each other arm) per batch size with its 95 % t interval;
+1. ``verdicts`` — the difference (arm under test − each other arm) per batch size with its 95 % bootstrap interval
+   over repeats and seeds;
 2. ``accuracy_vs_batch_size`` — each arm's re-run mean with its 95 % interval;
-3. ``learning_curves`` — the re-runs' per-epoch curve, mean ± one standard deviation over seeds;
-4. ``budget_curves`` — expected best validation score against number of trials, with its bootstrap band;
-5. ``lr_sensitivity`` — each tuning trial's score against its effective LR (LARS + warm-up's base LR × bs/256);
-6. ``schedules`` — each tuned arm's step multiplier over training: TVLARS's LR·φ(t) next to warm-up LARS's LR;
-7. ``importances`` — Optuna parameter importances per arm.
+3. ``tuning_spread`` — each repeat's winner's mean over seeds, per arm (a strip plot): what another tuning gives;
+4. ``learning_curves`` — the re-runs' per-epoch curve, mean ± one standard deviation over repeats and seeds;
+5. ``budget_curves`` — expected best validation score against number of trials, with its bootstrap band, from
+   completed trials (a failed trial is a draw worth 0; a pruned trial is left out: its value is an early epoch's);
+6. ``lr_sensitivity`` — each completed tuning trial's score against its effective LR (LARS + warm-up's base LR ×
+   bs/256);
+7. ``schedules`` — each tuned arm's step multiplier over training: TVLARS's LR·φ(t) next to warm-up LARS's LR;
+8. ``importances`` — Optuna parameter importances per arm (averaged over repeats).
 
 The numbers in both formats' tables go through the same formatters (:func:`format_summary`,
-:func:`format_difference`), so a test can look for exactly the stored numbers.
+:func:`format_difference`, :func:`format_p`), so a test can look for exactly the stored numbers.
 """
 
 from __future__ import annotations
@@ -31,16 +39,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from search_spaces.comparison import RANGE_EDGE  # noqa: E402
 from tvlars import phi  # noqa: E402
 from tvlars.schedules import paper_lr, warmup_cosine_factor  # noqa: E402
 
 from .result import ArmResult, ComparisonResult  # noqa: E402
-from .stats import Difference, Summary, expected_best, lr_sensitivity, time_to_target  # noqa: E402
+from .stats import (  # noqa: E402
+    Difference,
+    Summary,
+    Verdict,
+    expected_best,
+    lr_sensitivity,
+    time_to_target,
+)
 
 __all__ = [
     "PLOTS",
     "effective_lr",
     "format_difference",
+    "format_p",
     "format_summary",
     "render_figures",
     "render_html",
@@ -51,8 +68,9 @@ __all__ = [
 
 #: The plots in the order the report shows them, with their headings.
 PLOTS: dict[str, str] = {
-    "verdicts": "Verdicts: paired differences with 95 % intervals",
+    "verdicts": "Verdicts: differences with 95 % bootstrap intervals over repeats and seeds",
     "accuracy_vs_batch_size": "Accuracy against batch size",
+    "tuning_spread": "Tuning spread: each repeat's winner",
     "learning_curves": "Learning curves of the re-runs",
     "budget_curves": "Expected best against number of trials",
     "lr_sensitivity": "LR sensitivity",
@@ -71,19 +89,42 @@ def _pct(x: float | None, signed: bool = False) -> str:
 
 
 def format_summary(s: Summary | None) -> str:
-    """``91.23 % ± 0.41 [90.21, 92.25] (n=3)`` — mean ± std, 95 % interval, in percent; n=1 has no ± and interval."""
+    """``91.23 % ± 0.41 [90.21, 92.25] (3 repeats × 3 seeds)`` — mean ± std, 95 % bootstrap interval, in percent.
+
+    One score has no ± and no interval.
+    """
     if s is None:
         return "no re-runs"
     if s.ci_low is None:
         return f"{_pct(s.mean)} % (n=1, no interval)"
-    return f"{_pct(s.mean)} % ± {_pct(s.std)} [{_pct(s.ci_low)}, {_pct(s.ci_high)}] (n={s.n_seeds})"
+    return (
+        f"{_pct(s.mean)} % ± {_pct(s.std)} [{_pct(s.ci_low)}, {_pct(s.ci_high)}] "
+        f"({s.n_repeats} repeats × {s.n_seeds} seeds)"
+    )
 
 
-def format_difference(d: Difference) -> str:
-    """``+1.20 pp [+0.40, +2.00] (3 seeds)`` — the paired difference in percentage points with its interval."""
+def format_difference(d: Difference | None) -> str:
+    """``+1.20 pp [+0.40, +2.00] (3 seeds, 3/3 repeats)`` — the difference in percentage points, its interval."""
+    if d is None:
+        return "—"
+    size = f"{d.n_seeds} seeds, {d.n_repeats[0]}/{d.n_repeats[1]} repeats"
     if d.ci_low is None:
-        return f"{_pct(d.mean, True)} pp (1 seed, no interval)"
-    return f"{_pct(d.mean, True)} pp [{_pct(d.ci_low, True)}, {_pct(d.ci_high, True)}] ({d.n_pairs} seeds)"
+        return f"{_pct(d.mean, True)} pp ({size}, no interval)"
+    return f"{_pct(d.mean, True)} pp [{_pct(d.ci_low, True)}, {_pct(d.ci_high, True)}] ({size})"
+
+
+def format_p(d: Difference | None) -> str:
+    """``0.0123 (Holm 0.0492)`` — the bootstrap p-value and its Holm adjustment over the comparison's verdicts."""
+    if d is None or d.p_value is None:
+        return "—"
+    return f"{d.p_value:.3g}" + ("" if d.p_adjusted is None else f" (Holm {d.p_adjusted:.3g})")
+
+
+def format_spread(s: Summary | None) -> str:
+    """``69.71–70.60 % over 3 repeats`` — the lowest and highest repeat's mean over seeds."""
+    if s is None or not s.repeat_means:
+        return "—"
+    return f"{_pct(min(s.repeat_means))}–{_pct(max(s.repeat_means))} % over {len(s.repeat_means)} repeats"
 
 
 def effective_lr(arm: ArmResult, lr: float) -> float:
@@ -94,18 +135,25 @@ def effective_lr(arm: ArmResult, lr: float) -> float:
 def step_multiplier(arm: ArmResult) -> tuple[np.ndarray, np.ndarray]:
     """``(steps, multiplier)`` of the tuned config: the factor on the trust-ratio step at each optimizer step.
 
-    TVLARS: ``lr · φ(t)`` (φ with the tuned λ, delay in steps, α, γ_min). Warm-up LARS: its base LR ``lr·bs/256``
-    times the linear warm-up → cosine factor. Others: their LR, with a warm-up → cosine factor if one was set.
+    TVLARS: ``lr · φ(t)`` (φ with the tuned λ, delay in steps, α, γ_min; ``lam_steps`` and ``delay_fraction`` are
+    converted as the trainer does: λ = lam_steps / total steps, delay = delay_fraction × total steps). Warm-up LARS:
+    its base LR ``lr·bs/256`` times the linear warm-up → cosine factor. Others: their LR, with a warm-up → cosine
+    factor if one was set.
     """
     config = {**arm.fixed, **arm.best_params}
     total = max(arm.epochs * arm.steps_per_epoch, 1)
     steps = np.arange(1, total + 1)
     lr = effective_lr(arm, float(config.get("lr", 1.0)))
     if arm.optimizer == "tvlars":
+        lam = float(config["lam_steps"]) / total if "lam_steps" in config else float(config.get("lam", 1e-3))
+        if "delay_fraction" in config:
+            delay = float(config["delay_fraction"]) * total
+        else:
+            delay = float(config.get("delay_epochs", 0.0)) * arm.steps_per_epoch
         values = lr * phi(
             steps.astype(np.float64),
-            lam=float(config.get("lam", 1e-3)),
-            delay=float(config.get("delay_epochs", 0.0)) * arm.steps_per_epoch,
+            lam=lam,
+            delay=delay,
             alpha=float(config.get("alpha", 1.0)),
             gamma_min=float(config.get("gamma_min", 0.0)),
         )
@@ -159,6 +207,9 @@ def _plot_verdicts(result: ComparisonResult) -> Figure:
     colors = _colors(result)
     for y, rec in enumerate(records):
         d = rec.difference
+        if d is None:
+            ax.annotate(rec.verdict.value, (0, y), xytext=(6, -3), textcoords="offset points", fontsize=8)
+            continue
         low = d.mean if d.ci_low is None else d.ci_low
         high = d.mean if d.ci_high is None else d.ci_high
         ax.errorbar(
@@ -168,7 +219,7 @@ def _plot_verdicts(result: ComparisonResult) -> Figure:
         ax.annotate(rec.verdict.value, (100 * high, y), xytext=(6, -3), textcoords="offset points", fontsize=8)
     ax.axvline(0, color="grey", lw=1)
     ax.set_yticks(range(len(records)), [f"bs {r.batch_size}: {r.arm} − {r.against}" for r in records])
-    ax.set_xlabel(f"difference in {result.rerun_metric} (percentage points, 95 % t interval)")
+    ax.set_xlabel(f"difference in {result.rerun_metric} (percentage points, 95 % bootstrap interval)")
     ax.invert_yaxis()
     fig.tight_layout()
     return fig
@@ -198,8 +249,30 @@ def _plot_accuracy_vs_batch_size(result: ComparisonResult) -> Figure:
     return fig
 
 
+def _plot_tuning_spread(result: ComparisonResult) -> Figure:
+    fig, axes = _panels(
+        len(result.batch_sizes), f"each tuning repeat's winner: mean {result.rerun_metric} over the re-run seeds"
+    )
+    colors = _colors(result)
+    for ax, bs in zip(axes, result.batch_sizes, strict=True):
+        for x, label in enumerate(result.labels):
+            arm = result.arm(label, bs)
+            s = arm.rerun if arm is not None else None
+            if s is None:
+                continue
+            ys = 100 * np.array(s.repeat_means)
+            jitter = np.linspace(-0.12, 0.12, ys.size) if ys.size > 1 else np.zeros(1)
+            ax.scatter(x + jitter, ys, s=24, color=colors[label], label=label, zorder=3)
+            ax.hlines(100 * s.mean, x - 0.3, x + 0.3, color=colors[label], lw=2)
+        ax.set_xticks(range(len(result.labels)), result.labels, rotation=30, fontsize=8)
+        _label_batch_panel(ax, bs, "arm (bar: mean over repeats)", f"{result.rerun_metric} (%)")
+    return _with_legend(fig, axes)
+
+
 def _plot_learning_curves(result: ComparisonResult) -> Figure:
-    fig, axes = _panels(len(result.batch_sizes), f"re-runs: {result.curve_metric} per epoch, mean ± 1 std over seeds")
+    fig, axes = _panels(
+        len(result.batch_sizes), f"re-runs: {result.curve_metric} per epoch, mean ± 1 std over repeats and seeds"
+    )
     colors = _colors(result)
     for ax, bs in zip(axes, result.batch_sizes, strict=True):
         for label in result.labels:
@@ -218,15 +291,18 @@ def _plot_learning_curves(result: ComparisonResult) -> Figure:
 
 
 def _plot_budget_curves(result: ComparisonResult) -> Figure:
-    fig, axes = _panels(len(result.batch_sizes), f"expected best {result.objective} after n trials (95 % bootstrap)")
+    fig, axes = _panels(
+        len(result.batch_sizes), f"expected best {result.objective} after n completed trials (95 % bootstrap)"
+    )
     colors = _colors(result)
     rng = np.random.default_rng(0)
     for ax, bs in zip(axes, result.batch_sizes, strict=True):
         for label in result.labels:
             arm = result.arm(label, bs)
-            if arm is None or not arm.trials:
+            draws = arm.tuning_draws if arm else []
+            if not draws:
                 continue
-            eb = expected_best([t.value for t in sorted(arm.trials, key=lambda t: t.number)], n_boot=_N_BOOT, rng=rng)
+            eb = expected_best([t.value for t in draws], n_boot=_N_BOOT, rng=rng)
             ax.plot(eb.n, 100 * np.array(eb.mean), color=colors[label], label=label)
             ax.fill_between(eb.n, 100 * np.array(eb.low), 100 * np.array(eb.high), color=colors[label], alpha=0.2)
         _label_batch_panel(ax, bs, "number of trials", f"{result.objective} (%)")
@@ -234,12 +310,12 @@ def _plot_budget_curves(result: ComparisonResult) -> Figure:
 
 
 def _plot_lr_sensitivity(result: ComparisonResult) -> Figure:
-    fig, axes = _panels(len(result.batch_sizes), f"final {result.objective} of each tuning trial against its LR")
+    fig, axes = _panels(len(result.batch_sizes), f"final {result.objective} of each completed trial against its LR")
     colors = _colors(result)
     for ax, bs in zip(axes, result.batch_sizes, strict=True):
         for label in result.labels:
             arm = result.arm(label, bs)
-            trials = [t for t in (arm.trials if arm else []) if "lr" in t.params]
+            trials = [t for t in (arm.tuning_draws if arm else []) if "lr" in t.params and t.state == "COMPLETE"]
             if not trials:
                 continue
             sens = lr_sensitivity([effective_lr(arm, float(t.params["lr"])) for t in trials], [t.value for t in trials])
@@ -267,7 +343,7 @@ def _plot_schedules(result: ComparisonResult) -> Figure:
 
 
 def _plot_importances(result: ComparisonResult) -> Figure:
-    fig, axes = _panels(len(result.labels), "Optuna parameter importances (fANOVA) per arm and batch size")
+    fig, axes = _panels(len(result.labels), "Optuna parameter importances (fANOVA, mean over repeats) per arm")
     cmap = plt.get_cmap("viridis")
     for ax, label in zip(axes, result.labels, strict=True):
         arms = [a for a in (result.arm(label, bs) for bs in result.batch_sizes) if a is not None and a.importances]
@@ -292,6 +368,7 @@ def _plot_importances(result: ComparisonResult) -> Figure:
 _DRAW: dict[str, Callable[[ComparisonResult], Figure]] = {
     "verdicts": _plot_verdicts,
     "accuracy_vs_batch_size": _plot_accuracy_vs_batch_size,
+    "tuning_spread": _plot_tuning_spread,
     "learning_curves": _plot_learning_curves,
     "budget_curves": _plot_budget_curves,
     "lr_sensitivity": _plot_lr_sensitivity,
@@ -317,9 +394,46 @@ def render_figures(result: ComparisonResult) -> dict[str, bytes]:
 
 def _verdict_rows(result: ComparisonResult) -> list[list[str]]:
     return [
-        [str(v.batch_size), f"{v.arm} − {v.against}", format_difference(v.difference), v.verdict.value]
+        [str(v.batch_size), f"{v.arm} − {v.against}", format_difference(v.difference), format_p(v.difference),
+         v.verdict.value, v.reason or ""]
         for v in result.verdicts()
-    ]
+    ]  # fmt: skip
+
+
+def _spending_head(result: ComparisonResult) -> list[str]:
+    return ["batch size", "repeat", *result.labels, "spread", "within one trial's epochs"]
+
+
+def _spending_rows(result: ComparisonResult) -> list[list[str]]:
+    return [
+        [str(c.batch_size), "all" if c.repeat is None else str(c.repeat),
+         *(str(c.spent.get(label, "—")) for label in result.labels), str(c.spread),
+         f"yes (≤ {c.limit})" if c.ok else f"NO (> {c.limit})"]
+        for c in result.spending()
+    ]  # fmt: skip
+
+
+_RANGE_HEAD = ["batch size", "arm", "parameter", "range searched", "tuned value per repeat", "position (0..1)",
+               "extended", f"outer {RANGE_EDGE:.0%} (log ranges)"]  # fmt: skip
+
+
+def _range_rows(result: ComparisonResult) -> list[list[str]]:
+    """Per batch size, arm and searched parameter: each repeat's range, tuned value and position in the range."""
+    rows = []
+    for bs in result.batch_sizes:
+        for label in result.labels:
+            arm = result.arm(label, bs)
+            for name in sorted({k for r in (arm.repeats if arm else []) for k in r.ranges}):
+                per = [(r.repeat, r.ranges[name]) for r in arm.repeats if name in r.ranges]  # type: ignore[union-attr]
+                shown = sorted({f"[{_short(p.low)}, {_short(p.high)}]" + (" log" if p.log else "") for _, p in per})
+                rows.append(
+                    [str(bs), label, name, "; ".join(shown),
+                     ", ".join("—" if p.value is None else _short(p.value) for _, p in per),
+                     ", ".join("—" if p.position is None else f"{p.position:.2f}" for _, p in per),
+                     ", ".join(f"repeat {r}" for r, p in per if p.extended) or "no",
+                     ", ".join(f"repeat {r}" for r, p in per if p.edge) or "—"]
+                )  # fmt: skip
+    return rows
 
 
 def _arm_rows(result: ComparisonResult) -> list[list[str]]:
@@ -342,20 +456,21 @@ def _arm_rows(result: ComparisonResult) -> list[list[str]]:
                     f", median epoch {np.median(reached):g}" if reached else ""
                 )
             params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(arm.best_params.items()))
-            spent = arm.spent
+            summary = arm.rerun
             rows.append(
-                [str(bs), label, format_summary(arm.rerun), params, f"{spent.epochs} ({spent.n_trials} trials)",
-                 f"{spent.wall_seconds:.0f}", reach]
+                [str(bs), label, format_summary(summary), format_spread(summary), params,
+                 f"{arm.epochs_spent} ({len(arm.trials)} trials)", f"{arm.wall_seconds:.0f}", reach]
             )  # fmt: skip
     return rows
 
 
-_VERDICT_HEAD = ["batch size", "difference", "paired difference (95 % CI)", "verdict"]
+_VERDICT_HEAD = ["batch size", "difference", "mean difference (95 % bootstrap CI)", "p (Holm)", "verdict", "why"]
 
 
 def _arm_head(result: ComparisonResult) -> list[str]:
     target = "time to target" if result.target_val_acc is None else f"reached {_pct(result.target_val_acc)} %"
-    return ["batch size", "arm", f"{result.rerun_metric} (re-runs)", "best params", "epochs spent", "seconds", target]
+    return ["batch size", "arm", f"{result.rerun_metric} (re-runs)", "tuning spread", "best params",
+            "epochs spent (tuning)", "seconds", target]  # fmt: skip
 
 
 def _short(v: Any) -> str:
@@ -370,9 +485,18 @@ def _intro(result: ComparisonResult) -> str:
     w = result.workload
     return (
         f"{w.get('dataset')} / {w.get('model')}, {w.get('epochs')} epochs; state {result.state}; tuned on "
-        f"{result.objective}, re-runs report {result.rerun_metric}. Verdicts compare {result.labels[0]} with each "
-        "other arm on the same seeds and say only what the 95 % interval of the paired difference allows."
+        f"{result.objective} in {result.tuning_repeats} independent tuning repeat(s) per arm and batch size; each "
+        f"repeat's winner was re-run on the same fresh seeds, which report {result.rerun_metric}. Verdicts compare "
+        f"{result.labels[0]} with each other arm: a bootstrap over repeats and seeds (seeds paired) gives the 95 % "
+        "interval and a p-value, Holm-adjusted over all verdicts; the verdict follows the adjusted p-value at 0.05. "
+        "A verdict is inconclusive where a rule could not be checked (too few repeats or seeds, a failed study, "
+        "unequal spending), and 'inconclusive: search failure' where the arm under test is clearly below an arm "
+        "its search space contains (TVLARS with λ → 0 is LARS)."
     )
+
+
+_SPENDING = "Spending: tuning epochs per arm (equal within one trial's epochs)"
+_RANGES = "Range positions: where each tuned value sits in its range"
 
 
 # --- HTML ------------------------------------------------------------------------------------------------------------
@@ -381,8 +505,14 @@ _CSS = (
     "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}"
     "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
     "th{background:#f3f3f3}img{max-width:100%;display:block;margin:0.5em 0 2em}"
-    ".better{color:#1a7f37}.worse{color:#cf222e}"
+    ".better{color:#1a7f37}.worse{color:#cf222e}.inconclusive{color:#9a6700}"
 )
+
+
+def _css_class(verdict: str) -> str | None:
+    if verdict in (Verdict.BETTER, Verdict.WORSE):
+        return verdict
+    return "inconclusive" if verdict in (Verdict.INCONCLUSIVE, Verdict.SEARCH_FAILURE) else None
 
 
 def _html_table(head: list[str], rows: list[list[str]], verdict_col: int | None = None) -> str:
@@ -390,7 +520,7 @@ def _html_table(head: list[str], rows: list[list[str]], verdict_col: int | None 
     for row in rows:
         out.append("<tr>")
         for i, cell in enumerate(row):
-            cls = f' class="{cell.split()[0]}"' if i == verdict_col and cell in ("better", "worse") else ""
+            cls = f' class="{_css_class(cell)}"' if i == verdict_col and _css_class(cell) else ""
             out.append(f"<td{cls}>{html.escape(cell)}</td>")
         out.append("</tr>")
     out.append("</table>")
@@ -406,9 +536,13 @@ def render_html(result: ComparisonResult, figures: dict[str, bytes] | None = Non
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{title}</h1><p>{html.escape(_intro(result))}</p>",
         "<h2>Verdicts</h2>",
-        _html_table(_VERDICT_HEAD, _verdict_rows(result), verdict_col=3),
+        _html_table(_VERDICT_HEAD, _verdict_rows(result), verdict_col=4),
         "<h2>Arms</h2>",
         _html_table(_arm_head(result), _arm_rows(result)),
+        f"<h2>{_SPENDING}</h2>",
+        _html_table(_spending_head(result), _spending_rows(result)),
+        f"<h2>{_RANGES}</h2>",
+        _html_table(_RANGE_HEAD, _range_rows(result)),
     ]
     for key, heading in PLOTS.items():
         data = base64.b64encode(figures[key]).decode("ascii")
@@ -445,6 +579,14 @@ def render_markdown(result: ComparisonResult, image_names: dict[str, str]) -> st
         "## Arms",
         "",
         _md_table(_arm_head(result), _arm_rows(result)),
+        "",
+        f"## {_SPENDING}",
+        "",
+        _md_table(_spending_head(result), _spending_rows(result)),
+        "",
+        f"## {_RANGES}",
+        "",
+        _md_table(_RANGE_HEAD, _range_rows(result)),
         "",
     ]
     for key, heading in PLOTS.items():

@@ -1,18 +1,61 @@
 """A comparison's result as plain dataclasses: what the worker stores and the report draws.
 
-Everything derived (re-run summaries, paired differences, verdicts, compute spent) is computed from the stored
-per-trial and per-seed numbers by :mod:`service.comparisons.stats`, never stored twice, so the REST resource, the
-HTML page and the Markdown files cannot disagree.
+What is stored is what was read from the database (trials, re-run scores, each study's ``epochs_spent``, each
+repeat's searched ranges and winner); everything derived (arm summaries, differences, Holm-adjusted verdicts, the
+spending check) is computed from those numbers by :mod:`service.comparisons.stats` when it is read, never stored
+twice, so the REST resource, the HTML page and the Markdown files cannot disagree.
+
+**The rules behind a verdict** (:meth:`ComparisonResult.verdicts`), each applied to every pair of arms alike; a rule
+that cannot be checked makes the verdict :attr:`~Verdict.INCONCLUSIVE` with the reason:
+
+- both arms have a result at the batch size, and none of their studies failed;
+- each arm has at least :data:`~service.comparisons.stats.MIN_REPEATS` tuning repeats with re-runs, sharing at least
+  :data:`~service.comparisons.stats.MIN_SEEDS` seeds (the bootstrap then resamples both levels);
+- the two arms spent their tuning budgets equally: within one trial's epochs of each other in every repeat;
+- the difference's two-level bootstrap p-value, Holm-adjusted over every verdict of the comparison, decides
+  ``better``/``worse``/``no clear difference`` (:func:`~service.comparisons.stats.decide`);
+- **search check**: where the arm under test's search space contains another arm's configurations (TVLARS with
+  λ → 0 is LARS at LR/(α + 1), :data:`SPECIAL_CASES`) and its tuned score is nonetheless clearly below that arm's,
+  the search failed, and every verdict at that batch size is ``inconclusive: search failure``, never ``worse``. Where
+  that check cannot run, a ``worse`` at that batch size is ``inconclusive`` too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .stats import ComputeSpent, Difference, Summary, Verdict, compute_spent, paired_difference, summarize, verdict
+from .stats import (
+    MIN_REPEATS,
+    MIN_SEEDS,
+    Difference,
+    SpendingCheck,
+    Summary,
+    Verdict,
+    bootstrap_difference,
+    bootstrap_mean,
+    common_seeds,
+    decide,
+    holm,
+)
 
-__all__ = ["ArmResult", "ComparisonResult", "RerunRecord", "TrialRecord", "VerdictRecord"]
+__all__ = [
+    "SPECIAL_CASES",
+    "ArmResult",
+    "ComparisonResult",
+    "ParamRange",
+    "RepeatRecord",
+    "RerunRecord",
+    "TrialRecord",
+    "VerdictRecord",
+    "contains",
+]
+
+#: Optimizer → the optimizers its search space contains as a special case: TVLARS with λ → 0 is LARS (its λ → 0
+#: point is enqueued in every TVLARS arm), so tuned TVLARS below tuned LARS is a failed search, not a worse optimizer.
+SPECIAL_CASES: dict[str, tuple[str, ...]] = {"tvlars": ("lars",)}
+#: Fixed keys that give plain LARS a schedule TVLARS's φ cannot express (warm-up, cosine decay).
+_SCHEDULE_KEYS = {"lr_schedule": "constant", "warmup_epochs": 0}
 
 
 @dataclass(frozen=True)
@@ -26,6 +69,7 @@ class TrialRecord:
     epochs: int
     wall_seconds: float | None = None
     curve: list[dict[str, Any]] = field(default_factory=list)
+    repeat: int = 0  # which tuning repeat's study (tuning or range extension) ran it
 
 
 @dataclass(frozen=True)
@@ -36,52 +80,113 @@ class RerunRecord:
     score: float  # test accuracy at the best validation epoch
     curve: list[dict[str, Any]] = field(default_factory=list)
     rank: int = 1  # which of the top-k configs (1 = the best by validation)
+    repeat: int = 0  # which tuning repeat's winner
+
+
+@dataclass(frozen=True)
+class ParamRange:
+    """A searched parameter in one repeat: the range its winner was chosen from, and where the winner sits in it.
+
+    ``position`` is 0 at ``low`` and 1 at ``high`` (log space for a log range); ``edge`` marks a log range's outer
+    10 % at either end, as the range check does (:func:`~service.comparisons.stats.at_edge`; a linear range, such
+    as ``delay_fraction``'s whose 0 is a reference point, is not checked); ``extended``: the range check moved it.
+    """
+
+    low: float
+    high: float
+    log: bool
+    value: float | None
+    position: float | None
+    edge: bool
+    extended: bool = False
+
+
+@dataclass(frozen=True)
+class RepeatRecord:
+    """One tuning repeat of an arm at a batch size: its studies, stored spending, winner and searched ranges."""
+
+    repeat: int
+    studies: list[str]  # the tuning study, then any range-extension study
+    epochs_spent: int  # the studies' stored epochs_spent, summed
+    best_value: float | None  # the winner's tuning objective (validation)
+    best_params: dict[str, Any]
+    ranges: dict[str, ParamRange] = field(default_factory=dict)
 
 
 @dataclass
 class ArmResult:
-    """One optimizer at one batch size: its studies, trials, tuned config, re-runs and parameter importances."""
+    """One optimizer at one batch size: its studies, trials, tuned config, re-runs, importances and repeats."""
 
     label: str
     optimizer: str
     batch_size: int
-    studies: list[int | str]  # the service's study ids (the tuning study, then its re-runs)
-    best_params: dict[str, Any]
+    studies: list[int | str]  # the service's study ids (tuning studies, extensions, then re-runs)
+    best_params: dict[str, Any]  # the winner of the repeat with the best validation score
     fixed: dict[str, Any]
     epochs: int  # a full trial's epochs
     steps_per_epoch: int
     trials: list[TrialRecord] = field(default_factory=list)
     reruns: list[RerunRecord] = field(default_factory=list)
     importances: dict[str, float] = field(default_factory=dict)
+    repeats: list[RepeatRecord] = field(default_factory=list)
+    epochs_spent: int = 0  # the tuning studies' stored epochs_spent, summed over repeats
+    problems: list[str] = field(default_factory=list)  # why a rule cannot be checked (a failed or missing study)
 
     @property
-    def rerun_scores(self) -> dict[int, float]:
-        """``{seed: score}`` of the best config's re-runs (rank 1), the numbers every verdict pairs on."""
-        return {r.seed: r.score for r in self.reruns if r.rank == 1}
+    def scores(self) -> dict[int, dict[int, float]]:
+        """``{repeat: {seed: score}}`` of each repeat's winner (rank 1): the numbers every verdict resamples."""
+        table: dict[int, dict[int, float]] = {}
+        for r in self.reruns:
+            if r.rank == 1:
+                table.setdefault(r.repeat, {})[r.seed] = r.score
+        return table
 
     @property
     def rerun(self) -> Summary | None:
-        scores = self.rerun_scores
-        return summarize(list(scores.values())) if scores else None
+        """Mean over repeats × seeds with its two-level bootstrap interval, and each repeat's mean (the spread)."""
+        scores = self.scores
+        return bootstrap_mean(scores) if common_seeds(scores) else None
 
     @property
-    def spent(self) -> ComputeSpent:
-        return compute_spent([t.epochs for t in self.trials], [t.wall_seconds for t in self.trials])
+    def tuning_draws(self) -> list[TrialRecord]:
+        """The tuning trials that are finished draws, by repeat and number: COMPLETE, and FAIL (worth 0 to an
+        expected-best curve, as the budget paid for it). PRUNED trials are left out: their value is an early epoch's
+        accuracy, not what a finished draw reached."""
+        return sorted((t for t in self.trials if t.state in ("COMPLETE", "FAIL")), key=lambda t: (t.repeat, t.number))
 
     @property
-    def epochs_spent(self) -> int:
-        return self.spent.epochs
+    def wall_seconds(self) -> float:
+        """Wall seconds of every tuning trial (a trial with unknown time adds 0)."""
+        return float(sum(t.wall_seconds for t in self.trials if t.wall_seconds is not None))
+
+    def spent_in(self, repeat: int) -> int | None:
+        """Epochs the repeat's studies spent, as stored; ``None`` if this arm has no such repeat."""
+        return next((r.epochs_spent for r in self.repeats if r.repeat == repeat), None)
+
+
+def contains(outer: ArmResult, inner: ArmResult) -> bool:
+    """Whether ``outer``'s search space contains ``inner``'s configurations (:data:`SPECIAL_CASES`).
+
+    ``inner`` must be the plain special case (no warm-up, constant schedule), and the fixed values both arms set
+    must agree.
+    """
+    if inner.optimizer not in SPECIAL_CASES.get(outer.optimizer, ()):
+        return False
+    if any(inner.fixed.get(k, plain) not in (plain, None) for k, plain in _SCHEDULE_KEYS.items()):
+        return False
+    return all(outer.fixed[k] == v for k, v in inner.fixed.items() if k in outer.fixed)
 
 
 @dataclass(frozen=True)
 class VerdictRecord:
-    """The arm under test against another at one batch size: the paired difference and what it allows."""
+    """The arm under test against another at one batch size: the difference (if it could be computed) and verdict."""
 
     batch_size: int
     arm: str
     against: str
-    difference: Difference
+    difference: Difference | None
     verdict: Verdict
+    reason: str | None = None  # why a verdict is inconclusive
 
 
 @dataclass
@@ -97,6 +202,8 @@ class ComparisonResult:
     title: str | None = None  # the page's title; says "example" for fabricated data
     rerun_metric: str = "test_acc_at_best_val"
     curve_metric: str = "val_acc"
+    tuning_repeats: int = 1
+    range_check: str | None = None  # "extend" | "flag"; None: a result stored before the range check
 
     @property
     def labels(self) -> list[str]:
@@ -110,16 +217,86 @@ class ComparisonResult:
     def arm(self, label: str, batch_size: int) -> ArmResult | None:
         return next((a for a in self.arms if a.label == label and a.batch_size == batch_size), None)
 
+    def spending(self) -> list[SpendingCheck]:
+        """Per batch size and repeat, every arm's stored tuning epochs and whether they lie within one trial's."""
+        checks = []
+        for bs in self.batch_sizes:
+            arms = [a for a in (self.arm(label, bs) for label in self.labels) if a is not None]
+            limit = max(a.epochs for a in arms)
+            repeats = sorted({r.repeat for a in arms for r in a.repeats})
+            if not repeats:  # a result stored before repeats: the arms' totals
+                checks.append(SpendingCheck(bs, None, {a.label: a.epochs_spent for a in arms}, limit))
+            for repeat in repeats:
+                spent = {a.label: s for a in arms if (s := a.spent_in(repeat)) is not None}
+                checks.append(SpendingCheck(bs, repeat, spent, limit))
+        return checks
+
     def verdicts(self) -> list[VerdictRecord]:
-        """Per batch size, the first arm against each other arm, on the re-run seeds both have."""
-        out = []
+        """Per batch size, the first arm against each other arm, by the rules in the module docstring."""
         test, *others = self.labels
+        spending = self.spending()
+        records: list[VerdictRecord] = []
         for bs in self.batch_sizes:
             mine = self.arm(test, bs)
             for other in others:
                 theirs = self.arm(other, bs)
-                if mine is None or theirs is None or not (set(mine.rerun_scores) & set(theirs.rerun_scores)):
+                reason = _unchecked(mine, theirs, test, other, bs, [c for c in spending if c.batch_size == bs])
+                if reason is not None or mine is None or theirs is None:
+                    records.append(VerdictRecord(bs, test, other, None, Verdict.INCONCLUSIVE, reason))
                     continue
-                diff = paired_difference(mine.rerun_scores, theirs.rerun_scores)
-                out.append(VerdictRecord(bs, test, other, diff, verdict(diff)))
+                diff = bootstrap_difference(mine.scores, theirs.scores)
+                records.append(VerdictRecord(bs, test, other, diff, decide(diff)))
+        tested = [i for i, r in enumerate(records) if r.difference is not None and r.difference.p_value is not None]
+        adjusted = holm([records[i].difference.p_value for i in tested])  # type: ignore[union-attr]
+        for i, p in zip(tested, adjusted, strict=True):
+            diff = replace(records[i].difference, p_adjusted=p)  # type: ignore[type-var]
+            records[i] = replace(records[i], difference=diff, verdict=decide(diff))
+        return self._search_check(records)
+
+    def _search_check(self, records: list[VerdictRecord]) -> list[VerdictRecord]:
+        """A tuned arm clearly below an arm its space contains: every verdict at that batch size is a search failure."""
+        out = []
+        for bs in self.batch_sizes:
+            at_bs = [r for r in records if r.batch_size == bs]
+            mine = self.arm(at_bs[0].arm, bs) if at_bs else None
+            checks = [r for r in at_bs if mine and (theirs := self.arm(r.against, bs)) and contains(mine, theirs)]
+            failed = next((r for r in checks if r.verdict is Verdict.WORSE), None)
+            unchecked = next((r for r in checks if not r.verdict.is_conclusive), None)
+            for r in at_bs:
+                if failed is not None and r.difference is not None:
+                    why = (
+                        f"tuned {r.arm} is clearly below tuned {failed.against} (p Holm "
+                        f"{failed.difference.p_adjusted:.3g}), whose configurations its space contains: its search "
+                        "failed"
+                    )  # fmt: skip
+                    r = replace(r, verdict=Verdict.SEARCH_FAILURE, reason=why)
+                elif failed is None and unchecked is not None and r.verdict is Verdict.WORSE:
+                    why = f"the search check against {unchecked.against} could not run ({unchecked.reason})"
+                    r = replace(r, verdict=Verdict.INCONCLUSIVE, reason=why)
+                out.append(r)
         return out
+
+
+def _unchecked(
+    mine: ArmResult | None, theirs: ArmResult | None, test: str, other: str, bs: int, spending: list[SpendingCheck]
+) -> str | None:
+    """Why a verdict between two arms at one batch size cannot be stated, or ``None`` when every rule can be checked."""
+    for label, arm in ((test, mine), (other, theirs)):
+        if arm is None:
+            return f"{label} has no result at batch size {bs}"
+        if arm.problems:
+            return f"{label}: " + "; ".join(arm.problems)
+        n = len(arm.scores)
+        if n < MIN_REPEATS:
+            return f"{label} has {n} tuning repeat(s) with re-runs; a verdict needs ≥ {MIN_REPEATS} (tuning variance)"
+    n_seeds = len(common_seeds(mine.scores, theirs.scores)) if mine and theirs else 0
+    if n_seeds < MIN_SEEDS:
+        return f"{n_seeds} re-run seed(s) shared by every repeat of both arms; a verdict needs ≥ {MIN_SEEDS}"
+    for check in spending:
+        if test in check.spent and other in check.spent and abs(check.spent[test] - check.spent[other]) > check.limit:
+            where = "" if check.repeat is None else f" in repeat {check.repeat}"
+            return (
+                f"unequal spending{where}: {test} {check.spent[test]} epochs, {other} {check.spent[other]} "
+                f"(more than one trial's {check.limit} apart)"
+            )
+    return None

@@ -1,79 +1,136 @@
-"""The statistics of a comparison, as pure functions on plain numbers (scipy for the t distribution).
+"""The statistics of a comparison, as pure functions on plain numbers (numpy).
 
-- :func:`summarize` — one arm's re-runs: mean, sample standard deviation (ddof 1) and the 95 % Student-t interval
-  ``mean ± t(0.975, n−1) · s/√n``. Few seeds (3 by default) make the normal interval too narrow; t is exact for
-  normal noise and the usual choice (DeepOBS, AlgoPerf report seed spread the same way). One seed has no spread
-  estimate: std and the interval are ``None``, never a zero-width interval that would look certain.
-- :func:`paired_difference` — two arms re-run on the same seeds: the t interval of the per-seed differences. Pairing
-  removes what the seed does to both arms (initial weights, data order), so it is narrower than comparing two
-  independent intervals, and it only uses seeds both arms have.
-- :func:`verdict` — ``better`` when the whole interval is above 0, ``worse`` when below, otherwise
-  ``no clear difference`` (including an interval touching 0, and no interval at all): it says only what the
-  interval allows.
+A comparison's scores come as a table ``{repeat: {seed: score}}`` per arm and batch size: each of the
+``tuning_repeats`` independent tunings picked a winner, and every winner was re-run on the same fresh seeds (the same
+seeds in every arm and every repeat).
+
+- :func:`bootstrap_difference` — arm a minus arm b: the difference of their mean scores with a 95 % percentile
+  bootstrap interval and a two-sided bootstrap p-value, resampling **repeats and seeds** (two levels, see
+  :func:`resampled_means`), so the interval carries tuning variance (another tuning could have picked another
+  winner) as well as seed variance. Seeds are resampled once for both arms (pairing: a seed's initial weights and
+  data order act on both), repeats independently per arm (repeat ``r`` of one arm has nothing to do with repeat ``r``
+  of another).
+- :func:`bootstrap_mean` — one arm's mean score with the same two-level interval, the spread of its repeats.
+- :func:`holm` — Holm's step-down adjustment of one comparison's p-values (family-wise error rate ≤ α over all its
+  verdicts, valid under any dependence between them).
+- :func:`decide` — ``better`` / ``worse`` when the (adjusted) p-value is below α = 1 − :data:`CONFIDENCE`, in the
+  direction of the mean difference, else ``no clear difference``. The other two words of :class:`Verdict` are given
+  by the comparison's rules (:mod:`service.comparisons.result`), not by a p-value.
+- :func:`range_position` — where a tuned value sits in its searched range, 0..1 (in log space for a log range);
+  :func:`at_edge` is the range check's "outer 10 %" (``search_spaces.comparison.RANGE_EDGE``).
+- :class:`SpendingCheck` — the arms' epochs spent at one batch size and whether they lie within one trial's epochs.
 - :func:`expected_best` — Sivaprasad et al. (ICML 2020) / Dodge et al. (2019): the expected best validation score of
   ``n`` trials drawn at random from the trials seen, exactly, over their empirical distribution
-  (``E[max of n] = Σ_i v_(i) · ((i/N)^n − ((i−1)/N)^n)`` over the sorted values), with a bootstrap percentile band
-  (resample the N trials with replacement, recompute the curve, take the 2.5 and 97.5 percentiles). It answers
-  "how good is this optimizer after n trials of tuning?", the question an equal budget is about.
+  (``E[max of n] = Σ_i v_(i) · ((i/N)^n − ((i−1)/N)^n)`` over the sorted values), with a bootstrap percentile band.
+  Callers pass completed trials only (a pruned trial's value is its accuracy at an early epoch, not a draw's result).
 - :func:`time_to_target` — AlgoPerf's time-to-result: the first epoch a curve reaches a target, in epochs, optimizer
   steps and wall seconds; a curve that never reaches it counts as never (``None``), not as its last epoch.
-- :func:`lr_sensitivity` and :func:`compute_spent` — final score against LR (points, and log-spaced bins), and the
-  epochs and seconds an arm spent, pruned and failed trials included.
+- :func:`lr_sensitivity` — final score against LR (points, and log-spaced bins).
+
+Why the bootstrap is written here on numpy's ``Generator`` rather than with ``scipy.stats.bootstrap``: scipy resamples
+one axis per sample, either with the same indices for every sample (``paired=True``) or independent ones. Our
+resampling is crossed and nested at once: seed indices shared by both arms, repeat indices drawn per arm, and the
+statistic a mean over the resampled repeats × seeds grid. scipy's API cannot express that, so each bootstrap draw is
+written out as multinomial counts (how often each seed and each repeat was drawn) and the resampled mean is
+``counts_repeats · scores · counts_seeds / (R · S)``, vectorised over draws (:func:`resampled_means`). The interval is
+the percentile one (the 2.5th and 97.5th percentiles of the draws); the p-value is the two-sided bootstrap one,
+``min(1, 2 · min(#{Δ* ≤ 0} + 1, #{Δ* ≥ 0} + 1) / (B + 1))`` (the +1 keeps it from being 0 with finite B), so
+``p < 0.05`` is, up to that +1, the 95 % interval leaving out 0. With few repeats and seeds (3 × 3) a percentile
+bootstrap is somewhat too narrow; the result's rules therefore ask for at least :data:`MIN_REPEATS` repeats and
+:data:`MIN_SEEDS` seeds before they state a verdict, and Holm's correction makes the family of verdicts conservative.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
 import numpy as np
-from scipy import stats as _scipy_stats
+
+from search_spaces.comparison import RANGE_EDGE
 
 __all__ = [
+    "ALPHA",
     "CONFIDENCE",
-    "ComputeSpent",
+    "MIN_REPEATS",
+    "MIN_SEEDS",
+    "N_BOOT",
     "Difference",
     "ExpectedBest",
     "LRBin",
     "LRSensitivity",
+    "ScoreTable",
+    "SpendingCheck",
     "Summary",
     "TimeToTarget",
     "Verdict",
-    "compute_spent",
+    "at_edge",
+    "bootstrap_difference",
+    "bootstrap_mean",
+    "common_seeds",
+    "decide",
     "expected_best",
     "expected_max",
+    "holm",
     "lr_sensitivity",
-    "paired_difference",
-    "summarize",
-    "t_interval",
+    "range_position",
+    "resampled_means",
     "time_to_target",
-    "verdict",
 ]
 
-#: Every interval in a comparison is a 95 % one.
-CONFIDENCE = 0.95
+#: Every test in a comparison is at level α (after Holm), and every interval a 1 − α = 95 % one.
+ALPHA = 0.05
+CONFIDENCE = 1 - ALPHA
+#: Bootstrap draws per interval, and the generator's seed: the same stored scores always give the same numbers.
+N_BOOT = 10_000
+BOOT_SEED = 0
+#: Fewest tuning repeats (per arm) and shared re-run seeds a verdict needs: fewer estimate no variance at that level.
+MIN_REPEATS = 2
+MIN_SEEDS = 2
+
+#: One arm's re-run scores at one batch size: ``{tuning repeat: {seed: score}}`` (rank-1 winners only).
+ScoreTable = Mapping[int, Mapping[int, float]]
 
 
 class Verdict(str, Enum):
-    """What a paired difference's interval allows one to say about the arm under test against another."""
+    """What a comparison may say about the arm under test against another arm at one batch size.
+
+    ``better``/``worse``/``no clear difference`` come from the Holm-adjusted bootstrap p-value (:func:`decide`).
+    ``inconclusive: search failure``: the arm under test's space contains the other arm's (TVLARS with λ → 0 is
+    LARS), yet its tuned score is clearly below: its search failed, so no verdict at that batch size stands.
+    ``inconclusive``: a rule could not be checked (too few repeats or seeds, a missing arm, a failed study, unequal
+    spending); the verdict's ``reason`` says which.
+    """
 
     BETTER = "better"
     NO_CLEAR_DIFFERENCE = "no clear difference"
     WORSE = "worse"
+    SEARCH_FAILURE = "inconclusive: search failure"
+    INCONCLUSIVE = "inconclusive"
+
+    @property
+    def is_conclusive(self) -> bool:
+        return self in (Verdict.BETTER, Verdict.NO_CLEAR_DIFFERENCE, Verdict.WORSE)
 
 
 @dataclass(frozen=True)
 class Summary:
-    """One arm's re-run scores: ``std``, ``ci_low`` and ``ci_high`` are ``None`` for a single seed."""
+    """One arm's re-run scores over repeats × seeds: mean, std of all scores, the two-level bootstrap interval.
+
+    ``repeat_means`` is each repeat's winner's mean over the seeds (the tuning spread). ``std``, ``ci_low`` and
+    ``ci_high`` are ``None`` for a single score.
+    """
 
     n_seeds: int
     mean: float
     std: float | None
     ci_low: float | None
     ci_high: float | None
+    n_repeats: int = 1
+    repeat_means: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,17 +138,49 @@ class Summary:
 
 @dataclass(frozen=True)
 class Difference:
-    """Arm a minus arm b on the seeds both have: mean and std of the per-seed differences, their t interval."""
+    """Arm a minus arm b: difference of means over repeats × the seeds both have, its bootstrap interval and p-value.
 
-    n_pairs: int
+    ``se`` is the bootstrap standard error; ``p_adjusted`` is the Holm-adjusted p-value once the comparison's family is
+    known (``None`` before). ``ci_low``/``ci_high``/``p_value`` are ``None`` when nothing can vary (one seed, one
+    repeat per arm).
+    """
+
     mean: float
-    std: float | None
     ci_low: float | None
     ci_high: float | None
+    se: float | None
+    p_value: float | None
+    n_seeds: int
+    n_repeats: tuple[int, int]
     seeds: tuple[int, ...]
+    p_adjusted: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "seeds": list(self.seeds)}
+        return {**asdict(self), "seeds": list(self.seeds), "n_repeats": list(self.n_repeats)}
+
+
+@dataclass(frozen=True)
+class SpendingCheck:
+    """The arms' tuning epochs at one batch size (and repeat): equal spending means a spread within ``limit``.
+
+    ``limit`` is one trial's epochs: a budget in epochs can end with one trial more in one arm than in another.
+    """
+
+    batch_size: int
+    repeat: int | None
+    spent: dict[str, int]
+    limit: int
+
+    @property
+    def spread(self) -> int:
+        return max(self.spent.values()) - min(self.spent.values()) if self.spent else 0
+
+    @property
+    def ok(self) -> bool:
+        return self.spread <= self.limit
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "spread": self.spread, "ok": self.ok}
 
 
 @dataclass(frozen=True)
@@ -143,56 +232,148 @@ class LRSensitivity:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class ComputeSpent:
-    """What an arm spent: trials started, epochs trained and wall seconds, pruned and failed trials included."""
-
-    n_trials: int
-    epochs: int
-    wall_seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+# --- the bootstrap over repeats and seeds ----------------------------------------------------------------------------
 
 
-def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float | None, float | None]:
-    """``(mean, low, high)``: the Student-t interval of the mean; ``None`` bounds for fewer than 2 values."""
-    x = _finite_array(values)
-    mean = float(x.mean())
-    if x.size < 2:
-        return mean, None, None
-    half = float(_scipy_stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-    return mean, mean - half, mean + half
+def common_seeds(*tables: ScoreTable) -> tuple[int, ...]:
+    """The seeds every repeat of every table has, sorted: the grid both levels resample."""
+    rows = [set(row) for table in tables for row in table.values()]
+    return tuple(sorted(set.intersection(*rows))) if rows else ()
 
 
-def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summary:
-    """Mean, std (ddof 1) and t interval of one arm's re-run scores; one value gives no std and no interval."""
-    x = _finite_array(values)
-    mean, low, high = t_interval(x, confidence)
-    std = float(x.std(ddof=1)) if x.size >= 2 else None
-    return Summary(n_seeds=int(x.size), mean=mean, std=std, ci_low=low, ci_high=high)
+def _matrix(table: ScoreTable, seeds: Sequence[int]) -> np.ndarray:
+    """``table`` as a repeats × seeds array (repeats in sorted order), checked finite."""
+    if not table:
+        raise ValueError("no repeats")
+    x = np.array([[float(table[r][s]) for s in seeds] for r in sorted(table)], dtype=np.float64)
+    if not np.isfinite(x).all():
+        raise ValueError("scores must be finite")
+    return x
 
 
-def paired_difference(a: Mapping[int, float], b: Mapping[int, float], confidence: float = CONFIDENCE) -> Difference:
-    """``a − b`` seed by seed on the seeds both have (``{seed: score}``), with the t interval of the differences."""
-    seeds = tuple(sorted(set(a) & set(b)))
+def resampled_means(x: np.ndarray, seed_counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The mean of ``x`` (repeats × seeds) under each bootstrap draw: seeds as given, repeats drawn here.
+
+    ``seed_counts`` (draws × seeds) says how often each seed was drawn in each draw (a multinomial row summing to the
+    number of seeds); the repeats are drawn the same way from ``rng``. The resampled grid's mean is then
+    ``Σ_r Σ_s c_r · x[r, s] · c_s / (R · S)``.
+    """
+    n_repeats, n_seeds = x.shape
+    repeat_counts = rng.multinomial(n_repeats, np.full(n_repeats, 1 / n_repeats), size=seed_counts.shape[0])
+    return np.einsum("br,rs,bs->b", repeat_counts, x, seed_counts) / (n_repeats * n_seeds)
+
+
+def _generator(rng: np.random.Generator | int | None) -> np.random.Generator:
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(BOOT_SEED if rng is None else rng)
+
+
+def _seed_counts(n_seeds: int, n_boot: int, gen: np.random.Generator) -> np.ndarray:
+    if n_boot < 1:
+        raise ValueError(f"Invalid n_boot: {n_boot}")
+    return gen.multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), size=n_boot)
+
+
+def _percentiles(draws: np.ndarray, confidence: float) -> tuple[float, float]:
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_mean(
+    scores: ScoreTable, *, n_boot: int = N_BOOT, rng: np.random.Generator | int | None = None,
+    confidence: float = CONFIDENCE,
+) -> Summary:  # fmt: skip
+    """One arm's mean over repeats × the seeds every repeat has, with the two-level percentile interval."""
+    seeds = common_seeds(scores)
     if not seeds:
-        raise ValueError("no seed in common: a paired difference needs both arms re-run on the same seeds")
-    diffs = [float(a[s]) - float(b[s]) for s in seeds]
-    s = summarize(diffs, confidence)
-    return Difference(n_pairs=len(seeds), mean=s.mean, std=s.std, ci_low=s.ci_low, ci_high=s.ci_high, seeds=seeds)
+        raise ValueError("no seed that every repeat has")
+    x = _matrix(scores, seeds)
+    repeat_means = x.mean(axis=1).tolist()
+    if x.size < 2:
+        return Summary(len(seeds), float(x.mean()), None, None, None, x.shape[0], repeat_means)
+    gen = _generator(rng)
+    low, high = _percentiles(resampled_means(x, _seed_counts(len(seeds), n_boot, gen), gen), confidence)
+    return Summary(len(seeds), float(x.mean()), float(x.std(ddof=1)), low, high, x.shape[0], repeat_means)
 
 
-def verdict(diff_ci: Difference | tuple[float | None, float | None]) -> Verdict:
-    """``better`` if the interval lies above 0, ``worse`` if below, else ``no clear difference``."""
-    low, high = (diff_ci.ci_low, diff_ci.ci_high) if isinstance(diff_ci, Difference) else diff_ci
-    if low is None or high is None:
-        return Verdict.NO_CLEAR_DIFFERENCE
-    if low > 0:
+def bootstrap_difference(
+    a: ScoreTable, b: ScoreTable, *, n_boot: int = N_BOOT, rng: np.random.Generator | int | None = None,
+    confidence: float = CONFIDENCE,
+) -> Difference:  # fmt: skip
+    """``mean(a) − mean(b)`` over the seeds both have, its two-level bootstrap interval and two-sided p-value.
+
+    Each draw resamples the seeds once for both arms (paired) and each arm's repeats on their own (module docstring).
+    """
+    seeds = common_seeds(a, b)
+    if not seeds:
+        raise ValueError("no seed in common: a difference needs both arms re-run on the same seeds")
+    xa, xb = _matrix(a, seeds), _matrix(b, seeds)
+    mean = float(xa.mean() - xb.mean())
+    n_repeats = (xa.shape[0], xb.shape[0])
+    if len(seeds) < 2 and n_repeats == (1, 1):
+        return Difference(mean, None, None, None, None, len(seeds), n_repeats, seeds)
+    gen = _generator(rng)
+    counts = _seed_counts(len(seeds), n_boot, gen)
+    draws = resampled_means(xa, counts, gen) - resampled_means(xb, counts, gen)
+    low, high = _percentiles(draws, confidence)
+    below, above = int((draws <= 0).sum()), int((draws >= 0).sum())
+    p = min(1.0, 2 * (min(below, above) + 1) / (draws.size + 1))
+    return Difference(mean, low, high, float(draws.std(ddof=1)), p, len(seeds), n_repeats, seeds)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's adjusted p-values, in the input order: sorted ascending, ``p_(i) · (m − i + 1)``, made monotone, ≤ 1.
+
+    Rejecting where the adjusted value is below α keeps the family-wise error rate at α (Holm 1979).
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.size == 0:
+        return []
+    if np.isnan(p).any() or (p < 0).any() or (p > 1).any():
+        raise ValueError("p-values must lie in [0, 1]")
+    order = np.argsort(p, kind="stable")
+    scaled = np.minimum(1.0, p[order] * (p.size - np.arange(p.size)))
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.maximum.accumulate(scaled)
+    return adjusted.tolist()
+
+
+def decide(d: Difference, alpha: float = ALPHA) -> Verdict:
+    """``better``/``worse`` when the (Holm-adjusted, if set) p-value is below ``alpha``, else ``no clear difference``.
+
+    A difference with no p-value (nothing could vary) is ``inconclusive``.
+    """
+    p = d.p_adjusted if d.p_adjusted is not None else d.p_value
+    if p is None:
+        return Verdict.INCONCLUSIVE
+    if p < alpha and d.mean > 0:
         return Verdict.BETTER
-    if high < 0:
+    if p < alpha and d.mean < 0:
         return Verdict.WORSE
     return Verdict.NO_CLEAR_DIFFERENCE
+
+
+# --- ranges ----------------------------------------------------------------------------------------------------------
+
+
+def range_position(value: float, low: float, high: float, log: bool) -> float:
+    """Where ``value`` sits in ``[low, high]``: 0 at ``low``, 1 at ``high``, linear in log space for a log range."""
+    if log:
+        if min(value, low, high) <= 0:
+            raise ValueError("a log range and its value must be > 0")
+        value, low, high = math.log(value), math.log(low), math.log(high)
+    if high == low:
+        return 0.5
+    return (value - low) / (high - low)
+
+
+def at_edge(position: float, tail: float = RANGE_EDGE) -> bool:
+    """Whether a position (0..1) lies in the outer ``tail`` of its range at either end: the range check's rule
+    (:func:`search_spaces.comparison.range_check`, the same :data:`~search_spaces.comparison.RANGE_EDGE`)."""
+    return position < tail or position > 1 - tail
+
+
+# --- tuning curves ---------------------------------------------------------------------------------------------------
 
 
 def expected_max(values: Sequence[float], n: int | Sequence[int]) -> np.ndarray:
@@ -305,23 +486,3 @@ def lr_sensitivity(lrs: Sequence[float], values: Sequence[float | None], n_bins:
                 )
             )
     return LRSensitivity(lrs=xs, values=ys, bins=bins)
-
-
-def compute_spent(epochs_per_trial: Sequence[int], wall_seconds_per_trial: Sequence[float | None]) -> ComputeSpent:
-    """Totals over every trial an arm started, pruned and failed included (a trial with unknown time adds 0 s)."""
-    if len(epochs_per_trial) != len(wall_seconds_per_trial):
-        raise ValueError(f"{len(epochs_per_trial)} epoch counts but {len(wall_seconds_per_trial)} times")
-    return ComputeSpent(
-        n_trials=len(epochs_per_trial),
-        epochs=int(sum(int(e) for e in epochs_per_trial)),
-        wall_seconds=float(sum(float(w) for w in wall_seconds_per_trial if w is not None)),
-    )
-
-
-def _finite_array(values: Sequence[float]) -> np.ndarray:
-    x = np.asarray(values, dtype=np.float64).ravel()
-    if x.size == 0:
-        raise ValueError("no values")
-    if not np.isfinite(x).all():
-        raise ValueError("values must be finite")
-    return x

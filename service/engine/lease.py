@@ -19,12 +19,12 @@ import optuna
 
 from .._optuna import read_study_system_attr, write_study_system_attr
 from ..errors import LeaseHeldError
+from ..trial_report import StudyAttr
 
-__all__ = ["DEFAULT_LEASE_TTL_S", "LEASE_KEY", "Lease", "lease_ttl_s"]
+__all__ = ["DEFAULT_LEASE_TTL_S", "Lease", "lease_ttl_s"]
 
 log = logging.getLogger(__name__)
 
-LEASE_KEY = "tvlars-tune:driver"
 #: A lease not renewed for this long belongs to a dead driver (a dead local process is noticed at once).
 DEFAULT_LEASE_TTL_S = 30.0
 
@@ -59,7 +59,7 @@ class Lease:
 
     def holder(self) -> dict[str, Any] | None:
         """The live lease of another driver, if any."""
-        current = read_study_system_attr(self.study, LEASE_KEY)
+        current = read_study_system_attr(self.study, StudyAttr.LEASE)
         if not current or current.get("released") or current.get("id") == self.token["id"]:
             return None
         if current.get("host") == self.token["host"] and not _pid_alive(int(current.get("pid", -1))):
@@ -94,7 +94,7 @@ class Lease:
         self.release()
 
     def _write(self, **extra: Any) -> None:
-        write_study_system_attr(self.study, LEASE_KEY, {**self.token, "heartbeat": time.time(), **extra})
+        write_study_system_attr(self.study, StudyAttr.LEASE, {**self.token, "heartbeat": time.time(), **extra})
 
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl_s / 4):

@@ -19,12 +19,11 @@ from search_spaces.spec import RESUMABLE_FIELDS, StudySpec, spec_changes
 from .._optuna import fail_trial, open_storage
 from ..errors import NameTakenError, NotFoundError
 from ..models import StudyState
-from ..optuna_queries import SUMMARY_METRICS
+from ..trial_report import SUMMARY_METRICS, FailKind, StudyAttr, TrialAttr
 from .factories import build_sampler
-from .searcher import CHECKPOINT_ATTR, FailKind, Resumable
+from .searcher import Resumable, epochs_spent
 
 __all__ = [
-    "SPEC_ATTR",
     "StudyOutcome",
     "create_or_load",
     "fail_orphaned_trials",
@@ -32,8 +31,6 @@ __all__ = [
     "outcome",
     "study_counts",
 ]
-
-SPEC_ATTR = "spec"
 
 
 @dataclass
@@ -51,6 +48,8 @@ class StudyOutcome:
     best_trial_number: int | None
     #: the best trial's validation and test numbers (``SUMMARY_METRICS``), shown beside its objective
     best_metrics: dict[str, Any] | None = None
+    #: :func:`.searcher.epochs_spent` when the run ended
+    epochs_spent: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -73,7 +72,7 @@ def create_or_load(storage_url: str, spec: StudySpec, resume: bool) -> tuple[opt
         study = optuna.create_study(
             storage=storage, study_name=spec.name, directions=spec.directions, sampler=build_sampler(spec)
         )
-        study.set_user_attr(SPEC_ATTR, canonical)
+        study.set_user_attr(StudyAttr.SPEC, canonical)
         with warnings.catch_warnings():  # set_metric_names is marked experimental; it is what the dashboard reads
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([o.metric for o in spec.objectives])
@@ -81,7 +80,7 @@ def create_or_load(storage_url: str, spec: StudySpec, resume: bool) -> tuple[opt
     except optuna.exceptions.DuplicatedStudyError:
         pass
     study = optuna.load_study(study_name=spec.name, storage=storage, sampler=build_sampler(spec))
-    stored = study.user_attrs.get(SPEC_ATTR) or {}
+    stored = study.user_attrs.get(StudyAttr.SPEC) or {}
     differing = spec_changes(stored, canonical)
     if differing:
         if not (resume and set(differing) <= RESUMABLE_FIELDS):
@@ -89,7 +88,7 @@ def create_or_load(storage_url: str, spec: StudySpec, resume: bool) -> tuple[opt
                 f"Study {spec.name!r} exists with a different spec (differs in: {', '.join(differing)}); "
                 "choose another name" + ("" if resume else ", or resume it to change only its budget")
             )
-        study.set_user_attr(SPEC_ATTR, canonical)
+        study.set_user_attr(StudyAttr.SPEC, canonical)
     return study, False
 
 
@@ -99,7 +98,7 @@ def study_counts(study: optuna.Study) -> dict[str, int]:
     errors = 0
     for t in study.get_trials(deepcopy=False):
         counts[t.state.name] += 1
-        if t.state == TrialState.FAIL and t.user_attrs.get("fail_kind") == FailKind.ERROR:
+        if t.state == TrialState.FAIL and t.user_attrs.get(TrialAttr.FAIL_KIND) == FailKind.ERROR:
             errors += 1
     counts["ERRORS"] = errors
     return counts
@@ -113,11 +112,11 @@ def fail_orphaned_trials(study: optuna.Study, reason: str) -> tuple[int, list[Re
     """
     n, resumable = 0, []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        checkpoint = t.user_attrs.get(CHECKPOINT_ATTR)
+        checkpoint = t.user_attrs.get(TrialAttr.CHECKPOINT)
         if checkpoint and checkpoint.get("uri"):
             resumable.append(Resumable(t, checkpoint["uri"]))
         else:
-            n += fail_trial(study, t, {"fail_kind": FailKind.ORPHANED, "fail_reason": reason})
+            n += fail_trial(study, t, {TrialAttr.FAIL_KIND: FailKind.ORPHANED, TrialAttr.FAIL_REASON: reason})
     return n, resumable
 
 
@@ -155,4 +154,5 @@ def outcome(study: optuna.Study, spec: StudySpec, state: StudyState | None, reas
         best_params,
         best_number,
         {k: best.user_attrs.get(k) for k in SUMMARY_METRICS} if best is not None else None,
+        epochs_spent(study),
     )

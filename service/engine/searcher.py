@@ -8,7 +8,6 @@ is never pickled into Tune's checkpoints (the Optuna database is the record; res
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -26,11 +25,9 @@ from search_spaces.spec import StudySpec
 
 from .._optuna import reopen_trial, set_intermediate_value, stored_intermediate_values
 from ..core.jsondata import jsonable
-from ..optuna_queries import SUMMARY_METRICS
+from ..trial_report import MAX_REASON_CHARS, EpochReport, FailKind, TrialAttr, curves, summary
 
 __all__ = [
-    "CHECKPOINT_ATTR",
-    "FailKind",
     "OptunaStudySearcher",
     "Resumable",
     "TrialRun",
@@ -40,45 +37,24 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Per-epoch values kept as curves in each trial's user attrs.
-CURVE_KEYS = (
-    "step",
-    "train_loss",
-    "val_loss",
-    "val_acc",
-    "test_loss",
-    "test_acc",
-    "lr",
-    "phi",
-    "mean_trust_ratio",
-    "images_per_s",
-)
-#: User attr with a running trial's latest persisted checkpoint: ``{"uri": ..., "epoch": ...}`` (None once ended).
-CHECKPOINT_ATTR = "checkpoint"
-
 
 def trial_epochs(trial: optuna.trial.FrozenTrial) -> int:
     """The epochs a trial ran, as stored: ``epochs_run``, else its last reported epoch, else 0."""
-    ran = trial.user_attrs.get("epochs_run")
+    ran = trial.user_attrs.get(TrialAttr.EPOCHS_RUN)
     if isinstance(ran, int | float):
         return int(ran)
     return max(trial.intermediate_values, default=0)
 
 
-def epochs_spent(study: optuna.Study) -> int:
-    """Epochs the study's ended trials spent (COMPLETE, PRUNED and FAIL alike): what ``budget.epochs`` counts."""
-    ended = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return sum(trial_epochs(t) for t in study.get_trials(deepcopy=False, states=ended))
+#: Trials whose epochs are spent: ended (COMPLETE, PRUNED and FAIL alike) and running.
+ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
-class FailKind:
-    """Why a trial is FAIL (user attr ``fail_kind``). Only ``ERROR`` counts against ``budget.max_failed``."""
-
-    ERROR = "error"  # the trial raised: bad hyperparameters, missing data, a bug
-    INFRASTRUCTURE = "infrastructure"  # Ray gave up on it after retries (worker killed, node lost)
-    CANCELLED = "cancelled"  # stopped by a cancel request
-    ORPHANED = "orphaned"  # left RUNNING by a driver that died
-    NOT_FINITE = "not_finite"  # finished, but its objective is NaN/inf
+def epochs_spent(study: optuna.Study, *, running: bool = True) -> int:
+    """The one definition of a study's epochs spent: its ended trials' stored epochs plus its running trials' epochs
+    so far (``running=False``: ended trials only). What ``budget.epochs`` counts and the study record stores."""
+    states = (*ENDED, TrialState.RUNNING) if running else ENDED
+    return sum(trial_epochs(t) for t in study.get_trials(deepcopy=False, states=states))
 
 
 @dataclass
@@ -87,7 +63,7 @@ class TrialRun:
 
     optuna_trial: optuna.Trial
     started: float = field(default_factory=time.time)
-    results: list[dict[str, Any]] = field(default_factory=list)
+    results: list[EpochReport] = field(default_factory=list)
     restarts: int = 0
     attempt: str | None = None  # the trainable's token of the run that reports now
     where: tuple[Any, Any] = (None, None)  # (node_id, hostname) last recorded
@@ -187,7 +163,7 @@ class OptunaStudySearcher(Searcher):
                 # enough trials are under way; a failure (or a pruned trial's unspent epochs) may call for another
                 return None if self._running else Searcher.FINISHED
             trial = self.study.ask(self._distributions)
-            trial.set_user_attr("ray_trial_id", trial_id)
+            trial.set_user_attr(TrialAttr.RAY_TRIAL_ID, trial_id)
             self._running[trial_id] = TrialRun(trial)
             self._numbers[trial_id] = trial.number
             params = dict(trial.params)
@@ -208,10 +184,10 @@ class OptunaStudySearcher(Searcher):
         """The config that continues a RUNNING trial of a dead driver from its checkpoint (lock held)."""
         frozen = resumable.trial
         trial = reopen_trial(self.study, frozen)
-        trial.set_user_attr("ray_trial_id", trial_id)
-        run = TrialRun(trial, restarts=int(frozen.user_attrs.get("restarts", 0)) + 1)
-        trial.set_user_attr("restarts", run.restarts)
-        run.lineage = list(frozen.user_attrs.get("pbt_lineage", []))
+        trial.set_user_attr(TrialAttr.RAY_TRIAL_ID, trial_id)
+        run = TrialRun(trial, restarts=int(frozen.user_attrs.get(TrialAttr.RESTARTS, 0)) + 1)
+        trial.set_user_attr(TrialAttr.RESTARTS, run.restarts)
+        run.lineage = list(frozen.user_attrs.get(TrialAttr.PBT_LINEAGE, []))
         self._running[trial_id] = run
         self._numbers[trial_id] = frozen.number
         log.info("trial %d continues from its checkpoint %s", frozen.number, resumable.checkpoint)
@@ -221,7 +197,7 @@ class OptunaStudySearcher(Searcher):
         """Record where a running trial's latest checkpoint is, so a resumed study can continue the trial."""
         run = self._running.get(trial_id)
         if run is not None:
-            run.optuna_trial.set_user_attr(CHECKPOINT_ATTR, {"uri": uri, "epoch": epoch})
+            run.optuna_trial.set_user_attr(TrialAttr.CHECKPOINT, {"uri": uri, "epoch": epoch})
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         run = self._running.get(trial_id)
@@ -259,7 +235,7 @@ class OptunaStudySearcher(Searcher):
         if cap is None:
             return False
         full = self.spec.workload.epochs
-        if epochs_spent(self.study) + (len(self._running) + 1) * full <= cap:
+        if epochs_spent(self.study, running=False) + (len(self._running) + 1) * full <= cap:
             return False
         if not self._running:
             self._epoch_budget_spent = True
@@ -285,34 +261,30 @@ class OptunaStudySearcher(Searcher):
     def _record(self, run: TrialRun, result: dict[str, Any]) -> None:
         """Keep an epoch's result once, and store the objective as the epoch's intermediate value."""
         trial = run.optuna_trial
-        where = (result.get("node_id"), result.get("hostname"))
+        report = EpochReport.from_result(result)
+        where = (report.node_id, report.hostname)
         if where[0] is not None and where != run.where:
-            trial.set_user_attr("node_id", where[0])
-            trial.set_user_attr("hostname", where[1])
+            trial.set_user_attr(TrialAttr.NODE_ID, where[0])
+            trial.set_user_attr(TrialAttr.HOSTNAME, where[1])
             run.where = where
-        if "error" in result or "epoch" not in result:
+        if report.error is not None or report.epoch is None:
             return
         last = run.results[-1] if run.results else None
-        if last is not None and (last["epoch"], last.get("wall_seconds")) == (
-            result["epoch"],
-            result.get("wall_seconds"),
-        ):
+        if last is not None and (last.epoch, last.wall_seconds) == (report.epoch, report.wall_seconds):
             return  # the same result again: Tune passes the last one to on_trial_complete as well
-        result = dict(result)
-        restored_history = result.pop("restored_history", None)
-        new_attempt = result.get("attempt") != run.attempt
-        if new_attempt:
-            self._on_new_attempt(run, result, restored_history)
-        if run.results and result["epoch"] <= run.results[-1]["epoch"]:
-            run.results = [r for r in run.results if r["epoch"] < result["epoch"]]
-        run.results.append(result)
+        if report.attempt != run.attempt:
+            self._on_new_attempt(run, report)
+        if run.results and report.epoch <= run.results[-1].epoch:
+            run.results = [r for r in run.results if r.epoch < report.epoch]
+        report.restored_history = None  # kept once, in the reports before this one
+        run.results.append(report)
         if self._single_objective:
-            value = result.get(self.spec.objectives[0].metric)
+            value = report.value(self.spec.objectives[0].metric)
             if value is not None and math.isfinite(value):
                 # overwrites a step a restarted run reports again (Trial.report would keep the first and warn)
-                set_intermediate_value(self.study, run.optuna_trial, int(result["epoch"]), value)
+                set_intermediate_value(self.study, run.optuna_trial, int(report.epoch), value)
 
-    def _on_new_attempt(self, run: TrialRun, result: dict[str, Any], restored_history: list | None) -> None:
+    def _on_new_attempt(self, run: TrialRun, report: EpochReport) -> None:
         """The trial's function started again: after a retry, a pause (HyperBand), a clone (PBT) or a relaunch.
 
         Epochs up to the checkpoint it resumed from are kept (from this driver's record, else from the history
@@ -322,50 +294,50 @@ class OptunaStudySearcher(Searcher):
         trial = run.optuna_trial
         if run.attempt is not None:  # (a relaunch counted itself)
             run.restarts += 1
-            trial.set_user_attr("restarts", run.restarts)
-        run.attempt = result.get("attempt")
-        resumed = result.get("resumed_from_epoch")
-        kept = int(resumed) if resumed is not None else 0
-        earlier = [r for r in run.results if r["epoch"] <= kept]
-        if len(earlier) < kept and restored_history and result.get("cloned_from") is None:
+            trial.set_user_attr(TrialAttr.RESTARTS, run.restarts)
+        run.attempt = report.attempt
+        kept = int(report.resumed_from_epoch) if report.resumed_from_epoch is not None else 0
+        earlier = [r for r in run.results if r.epoch <= kept]
+        if len(earlier) < kept and report.restored_history and report.cloned_from is None:
             # (a clone's history is its donor's: a member's curve holds only what the member itself reported)
-            earlier = [r for r in restored_history if r["epoch"] <= kept]
+            history = [EpochReport.from_result(row) for row in report.restored_history]
+            earlier = [r for r in history if r.epoch <= kept]
         run.results = earlier
-        if resumed is not None:
-            trial.set_user_attr("resumed_from_epoch", kept)
-        if result.get("cloned_from") is not None:
-            donor = self._numbers.get(result["cloned_from"])
-            params = json.loads(result["params"]) if result.get("params") else None
-            run.lineage.append({"epoch": kept, "cloned_from_trial": donor, "new_params": params})
-            trial.set_user_attr("pbt_lineage", jsonable(run.lineage))
+        if report.resumed_from_epoch is not None:
+            trial.set_user_attr(TrialAttr.RESUMED_FROM_EPOCH, kept)
+        if report.cloned_from is not None:
+            donor = self._numbers.get(report.cloned_from)
+            run.lineage.append({"epoch": kept, "cloned_from_trial": donor, "new_params": report.new_params})
+            trial.set_user_attr(TrialAttr.PBT_LINEAGE, jsonable(run.lineage))
         if self._single_objective and earlier:
             # a relaunched trial: its dead driver may not have stored every earlier epoch's value
             stored = stored_intermediate_values(self.study, trial)
             metric = self.spec.objectives[0].metric
             for r in earlier:
-                value = r.get(metric)
-                if r["epoch"] not in stored and value is not None and math.isfinite(value):
-                    set_intermediate_value(self.study, trial, int(r["epoch"]), value)
+                value = r.value(metric)
+                if r.epoch not in stored and value is not None and math.isfinite(value):
+                    set_intermediate_value(self.study, trial, int(r.epoch), value)
 
     def _tell(self, trial_id: str, run: TrialRun, result: dict[str, Any] | None, error: bool) -> None:
         trial = run.optuna_trial
-        trial.set_user_attr(CHECKPOINT_ATTR, None)  # ended: nothing to continue
-        last = run.results[-1] if run.results else {}
+        trial.set_user_attr(TrialAttr.CHECKPOINT, None)  # ended: nothing to continue
+        last = run.results[-1] if run.results else None
         self._save_curves(trial, run)
+        report = EpochReport.from_result(result) if result is not None else None
         if error:
             reason = self._error_text(trial_id) or "the trial's Ray actor failed (after retries)"
             self._fail(trial, FailKind.INFRASTRUCTURE, reason)
-        elif result is not None and "error" in result:
-            trial.set_user_attr("traceback", result.get("traceback", ""))
-            self._fail(trial, FailKind.ERROR, result["error"])
+        elif report is not None and report.error is not None:
+            trial.set_user_attr(TrialAttr.TRACEBACK, report.traceback or "")
+            self._fail(trial, FailKind.ERROR, report.error)
             with self._lock:
                 self._n_errors += 1
                 if self._n_errors > self.spec.budget.max_failed and self._stop_reason is None:
                     self._stop_reason = (
                         f"{self._n_errors} trials failed, more than budget.max_failed={self.spec.budget.max_failed}"
                     )
-        elif last.get("final"):
-            values = [last.get(o.metric) for o in self.spec.objectives]
+        elif last is not None and last.final:
+            values = [last.value(o.metric) for o in self.spec.objectives]
             if all(v is not None and math.isfinite(v) for v in values):
                 self.study.tell(trial, values[0] if self._single_objective else values)
                 with self._lock:
@@ -383,26 +355,14 @@ class OptunaStudySearcher(Searcher):
             self._fail(trial, FailKind.INFRASTRUCTURE, "the trial ended without a final result")
 
     def _fail(self, trial: optuna.Trial, kind: str, reason: str) -> None:
-        trial.set_user_attr("fail_kind", kind)
-        trial.set_user_attr("fail_reason", reason[:2000])
+        trial.set_user_attr(TrialAttr.FAIL_KIND, kind)
+        trial.set_user_attr(TrialAttr.FAIL_REASON, reason[:MAX_REASON_CHARS])
         self.study.tell(trial, state=TrialState.FAIL)
         log.info("trial %d FAIL (%s): %s", trial.number, kind, reason.splitlines()[0] if reason else "")
 
     def _save_curves(self, trial: optuna.Trial, run: TrialRun) -> None:
-        rows = [r for r in run.results if "error" not in r]
-        if not rows:
+        if not run.results:
             return
-        last = rows[-1]
-        trial.set_user_attr("curves", jsonable({k: [r.get(k) for r in rows] for k in ("epoch", *CURVE_KEYS)}))
-        speeds = [r["images_per_s"] for r in rows if r.get("images_per_s")]
-        summary = {
-            "epochs_run": last.get("epoch"),
-            "diverged": bool(last.get("diverged")),
-            **{k: last.get(k) for k in SUMMARY_METRICS},
-            "final_test_acc": last.get("test_acc"),
-            "images_per_s": sum(speeds) / len(speeds) if speeds else None,
-            "wall_seconds": last.get("wall_seconds"),
-            "device": last.get("device"),
-        }
-        for key, value in jsonable(summary).items():
+        trial.set_user_attr(TrialAttr.CURVES, jsonable(curves(run.results)))
+        for key, value in jsonable(summary(run.results)).items():
             trial.set_user_attr(key, value)

@@ -18,6 +18,7 @@ from search_spaces.spec import StudySpec
 
 from ..errors import InvalidSpecError
 from ..models import StudyState
+from ..trial_report import FailKind, TrialAttr
 from .factories import build_distributions
 from .lease import Lease
 from .lease import lease_ttl_s as _lease_ttl
@@ -50,7 +51,8 @@ def run_study(
         resume: allow the stored spec's ``budget`` to differ (to extend a study); other fields must match.
         should_cancel: polled about every 0.5 s; True stops running trials (FAIL, kind ``cancelled``) and ends
             the run CANCELLED, keeping every finished trial.
-        on_progress: called with the study's counts after each trial ends.
+        on_progress: called with the study's counts after each trial ends, ``EPOCHS_SPENT`` among them
+            (:func:`.searcher.epochs_spent`).
         ray_address: a Ray cluster to join (default: ``RAY_ADDRESS``, else a local Ray).
         results_dir: where Ray Tune keeps its per-run files (default: a folder under the temp dir).
         storage_path: where trial checkpoints go, a folder every Ray node can reach or a URI (``s3://...``);
@@ -71,18 +73,21 @@ def run_study(
             log.warning("study %s: %d trial(s) of a dead driver continue from checkpoints", spec.name, len(resumable))
         if created:
             for params in spec.enqueue:
-                study.enqueue_trial(params, user_attrs={"enqueued": True}, skip_if_exists=True)
+                study.enqueue_trial(params, user_attrs={TrialAttr.ENQUEUED: True}, skip_if_exists=True)
         counts = study_counts(study)
         n_finished = counts["COMPLETE"] + counts["PRUNED"]
         if n_finished >= spec.budget.n_trials:  # type: ignore[operator]
             return outcome(study, spec, StudyState.SUCCEEDED, None)
-        if spec.budget.epochs is not None and epochs_spent(study) + spec.workload.epochs > spec.budget.epochs:
+        if (
+            spec.budget.epochs is not None
+            and epochs_spent(study, running=False) + spec.workload.epochs > spec.budget.epochs
+        ):
             return outcome(study, spec, StudyState.SUCCEEDED, "the epoch budget is spent")
         if counts["ERRORS"] > spec.budget.max_failed and not resume:
             return outcome(study, spec, StudyState.FAILED, f"{counts['ERRORS']} trials failed (budget.max_failed)")
 
         from ._tune import TrialErrors
-        from .searcher import FailKind, OptunaStudySearcher
+        from .searcher import OptunaStudySearcher
 
         poll, errors = StopPoller(should_cancel), TrialErrors()
         searcher = OptunaStudySearcher(
@@ -92,7 +97,9 @@ def run_study(
             n_finished=n_finished,
             n_errors=0 if resume else counts["ERRORS"],
             should_stop=poll,
-            on_change=(lambda: on_progress(study_counts(study))) if on_progress else None,
+            on_change=(lambda: on_progress(study_counts(study) | {"EPOCHS_SPENT": epochs_spent(study)}))
+            if on_progress
+            else None,
             error_text=errors.messages.get,
             resumable=resumable,
         )

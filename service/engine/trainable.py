@@ -16,6 +16,7 @@ result carries ``node_id`` and ``hostname``, where it ran.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -31,6 +32,7 @@ from typing import Any
 from ray import tune
 
 from ..core.jsondata import jsonable
+from ..trial_report import EpochReport
 
 __all__ = ["STATE_FILE", "train_trial"]
 
@@ -67,24 +69,26 @@ def train_trial(config: dict[str, Any]) -> None:
     trial_id = _trial_id()
     started = time.perf_counter()
     last_epoch = 0
-    where = {"node_id": _node_id(), "hostname": socket.gethostname()}
-    restored: dict[str, Any] = {}
+    # what every report of this attempt carries: where it runs, and (once restored) where it continued from
+    facts = EpochReport(None, node_id=_node_id(), hostname=socket.gethostname())
+    facts.attempt = uuid.uuid4().hex[:12]  # tells the driver that the trial's function started again
     pending: list[Path] = []  # the checkpoint folder to report with the next result
-
-    attempt = uuid.uuid4().hex[:12]  # tells the driver that the trial's function started again
     history: list[dict[str, Any]] = []
 
     def report(row: dict[str, Any]) -> None:
         nonlocal last_epoch
-        row = {**row, **where, **restored, "attempt": attempt, "wall_seconds": time.perf_counter() - started}
+        metrics = dict(row)
+        epoch = metrics.pop("epoch")
+        result = dataclasses.replace(facts, epoch=epoch, metrics=metrics, wall_seconds=time.perf_counter() - started)
         if history and not last_epoch:
-            row["restored_history"] = history
-        last_epoch = row["epoch"]
-        row["final"] = bool(row.get("diverged")) or row["epoch"] == epochs
+            result.restored_history = history
+        last_epoch = epoch
+        result.final = result.diverged or epoch == epochs
         folder = pending.pop() if pending else None
         try:
             checkpoint = tune.Checkpoint.from_directory(str(folder)) if folder else None
-            tune.report(jsonable(row), checkpoint=checkpoint)  # returns once Tune has persisted the checkpoint
+            # returns once Tune has persisted the checkpoint
+            tune.report(jsonable(result.to_result()), checkpoint=checkpoint)
         finally:
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -107,28 +111,27 @@ def train_trial(config: dict[str, Any]) -> None:
             checkpoint = tune.Checkpoint(config["restore"])
         if checkpoint is not None:
             state, meta = _load_state(checkpoint)
-            restored["resumed_from_epoch"] = int(state["epoch"])
+            facts.resumed_from_epoch = int(state["epoch"])
             history = state["history"]  # the epochs before the restore, reported once for a driver that lacks them
             if from_run and meta.get("trial_id") != trial_id:
                 # a scheduler gave this trial another's state (PBT's exploit): with its own, new hyperparameters
-                restored["cloned_from"] = meta.get("trial_id")
-                # as JSON text: Tune flattens nested dicts in results before the searcher sees them
-                restored["params"] = json.dumps({k: trial_config.get(k) for k in config.get("searched", ())})
+                facts.cloned_from = meta.get("trial_id")
+                facts.new_params = {k: trial_config.get(k) for k in config.get("searched", ())}
         run(trial_config, report, state=state, save_state=save_state)
         if not last_epoch and history:
             # restored after its last epoch (its driver died before recording the end): report that epoch again
             report(dict(history[-1]))
     except Exception as e:  # recorded as FAIL with its reason; see the module docstring
-        tune.report(
-            {
-                "epoch": last_epoch,
-                "final": True,
-                "error": f"{type(e).__name__}: {e}",
-                "traceback": traceback.format_exc()[-MAX_TRACEBACK_CHARS:],
-                "wall_seconds": time.perf_counter() - started,
-                **where,
-            }
+        failed = EpochReport(
+            last_epoch,
+            final=True,
+            error=f"{type(e).__name__}: {e}",
+            traceback=traceback.format_exc()[-MAX_TRACEBACK_CHARS:],
+            wall_seconds=time.perf_counter() - started,
+            node_id=facts.node_id,
+            hostname=facts.hostname,
         )
+        tune.report(failed.to_result())
 
 
 def _trial_id() -> str | None:

@@ -3,6 +3,8 @@ rules, and the worker's step (re-runs queued after tuning, the result after the 
 
 from __future__ import annotations
 
+import math
+
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
@@ -11,8 +13,9 @@ from search_spaces.comparison import RERUN_SEED_BASE, load_comparison_preset, re
 from service._optuna import open_storage
 from service.comparisons.lifecycle import advance_all
 from service.comparisons.report import PLOTS
-from service.comparisons.stats import summarize
+from service.comparisons.stats import bootstrap_mean
 from service.core.db import session_scope
+from service.engine.searcher import epochs_spent
 from service.models import StudyRecord, StudyState
 
 from .conftest import READ_AUTH
@@ -22,8 +25,10 @@ SMALL = {
     "name": "small",
     "arms": [{"optimizer": "tvlars"}, {"optimizer": "lamb", "lr_center": 0.03}],
     "batch_sizes": [256, 4000],
-    "budget": {"n_trials": 3, "max_concurrent": 1},
+    "budget": {"epochs": 60, "max_concurrent": 1},
     "rerun": {"top_k": 1, "seeds": 3},
+    "tuning_repeats": 1,
+    "range_check": "flag",
 }
 
 
@@ -46,7 +51,7 @@ def test_submit_queues_one_tuning_study_per_arm_and_batch_size_with_equal_budget
     studies = {s["id"]: s for s in client.get("/v1/studies").json()["items"]}
     assert len(studies) == 4 and all(len(a["studies"]) == 1 and a["studies"][0] in studies for a in arms)
     budgets = {studies[a["studies"][0]]["spec"]["budget"]["epochs"] for a in arms}
-    assert budgets == {3 * 24} and {a["epochs_budget"] for a in arms} == budgets
+    assert budgets == {3 * 20} and {a["epochs_budget"] for a in arms} == budgets
     assert all(a["epochs_spent"] == 0 and a["rerun"] is None for a in arms)
     assert all(s["state"] == "QUEUED" for s in studies.values())
     assert client.get(f"/v1/comparisons/{c['id']}").json()["arms"] == arms
@@ -60,6 +65,10 @@ BAD = [
     ({"budget": {"n_trials": 3, "epochs": 5}}, "", "cannot pay for one full trial"),
     ({"preset": "nope"}, "preset", "Unknown comparison preset"),
     ({"workload": {"batch_size": 10}}, "workload.batch_size", "set by the comparison"),
+    ({"scheduler": {"name": "asha"}}, "scheduler", "'asha' cannot prune a comparison's trials"),
+    ({"scheduler": {"name": "median"}}, "scheduler", "with max_concurrent 1, the first trial has no peer"),
+    ({"range_check": "move"}, "range_check", "Input should be 'extend' or 'flag'"),
+    ({"tuning_repeats": 0}, "tuning_repeats", "greater than or equal to 1"),
 ]
 
 
@@ -137,14 +146,16 @@ def _seed_tuning(url: str, study: StudyRecord, values: list[float]) -> None:
 
 
 def _finish(url: str, names: set[str]) -> None:
+    """The studies SUCCEEDED, with the epochs their trials spent stored on the record (as the worker keeps it)."""
     with session_scope(url) as s:
         for r in s.query(StudyRecord).filter(StudyRecord.name.in_(names)):
             r.state = StudyState.SUCCEEDED.value
+            r.epochs_spent = epochs_spent(optuna.load_study(study_name=r.name, storage=open_storage(url)))
 
 
 def test_the_worker_step_queues_reruns_on_fresh_seeds_then_stores_the_result(client, settings):
     url = settings.database_url
-    c = submit(client)
+    c = submit(client, {**SMALL, "tuning_repeats": 2})
     with session_scope(url) as s:
         tune = list(s.query(StudyRecord).filter_by(comparison_id=c["id"]))
         for i, study in enumerate(tune):
@@ -155,11 +166,11 @@ def test_the_worker_step_queues_reruns_on_fresh_seeds_then_stores_the_result(cli
     assert advance_all(url) == 1
     got = client.get(f"/v1/comparisons/{c['id']}").json()
     assert got["phase"] == "rerun" and got["state"] == "RUNNING"
-    assert all(len(a["studies"]) == 2 for a in got["arms"])
+    assert all(len(a["studies"]) == 4 for a in got["arms"])  # two tuning repeats, each with its winner's re-run
     with session_scope(url) as s:
         reruns = list(s.query(StudyRecord).filter_by(comparison_id=c["id"], role="rerun"))
         specs = {r.name: r.spec for r in reruns}
-    assert len(specs) == 4
+    assert len(specs) == 8
     for spec in specs.values():
         assert spec["seed"] == RERUN_SEED_BASE and spec["vary_seed"] and spec["scheduler"]["name"] == "none"
         assert spec["budget"]["n_trials"] == 3 and spec["objective"]["metric"] == "test_acc_at_best_val"
@@ -181,16 +192,22 @@ def test_the_worker_step_queues_reruns_on_fresh_seeds_then_stores_the_result(cli
     done = client.get(f"/v1/comparisons/{c['id']}").json()
     assert done["state"] == "SUCCEEDED" and done["phase"] == "done", done["error"]
     for arm in done["arms"]:
-        (name,) = [n for n in specs if n.startswith(f"small-{arm['label']}-bs{arm['batch_size']}-")]
-        assert arm["rerun"] == summarize(scores[name]).to_dict()
-        assert arm["epochs_spent"] == 3 * 2
+        names = [n for n in specs if n.startswith(f"small-{arm['label']}-bs{arm['batch_size']}-")]
+        table = {int(n.rsplit("-t", 1)[1].split("-")[0]): dict(enumerate(scores[n], RERUN_SEED_BASE)) for n in names}
+        assert sorted(table) == [0, 1]
+        assert arm["rerun"] == bootstrap_mean(table).to_dict()
+        assert arm["epochs_spent"] == 2 * 3 * 2  # the records' stored epochs_spent: 2 repeats × 3 trials × 2 epochs
     assert set(done["verdicts"]) == {"256", "4000"}
     for rows in done["verdicts"].values():
         (row,) = rows
-        assert row["arm"] == "tvlars" and row["against"] == "lamb" and row["verdict"] == "better"
+        # tvlars's re-runs score 4 points above lamb's on every seed and repeat: clearly better after Holm (2 tests)
+        assert row["arm"] == "tvlars" and row["against"] == "lamb" and row["verdict"] == "better", row
+        assert row["difference"]["p_adjusted"] < 0.05 and row["difference"]["n_repeats"] == [2, 2]
         assert row["difference"]["seeds"] == rerun_seeds(load_comparison_preset("compare-mnist1d-cpu", _overrides()))
     result = client.get(f"/v1/comparisons/{c['id']}/result").json()
-    assert [r["seed"] for r in result["arms"][0]["reruns"]] == [RERUN_SEED_BASE + j for j in range(3)]
+    reruns = result["arms"][0]["reruns"]
+    assert [(r["repeat"], r["seed"]) for r in reruns] == [(k, RERUN_SEED_BASE + j) for k in (0, 1) for j in range(3)]
+    assert [r["repeat"] for r in result["arms"][0]["repeats"]] == [0, 1]
     assert result["arms"][0]["steps_per_epoch"] == 4
     page = client.get(f"/v1/comparisons/{c['id']}/report")
     assert page.status_code == 200 and page.text.count("data:image/png;base64,") == len(PLOTS)
@@ -198,3 +215,94 @@ def test_the_worker_step_queues_reruns_on_fresh_seeds_then_stores_the_result(cli
 
 def _overrides() -> dict:
     return {k: v for k, v in SMALL.items() if k != "preset"}
+
+
+# -- the range check, on fixed stored trials --------------------------------------------------------------------------
+
+
+def _store(url: str, name: str, spec: dict, trials: list[tuple[dict, float]]) -> None:
+    """Trials with the given params (the rest at their range's middle) and values, as a finished study stores them."""
+    dists = {
+        k: FloatDistribution(p["low"], p["high"], log=p.get("log", False)) for k, p in spec["search_space"].items()
+    }
+    middle = {
+        k: math.sqrt(d.low * d.high) if d.log else (d.low + d.high) / 2 for k, d in dists.items()
+    }  # fmt: skip
+    study = optuna.create_study(storage=open_storage(url), study_name=name, direction="maximize", load_if_exists=True)
+    for params, value in trials:
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=middle | params,
+                distributions=dists,
+                value=value,
+                intermediate_values={20: value},
+                user_attrs={"epochs_run": 20},
+            )
+        )
+
+
+def _at(spec: dict, key: str, position: float) -> float:
+    """The value at ``position`` (0..1, log space) of a searched parameter's range."""
+    p = spec["search_space"][key]
+    return math.exp(math.log(p["low"]) + position * (math.log(p["high"]) - math.log(p["low"])))
+
+
+def _studies(url: str, comparison_id: str, role: str) -> dict[tuple, StudyRecord]:
+    with session_scope(url) as s:
+        rows = s.query(StudyRecord).filter_by(comparison_id=comparison_id, role=role).all()
+        s.expunge_all()
+    return {(r.arm, r.batch_size, r.repeat): r for r in rows}
+
+
+@pytest.mark.parametrize("mode", ["extend", "flag"])
+def test_an_optimum_on_the_edge_extends_every_arm_at_that_batch_size(client, settings, mode):
+    url = settings.database_url
+    c = submit(client, {**SMALL, "name": f"ranged-{mode}", "tuning_repeats": 2, "range_check": mode})
+    tune = _studies(url, c["id"], "tune")
+    assert len(tune) == 2 * 2 * 2
+    for (arm, bs, repeat), study in tune.items():
+        # TVLARS's best LR at batch 256, repeat 1, lies at 95 % of its log range; every other optimum inside
+        edge = (arm, bs, repeat) == ("tvlars", 256, 1)
+        best = _at(study.spec, "lr", 0.95 if edge else 0.5)
+        _store(url, study.name, study.spec, [({"lr": best}, 0.8), ({"lr": _at(study.spec, "lr", 0.3)}, 0.7)])
+    _finish(url, {s.name for s in tune.values()})
+    assert advance_all(url) == 1
+    got = client.get(f"/v1/comparisons/{c['id']}").json()
+    extensions = _studies(url, c["id"], "extend")
+    tune = _studies(url, c["id"], "tune")
+    for key, study in tune.items():
+        checked = study.outcome["range_check"]["lr"]
+        assert checked["edge"] == ("high" if key == ("tvlars", 256, 1) else None)
+        assert checked["position"] == pytest.approx(0.95 if key == ("tvlars", 256, 1) else 0.5, abs=1e-6)
+        extended = mode == "extend" and key[1] == 256
+        assert (key in extensions) == extended  # every arm x repeat at batch 256, the same extra budget
+        assert checked["extended"] == (extended and key == ("tvlars", 256, 1))
+        lr = study.spec["search_space"]["lr"]
+        moved = 10 if checked["extended"] else 1
+        assert (checked["final_low"], checked["final_high"]) == pytest.approx((lr["low"] * moved, lr["high"] * moved))
+        if extended:
+            ext = extensions[key].spec
+            assert ext["search_space"]["lr"]["low"] == pytest.approx(lr["low"] * moved)
+            assert ext["budget"]["epochs"] == 20 and ext["budget"]["n_trials"] == 1  # half of 60, in whole trials
+    if mode == "flag":
+        assert got["phase"] == "rerun" and not extensions
+        return
+    assert got["phase"] == "extend" and len(extensions) == 4
+    # the winner is the best over the tuning study and its extension: TVLARS's repeat 1 finds a better LR higher up
+    higher = _at(extensions["tvlars", 256, 1].spec, "lr", 0.8)
+    for key, study in extensions.items():
+        edge = key == ("tvlars", 256, 1)
+        _store(
+            url,
+            study.name,
+            study.spec,
+            [({"lr": higher if edge else _at(study.spec, "lr", 0.8)}, 0.9 if edge else 0.5)],
+        )
+    _finish(url, {s.name for s in extensions.values()})
+    assert advance_all(url) == 1
+    reruns = _studies(url, c["id"], "rerun")
+    assert len(reruns) == 2 * 2 * 2 and {r.rank for r in reruns.values()} == {1}
+    for key, study in reruns.items():
+        (lr,) = study.spec["search_space"]["lr"]["choices"]
+        expected = higher if key == ("tvlars", 256, 1) else _at(tune[key].spec, "lr", 0.5)
+        assert lr == pytest.approx(expected)

@@ -252,5 +252,6 @@ def test_epoch_budget_caps_what_every_trial_spends_counted_from_storage(sqlite_u
         spent = epochs_spent(study)
         assert spent == sum(trial_epochs(t) for t in trials) == sum(len(t.intermediate_values) for t in trials)
         assert 14 - 6 < spent <= 14  # no room left for one more 6-epoch trial, and never more than the budget
+        assert outcome.epochs_spent == spent  # what the worker stores on the study record
         budgets[optimizer] = spec["budget"]["epochs"]
     assert budgets["tvlars"] == budgets["lamb"]

@@ -9,9 +9,10 @@ import pytest
 
 from search_spaces.spec import StudySpec
 from service._optuna import open_storage, read_study_system_attr, write_study_system_attr
-from service.engine.lease import LEASE_KEY, Lease
+from service.engine.lease import Lease
 from service.engine.records import create_or_load
 from service.errors import ConflictError, LeaseHeldError, NameTakenError
+from service.trial_report import StudyAttr
 
 from ..conftest import unique_name
 from ..utils.specs import quick_spec
@@ -26,15 +27,15 @@ def test_a_live_lease_keeps_a_second_driver_out_until_released(sqlite_url):
     second = Lease(study, ttl_s=30)
     second.acquire()
     second.release()
-    assert read_study_system_attr(study, LEASE_KEY)["released"] is True
+    assert read_study_system_attr(study, StudyAttr.LEASE)["released"] is True
 
 
 def test_a_stale_lease_is_taken_over(sqlite_url):
     study = optuna.create_study(storage=open_storage(sqlite_url), study_name=unique_name("stale"))
     other = {"id": "other", "host": "elsewhere", "pid": 1}  # another host: only the heartbeat's age can tell
-    write_study_system_attr(study, LEASE_KEY, {**other, "heartbeat": time.time()})
+    write_study_system_attr(study, StudyAttr.LEASE, {**other, "heartbeat": time.time()})
     assert Lease(study, ttl_s=30).holder() == {**other, "heartbeat": pytest.approx(time.time(), abs=5)}
-    write_study_system_attr(study, LEASE_KEY, {**other, "heartbeat": time.time() - 31})
+    write_study_system_attr(study, StudyAttr.LEASE, {**other, "heartbeat": time.time() - 31})
     assert Lease(study, ttl_s=30).holder() is None
 
 

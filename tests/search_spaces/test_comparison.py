@@ -45,28 +45,45 @@ def _errors(data) -> list[tuple[str, str]]:
 def test_every_comparison_preset_expands_to_valid_study_specs(name):
     spec = load_comparison_preset(name)
     studies = expand(spec)
-    assert len(studies) == len(spec.arms) * len(spec.batch_sizes)
+    assert len(studies) == len(spec.arms) * len(spec.batch_sizes) * spec.tuning_repeats
     for study in studies:
         parsed = StudySpec.model_validate(study.spec)  # the existing loader's model, unchanged
         TrialConfig.from_dict(parsed.trial_config(parsed.lower_corner()))
         assert parsed.workload.batch_size == study.batch_size
-        assert parsed.budget.n_trials == spec.budget.n_trials
+        assert parsed.budget.n_trials == spec.n_trials
+        assert parsed.scheduler.name == "none" and parsed.budget.epochs == spec.epoch_budget
+        assert study.spec["enqueue"], "every arm starts from its reference point"
         assert study.epoch_budget == spec.epoch_budget
 
 
-def test_expected_comparison_presets_exist_and_mnist1d_spans_small_to_whole_training_set():
-    assert {"compare-mnist1d-cpu", "compare-cifar10-resnet18"} <= set(list_comparison_presets())
+def test_mnist1d_cpu_is_a_real_workload_with_a_ladder_to_4096_and_100_steps_there():
+    assert {"compare-mnist1d-cpu", "compare-quick", "compare-cifar10-resnet18"} <= set(list_comparison_presets())
     spec = load_comparison_preset("compare-mnist1d-cpu")
-    assert [a.optimizer for a in spec.arms] == ["tvlars", "lars_warmup", "lars", "lamb"]
-    # the largest batch is the whole training split the trainer uses: 4000 rows less the validation hold-out
+    assert [(a.name, a.optimizer) for a in spec.arms] == [
+        ("tvlars", "tvlars"),
+        ("lars_warmup", "lars_warmup"),
+        ("lars", "lars"),
+        ("lamb", "lamb"),
+        ("lars_cosine", "lars_warmup"),  # cosine decay without warm-up: tells warm-up from decay
+    ]
+    assert spec.arms[-1].fixed["warmup_epochs"] == 0
     from tvlars.data import load_dataset, validation_split
     from tvlars.train import TrialConfig
 
     cfg = TrialConfig.from_dict({**spec.workload.model_dump(), "batch_size": 1, "optimizer": "tvlars"})
-    train_rows, _ = validation_split(load_dataset("mnist1d").train_y, cfg.val_fraction, cfg.split_seed)
-    assert spec.batch_sizes[0] <= 64 and spec.batch_sizes[-1] == len(train_rows) == 3601
+    data = load_dataset("mnist1d", **cfg.dataset_options)
+    assert len(data.train_y) >= 20_000 and spec.workload.model_dump()["model"] == "cnn"
+    train_rows, _ = validation_split(data.train_y, cfg.val_fraction, cfg.split_seed)
+    largest = spec.batch_sizes[-1]
+    assert largest >= 4096 and math.ceil(len(train_rows) / largest) * spec.workload.epochs >= 100
+    assert spec.tuning_repeats >= 2 and spec.scheduler.name == "none" and spec.range_check == "extend"
     assert load_comparison_preset("compare-cifar10-resnet18").batch_sizes == [512, 1024, 2048, 4096, 8192, 16384, 32768]
     assert load_comparison_data("compare-mnist1d-cpu")["name"] == "compare-mnist1d-cpu"
+
+
+@pytest.mark.parametrize("name", list_comparison_presets())
+def test_no_preset_moves_an_arms_lr_centre_by_hand(name):
+    assert all(a.lr_center is None for a in load_comparison_preset(name).arms)
 
 
 def test_unknown_preset_names_the_choices():
@@ -145,7 +162,7 @@ def test_lr_center_mapping_and_explicit_space_and_fixed_are_used():
     assert math.sqrt(lr512["low"] * lr512["high"]) == pytest.approx(4.0, rel=1e-5)  # halfway in log-log
     assert set(s["tvlars", 512]["search_space"]) == {"lr", "delay_epochs"}
     assert s["tvlars", 512]["fixed"] == {"alpha": 1.0}
-    assert s["lars-plain", 128]["name"] == "cmp-lars-plain-bs128"
+    assert s["lars-plain", 128]["name"] == "cmp-lars-plain-bs128-t0"
     assert "warmup_epochs" not in s["lars-plain", 128]["fixed"]
 
 
@@ -193,7 +210,7 @@ def test_defaults_warmup_is_the_papers_fraction_of_epochs_and_objective_selects_
         ({"sampler": {"name": "grid"}}, "sampler.name", "Input should be"),
         ({"objective": {"metric": "accuracy"}}, "objective.metric", "unknown metric"),
         ({"rerun": {"top_k": 1, "seeds": 0}}, "rerun.seeds", "greater than or equal to 1"),
-        ({"rerun": {"top_k": 5}}, "", "exceeds budget.n_trials"),
+        ({"rerun": {"top_k": 5}}, "", "exceeds the trials a study runs (4)"),
         ({"target_val_acc": 1.5}, "target_val_acc", "less than or equal to 1"),
         ({"lr_decades": 0}, "lr_decades", "greater than 0"),
         ({"name": "bad name!"}, "name", "String should match pattern"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import os
 import re
 import subprocess
@@ -14,13 +15,16 @@ import pytest
 from service.comparisons.report import (
     PLOTS,
     format_difference,
+    format_p,
+    format_spread,
     format_summary,
     render_figures,
     render_html,
+    render_markdown,
     step_multiplier,
     write_markdown,
 )
-from service.comparisons.result import ArmResult
+from service.comparisons.result import ArmResult, ParamRange, RepeatRecord
 from service.comparisons.stats import Verdict
 from tests.utils.comparisons import chromium, fabricated_result, headless_chromium, rendered_image_widths
 from tvlars import phi
@@ -76,21 +80,69 @@ def test_tables_hold_the_stored_numbers_formatted_as_in_the_markdown(result, pag
     assert (
         f"{100 * summary.mean:.2f} %" in text and f"[{100 * summary.ci_low:.2f}, {100 * summary.ci_high:.2f}]" in text
     )
-    assert f"| 256 | tvlars | {text} |" in md
-    assert text in page
+    assert f"({summary.n_repeats} repeats × {summary.n_seeds} seeds)" in text
+    spread = format_spread(summary)
+    assert spread == f"{100 * min(summary.repeat_means):.2f}–{100 * max(summary.repeat_means):.2f} % over 3 repeats"
+    assert f"| 256 | tvlars | {text} | {spread} |" in md
+    assert text in page and spread in page
     for v in result.verdicts():
-        assert (
-            f"| {v.batch_size} | {v.arm} − {v.against} | {format_difference(v.difference)} | {v.verdict.value} |" in md
-        )
-        assert format_difference(v.difference) in page
+        d = v.difference
+        assert f"({d.n_seeds} seeds, 3/3 repeats)" in format_difference(d)
+        assert format_p(d) == f"{d.p_value:.3g} (Holm {d.p_adjusted:.3g})"
+        row = f"| {v.batch_size} | {v.arm} − {v.against} | {format_difference(d)} | {format_p(d)} | {v.verdict.value} |"
+        assert row in md
+        assert format_difference(d) in page and format_p(d) in page
     assert {v.verdict for v in result.verdicts()} == {Verdict.BETTER, Verdict.WORSE, Verdict.NO_CLEAR_DIFFERENCE}
 
 
-def test_one_seed_is_reported_without_an_interval():
-    result = fabricated_result(batch_sizes=(64,), n_trials=3, seeds=1)
+def test_spending_and_range_sections_show_the_stored_numbers(result, page, tmp_path):
+    md = write_markdown(result, tmp_path / "out").read_text()
+    for check in result.spending():
+        spent = " | ".join(str(check.spent[label]) for label in result.labels)
+        assert f"| {check.batch_size} | {check.repeat} | {spent} | {check.spread} | yes (≤ 30) |" in md
+    arm = result.arm("lars", 256)
+    positions = ", ".join(f"{r.ranges['lr'].position:.2f}" for r in arm.repeats)
+    assert "| 256 | lars | lr | [0.18, 18] log |" in md and positions in md
+    assert "Spending: tuning epochs per arm" in page and "Range positions" in page
+
+
+def test_unequal_spending_and_edge_optima_are_flagged():
+    result = fabricated_result(batch_sizes=(64,), n_trials=3, seeds=2)
+    lamb = result.arm("lamb", 64)
+    edge = RepeatRecord(1, ["x"], lamb.repeats[1].epochs_spent + 31, 0.7, {"lr": 0.0011},
+                        {"lr": ParamRange(0.001, 0.1, True, 0.0011, 0.02, True, extended=True)})  # fmt: skip
+    lamb.repeats[1] = edge
+    md = render_markdown(result, {key: f"{key}.png" for key in PLOTS})
+    assert "| 64 | 1 |" in md and "NO (> 30)" in md
+    (lamb_row,) = [line for line in md.splitlines() if line.startswith("| 64 | lamb | lr |")]
+    assert lamb_row.endswith("| repeat 1 | repeat 1 |")  # extended, and in the outer 10 %
+    (verdict,) = [v for v in result.verdicts() if v.against == "lamb"]
+    assert verdict.verdict is Verdict.INCONCLUSIVE and "unequal spending in repeat 1" in verdict.reason
+    page = render_html(result)
+    assert '<td class="inconclusive">inconclusive</td>' in page and html.escape(verdict.reason) in page
+
+
+def test_one_seed_and_one_repeat_are_reported_without_an_interval_or_verdict():
+    result = fabricated_result(batch_sizes=(64,), n_trials=3, seeds=1, repeats=1)
     assert format_summary(result.arm("lamb", 64).rerun).endswith("% (n=1, no interval)")
-    assert all(v.verdict is Verdict.NO_CLEAR_DIFFERENCE for v in result.verdicts())
-    assert "(1 seed, no interval)" in render_html(result)
+    assert all(v.verdict is Verdict.INCONCLUSIVE and v.difference is None for v in result.verdicts())
+    assert "a verdict needs ≥ 2 (tuning variance)" in render_html(result)
+
+
+def test_search_failure_is_shown_for_every_verdict_at_that_batch_size():
+    result = fabricated_result(batch_sizes=(64, 512), n_trials=3, seeds=3, levels={"lars": 0.75})
+    page = render_html(result)
+    failed = [v for v in result.verdicts() if v.verdict is Verdict.SEARCH_FAILURE]
+    assert {v.batch_size for v in failed} == {64, 512} and len(failed) == 6
+    assert '<td class="inconclusive">inconclusive: search failure</td>' in page
+    assert "tuned tvlars is clearly below tuned lars" in page and ">worse<" not in page
+
+
+def test_schedules_convert_lam_steps_and_delay_fraction_as_the_trainer_does():
+    tv = ArmResult("tvlars", "tvlars", 512, [1], {"lr": 2.0, "lam_steps": 5.0}, {"alpha": 0.1, "delay_fraction": 0.2},
+                   5, 10)  # fmt: skip
+    _, values = step_multiplier(tv)  # 50 steps: λ = 5 / 50, delay = 0.2 × 50 = 10 steps
+    assert values == pytest.approx(2.0 * phi(np.arange(1, 51, dtype=float), lam=0.1, delay=10, alpha=0.1))
 
 
 def test_schedules_are_tvlars_lr_times_phi_and_warmup_lars_scaled_lr():

@@ -10,78 +10,122 @@ import pytest
 
 from service.comparisons.stats import (
     Difference,
+    SpendingCheck,
     Verdict,
-    compute_spent,
+    at_edge,
+    bootstrap_difference,
+    bootstrap_mean,
+    common_seeds,
+    decide,
     expected_best,
     expected_max,
+    holm,
     lr_sensitivity,
-    paired_difference,
-    summarize,
+    range_position,
     time_to_target,
-    verdict,
 )
 
-
-def test_summarize_matches_a_hand_t_interval():
-    # mean 0.82; s = sqrt((0.02² + 0 + 0.02²) / 2) = 0.02; se = 0.02/√3 = 0.0115470;
-    # t(0.975, 2) = 4.302653 → half width 0.0496828 → [0.7703172, 0.8696828]
-    s = summarize([0.80, 0.82, 0.84])
-    assert s.n_seeds == 3
-    assert s.mean == pytest.approx(0.82)
-    assert s.std == pytest.approx(0.02)
-    assert s.ci_low == pytest.approx(0.7703172, abs=1e-6)
-    assert s.ci_high == pytest.approx(0.8696828, abs=1e-6)
-    assert s.to_dict() == {"n_seeds": 3, "mean": s.mean, "std": s.std, "ci_low": s.ci_low, "ci_high": s.ci_high}
+# Repeat r, seed s scores 0.80 + 0.10·r + 0.04·s: additive, so a resampled mean is 0.80 + 0.10·u + 0.04·v with u, v
+# the shares of repeat 1 and of the second seed in the draw, each 0, ½ or 1 with probability ¼, ½, ¼.
+ADDITIVE = {0: {7: 0.80, 8: 0.84}, 1: {7: 0.90, 8: 0.94}}
+FLAT = {0: {7: 0.80, 8: 0.80}}
 
 
-def test_summarize_one_seed_gives_no_interval_and_identical_seeds_a_zero_width_one():
-    one = summarize([0.9])
-    assert (one.n_seeds, one.mean, one.std, one.ci_low, one.ci_high) == (1, 0.9, None, None, None)
-    same = summarize([0.5, 0.5])
-    assert same.std == 0.0 and same.ci_low == same.ci_high == 0.5
-    with pytest.raises(ValueError, match="no values"):
-        summarize([])
-    with pytest.raises(ValueError, match="finite"):
-        summarize([0.5, float("nan")])
+def test_bootstrap_difference_matches_the_enumerated_distribution():
+    # Δ* = 0.10·u + 0.04·v: P(Δ* = 0) = 1/16 > 2.5 %, P(Δ* = 0.14) = 1/16 > 2.5 %, so the percentile interval is
+    # [0, 0.14]; the point estimate is 0.87 − 0.80 = 0.07; P(Δ* ≤ 0) = 1/16 and P(Δ* ≥ 0) = 1, so p = 2/16 = 0.125
+    d = bootstrap_difference(ADDITIVE, FLAT, n_boot=20_000, rng=0)
+    assert d.mean == pytest.approx(0.07)
+    assert d.ci_low == pytest.approx(0.0, abs=1e-12) and d.ci_high == pytest.approx(0.14)
+    assert d.p_value == pytest.approx(0.125, abs=0.01)
+    assert (d.n_seeds, d.n_repeats, d.seeds, d.p_adjusted) == (2, (2, 1), (7, 8), None)
+    # the bootstrap's standard error by hand: Var(0.10·u + 0.04·v) = 0.01·⅛ + 0.0016·⅛ (Var u = Var v = ⅛)
+    assert d.se == pytest.approx(math.sqrt((0.01 + 0.0016) / 8), rel=0.03)
+    # every draw value is one of the nine atoms 0.10·u + 0.04·v
+    assert decide(d) is Verdict.NO_CLEAR_DIFFERENCE
+    assert bootstrap_difference(ADDITIVE, FLAT, n_boot=20_000, rng=0) == d  # a fixed seed: the same numbers
 
 
-def test_paired_difference_uses_common_seeds_and_matches_a_hand_interval():
-    a = {1: 0.90, 2: 0.92, 3: 0.91, 4: 0.93}
-    b = {1: 0.88, 2: 0.89, 3: 0.90, 4: 0.90, 5: 0.50}  # seed 5 has no partner: left out
-    # differences 0.02, 0.03, 0.01, 0.03: mean 0.0225; s² = (0.0025² + 0.0075² + 0.0125² + 0.0075²)/3 = 9.1667e-5,
-    # s = 0.0095743; se = 0.0047871; t(0.975, 3) = 3.182446 → half 0.0152347 → [0.0072653, 0.0377347]
-    d = paired_difference(a, b)
-    assert d.n_pairs == 4 and d.seeds == (1, 2, 3, 4)
-    assert d.mean == pytest.approx(0.0225)
-    assert d.std == pytest.approx(0.0095743, abs=1e-6)
-    assert d.ci_low == pytest.approx(0.0072653, abs=1e-6)
-    assert d.ci_high == pytest.approx(0.0377347, abs=1e-6)
-    assert verdict(d) is Verdict.BETTER
-    assert paired_difference(b, a).ci_high == pytest.approx(-0.0072653, abs=1e-6)
-    assert verdict(paired_difference(b, a)) is Verdict.WORSE
+def test_bootstrap_difference_pairs_seeds_across_arms():
+    # b is a 2 points below on every seed, whatever the seed does: paired, every draw is exactly +0.02
+    a = {0: {1: 0.50, 2: 0.90, 3: 0.70}, 1: {1: 0.50, 2: 0.90, 3: 0.70}}
+    b = {0: {1: 0.48, 2: 0.88, 3: 0.68, 4: 0.10}, 1: {1: 0.48, 2: 0.88, 3: 0.68}}  # seed 4: not in every repeat
+    d = bootstrap_difference(a, b, n_boot=2_000, rng=1)
+    assert d.seeds == (1, 2, 3)
+    assert d.ci_low == pytest.approx(0.02) and d.ci_high == pytest.approx(0.02)
+    assert d.p_value == pytest.approx(2 / 2_001)  # no draw at or below 0: the smallest p the +1 rule allows
+    assert decide(d) is Verdict.BETTER
+    assert decide(bootstrap_difference(b, a, n_boot=2_000, rng=1)) is Verdict.WORSE
     with pytest.raises(ValueError, match="same seeds"):
-        paired_difference({1: 0.5}, {2: 0.5})
+        bootstrap_difference({0: {1: 0.5}}, {0: {2: 0.5}})
+
+
+def test_one_seed_and_one_repeat_give_no_interval():
+    d = bootstrap_difference({0: {5: 0.9}}, {0: {5: 0.1}})
+    assert d.mean == pytest.approx(0.8) and (d.ci_low, d.ci_high, d.p_value) == (None, None, None)
+    assert decide(d) is Verdict.INCONCLUSIVE
+    one = bootstrap_mean({0: {5: 0.9}})
+    assert (one.n_seeds, one.n_repeats, one.mean, one.std, one.ci_low, one.ci_high) == (1, 1, 0.9, None, None, None)
+
+
+def test_bootstrap_mean_and_the_spread_of_repeats():
+    s = bootstrap_mean(ADDITIVE, n_boot=20_000, rng=0)
+    # mean 0.87; repeat means 0.82 and 0.92; resampled mean 0.80 + 0.10·u + 0.04·v → interval [0.80, 0.94]
+    assert s.mean == pytest.approx(0.87) and s.repeat_means == pytest.approx([0.82, 0.92])
+    assert (s.n_repeats, s.n_seeds) == (2, 2)
+    assert s.ci_low == pytest.approx(0.80) and s.ci_high == pytest.approx(0.94)
+    assert s.std == pytest.approx(np.std([0.80, 0.84, 0.90, 0.94], ddof=1))
+    assert common_seeds({0: {1: 0.1, 2: 0.2}, 1: {2: 0.3}}) == (2,)
+
+
+def test_holm_matches_a_hand_computation():
+    # sorted: 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04 → running max 0.02, 0.03, 0.06, 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.3, 0.6]) == pytest.approx([0.6, 0.6])  # capped and monotone
+    assert holm([0.5]) == [0.5] and holm([]) == []
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        holm([1.5])
 
 
 @pytest.mark.parametrize(
-    ("ci", "expected"),
+    ("mean", "p", "p_adjusted", "expected"),
     [
-        ((0.001, 0.02), Verdict.BETTER),
-        ((-0.02, -0.001), Verdict.WORSE),
-        ((-0.01, 0.01), Verdict.NO_CLEAR_DIFFERENCE),
-        ((0.0, 0.02), Verdict.NO_CLEAR_DIFFERENCE),  # touching 0: the interval allows no difference
-        ((-0.02, 0.0), Verdict.NO_CLEAR_DIFFERENCE),
-        ((None, None), Verdict.NO_CLEAR_DIFFERENCE),  # one seed: no interval, no claim
+        (0.02, 0.001, None, Verdict.BETTER),
+        (-0.02, 0.001, None, Verdict.WORSE),
+        (0.02, 0.001, 0.06, Verdict.NO_CLEAR_DIFFERENCE),  # Holm's adjusted value decides once it is set
+        (-0.02, 0.04, 0.049, Verdict.WORSE),
+        (0.02, 0.05, None, Verdict.NO_CLEAR_DIFFERENCE),  # at α exactly: not below it
+        (0.02, None, None, Verdict.INCONCLUSIVE),
     ],
 )
-def test_verdict_says_only_what_the_interval_allows(ci, expected):
-    assert verdict(ci) is expected
-    assert verdict(Difference(2, 0.0, None, ci[0], ci[1], (1, 2))) is expected
+def test_decide_follows_the_adjusted_p_value(mean, p, p_adjusted, expected):
+    assert decide(Difference(mean, None, None, None, p, 3, (3, 3), (1, 2, 3), p_adjusted)) is expected
 
 
-def test_one_pair_gives_no_verdict():
-    d = paired_difference({7: 0.9}, {7: 0.1})
-    assert d.ci_low is None and verdict(d) is Verdict.NO_CLEAR_DIFFERENCE
+def test_verdict_vocabulary_is_one_str_enum():
+    assert [v.value for v in Verdict] == [
+        "better", "no clear difference", "worse", "inconclusive: search failure", "inconclusive",
+    ]  # fmt: skip
+    assert Verdict("inconclusive: search failure") is Verdict.SEARCH_FAILURE and Verdict.BETTER == "better"
+    assert [v.is_conclusive for v in Verdict] == [True, True, True, False, False]
+
+
+def test_range_position_in_log_space_and_the_outer_tail():
+    assert range_position(1.0, 0.1, 10.0, log=True) == pytest.approx(0.5)
+    assert range_position(0.1 * 10**0.1, 0.1, 10.0, log=True) == pytest.approx(0.05)
+    assert range_position(0.25, 0.0, 0.5, log=False) == pytest.approx(0.5)
+    assert range_position(3.0, 3.0, 3.0, log=False) == 0.5
+    assert at_edge(0.05) and at_edge(0.95) and at_edge(0.0) and not at_edge(0.5) and not at_edge(0.1)  # as the check
+    with pytest.raises(ValueError, match="> 0"):
+        range_position(0.0, 0.1, 1.0, log=True)
+
+
+def test_spending_check_allows_one_trial_of_difference():
+    ok = SpendingCheck(256, 0, {"tvlars": 96, "lars": 120}, limit=24)
+    assert (ok.spread, ok.ok) == (24, True)
+    bad = SpendingCheck(256, 1, {"tvlars": 72, "lars": 120}, limit=24)
+    assert (bad.spread, bad.ok) == (48, False)
+    assert bad.to_dict()["ok"] is False and bad.to_dict()["spread"] == 48
 
 
 def test_expected_max_matches_the_formula_by_hand_and_by_enumeration():
@@ -137,9 +181,3 @@ def test_lr_sensitivity_points_and_log_bins():
     assert sum(b.count for b in lr_sensitivity([0.01 * 1.7**i for i in range(20)], [0.5] * 20).bins) == 20
     with pytest.raises(ValueError, match="LRs"):
         lr_sensitivity([1.0], [0.5, 0.6])
-
-
-def test_compute_spent_counts_pruned_and_failed_trials():
-    spent = compute_spent([30, 5, 5, 2], [12.0, 2.0, None, 1.5])
-    assert (spent.n_trials, spent.epochs, spent.wall_seconds) == (4, 42, 15.5)
-    assert not math.isnan(spent.wall_seconds)

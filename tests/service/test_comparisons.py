@@ -1,6 +1,6 @@
-"""A comparison end to end over the real server (uvicorn, a worker, Ray, PostgreSQL) on a tiny budget: equal epoch
-budgets counted from storage, re-runs on fresh seeds shared by every arm, the re-run numbers and verdicts from the
-stored trials, the HTML report in headless Chromium, and `tvlars-tune report`'s files."""
+"""A comparison end to end over the real server (uvicorn, a worker, Ray, PostgreSQL) on a small compare-quick: equal
+spending counted from storage, reference points first in every arm, re-runs of each repeat's winner on fresh seeds
+shared by every arm, verdicts, the HTML report in headless Chromium, and `tvlars-tune report`'s files."""
 
 from __future__ import annotations
 
@@ -9,30 +9,32 @@ import sys
 import time
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
-from search_spaces.comparison import RERUN_SEED_BASE, ComparisonSpec, rerun_seeds
+from search_spaces.comparison import RERUN_SEED_BASE, load_comparison_preset, rerun_seeds
 from service._optuna import open_storage
 from service.comparisons.report import PLOTS, format_summary
-from service.comparisons.stats import summarize
+from service.core.db import session_scope
 from service.engine.searcher import trial_epochs
+from service.models import StudyRecord
 
 from ..conftest import unique_name
 from ..utils.comparisons import chromium, rendered_image_widths
 from ..utils.server import REPO, WRITE_KEY, service_env
 
+#: compare-quick, smaller: 2 arms × 1 batch size × 2 tuning repeats of 2 full 3-epoch trials, range check on.
 TINY = {
-    "workload": {"task": "classification", "dataset": "mnist1d", "model": "mlp", "epochs": 2},
-    "arms": [{"optimizer": "tvlars"}, {"optimizer": "lamb", "lr_center": 0.03}],
-    "batch_sizes": [1000, 3000],
-    "budget": {"n_trials": 2, "max_concurrent": 1, "max_failed": 1},  # one Ray actor per study, reused
-    "sampler": {"name": "random", "seed": 0},
-    "scheduler": {"name": "none"},
+    "preset": "compare-quick",
+    "workload": {"epochs": 3, "dataset_options": {"num_samples": 2000}},
+    "batch_sizes": [1024],
+    "budget": {"epochs": 6, "extension_epochs": 3, "max_failed": 1},
+    "tuning_repeats": 2,
     "rerun": {"top_k": 1, "seeds": 2},
 }
 
 
-def _wait(client, comparison_id: str, timeout_s: float = 480) -> dict:
+def _wait(client, comparison_id: str, timeout_s: float = 600) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         c = client.get(f"/v1/comparisons/{comparison_id}").json()
@@ -42,7 +44,8 @@ def _wait(client, comparison_id: str, timeout_s: float = 480) -> dict:
     raise AssertionError(f"comparison still {c['state']} ({c['phase']}) after {timeout_s} s")
 
 
-def test_a_tiny_comparison_end_to_end(server, pg_url, tmp_path):
+@pytest.mark.timeout(900)  # ~12 studies, each a Ray Tune run on one worker
+def test_a_small_compare_quick_end_to_end(server, pg_url, tmp_path):
     name = unique_name("cmp")
     with server.client() as client:
         r = client.post("/v1/comparisons", json={**TINY, "name": name})
@@ -51,35 +54,55 @@ def test_a_tiny_comparison_end_to_end(server, pg_url, tmp_path):
         assert c["state"] == "SUCCEEDED" and c["phase"] == "done", c["error"]
         studies = {s["id"]: s for s in client.get("/v1/studies", params={"limit": 500}).json()["items"]}
         page = client.get(f"/v1/comparisons/{c['id']}/report")
-    spec = ComparisonSpec.model_validate({**TINY, "name": name})
+    with session_scope(pg_url) as s:
+        records = s.query(StudyRecord).filter_by(comparison_id=c["id"]).all()
+        s.expunge_all()
+    spec = load_comparison_preset("compare-quick", {k: v for k, v in TINY.items() if k != "preset"})
     storage = open_storage(pg_url)
     seeds = rerun_seeds(spec)
     assert seeds == [RERUN_SEED_BASE, RERUN_SEED_BASE + 1]
-    assert len(c["arms"]) == 4
+    assert len(c["arms"]) == 2 and {r.role for r in records} <= {"tune", "extend", "rerun"}
+
+    # equal spending, counted from storage: every tuning (and extension) trial's epochs, whatever its state; each
+    # record's stored count agrees; every arm at a batch size × repeat within one trial's epochs of the others
+    spent: dict[tuple[int, int], dict[str, int]] = {}
+    for record in (r for r in records if r.role in ("tune", "extend")):
+        trials = optuna.load_study(study_name=record.name, storage=storage).get_trials()
+        counted = sum(trial_epochs(t) for t in trials if t.state.is_finished())
+        assert record.epochs_spent == counted
+        per_arm = spent.setdefault((record.batch_size, record.repeat), {})
+        per_arm[record.arm] = per_arm.get(record.arm, 0) + counted
+    assert len(spent) == 2  # (batch size, repeat)
+    for per_arm in spent.values():
+        assert set(per_arm) == {"tvlars", "lars_warmup"}
+        assert max(per_arm.values()) - min(per_arm.values()) <= spec.workload.epochs
     for arm in c["arms"]:
-        tune_id, rerun_id = arm["studies"]
-        tune = optuna.load_study(study_name=studies[tune_id]["name"], storage=storage)
-        rerun = optuna.load_study(study_name=studies[rerun_id]["name"], storage=storage)
-        # equal budgets, counted from storage: every tuning trial's epochs, whatever its state
-        tuned = [t for t in tune.get_trials() if t.state.is_finished()]
-        assert arm["epochs_spent"] == sum(trial_epochs(t) for t in tuned) <= arm["epochs_budget"] == 2 * 2
-        assert studies[tune_id]["spec"]["budget"]["epochs"] == 4
-        # re-runs: fresh seeds (never a tuning seed), the same in every arm, the tuned config, never pruned
-        tuning_seeds = {spec.seed + t.number for t in tune.get_trials()}
-        reruns = rerun.get_trials(states=(TrialState.COMPLETE,))
-        assert sorted(spec_seed(studies[rerun_id], t) for t in reruns) == seeds
-        assert not set(seeds) & tuning_seeds
-        best = max((t for t in tuned if t.state == TrialState.COMPLETE), key=lambda t: (t.value, -t.number))
-        assert all(t.params == best.params for t in reruns) and arm["best_params"] == best.params
-        assert all(len(t.intermediate_values) == 2 for t in reruns)  # full epochs
-        # the re-run numbers are the stored re-run trials' test accuracy at best validation, summarised
-        assert arm["rerun"] == summarize([t.value for t in sorted(reruns, key=lambda t: t.number)]).to_dict()
-    assert set(c["verdicts"]) == {"1000", "3000"}
+        mine = [r for r in records if (r.arm, r.batch_size) == (arm["label"], arm["batch_size"])]
+        assert arm["epochs_spent"] == sum(r.epochs_spent for r in mine if r.role in ("tune", "extend"))
+        assert arm["epochs_spent"] <= arm["epochs_budget"]
+
+    # reference points ran first in every arm and repeat: the official config (and TVLARS's λ → 0 point)
+    for record in (r for r in records if r.role == "tune"):
+        trials = sorted(optuna.load_study(study_name=record.name, storage=storage).get_trials(), key=lambda t: t.number)
+        enqueued = record.spec["enqueue"]
+        assert len(enqueued) == (2 if record.arm == "tvlars" else 1)
+        for trial, point in zip(trials, enqueued, strict=False):
+            assert trial.user_attrs.get("enqueued") is True
+            assert trial.params == pytest.approx(point)
+        assert "lam_steps" in trials[0].params if record.arm == "tvlars" else "lam_steps" not in trials[0].params
+
+    # each repeat's winner re-run on the shared fresh seeds (never a tuning seed), at full epochs, never pruned
+    reruns = [r for r in records if r.role == "rerun"]
+    assert len(reruns) == 2 * 2 and {r.rank for r in reruns} == {1}
+    for record in reruns:
+        done = optuna.load_study(study_name=record.name, storage=storage).get_trials(states=(TrialState.COMPLETE,))
+        assert sorted(spec_seed(studies[record.id], t) for t in done) == seeds
+        assert all(len(t.intermediate_values) == spec.workload.epochs for t in done)
+    assert set(c["verdicts"]) == {"1024"}
     for rows in c["verdicts"].values():
         (row,) = rows
-        assert (row["arm"], row["against"]) == ("tvlars", "lamb")
-        assert row["verdict"] in ("better", "no clear difference", "worse") and row["difference"]["seeds"] == seeds
-        assert row["difference"]["n_pairs"] == 2
+        assert (row["arm"], row["against"]) == ("tvlars", "lars_warmup")
+        assert row["verdict"] and row["difference"]["seeds"] == seeds
 
     # the HTML report: every plot inline, and rendered by a browser where one is installed
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")

@@ -14,6 +14,7 @@ from search_spaces import merge
 from search_spaces.comparison import ComparisonSpec, load_comparison_data
 
 from ...comparisons.lifecycle import (
+    EXTEND,
     TUNE,
     cancel_comparison,
     create_comparison,
@@ -25,7 +26,6 @@ from ...comparisons.lifecycle import (
 from ...comparisons.report import render_html
 from ...core.db import session_scope
 from ...models import ComparisonRecord, StudyState
-from ...optuna_queries import trials_page
 from ..deps import ReadKey, SettingsDep, WriteKey
 from ..models import ArmPublic, ComparisonCreate, ComparisonPublic, ComparisonsPublic
 from .studies import COMMON_RESPONSES, MAX_OFFSET, IdempotencyKey, _utc
@@ -34,8 +34,6 @@ router = APIRouter(prefix="/v1/comparisons", tags=["comparisons"], responses=COM
 
 _NOT_FOUND: dict[int | str, dict] = {404: {"description": "Comparison not found (or, for its result, not done)"}}
 _CONFLICT: dict[int | str, dict] = {409: {"description": "Not possible in the comparison's current state"}}
-#: Trials read per study when counting epochs spent (a comparison's studies have at most budget.n_trials).
-_MAX_TRIALS = 100_000
 
 
 def validate_comparison(body: dict[str, Any]) -> ComparisonSpec:
@@ -56,11 +54,6 @@ def validate_comparison(body: dict[str, Any]) -> ComparisonSpec:
         raise RequestValidationError(errors) from None
 
 
-def _epochs_spent(session: Session, name: str) -> int:
-    page = trials_page(session, name, _MAX_TRIALS, 0)
-    return sum(int(t["user_attrs"].get("epochs_run") or t["epochs"] or 0) for t in (page[1] if page else []))
-
-
 def to_public(session: Session, record: ComparisonRecord) -> ComparisonPublic:
     spec = ComparisonSpec.model_validate(record.spec)
     studies = studies_of(session, record.id)
@@ -70,6 +63,8 @@ def to_public(session: Session, record: ComparisonRecord) -> ComparisonPublic:
         for bs in spec.batch_sizes:
             mine = [s for s in studies if s.arm == arm.name and s.batch_size == bs]
             tune = next((s for s in mine if s.role == TUNE), None)
+            # every tuning repeat and range-check extension, each study's count as stored (no trial is read)
+            tuning = [s for s in mine if s.role in (TUNE, EXTEND)]
             done = result.arm(arm.name, bs) if result else None
             summary = done.rerun if done else None
             best = done.best_params if done else ((tune.outcome or {}).get("best_params") if tune else None)
@@ -80,8 +75,8 @@ def to_public(session: Session, record: ComparisonRecord) -> ComparisonPublic:
                     batch_size=bs,
                     studies=[s.id for s in mine],
                     state=tune.state if tune else StudyState.QUEUED,
-                    epochs_budget=spec.epoch_budget,
-                    epochs_spent=done.epochs_spent if done else (_epochs_spent(session, tune.name) if tune else 0),
+                    epochs_budget=sum(s.spec["budget"]["epochs"] for s in tuning),
+                    epochs_spent=sum(s.epochs_spent for s in tuning),
                     best_params=best,
                     rerun=summary.to_dict() if summary else None,
                 )
@@ -89,7 +84,13 @@ def to_public(session: Session, record: ComparisonRecord) -> ComparisonPublic:
     verdicts: dict[int, list[dict[str, Any]]] = {}
     for v in result.verdicts() if result else []:
         verdicts.setdefault(v.batch_size, []).append(
-            {"arm": v.arm, "against": v.against, "difference": v.difference.to_dict(), "verdict": v.verdict.value}
+            {
+                "arm": v.arm,
+                "against": v.against,
+                "difference": v.difference.to_dict() if v.difference else None,
+                "verdict": v.verdict,
+                "reason": v.reason,
+            }
         )
     return ComparisonPublic(
         id=record.id,

@@ -18,7 +18,8 @@ from ... import crud
 from ...core.config import Settings
 from ...core.db import session_scope
 from ...models import StudyRecord, StudyState
-from ...optuna_queries import SUMMARY_METRICS, TRIAL_STATES, leaderboard, trial_counts, trials_page
+from ...optuna_queries import TRIAL_STATES, leaderboard, trial_counts, trials_page
+from ...trial_report import SUMMARY_METRICS
 from ..cache import cached_json
 from ..deps import ReadKey, SettingsDep, WriteKey
 from ..models import (
