@@ -12,7 +12,7 @@ matplotlib's Agg backend (no display, no external assets):
 3. ``tuning_spread`` — each repeat's winner's mean over seeds, per arm (a strip plot): what another tuning gives;
 4. ``learning_curves`` — the re-runs' per-epoch curve, mean ± one standard deviation over repeats and seeds;
 5. ``budget_curves`` — expected best validation score against number of trials, with its bootstrap band, from
-   completed trials (a failed trial is a draw worth 0; a pruned trial is left out: its value is an early epoch's);
+   completed trials only (a pruned trial's value is an early epoch's; a failed one has none: the arm table counts them);
 6. ``lr_sensitivity`` — each completed tuning trial's score against its effective LR (LARS + warm-up's base LR ×
    bs/256);
 7. ``schedules`` — each tuned arm's step multiplier over training: TVLARS's LR·φ(t) next to warm-up LARS's LR;
@@ -459,9 +459,14 @@ def _arm_rows(result: ComparisonResult) -> list[list[str]]:
             summary = arm.rerun
             rows.append(
                 [str(bs), label, format_summary(summary), format_spread(summary), params,
-                 f"{arm.epochs_spent} ({len(arm.trials)} trials)", f"{arm.wall_seconds:.0f}", reach]
+                 f"{arm.epochs_spent} ({_trial_counts(arm)})", f"{arm.wall_seconds:.0f}", reach]
             )  # fmt: skip
     return rows
+
+
+def _trial_counts(arm: ArmResult) -> str:
+    failed = sum(t.state == "FAIL" for t in arm.trials)
+    return f"{len(arm.trials)} trials" + (f", {failed} failed" if failed else "")
 
 
 _VERDICT_HEAD = ["batch size", "difference", "mean difference (95 % bootstrap CI)", "p (Holm)", "verdict", "why"]

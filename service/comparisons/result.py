@@ -150,10 +150,10 @@ class ArmResult:
 
     @property
     def tuning_draws(self) -> list[TrialRecord]:
-        """The tuning trials that are finished draws, by repeat and number: COMPLETE, and FAIL (worth 0 to an
-        expected-best curve, as the budget paid for it). PRUNED trials are left out: their value is an early epoch's
-        accuracy, not what a finished draw reached."""
-        return sorted((t for t in self.trials if t.state in ("COMPLETE", "FAIL")), key=lambda t: (t.repeat, t.number))
+        """The tuning trials that completed, by repeat and number: what budget curves and LR sensitivity draw on.
+        PRUNED trials are left out (their value is an early epoch's accuracy, not what a finished draw reached) and so
+        are FAIL ones (no value); the report's arm table counts the failures beside them."""
+        return sorted((t for t in self.trials if t.state == "COMPLETE"), key=lambda t: (t.repeat, t.number))
 
     @property
     def wall_seconds(self) -> float:

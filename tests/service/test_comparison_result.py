@@ -19,7 +19,7 @@ from optuna.trial import TrialState, create_trial
 
 from search_spaces.comparison import RERUN_SEED_BASE, expand, load_comparison_preset
 from service.comparisons.lifecycle import RERUN, TUNE, build_result, result_from_json
-from service.comparisons.result import ArmResult, ComparisonResult, RerunRecord, VerdictRecord, contains
+from service.comparisons.result import ArmResult, ComparisonResult, RerunRecord, TrialRecord, VerdictRecord, contains
 from service.comparisons.stats import Verdict, range_position
 from service.core.jsondata import jsonable
 from service.models import StudyRecord, StudyState
@@ -215,3 +215,14 @@ def test_rerun_records_default_to_repeat_zero_for_results_stored_before_repeats(
     arm = result.arm("a", 64)
     assert arm.reruns == [RerunRecord(5, 0.5)] and arm.scores == {0: {5: 0.5}} and arm.epochs_spent == 2
     assert [(c.repeat, c.spent) for c in result.spending()] == [(None, {"a": 2})]
+
+
+def test_budget_curves_and_lr_sensitivity_draw_on_completed_trials_only():
+    trials = [
+        TrialRecord(0, "COMPLETE", {"lr": 1.0}, 0.6, 20),
+        TrialRecord(1, "PRUNED", {"lr": 2.0}, 0.9, 4),  # an early epoch's accuracy, not a finished draw
+        TrialRecord(2, "FAIL", {"lr": 9.0}, None, 3),
+        TrialRecord(0, "COMPLETE", {"lr": 0.5}, 0.7, 20, repeat=1),
+    ]
+    arm = ArmResult("tvlars", "tvlars", 64, [], {}, {}, epochs=20, steps_per_epoch=16, trials=trials)
+    assert [(t.repeat, t.number) for t in arm.tuning_draws] == [(0, 0), (1, 0)]
