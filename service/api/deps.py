@@ -1,11 +1,12 @@
-"""Typed dependencies: settings and API-key authentication."""
+"""Typed dependencies: settings, API-key authentication, and the request parameters every resource takes
+(``Idempotency-Key``, paging)."""
 
 from __future__ import annotations
 
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Query, Request
 
 from ..core.config import ApiKey, Settings
 
@@ -53,3 +54,10 @@ async def require_write(request: Request, settings: SettingsDep) -> ApiKey | Non
 
 ReadKey = Annotated[ApiKey | None, Depends(require_read)]
 WriteKey = Annotated[ApiKey | None, Depends(require_write)]
+
+
+#: Makes a submit safe to retry: the same key with the same spec answers the first submit's resource (200).
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)]
+#: The largest ``offset`` a list accepts (a bound, so a huge number is a 422 rather than a database error).
+MAX_OFFSET = 1_000_000_000
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
