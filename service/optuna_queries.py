@@ -35,6 +35,7 @@ from .trial_report import BOARD_ATTRS, SUMMARY_ATTRS, FailKind, TrialAttr
 __all__ = [
     "ENDED",
     "TRIAL_STATES",
+    "best_trial",
     "epochs_spent",
     "finished_count",
     "leaderboard",
@@ -361,6 +362,19 @@ def study_counts(study: optuna.Study) -> dict[str, int]:
             errors += 1
     counts["ERRORS"] = errors
     return counts
+
+
+def best_trial(study: optuna.Study, directions: list[str]) -> FrozenTrial | None:
+    """The study's best COMPLETE trial, or None: for one objective the leaderboard's first (best value, then the
+    earliest trial among equals); for several, the first of the Pareto front."""
+    complete = stored_trials(study, (TrialState.COMPLETE,))
+    if not complete:
+        return None
+    if len(directions) > 1:
+        front = study.best_trials
+        return front[0] if front else None
+    sign = -1.0 if directions[0] == "maximize" else 1.0
+    return min(complete, key=lambda t: (sign * t.value, t.number))
 
 
 def ranked_trials(studies: list[optuna.Study], direction: str) -> list[FrozenTrial]:

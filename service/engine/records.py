@@ -20,7 +20,7 @@ from search_spaces.spec import RESUMABLE_FIELDS, StudySpec, spec_changes
 from .._optuna import fail_trial, open_storage
 from ..errors import NameTakenError
 from ..models import StudyState
-from ..optuna_queries import epochs_spent, load_study, stored_trials, study_counts
+from ..optuna_queries import best_trial, epochs_spent, load_study, stored_trials, study_counts
 from ..trial_report import SUMMARY_METRICS, FailKind, StudyAttr, TrialAttr
 from .factories import build_sampler
 from .searcher import Resumable
@@ -109,21 +109,8 @@ def outcome(study: optuna.Study, spec: StudySpec, state: StudyState | None, reas
         state = StudyState.SUCCEEDED if n_finished >= spec.budget.n_trials else StudyState.FAILED  # type: ignore[operator]
         if state == StudyState.FAILED:
             reason = f"only {n_finished} of {spec.budget.n_trials} trials finished" + (f" ({reason})" if reason else "")
-    best_value = best_params = best_number = best = None
-    if counts["COMPLETE"]:
-        if len(spec.objectives) == 1:
-            # the leaderboard's order: best value, then the earliest trial among equals
-            sign = -1.0 if spec.directions[0] == "maximize" else 1.0
-            best = min(
-                stored_trials(study, (TrialState.COMPLETE,)),
-                key=lambda t: (sign * t.value, t.number),
-            )
-            best_value, best_params, best_number = best.value, best.params, best.number
-        else:
-            front = study.best_trials
-            if front:
-                best = front[0]
-                best_value, best_params, best_number = best.values, best.params, best.number
+    best = best_trial(study, spec.directions)
+    best_value = None if best is None else best.value if len(spec.objectives) == 1 else best.values
     return StudyOutcome(
         spec.name,
         state,
@@ -132,8 +119,8 @@ def outcome(study: optuna.Study, spec: StudySpec, state: StudyState | None, reas
         counts["PRUNED"],
         counts["FAIL"],
         best_value,
-        best_params,
-        best_number,
+        best.params if best is not None else None,
+        best.number if best is not None else None,
         {k: best.user_attrs.get(k) for k in SUMMARY_METRICS} if best is not None else None,
         epochs_spent(study),
     )
