@@ -7,7 +7,7 @@ Optuna's ``storages/_rdb/models.py``). Engines, sessions and migrations are in :
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any, ClassVar, Self
 
 import sqlalchemy as sa
@@ -45,7 +45,7 @@ class StudyState(str, Enum):
         return self in StudyState.finished()
 
 
-class ComparisonPhase(str, Enum):
+class ComparisonPhase(StrEnum):
     """A comparison's phase: TUNE → (EXTEND) → RERUN → DONE (:mod:`service.comparisons.machine`). A comparison's
     study has as its ``role`` the phase it was created for (TUNE, EXTEND or RERUN)."""
 
@@ -53,9 +53,6 @@ class ComparisonPhase(str, Enum):
     EXTEND = "extend"
     RERUN = "rerun"
     DONE = "done"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class Base(DeclarativeBase):

@@ -1,12 +1,11 @@
-"""Typed dependencies: settings, API-key authentication, and the request parameters every resource takes
-(``Idempotency-Key``, paging)."""
+"""Typed dependencies: settings, API-key authentication, and paging (``Idempotency-Key`` is in :mod:`.writes`)."""
 
 from __future__ import annotations
 
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Query, Request
+from fastapi import Depends, HTTPException, Query, Request
 
 from ..core.config import ApiKey, Settings
 
@@ -56,8 +55,6 @@ ReadKey = Annotated[ApiKey | None, Depends(require_read)]
 WriteKey = Annotated[ApiKey | None, Depends(require_write)]
 
 
-#: Makes a submit safe to retry: the same key with the same spec answers the first submit's resource (200).
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)]
 #: The largest ``offset`` a list accepts (a bound, so a huge number is a 422 rather than a database error).
 MAX_OFFSET = 1_000_000_000
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]

@@ -14,6 +14,7 @@ from search_spaces.spec import StudySpec
 from ..models import ComparisonPhase, StudyRecord, StudyState
 from ..optuna_queries import load_study_or_none, param_importances, stored_trials, trial_epochs
 from ..trial_report import TrialAttr
+from .records import TUNING_ROLES, arm_studies
 from .reruns import RERUN_METRIC
 from .result import ArmResult, ComparisonResult, ParamRange, RepeatRecord, RerunRecord, TrialRecord
 from .stats import at_edge, range_position
@@ -47,10 +48,6 @@ def _trial_record(t: FrozenTrial, repeat: int = 0) -> TrialRecord:
     )
 
 
-#: The roles whose studies tune an arm (a tuning study and its range-check extension): their trials and spending.
-_TUNING_ROLES = (ComparisonPhase.TUNE, ComparisonPhase.EXTEND)
-
-
 def build_result(storage_url: str, spec: ComparisonSpec, studies: list[StudyRecord]) -> ComparisonResult:
     """The comparison's result from what is stored: per arm × batch size and tuning repeat, the tuning and extension
     studies' trials, their stored ``epochs_spent``, the winner and where it sits in its searched ranges (the range
@@ -61,62 +58,58 @@ def build_result(storage_url: str, spec: ComparisonSpec, studies: list[StudyReco
     """
     sign = -1.0 if spec.objective.direction == "maximize" else 1.0
     arms = []
-    for arm in spec.arms:
-        for bs in spec.batch_sizes:
-            mine = [s for s in studies if s.arm == arm.name and s.batch_size == bs]
-            problems = [f"study {s.name} {s.state}" for s in mine if s.state != StudyState.SUCCEEDED]
-            trials: list[TrialRecord] = []
-            reruns: list[RerunRecord] = []
-            repeats: list[RepeatRecord] = []
-            importances: list[dict[str, float]] = []
-            for repeat in range(spec.tuning_repeats):
-                tuning = [s for s in mine if s.role in _TUNING_ROLES and (s.repeat or 0) == repeat]
-                if not any(s.role == ComparisonPhase.TUNE for s in tuning):
-                    problems.append(f"no tuning study for repeat {repeat}")
+    for arm, bs, mine in arm_studies(spec, studies):
+        problems = [f"study {s.name} {s.state}" for s in mine if s.state != StudyState.SUCCEEDED]
+        trials: list[TrialRecord] = []
+        reruns: list[RerunRecord] = []
+        repeats: list[RepeatRecord] = []
+        importances: list[dict[str, float]] = []
+        for repeat in range(spec.tuning_repeats):
+            tuning = [s for s in mine if s.role in TUNING_ROLES and (s.repeat or 0) == repeat]
+            if not any(s.role == ComparisonPhase.TUNE for s in tuning):
+                problems.append(f"no tuning study for repeat {repeat}")
+                continue
+            found: list[TrialRecord] = []
+            for study in tuning:
+                stored = load_study_or_none(storage_url, study.name)
+                if stored is None:
+                    problems.append(f"study {study.name} has no trials stored")
                     continue
-                found: list[TrialRecord] = []
-                for study in tuning:
-                    stored = load_study_or_none(storage_url, study.name)
-                    if stored is None:
-                        problems.append(f"study {study.name} has no trials stored")
-                        continue
-                    found += [_trial_record(t, repeat) for t in stored_trials(stored) if t.state.is_finished()]
-                    if study.role == ComparisonPhase.TUNE:
-                        importances.append(param_importances(stored))
-                trials += found
-                repeats.append(_repeat_record(repeat, tuning, found, sign))
-                for study in (s for s in mine if s.role == ComparisonPhase.RERUN and (s.repeat or 0) == repeat):
-                    stored = load_study_or_none(storage_url, study.name)
-                    for t in stored_trials(stored, (TrialState.COMPLETE,)) if stored else []:
-                        curve = _rows(t.user_attrs.get(TrialAttr.CURVES))
-                        reruns.append(
-                            RerunRecord(RERUN_SEED_BASE + t.number, float(t.value), curve, study.rank or 1, repeat)
-                        )
-            # the trainer's cumulative step count after the first epoch is the steps per epoch
-            firsts = [run.curve[0] for run in reruns if run.curve and run.curve[0].get("step")]
-            steps = int(firsts[0]["step"]) if firsts else 0
-            tune = next((s for s in mine if s.role == ComparisonPhase.TUNE), None)
-            best = min(
-                (r for r in repeats if r.best_value is not None), key=lambda r: sign * r.best_value, default=None
-            )  # type: ignore[operator]
-            arms.append(
-                ArmResult(
-                    label=arm.name,
-                    optimizer=arm.optimizer,
-                    batch_size=bs,
-                    studies=[s.id for s in mine],
-                    best_params=dict(best.best_params) if best else {},
-                    fixed=dict(StudySpec.model_validate(tune.spec).fixed) if tune else {},
-                    epochs=spec.workload.epochs,
-                    steps_per_epoch=steps or 1,
-                    trials=trials,
-                    reruns=reruns,
-                    importances=_mean_importances(importances),
-                    repeats=repeats,
-                    epochs_spent=sum(r.epochs_spent for r in repeats),
-                    problems=problems,
-                )
+                found += [_trial_record(t, repeat) for t in stored_trials(stored) if t.state.is_finished()]
+                if study.role == ComparisonPhase.TUNE:
+                    importances.append(param_importances(stored))
+            trials += found
+            repeats.append(_repeat_record(repeat, tuning, found, sign))
+            for study in (s for s in mine if s.role == ComparisonPhase.RERUN and (s.repeat or 0) == repeat):
+                stored = load_study_or_none(storage_url, study.name)
+                for t in stored_trials(stored, (TrialState.COMPLETE,)) if stored else []:
+                    curve = _rows(t.user_attrs.get(TrialAttr.CURVES))
+                    reruns.append(
+                        RerunRecord(RERUN_SEED_BASE + t.number, float(t.value), curve, study.rank or 1, repeat)
+                    )
+        # the trainer's cumulative step count after the first epoch is the steps per epoch
+        firsts = [run.curve[0] for run in reruns if run.curve and run.curve[0].get("step")]
+        steps = int(firsts[0]["step"]) if firsts else 0
+        tune = next((s for s in mine if s.role == ComparisonPhase.TUNE), None)
+        best = min((r for r in repeats if r.best_value is not None), key=lambda r: sign * r.best_value, default=None)  # type: ignore[operator]
+        arms.append(
+            ArmResult(
+                label=arm.name,
+                optimizer=arm.optimizer,
+                batch_size=bs,
+                studies=[s.id for s in mine],
+                best_params=dict(best.best_params) if best else {},
+                fixed=dict(StudySpec.model_validate(tune.spec).fixed) if tune else {},
+                epochs=spec.workload.epochs,
+                steps_per_epoch=steps or 1,
+                trials=trials,
+                reruns=reruns,
+                importances=_mean_importances(importances),
+                repeats=repeats,
+                epochs_spent=sum(r.epochs_spent for r in repeats),
+                problems=problems,
             )
+        )
     return ComparisonResult(
         name=spec.name,
         workload=spec.workload.model_dump(mode="json"),

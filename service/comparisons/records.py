@@ -9,10 +9,12 @@ end. How a comparison moves from phase to phase is :mod:`.machine`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from search_spaces.comparison import ComparisonSpec, expand
+from search_spaces.comparison import Arm, ComparisonSpec, expand
 from search_spaces.spec import StudySpec
 
 from .. import crud
@@ -20,7 +22,9 @@ from ..errors import ConflictError, NotFoundError
 from ..models import ComparisonPhase, ComparisonRecord, StudyRecord, StudyState, utcnow
 
 __all__ = [
+    "TUNING_ROLES",
     "add_study",
+    "arm_studies",
     "cancel_comparison",
     "comparison_version",
     "create_comparison",
@@ -29,6 +33,10 @@ __all__ = [
     "resume_comparison",
     "studies_of",
 ]
+
+
+#: The roles whose studies tune an arm (a tuning study and its range-check extensions): their trials and spending.
+TUNING_ROLES = frozenset((ComparisonPhase.TUNE, ComparisonPhase.EXTEND))
 
 
 def create_comparison(
@@ -79,6 +87,13 @@ def studies_of(session: Session, comparison_id: str) -> list[StudyRecord]:
             .order_by(StudyRecord.created_at, StudyRecord.name)
         ).all()
     )
+
+
+def arm_studies(spec: ComparisonSpec, studies: list[StudyRecord]) -> Iterator[tuple[Arm, int, list[StudyRecord]]]:
+    """Each arm × batch size of the spec (arms outer) with its studies, in ``studies``' order."""
+    for arm in spec.arms:
+        for bs in spec.batch_sizes:
+            yield arm, bs, [s for s in studies if s.arm == arm.name and s.batch_size == bs]
 
 
 def _versions():

@@ -30,7 +30,7 @@ from ..errors import ConflictError
 from ..models import ComparisonPhase, ComparisonRecord, StudyRecord
 from ..optuna_queries import load_study, ranked_trials
 from ..trial_report import TrialAttr
-from .records import add_study
+from .records import TUNING_ROLES, add_study
 
 __all__ = ["RERUN_METRIC", "check_ranges", "queue_reruns", "rerun_spec", "top_configs"]
 
@@ -72,7 +72,7 @@ def queue_reruns(
     session: Session, record: ComparisonRecord, spec: ComparisonSpec, studies: list[StudyRecord], storage_url: str
 ) -> None:
     """One re-run study per tuning study's arm × batch size × repeat and rank ``1..top_k`` (module docstring)."""
-    tuning = [s for s in studies if s.role in (ComparisonPhase.TUNE, ComparisonPhase.EXTEND)]
+    tuning = [s for s in studies if s.role in TUNING_ROLES]
     for study in (s for s in studies if s.role == ComparisonPhase.TUNE):
         mine = [s for s in tuning if (s.arm, s.batch_size, s.repeat) == (study.arm, study.batch_size, study.repeat)]
         for rank, params in enumerate(top_configs(storage_url, mine, spec.rerun.top_k), start=1):

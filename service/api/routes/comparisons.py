@@ -13,6 +13,8 @@ from search_spaces import merge
 from search_spaces.comparison import ComparisonSpec, load_comparison_data
 
 from ...comparisons.records import (
+    TUNING_ROLES,
+    arm_studies,
     cancel_comparison,
     comparison_version,
     create_comparison,
@@ -24,12 +26,12 @@ from ...comparisons.records import (
 from ...comparisons.report import render_html
 from ...comparisons.result import result_from_json
 from ...core.config import Settings
-from ...core.db import session_scope
 from ...models import ComparisonPhase, ComparisonRecord, StudyState
 from ..cache import CACHED_RESPONSES, cached_read
-from ..deps import IdempotencyKey, Offset, ReadKey, SettingsDep, WriteKey
+from ..deps import Offset, ReadKey, SettingsDep, WriteKey
 from ..errors import COMMON_RESPONSES, conflict, not_found, validate_body
 from ..models import ArmPublic, ComparisonCreate, ComparisonPublic, ComparisonsPublic
+from ..writes import IdempotencyKey, submitted, written
 
 router = APIRouter(prefix="/v1/comparisons", tags=["comparisons"], responses=COMMON_RESPONSES)
 
@@ -54,28 +56,26 @@ def to_public(session: Session, record: ComparisonRecord) -> ComparisonPublic:
     studies = studies_of(session, record.id)
     result = result_from_json(record.result) if record.result else None
     arms = []
-    for arm in spec.arms:
-        for bs in spec.batch_sizes:
-            mine = [s for s in studies if s.arm == arm.name and s.batch_size == bs]
-            tune = next((s for s in mine if s.role == ComparisonPhase.TUNE), None)
-            # every tuning repeat and range-check extension, each study's count as stored (no trial is read)
-            tuning = [s for s in mine if s.role in (ComparisonPhase.TUNE, ComparisonPhase.EXTEND)]
-            done = result.arm(arm.name, bs) if result else None
-            summary = done.rerun if done else None
-            best = done.best_params if done else ((tune.outcome or {}).get("best_params") if tune else None)
-            arms.append(
-                ArmPublic(
-                    optimizer=arm.optimizer,
-                    label=arm.name,
-                    batch_size=bs,
-                    studies=[s.id for s in mine],
-                    state=tune.state if tune else StudyState.QUEUED,
-                    epochs_budget=sum(s.spec["budget"]["epochs"] for s in tuning),
-                    epochs_spent=sum(s.epochs_spent for s in tuning),
-                    best_params=best,
-                    rerun=summary.to_dict() if summary else None,
-                )
+    for arm, bs, mine in arm_studies(spec, studies):
+        tune = next((s for s in mine if s.role == ComparisonPhase.TUNE), None)
+        # every tuning repeat and range-check extension, each study's count as stored (no trial is read)
+        tuning = [s for s in mine if s.role in TUNING_ROLES]
+        done = result.arm(arm.name, bs) if result else None
+        summary = done.rerun if done else None
+        best = done.best_params if done else ((tune.outcome or {}).get("best_params") if tune else None)
+        arms.append(
+            ArmPublic(
+                optimizer=arm.optimizer,
+                label=arm.name,
+                batch_size=bs,
+                studies=[s.id for s in mine],
+                state=tune.state if tune else StudyState.QUEUED,
+                epochs_budget=sum(s.spec["budget"]["epochs"] for s in tuning),
+                epochs_spent=sum(s.epochs_spent for s in tuning),
+                best_params=best,
+                rerun=summary.to_dict() if summary else None,
             )
+        )
     verdicts: dict[int, list[dict[str, Any]]] = {}
     for v in result.verdicts() if result else []:
         verdicts.setdefault(v.batch_size, []).append(
@@ -126,17 +126,14 @@ def submit_comparison(
 ) -> ComparisonPublic:
     """Validate and queue a comparison: one tuning study per arm × batch size, re-runs and the result after."""
     spec = validate_comparison(body.model_dump(exclude_none=True))
-    # committed before the response goes out, as a study's submit
-    with session_scope(settings.database_url) as session:
-        record, created = create_comparison(
-            session=session, spec=spec, idempotency_key=idempotency_key, owner=key.fingerprint if key else None
-        )
-        session.flush()
-        public = to_public(session, record)
-    if not created:
-        response.status_code = status.HTTP_200_OK
-    response.headers["Location"] = f"/v1/comparisons/{public.id}"
-    return public
+    owner = key.fingerprint if key else None
+    return submitted(
+        response,
+        settings.database_url,
+        lambda session: create_comparison(session=session, spec=spec, idempotency_key=idempotency_key, owner=owner),
+        to_public,
+        lambda comparison: f"/v1/comparisons/{comparison.id}",
+    )
 
 
 @router.get("", response_model=ComparisonsPublic, responses=CACHED_RESPONSES)
@@ -195,10 +192,11 @@ def read_comparison(request: Request, comparison_id: str, settings: SettingsDep,
 )
 def cancel(comparison_id: str, settings: SettingsDep, _: WriteKey) -> ComparisonPublic:
     """Stop a comparison and its studies; finished trials are kept."""
-    with session_scope(settings.database_url) as session:
-        record = cancel_comparison(session=session, comparison_id=comparison_id)
-        session.flush()
-        return to_public(session, record)
+    return written(
+        settings.database_url,
+        lambda session: cancel_comparison(session=session, comparison_id=comparison_id),
+        to_public,
+    )
 
 
 @router.post(
@@ -206,10 +204,11 @@ def cancel(comparison_id: str, settings: SettingsDep, _: WriteKey) -> Comparison
 )
 def resume(comparison_id: str, settings: SettingsDep, _: WriteKey) -> ComparisonPublic:
     """Carry on a cancelled or failed comparison: its unfinished studies are queued again."""
-    with session_scope(settings.database_url) as session:
-        record = resume_comparison(session=session, comparison_id=comparison_id)
-        session.flush()
-        return to_public(session, record)
+    return written(
+        settings.database_url,
+        lambda session: resume_comparison(session=session, comparison_id=comparison_id),
+        to_public,
+    )
 
 
 def _result(record: ComparisonRecord) -> dict[str, Any]:

@@ -14,12 +14,11 @@ from search_spaces.spec import StudySpec
 
 from ... import crud
 from ...core.config import Settings
-from ...core.db import session_scope
 from ...models import StudyRecord, StudyState
 from ...optuna_queries import TRIAL_STATES, leaderboard, trial_counts, trials_page
 from ...trial_report import SUMMARY_METRICS
 from ..cache import CACHED_RESPONSES, cached_read
-from ..deps import IdempotencyKey, Offset, ReadKey, SettingsDep, WriteKey
+from ..deps import Offset, ReadKey, SettingsDep, WriteKey
 from ..errors import COMMON_RESPONSES, conflict, not_found, validate_body
 from ..models import (
     LeaderboardPublic,
@@ -29,6 +28,7 @@ from ..models import (
     StudyPublic,
     TrialsPublic,
 )
+from ..writes import IdempotencyKey, submitted, written
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"], responses=COMMON_RESPONSES)
 
@@ -96,6 +96,10 @@ def to_public(session: Session, records: list[StudyRecord]) -> list[StudyPublic]
     return out
 
 
+def _one(session: Session, record: StudyRecord) -> StudyPublic:
+    return to_public(session, [record])[0]
+
+
 def _cached_read(
     request: Request,
     settings: Settings,
@@ -132,18 +136,14 @@ def submit_study(
 ) -> StudyPublic:
     """Validate and queue a study; a worker picks it up. ``Idempotency-Key`` makes retries safe."""
     spec = validate_spec(body.model_dump(exclude_none=True))
-    # committed before the response goes out: a client that reads right after sees it, and a racing duplicate name
-    # fails this request (409) rather than after a 201
-    with session_scope(settings.database_url) as session:
-        record, created = crud.create_study(
-            session=session, spec=spec, idempotency_key=idempotency_key, owner=key.fingerprint if key else None
-        )
-        session.flush()
-        public = to_public(session, [record])[0]
-    if not created:
-        response.status_code = status.HTTP_200_OK
-    response.headers["Location"] = f"/v1/studies/{record.id}"
-    return public
+    owner = key.fingerprint if key else None
+    return submitted(
+        response,
+        settings.database_url,
+        lambda session: crud.create_study(session=session, spec=spec, idempotency_key=idempotency_key, owner=owner),
+        _one,
+        lambda study: f"/v1/studies/{study.id}",
+    )
 
 
 @router.get("", response_model=StudiesPublic, responses=CACHED_RESPONSES)
@@ -174,16 +174,13 @@ def read_studies(
 @router.get("/{study_id}", response_model=StudyPublic, responses=_NOT_FOUND | CACHED_RESPONSES)
 def read_study(request: Request, study_id: str, settings: SettingsDep, _: ReadKey) -> Response:
     """A study's spec, state, trial counts and best trial."""
-    return _cached_read(request, settings, study_id, ("study",), lambda session, r: to_public(session, [r])[0])
+    return _cached_read(request, settings, study_id, ("study",), _one)
 
 
 @router.post("/{study_id}/cancel", status_code=202, response_model=StudyPublic, responses=_NOT_FOUND | _CONFLICT)
 def cancel(study_id: str, settings: SettingsDep, _: WriteKey) -> StudyPublic:
     """Stop a study: a queued one at once, a running one within seconds. Finished trials are kept."""
-    with session_scope(settings.database_url) as session:
-        record = crud.cancel_study(session=session, study_id=study_id)
-        session.flush()
-        return to_public(session, [record])[0]
+    return written(settings.database_url, lambda session: crud.cancel_study(session=session, study_id=study_id), _one)
 
 
 @router.post("/{study_id}/resume", status_code=202, response_model=StudyPublic, responses=_NOT_FOUND | _CONFLICT)
@@ -191,10 +188,12 @@ def resume(
     study_id: str, settings: SettingsDep, _: WriteKey, body: Annotated[ResumeRequest | None, Body()] = None
 ) -> StudyPublic:
     """Queue a cancelled or failed study again (or a finished one with a larger ``n_trials``)."""
-    with session_scope(settings.database_url) as session:
-        record = crud.resume_study(session=session, study_id=study_id, n_trials=body.n_trials if body else None)
-        session.flush()
-        return to_public(session, [record])[0]
+    n_trials = body.n_trials if body else None
+    return written(
+        settings.database_url,
+        lambda session: crud.resume_study(session=session, study_id=study_id, n_trials=n_trials),
+        _one,
+    )
 
 
 @router.get("/{study_id}/trials", response_model=TrialsPublic, responses=_NOT_FOUND | CACHED_RESPONSES)
