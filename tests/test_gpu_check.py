@@ -97,7 +97,9 @@ def test_short_budget_skips_sections_and_keeps_what_ran(tmp_path):
     assert list(found) == SECTIONS
     assert found["correctness"]["status"] == "ok" and found["correctness"]["rows"]
     skipped = [s for s in found.values() if s["status"] == "skipped" and s["reason"].startswith("budget:")]
-    assert {"trial_speed", "optimizer_step", "packing"} <= {s["name"] for s in skipped}
+    # a 3 s budget never has the ~3 s and ~5 s these two need left once correctness has run (trial_speed, ~1 s a
+    # row, may still fit a row on a quick machine)
+    assert {"optimizer_step", "packing"} <= {s["name"] for s in skipped}
     assert "**skipped** in 0.0 s: budget:" in (out / "gpu.md").read_text()
 
 

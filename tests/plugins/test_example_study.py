@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -11,7 +14,7 @@ from search_spaces.spec import StudySpec
 
 from ..conftest import unique_name
 from ..utils.plugins import EXAMPLE
-from ..utils.server import wait_state
+from ..utils.server import READ_KEY, wait_state
 
 SPEC = yaml.safe_load((EXAMPLE / "study.yaml").read_text())
 
@@ -56,3 +59,19 @@ def test_a_plugin_whose_load_raises_fails_the_trial_with_its_message(server):
     assert trials and all(t["state"] == "FAIL" for t in trials)  # max_failed 0: the first error ends the study
     reasons = [t["user_attrs"]["fail_reason"] for t in trials]
     assert any("Invalid label_noise: 2.0 (a fraction in [0, 1))" in r for r in reasons), reasons
+
+
+def test_cli_workloads_lists_the_plugin_from_the_server(server):
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "workloads", "--url", server.url, "--api-key", READ_KEY],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "250"},
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {tuple(c.strip() for c in line.split("│")[1:4]) for line in done.stdout.splitlines() if "│" in line}
+    assert ("dataset", "rings", "tvlars-example-workloads 0.1.0") in rows
+    assert ("model", "resmlp", "tvlars-example-workloads 0.1.0") in rows
+    assert ("dataset", "mnist1d", "built-in") in rows
+    assert ("optimizer", "lars_warmup (lars + recipe)", "built-in") in rows
