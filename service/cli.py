@@ -185,8 +185,8 @@ def report(
     api_key: KeyOpt = None,
 ) -> None:
     """Write a finished comparison's report as Markdown + PNGs (the same tables and plots as the HTML page)."""
-    from .comparisons.lifecycle import result_from_json
     from .comparisons.report import write_markdown
+    from .comparisons.result import result_from_json
 
     data = Client(url, api_key).comparisons.result(comparison_id)
     path = write_markdown(result_from_json(data), out)

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from search_spaces.comparison import ComparisonSpec
 from search_spaces.spec import StudySpec
 
 from .errors import ConflictError, InvalidSpecError, NotFoundError
@@ -24,6 +25,7 @@ __all__ = [
     "cancel_study",
     "claim_next_study",
     "create_study",
+    "create_submitted",
     "find_replay",
     "finish_study",
     "get_studies",
@@ -62,6 +64,37 @@ def find_replay(
     return None
 
 
+def create_submitted(
+    *,
+    session: Session,
+    model: type[Submitted],
+    spec: StudySpec | ComparisonSpec,
+    idempotency_key: str | None = None,
+    owner: str | None = None,
+    **fields: Any,
+) -> tuple[Submitted, bool]:
+    """A new QUEUED study or comparison (``model``) for ``spec`` with the given extra column ``fields``, or the
+    existing one for a replayed request (see :func:`find_replay`). Returns ``(record, created)``."""
+    canonical = spec.canonical()
+    digest = spec_hash(canonical)
+    existing = find_replay(session=session, model=model, name=spec.name, digest=digest, key=idempotency_key)
+    if existing is not None:
+        return existing, False
+    record = model(
+        id=uuid.uuid4().hex,
+        name=spec.name,
+        spec=canonical,
+        spec_hash=digest,
+        state=StudyState.QUEUED.value,
+        idempotency_key=idempotency_key,
+        owner=owner,
+        **fields,
+    )
+    session.add(record)
+    session.flush()  # a concurrent insert of the same name or key fails here, inside the caller's transaction
+    return record, True
+
+
 def create_study(
     *, session: Session, spec: StudySpec, idempotency_key: str | None = None, owner: str | None = None
 ) -> tuple[StudyRecord, bool]:
@@ -70,26 +103,16 @@ def create_study(
     Same idempotency key and same spec: the existing study (created False). Same key, other spec: ConflictError.
     A name already taken (by a request without this key): ConflictError.
     """
-    canonical = spec.canonical()
-    digest = spec_hash(canonical)
-    existing = find_replay(session=session, model=StudyRecord, name=spec.name, digest=digest, key=idempotency_key)
-    if existing is not None:
-        return existing, False
-    record = StudyRecord(
-        id=uuid.uuid4().hex,
-        name=spec.name,
-        spec=canonical,
-        spec_hash=digest,
-        state=StudyState.QUEUED.value,
+    return create_submitted(
+        session=session,
+        model=StudyRecord,
+        spec=spec,
         idempotency_key=idempotency_key,
         owner=owner,
         resume=False,
         cancel_requested=False,
         claims=0,
     )
-    session.add(record)
-    session.flush()  # a concurrent insert of the same name or key fails here, inside the caller's transaction
-    return record, True
 
 
 def get_study(*, session: Session, study_id: str) -> StudyRecord:
@@ -112,7 +135,7 @@ def get_study_version(*, session: Session, study_id: str) -> tuple:
 
 def list_study_versions(
     *, session: Session, limit: int, offset: int, state: StudyState | None = None
-) -> tuple[int, list[tuple]]:
+) -> tuple[int, tuple[tuple, ...]]:
     """``(total, page)`` of studies, newest first, optionally in one state; each as its version (what a cached read
     is keyed by, as :func:`get_study_version`). :func:`get_studies` loads them."""
     where = [StudyRecord.state == StudyState(state).value] if state else []
@@ -120,7 +143,7 @@ def list_study_versions(
     rows = session.execute(
         sa.select(*_VERSION).where(*where).order_by(StudyRecord.created_at.desc()).limit(limit).offset(offset)
     ).all()
-    return total, [tuple(r) for r in rows]
+    return total, tuple(tuple(r) for r in rows)
 
 
 def get_studies(*, session: Session, study_ids: list[str]) -> list[StudyRecord]:

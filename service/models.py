@@ -7,7 +7,7 @@ Optuna's ``storages/_rdb/models.py``). Engines, sessions and migrations are in :
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any, ClassVar, Self
 
 import sqlalchemy as sa
@@ -16,7 +16,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from .errors import NotFoundError
 
-__all__ = ["Base", "ComparisonRecord", "StudyRecord", "StudyState", "WorkerRecord", "utcnow"]
+__all__ = ["Base", "ComparisonPhase", "ComparisonRecord", "StudyRecord", "StudyState", "WorkerRecord", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -43,6 +43,16 @@ class StudyState(str, Enum):
     @property
     def is_finished(self) -> bool:
         return self in StudyState.finished()
+
+
+class ComparisonPhase(StrEnum):
+    """A comparison's phase: TUNE → (EXTEND) → RERUN → DONE (:mod:`service.comparisons.machine`). A comparison's
+    study has as its ``role`` the phase it was created for (TUNE, EXTEND or RERUN)."""
+
+    TUNE = "tune"
+    EXTEND = "extend"
+    RERUN = "rerun"
+    DONE = "done"
 
 
 class Base(DeclarativeBase):
@@ -115,7 +125,7 @@ class StudyRecord(_Submitted, Base):
     comparison_id: Mapped[str | None] = mapped_column(String(32), index=True)
     arm: Mapped[str | None] = mapped_column(String(32))
     batch_size: Mapped[int | None] = mapped_column(Integer)
-    role: Mapped[str | None] = mapped_column(String(8))  # "tune" | "extend" | "rerun"
+    role: Mapped[str | None] = mapped_column(String(8))  # the ComparisonPhase it was created for
     repeat: Mapped[int | None] = mapped_column(Integer)  # which independent tuning (0-based); None: a plain study
     rank: Mapped[int | None] = mapped_column(Integer)  # a re-run study: which of its tuning's top-k configs (1 = best)
     # epochs the study's trials spent (ended trials' stored epochs + running trials'), updated as trials end
@@ -139,7 +149,7 @@ class ComparisonRecord(_Submitted, Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     spec_hash: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16), default=StudyState.QUEUED.value)
-    phase: Mapped[str] = mapped_column(String(16), default="tune")  # tune → rerun → done
+    phase: Mapped[str] = mapped_column(String(16), default=ComparisonPhase.TUNE.value)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     owner: Mapped[str | None] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)

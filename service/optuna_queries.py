@@ -1,26 +1,56 @@
-"""Read-only SQL over Optuna's tables: counts, leaderboards and trial pages without loading every trial into Python.
+"""Every read of what Optuna stores, for the API, the engine and comparisons alike (writes go through the engine's
+searcher and :mod:`service._optuna`).
 
-Optuna's schema (studies, trials, trial_values, trial_params, trial_intermediate_values, trial_user_attributes) is
-declared here as lightweight table clauses with just the columns we read.
+Two kinds of read:
+
+- **SQL over Optuna's tables** (the API's): counts, leaderboards and trial pages without loading every trial into
+  Python. Optuna's schema (studies, trials, trial_values, trial_params, trial_intermediate_values,
+  trial_user_attributes) is declared here as lightweight table clauses with just the columns we read.
+- **Loaded studies** (the engine's and comparisons'): :func:`load_study` by name, the trials in some states
+  (:func:`stored_trials`), what they spent (:func:`trial_epochs`, :func:`epochs_spent`), their counts
+  (:func:`study_counts`), the best ones over several studies (:func:`ranked_trials`) and parameter importances.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 from collections import OrderedDict, defaultdict
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import optuna
 import sqlalchemy as sa
 from optuna.distributions import json_to_distribution
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.orm import Session
 
-from .trial_report import BOARD_ATTRS, SUMMARY_ATTRS, TrialAttr
+from ._optuna import open_storage
+from .errors import NotFoundError
+from .trial_report import BOARD_ATTRS, SUMMARY_ATTRS, FailKind, TrialAttr
 
-__all__ = ["TRIAL_STATES", "finished_count", "leaderboard", "trial_counts", "trials_page"]
+__all__ = [
+    "ENDED",
+    "TRIAL_STATES",
+    "best_trial",
+    "epochs_spent",
+    "finished_count",
+    "leaderboard",
+    "load_study",
+    "load_study_or_none",
+    "param_importances",
+    "ranked_trials",
+    "stored_trials",
+    "study_counts",
+    "trial_counts",
+    "trial_epochs",
+    "trials_page",
+]
+
+log = logging.getLogger(__name__)
 
 studies = sa.table("studies", sa.column("study_id"), sa.column("study_name"))
 directions = sa.table("study_directions", sa.column("study_id"), sa.column("direction"), sa.column("objective"))
@@ -278,3 +308,96 @@ def trials_page(
             }
         )
     return total, out
+
+
+# -- loaded studies (the engine's and comparisons' reads) ----------------------------------------------------------
+
+#: Trials whose epochs are spent: ended (COMPLETE, PRUNED and FAIL alike); :func:`epochs_spent` adds running ones.
+ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def load_study(storage_url: str, name: str, *, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    """The stored study by name (with ``sampler`` when it is to be driven), or NotFoundError."""
+    try:
+        return optuna.load_study(study_name=name, storage=open_storage(storage_url), sampler=sampler)
+    except KeyError:
+        raise NotFoundError(f"Study not found: {name!r}") from None
+
+
+def load_study_or_none(storage_url: str, name: str) -> optuna.Study | None:
+    """The stored study, or None: a study no worker has started yet has no Optuna study."""
+    try:
+        return load_study(storage_url, name)
+    except NotFoundError:
+        return None
+
+
+def stored_trials(study: optuna.Study, states: Iterable[TrialState] | None = None) -> list[FrozenTrial]:
+    """The study's trials by number (in ``states`` only, when given), as stored: not copied, so not to be changed."""
+    return study.get_trials(deepcopy=False, states=tuple(states) if states is not None else None)
+
+
+def trial_epochs(trial: FrozenTrial) -> int:
+    """The epochs a trial ran, as stored: ``epochs_run``, else its last reported epoch, else 0."""
+    ran = trial.user_attrs.get(TrialAttr.EPOCHS_RUN)
+    if isinstance(ran, int | float):
+        return int(ran)
+    return max(trial.intermediate_values, default=0)
+
+
+def epochs_spent(study: optuna.Study, *, running: bool = True) -> int:
+    """The one definition of a study's epochs spent: its ended trials' stored epochs plus its running trials' epochs
+    so far (``running=False``: ended trials only). What ``budget.epochs`` counts and the study record stores."""
+    states = (*ENDED, TrialState.RUNNING) if running else ENDED
+    return sum(trial_epochs(t) for t in stored_trials(study, states))
+
+
+def study_counts(study: optuna.Study) -> dict[str, int]:
+    """Trials by state (Optuna's ``TrialState`` names), and FAIL trials whose kind counts against ``max_failed``."""
+    counts = dict.fromkeys(TRIAL_STATES, 0)
+    errors = 0
+    for t in stored_trials(study):
+        counts[t.state.name] += 1
+        if t.state == TrialState.FAIL and t.user_attrs.get(TrialAttr.FAIL_KIND) == FailKind.ERROR:
+            errors += 1
+    counts["ERRORS"] = errors
+    return counts
+
+
+def best_trial(study: optuna.Study, directions: list[str]) -> FrozenTrial | None:
+    """The study's best COMPLETE trial, or None: for one objective the leaderboard's first (best value, then the
+    earliest trial among equals); for several, the first of the Pareto front."""
+    complete = stored_trials(study, (TrialState.COMPLETE,))
+    if not complete:
+        return None
+    if len(directions) > 1:
+        front = study.best_trials
+        return front[0] if front else None
+    sign = -1.0 if directions[0] == "maximize" else 1.0
+    return min(complete, key=lambda t: (sign * t.value, t.number))
+
+
+def ranked_trials(studies: list[optuna.Study], direction: str) -> list[FrozenTrial]:
+    """The COMPLETE trials with a finite value over ``studies``, best first by the (single) objective in
+    ``direction`` ("maximize" | "minimize"); among equals the earlier study, then the earlier trial (the
+    leaderboard's order)."""
+    sign = -1.0 if direction == "maximize" else 1.0
+    ranked = sorted(
+        ((sign * t.value, i, t.number), t)
+        for i, study in enumerate(studies)
+        for t in stored_trials(study, (TrialState.COMPLETE,))
+        if t.value is not None and math.isfinite(t.value)
+    )
+    return [t for _, t in ranked]
+
+
+def param_importances(study: optuna.Study) -> dict[str, float]:
+    """Optuna's parameter importances (fANOVA), or none when fewer than 2 trials completed or one param is fixed."""
+    complete = stored_trials(study, (TrialState.COMPLETE,))
+    if len(complete) < 2 or not complete[0].params:
+        return {}
+    try:
+        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+    except (RuntimeError, ValueError) as e:  # e.g. every completed trial has the same value
+        log.info("importances of %s: %s", study.study_name, e)
+        return {}

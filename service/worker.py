@@ -94,7 +94,7 @@ class Worker:
 
     def _advance_comparisons(self) -> None:
         """Comparisons move on between studies: re-runs queued after tuning, the result once the re-runs are done."""
-        from .comparisons.lifecycle import advance_all
+        from .comparisons.machine import advance_all
 
         try:
             advance_all(self.url)

@@ -1,8 +1,11 @@
-"""Reads served from memory: the JSON bodies of recent study reads, keyed by the study row's version.
+"""Reads served from memory: the bodies of recent study and comparison reads, keyed by the rows' versions.
 
 A read of a study, its trials or its leaderboard costs one primary-key lookup of the study's row; the body is built
 (the trial counts, best trial, pages of Optuna's tables, and the JSON) only when no body is cached under the same
-key. The key holds everything the API itself writes to the row (its ``updated_at`` changes on every write, the worker's
+key. A comparison's read (its resource, result or report) is keyed by its row's version and its studies' (how many,
+their latest ``updated_at``): everything it shows is in those rows, so a cached comparison is never stale.
+
+The key holds everything the API itself writes to the row (its ``updated_at`` changes on every write, the worker's
 heartbeats included) and the request's own parameters, so a cancel, resume or finish is never hidden by the cache,
 on any API process. What a worker writes to Optuna's tables (trials starting, reporting, finishing) reaches a cached
 body within ``TVLARS_API_CACHE_TTL_S`` (default 0.5 s; 0 turns the cache off): trial results arrive on their own time,
@@ -18,11 +21,20 @@ import hashlib
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from cachetools import TTLCache
 from fastapi import Request, Response
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
 
-__all__ = ["CachedBody", "ReadCache", "cached_json"]
+from ..core.db import session_scope
+from .errors import Responses
+
+__all__ = ["CACHED_RESPONSES", "CachedBody", "ReadCache", "cached_body", "cached_read"]
+
+#: Reads answered from the cache carry an ETag.
+CACHED_RESPONSES: Responses = {304: {"description": "Not modified: the ETag sent in If-None-Match is current"}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +72,40 @@ class ReadCache:
         return entry
 
 
-def cached_json(request: Request, key: Hashable, build: Callable[[], bytes]) -> Response:
-    """A JSON response from the app's :class:`ReadCache` (``304`` when the client already holds this body)."""
+def cached_body(
+    request: Request, key: Hashable, build: Callable[[], bytes], media_type: str = "application/json"
+) -> Response:
+    """A response from the app's :class:`ReadCache` (``304`` when the client already holds this body)."""
     cache: ReadCache = request.app.state.read_cache
     entry = cache.get_or_build(key, build)
     headers = {"ETag": entry.etag, "Cache-Control": "no-cache"}
     if entry.etag in _etags(request.headers.get("if-none-match", "")):
         return Response(status_code=304, headers=headers)
-    return Response(entry.body, media_type="application/json", headers=headers)
+    return Response(entry.body, media_type=media_type, headers=headers)
+
+
+Version = TypeVar("Version", bound=Hashable)
+
+
+def cached_read(
+    request: Request,
+    database_url: str,
+    params: tuple,
+    version: Callable[[Session], Version],
+    build: Callable[[Session, Version], BaseModel | bytes],
+    media_type: str = "application/json",
+) -> Response:
+    """One read through the cache: ``version`` (cheap: the rows' versions, raising NotFoundError for a missing one)
+    is read on every request and, with the request's ``params``, keys the body; ``build`` makes the body (a model
+    as JSON, or bytes of ``media_type``) in the same session only when none is cached under that key."""
+    with session_scope(database_url, read_only=True) as session:
+        current = version(session)
+
+        def body() -> bytes:
+            out = build(session, current)
+            return out.model_dump_json().encode() if isinstance(out, BaseModel) else out
+
+        return cached_body(request, (*params, current), body, media_type)
 
 
 def _etags(header: str) -> set[str]:

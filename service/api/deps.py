@@ -1,11 +1,11 @@
-"""Typed dependencies: settings and API-key authentication."""
+"""Typed dependencies: settings, API-key authentication, and paging (``Idempotency-Key`` is in :mod:`.writes`)."""
 
 from __future__ import annotations
 
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Query, Request
 
 from ..core.config import ApiKey, Settings
 
@@ -53,3 +53,8 @@ async def require_write(request: Request, settings: SettingsDep) -> ApiKey | Non
 
 ReadKey = Annotated[ApiKey | None, Depends(require_read)]
 WriteKey = Annotated[ApiKey | None, Depends(require_write)]
+
+
+#: The largest ``offset`` a list accepts (a bound, so a huge number is a 422 rather than a database error).
+MAX_OFFSET = 1_000_000_000
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 from optuna.trial import TrialState
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from search_spaces.spec import MAX_ENQUEUED, MAX_N_TRIALS, StudySpec
 
 from ..comparisons.stats import Verdict
-from ..models import StudyState
+from ..models import ComparisonPhase, StudyState
 
 __all__ = [
     "ArmPublic",
@@ -31,6 +31,15 @@ __all__ = [
     "TrialPublic",
     "TrialsPublic",
 ]
+
+
+def _utc(value: datetime) -> datetime:
+    """Stored times are UTC; SQLite hands them back without a zone, which would not be RFC 3339."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+#: A time the service stored (always UTC), given its zone when the database dropped it.
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 
 
 def _spec_field(name: str) -> str:
@@ -117,10 +126,10 @@ class StudyPublic(BaseModel):
     error: str | None
     owner: str | None = Field(description="fingerprint of the API key that submitted it")
     worker_id: str | None
-    created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
 
 
 class StudiesPublic(BaseModel):
@@ -298,16 +307,16 @@ class ComparisonPublic(BaseModel):
     id: str
     name: str
     state: StudyState
-    phase: str = Field(description="tune → rerun → done")
+    phase: ComparisonPhase = Field(description="tune → (extend) → rerun → done")
     spec: dict[str, Any]
     progress: dict[str, int] = Field(description="studies total and finished")
     arms: list[ArmPublic]
     verdicts: dict[int, list[VerdictPublic]] = Field(description="per batch size: arms[0] against each other arm")
     error: str | None
     owner: str | None
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    finished_at: UtcDatetime | None
 
 
 class ComparisonsPublic(BaseModel):

@@ -50,6 +50,7 @@ __all__ = [
     "TrialRecord",
     "VerdictRecord",
     "contains",
+    "result_from_json",
 ]
 
 #: Optimizer → the optimizers its search space contains as a special case: TVLARS with λ → 0 is LARS (its λ → 0
@@ -301,3 +302,24 @@ def _unchecked(
                 f"(more than one trial's {check.limit} apart)"
             )
     return None
+
+
+def result_from_json(data: dict[str, Any]) -> ComparisonResult:
+    """A stored result back as dataclasses (what the report and the verdicts are computed from).
+
+    A result stored before tuning repeats has no ``repeats`` and no stored ``epochs_spent``: its arms' spending is
+    then the sum of their trials' epochs, as it was computed then.
+    """
+    arms = []
+    for a in data["arms"]:
+        a = dict(a)
+        a["trials"] = [TrialRecord(**t) for t in a["trials"]]
+        a["reruns"] = [RerunRecord(**r) for r in a["reruns"]]
+        a["repeats"] = [
+            RepeatRecord(**{**r, "ranges": {k: ParamRange(**v) for k, v in r.get("ranges", {}).items()}})
+            for r in a.get("repeats", [])
+        ]
+        if "epochs_spent" not in a:
+            a["epochs_spent"] = sum(t.epochs for t in a["trials"])
+        arms.append(ArmResult(**a))
+    return ComparisonResult(**{**data, "arms": arms})

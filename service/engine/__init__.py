@@ -17,10 +17,11 @@ curves are what it reported epoch by epoch, and its value is what it reached at 
 
 from .._optuna import open_storage
 from ..models import StudyState
+from ..optuna_queries import load_study, study_counts
 from ..trial_report import FailKind
 from .factories import build_distributions, build_sampler, build_scheduler
 from .ray_setup import ensure_ray
-from .records import StudyOutcome, load_study, study_counts
+from .records import StudyOutcome
 from .study import run_study
 
 #: How a run ends (the study states the engine can report).

@@ -1,4 +1,5 @@
-"""The study's record in Optuna: created or loaded by name with its spec, counted, and summed up as an outcome.
+"""The study's record in Optuna: created or loaded by name with its spec, and summed up as an outcome (its reads are
+:mod:`service.optuna_queries`').
 
 The Optuna database is the engine's single record. The study's name is the spec's name and the canonical spec is
 stored in its user attrs: running a name that exists with another spec is refused (:class:`NameTakenError`),
@@ -17,19 +18,18 @@ from optuna.trial import TrialState
 from search_spaces.spec import RESUMABLE_FIELDS, StudySpec, spec_changes
 
 from .._optuna import fail_trial, open_storage
-from ..errors import NameTakenError, NotFoundError
+from ..errors import NameTakenError
 from ..models import StudyState
+from ..optuna_queries import best_trial, epochs_spent, load_study, stored_trials, study_counts
 from ..trial_report import SUMMARY_METRICS, FailKind, StudyAttr, TrialAttr
 from .factories import build_sampler
-from .searcher import Resumable, epochs_spent
+from .searcher import Resumable
 
 __all__ = [
     "StudyOutcome",
     "create_or_load",
     "fail_orphaned_trials",
-    "load_study",
     "outcome",
-    "study_counts",
 ]
 
 
@@ -57,13 +57,6 @@ class StudyOutcome:
         return out
 
 
-def load_study(storage_url: str, name: str) -> optuna.Study:
-    try:
-        return optuna.load_study(study_name=name, storage=open_storage(storage_url))
-    except KeyError:
-        raise NotFoundError(f"Study not found: {name!r}") from None
-
-
 def create_or_load(storage_url: str, spec: StudySpec, resume: bool) -> tuple[optuna.Study, bool]:
     """The study named by the spec, created with the spec if new. Returns ``(study, created)``."""
     storage = open_storage(storage_url)
@@ -79,7 +72,7 @@ def create_or_load(storage_url: str, spec: StudySpec, resume: bool) -> tuple[opt
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
         pass
-    study = optuna.load_study(study_name=spec.name, storage=storage, sampler=build_sampler(spec))
+    study = load_study(storage_url, spec.name, sampler=build_sampler(spec))
     stored = study.user_attrs.get(StudyAttr.SPEC) or {}
     differing = spec_changes(stored, canonical)
     if differing:
@@ -92,18 +85,6 @@ def create_or_load(storage_url: str, spec: StudySpec, resume: bool) -> tuple[opt
     return study, False
 
 
-def study_counts(study: optuna.Study) -> dict[str, int]:
-    """Trials by state (Optuna's ``TrialState`` names), and FAIL trials whose kind counts against ``max_failed``."""
-    counts = {s.name: 0 for s in TrialState}
-    errors = 0
-    for t in study.get_trials(deepcopy=False):
-        counts[t.state.name] += 1
-        if t.state == TrialState.FAIL and t.user_attrs.get(TrialAttr.FAIL_KIND) == FailKind.ERROR:
-            errors += 1
-    counts["ERRORS"] = errors
-    return counts
-
-
 def fail_orphaned_trials(study: optuna.Study, reason: str) -> tuple[int, list[Resumable]]:
     """Sort the RUNNING trials a dead driver left (call only while holding the study's lease).
 
@@ -111,7 +92,7 @@ def fail_orphaned_trials(study: optuna.Study, reason: str) -> tuple[int, list[Re
     others are FAIL (kind ``orphaned``). Returns ``(how many failed, the trials to continue)``.
     """
     n, resumable = 0, []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for t in stored_trials(study, (TrialState.RUNNING,)):
         checkpoint = t.user_attrs.get(TrialAttr.CHECKPOINT)
         if checkpoint and checkpoint.get("uri"):
             resumable.append(Resumable(t, checkpoint["uri"]))
@@ -128,21 +109,8 @@ def outcome(study: optuna.Study, spec: StudySpec, state: StudyState | None, reas
         state = StudyState.SUCCEEDED if n_finished >= spec.budget.n_trials else StudyState.FAILED  # type: ignore[operator]
         if state == StudyState.FAILED:
             reason = f"only {n_finished} of {spec.budget.n_trials} trials finished" + (f" ({reason})" if reason else "")
-    best_value = best_params = best_number = best = None
-    if counts["COMPLETE"]:
-        if len(spec.objectives) == 1:
-            # the leaderboard's order: best value, then the earliest trial among equals
-            sign = -1.0 if spec.directions[0] == "maximize" else 1.0
-            best = min(
-                study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
-                key=lambda t: (sign * t.value, t.number),
-            )
-            best_value, best_params, best_number = best.value, best.params, best.number
-        else:
-            front = study.best_trials
-            if front:
-                best = front[0]
-                best_value, best_params, best_number = best.values, best.params, best.number
+    best = best_trial(study, spec.directions)
+    best_value = None if best is None else best.value if len(spec.objectives) == 1 else best.values
     return StudyOutcome(
         spec.name,
         state,
@@ -151,8 +119,8 @@ def outcome(study: optuna.Study, spec: StudySpec, state: StudyState | None, reas
         counts["PRUNED"],
         counts["FAIL"],
         best_value,
-        best_params,
-        best_number,
+        best.params if best is not None else None,
+        best.number if best is not None else None,
         {k: best.user_attrs.get(k) for k in SUMMARY_METRICS} if best is not None else None,
         epochs_spent(study),
     )

@@ -25,36 +25,16 @@ from search_spaces.spec import StudySpec
 
 from .._optuna import reopen_trial, set_intermediate_value, stored_intermediate_values
 from ..core.jsondata import jsonable
+from ..optuna_queries import epochs_spent, stored_trials
 from ..trial_report import MAX_REASON_CHARS, EpochReport, FailKind, TrialAttr, curves, summary
 
 __all__ = [
     "OptunaStudySearcher",
     "Resumable",
     "TrialRun",
-    "epochs_spent",
-    "trial_epochs",
 ]
 
 log = logging.getLogger(__name__)
-
-
-def trial_epochs(trial: optuna.trial.FrozenTrial) -> int:
-    """The epochs a trial ran, as stored: ``epochs_run``, else its last reported epoch, else 0."""
-    ran = trial.user_attrs.get(TrialAttr.EPOCHS_RUN)
-    if isinstance(ran, int | float):
-        return int(ran)
-    return max(trial.intermediate_values, default=0)
-
-
-#: Trials whose epochs are spent: ended (COMPLETE, PRUNED and FAIL alike) and running.
-ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-
-
-def epochs_spent(study: optuna.Study, *, running: bool = True) -> int:
-    """The one definition of a study's epochs spent: its ended trials' stored epochs plus its running trials' epochs
-    so far (``running=False``: ended trials only). What ``budget.epochs`` counts and the study record stores."""
-    states = (*ENDED, TrialState.RUNNING) if running else ENDED
-    return sum(trial_epochs(t) for t in study.get_trials(deepcopy=False, states=states))
 
 
 @dataclass
@@ -246,11 +226,7 @@ class OptunaStudySearcher(Searcher):
         """A grid study has tried every point (a failed point is not retried: it would fail again)."""
         if self._grid_points is None:
             return False
-        tried = {
-            tuple(sorted(t.params.items()))
-            for t in self.study.get_trials(deepcopy=False)
-            if t.state != TrialState.WAITING
-        }
+        tried = {tuple(sorted(t.params.items())) for t in stored_trials(self.study) if t.state != TrialState.WAITING}
         if len(tried) < self._grid_points:
             return False
         self._end_note = f"every one of the grid's {self._grid_points} points has been tried"

@@ -18,13 +18,13 @@ from search_spaces.spec import StudySpec
 
 from ..errors import InvalidSpecError
 from ..models import StudyState
+from ..optuna_queries import epochs_spent, study_counts
 from ..trial_report import FailKind, TrialAttr
 from .factories import build_distributions
 from .lease import Lease
 from .lease import lease_ttl_s as _lease_ttl
 from .ray_setup import StopPoller, fit
-from .records import StudyOutcome, create_or_load, fail_orphaned_trials, outcome, study_counts
-from .searcher import epochs_spent
+from .records import StudyOutcome, create_or_load, fail_orphaned_trials, outcome
 
 __all__ = ["run_study"]
 

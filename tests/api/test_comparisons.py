@@ -11,12 +11,12 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from search_spaces.comparison import RERUN_SEED_BASE, load_comparison_preset, rerun_seeds
 from service._optuna import open_storage
-from service.comparisons.lifecycle import advance_all
+from service.comparisons.machine import advance_all
 from service.comparisons.report import PLOTS
 from service.comparisons.stats import bootstrap_mean
 from service.core.db import session_scope
-from service.engine.searcher import epochs_spent
 from service.models import StudyRecord, StudyState
+from service.optuna_queries import epochs_spent
 
 from .conftest import READ_AUTH
 

@@ -1,16 +1,21 @@
 """Reads served from memory (service.api.cache): what the API writes shows at once, on any API process; what a
-worker writes shows within the cache's TTL; ETags answer 304."""
+worker writes shows within the cache's TTL (a comparison's: at once); ETags answer 304."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from service.core.db import dispose
+from service.core.db import dispose, session_scope
+from service.core.jsondata import jsonable
 from service.main import create_app
+from service.models import ComparisonRecord, StudyRecord
 
+from ..utils.comparisons import fabricated_result
 from .conftest import AUTH, seed_trials, submit
 
 CACHED_READS = ("", "/trials", "/leaderboard")
@@ -95,3 +100,66 @@ def test_the_list_is_cached_by_its_page_and_answers_like_the_models(client):
     assert client.app.state.read_cache.hits >= 1
     submit(client, "l3")  # a new study changes the page (and its total)
     assert client.get("/v1/studies", params={"limit": 2}).json()["total"] == 4
+
+
+# -- comparisons: keyed by the comparison's row and its studies' rows ------------------------------------------------
+
+COMPARISON = {
+    "preset": "compare-mnist1d-cpu",
+    "name": "cached-comparison",
+    "arms": [{"optimizer": "tvlars"}, {"optimizer": "lamb", "lr_center": 0.03}],
+    "batch_sizes": [256],
+    "budget": {"epochs": 60, "max_concurrent": 1},
+    "rerun": {"top_k": 1, "seeds": 3},
+    "tuning_repeats": 1,
+}
+
+
+def _submit_comparison(client) -> dict:
+    r = client.post("/v1/comparisons", json=COMPARISON)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+@pytest.mark.parametrize("list_read", [False, True], ids=["one", "list"])
+def test_a_comparison_read_answers_304_until_a_cancel_changes_it(client, list_read):
+    c = _submit_comparison(client)
+    path = "/v1/comparisons" if list_read else f"/v1/comparisons/{c['id']}"
+    first = client.get(path)
+    etag = first.headers["ETag"]
+    assert first.status_code == 200 and etag.startswith('W/"') and first.headers["Cache-Control"] == "no-cache"
+    again = client.get(path, headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b"" and again.headers["ETag"] == etag
+    assert client.post(f"/v1/comparisons/{c['id']}/cancel").status_code == 202
+    after = client.get(path, headers={"If-None-Match": etag})  # no TTL to wait out: the row's version moved
+    assert after.status_code == 200 and after.headers["ETag"] != etag
+    got = after.json()["items"][0] if list_read else after.json()
+    assert got["state"] == "CANCELLED" and got["id"] == c["id"]
+
+
+def test_a_write_to_a_comparisons_study_shows_at_once_on_another_process(two_processes, settings):
+    a, b = two_processes
+    c = _submit_comparison(a)
+    path = f"/v1/comparisons/{c['id']}"
+    before = b.get(path)
+    assert [arm["epochs_spent"] for arm in before.json()["arms"]] == [0, 0]
+    with session_scope(settings.database_url) as s:  # the worker's write: to a study's row, not the comparison's
+        study = s.scalars(sa.select(StudyRecord).where(StudyRecord.comparison_id == c["id"])).first()
+        study.epochs_spent, arm = 7, study.arm
+    after = b.get(path, headers={"If-None-Match": before.headers["ETag"]})
+    assert after.status_code == 200
+    assert {x["label"]: x["epochs_spent"] for x in after.json()["arms"]}[arm] == 7
+
+
+def test_a_comparisons_result_and_report_are_cached_by_its_version(client, settings):
+    c = _submit_comparison(client)
+    stored = jsonable(asdict(fabricated_result(batch_sizes=(256,), n_trials=3, repeats=2)))
+    with session_scope(settings.database_url) as s:
+        record = s.get(ComparisonRecord, c["id"])
+        record.result, record.state, record.phase = stored, "SUCCEEDED", "done"
+    for suffix, media in (("result", "application/json"), ("report", "text/html")):
+        path = f"/v1/comparisons/{c['id']}/{suffix}"
+        first = client.get(path)
+        assert first.status_code == 200 and first.headers["content-type"].startswith(media)
+        assert client.get(path, headers={"If-None-Match": first.headers["ETag"]}).status_code == 304
+    assert client.get(f"/v1/comparisons/{c['id']}/result").json() == stored

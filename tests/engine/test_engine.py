@@ -233,7 +233,7 @@ def test_killed_driver_then_resume_finishes_the_study(storage_url, tmp_path):
 
 def test_epoch_budget_caps_what_every_trial_spends_counted_from_storage(sqlite_url):
     """budget.epochs: ended trials' stored epochs + running trials at full epochs never exceed it; SUCCEEDED."""
-    from service.engine.searcher import epochs_spent, trial_epochs
+    from service.optuna_queries import epochs_spent, trial_epochs
 
     budgets = {}
     lamb_space = {"lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}}

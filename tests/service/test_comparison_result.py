@@ -18,14 +18,23 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from search_spaces.comparison import RERUN_SEED_BASE, expand, load_comparison_preset
-from service.comparisons.lifecycle import RERUN, TUNE, build_result, result_from_json
-from service.comparisons.result import ArmResult, ComparisonResult, RerunRecord, TrialRecord, VerdictRecord, contains
+from service.comparisons.assembly import build_result
+from service.comparisons.result import (
+    ArmResult,
+    ComparisonResult,
+    RerunRecord,
+    TrialRecord,
+    VerdictRecord,
+    contains,
+    result_from_json,
+)
 from service.comparisons.stats import Verdict, range_position
 from service.core.jsondata import jsonable
-from service.models import StudyRecord, StudyState
+from service.models import ComparisonPhase, StudyRecord, StudyState
 
 from ..utils.comparisons import fabricated_result
 
+TUNE, RERUN = ComparisonPhase.TUNE, ComparisonPhase.RERUN
 SEEDS = 3
 #: Per arm, each repeat's re-run scores are LEVEL + 0.01·repeat + 0.002·seed index.
 LEVEL = {"tvlars": 0.60, "lars": 0.70}

@@ -16,8 +16,8 @@ from search_spaces.comparison import RERUN_SEED_BASE, load_comparison_preset, re
 from service._optuna import open_storage
 from service.comparisons.report import PLOTS, format_summary
 from service.core.db import session_scope
-from service.engine.searcher import trial_epochs
 from service.models import StudyRecord
+from service.optuna_queries import trial_epochs
 
 from ..conftest import unique_name
 from ..utils.comparisons import chromium, rendered_image_widths

@@ -2,56 +2,53 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Query, Response, status
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse
-from pydantic import ValidationError
+from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
+from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy.orm import Session
 
 from search_spaces import merge
 from search_spaces.comparison import ComparisonSpec, load_comparison_data
 
-from ...comparisons.lifecycle import (
-    EXTEND,
-    TUNE,
+from ...comparisons.records import (
+    TUNING_ROLES,
+    arm_studies,
     cancel_comparison,
+    comparison_version,
     create_comparison,
-    list_comparisons,
-    result_from_json,
+    get_comparisons,
+    list_comparison_versions,
     resume_comparison,
     studies_of,
 )
 from ...comparisons.report import render_html
-from ...core.db import session_scope
-from ...models import ComparisonRecord, StudyState
-from ..deps import ReadKey, SettingsDep, WriteKey
+from ...comparisons.result import result_from_json
+from ...core.config import Settings
+from ...models import ComparisonPhase, ComparisonRecord, StudyState
+from ..cache import CACHED_RESPONSES, cached_read
+from ..deps import Offset, ReadKey, SettingsDep, WriteKey
+from ..errors import COMMON_RESPONSES, conflict, not_found, validate_body
 from ..models import ArmPublic, ComparisonCreate, ComparisonPublic, ComparisonsPublic
-from .studies import COMMON_RESPONSES, MAX_OFFSET, IdempotencyKey, _utc
+from ..writes import IdempotencyKey, submitted, written
 
 router = APIRouter(prefix="/v1/comparisons", tags=["comparisons"], responses=COMMON_RESPONSES)
 
-_NOT_FOUND: dict[int | str, dict] = {404: {"description": "Comparison not found (or, for its result, not done)"}}
-_CONFLICT: dict[int | str, dict] = {409: {"description": "Not possible in the comparison's current state"}}
+_NOT_FOUND = not_found("Comparison not found (or, for its result, not done)")
+_CONFLICT = conflict("Not possible in the comparison's current state")
+
+
+def _resolve(body: dict[str, Any]) -> dict[str, Any]:
+    """``preset: NAME`` expanded: the comparison preset, overridden by the other fields."""
+    if "preset" not in body:
+        return body
+    return merge(load_comparison_data(str(body["preset"])), {k: v for k, v in body.items() if k != "preset"})
 
 
 def validate_comparison(body: dict[str, Any]) -> ComparisonSpec:
     """Resolve a preset and validate; errors become 422 with each field's location under ``body``."""
-    if "preset" in body:
-        try:
-            base = load_comparison_data(str(body["preset"]))
-        except KeyError as e:
-            raise RequestValidationError([{"loc": ("body", "preset"), "msg": str(e), "type": "value_error"}]) from None
-        body = merge(base, {k: v for k, v in body.items() if k != "preset"})
-    try:
-        return ComparisonSpec.model_validate(body)
-    except ValidationError as e:
-        errors = [
-            {"loc": ("body", *e_["loc"]), "msg": e_["msg"], "type": e_["type"]}
-            for e_ in e.errors(include_url=False, include_input=False, include_context=False)
-        ]
-        raise RequestValidationError(errors) from None
+    return validate_body(ComparisonSpec, body, _resolve)
 
 
 def to_public(session: Session, record: ComparisonRecord) -> ComparisonPublic:
@@ -59,28 +56,26 @@ def to_public(session: Session, record: ComparisonRecord) -> ComparisonPublic:
     studies = studies_of(session, record.id)
     result = result_from_json(record.result) if record.result else None
     arms = []
-    for arm in spec.arms:
-        for bs in spec.batch_sizes:
-            mine = [s for s in studies if s.arm == arm.name and s.batch_size == bs]
-            tune = next((s for s in mine if s.role == TUNE), None)
-            # every tuning repeat and range-check extension, each study's count as stored (no trial is read)
-            tuning = [s for s in mine if s.role in (TUNE, EXTEND)]
-            done = result.arm(arm.name, bs) if result else None
-            summary = done.rerun if done else None
-            best = done.best_params if done else ((tune.outcome or {}).get("best_params") if tune else None)
-            arms.append(
-                ArmPublic(
-                    optimizer=arm.optimizer,
-                    label=arm.name,
-                    batch_size=bs,
-                    studies=[s.id for s in mine],
-                    state=tune.state if tune else StudyState.QUEUED,
-                    epochs_budget=sum(s.spec["budget"]["epochs"] for s in tuning),
-                    epochs_spent=sum(s.epochs_spent for s in tuning),
-                    best_params=best,
-                    rerun=summary.to_dict() if summary else None,
-                )
+    for arm, bs, mine in arm_studies(spec, studies):
+        tune = next((s for s in mine if s.role == ComparisonPhase.TUNE), None)
+        # every tuning repeat and range-check extension, each study's count as stored (no trial is read)
+        tuning = [s for s in mine if s.role in TUNING_ROLES]
+        done = result.arm(arm.name, bs) if result else None
+        summary = done.rerun if done else None
+        best = done.best_params if done else ((tune.outcome or {}).get("best_params") if tune else None)
+        arms.append(
+            ArmPublic(
+                optimizer=arm.optimizer,
+                label=arm.name,
+                batch_size=bs,
+                studies=[s.id for s in mine],
+                state=tune.state if tune else StudyState.QUEUED,
+                epochs_budget=sum(s.spec["budget"]["epochs"] for s in tuning),
+                epochs_spent=sum(s.epochs_spent for s in tuning),
+                best_params=best,
+                rerun=summary.to_dict() if summary else None,
             )
+        )
     verdicts: dict[int, list[dict[str, Any]]] = {}
     for v in result.verdicts() if result else []:
         verdicts.setdefault(v.batch_size, []).append(
@@ -107,9 +102,9 @@ def to_public(session: Session, record: ComparisonRecord) -> ComparisonPublic:
         verdicts=verdicts,
         error=record.error,
         owner=record.owner,
-        created_at=_utc(record.created_at),
-        updated_at=_utc(record.updated_at),
-        finished_at=_utc(record.finished_at),
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        finished_at=record.finished_at,
     )
 
 
@@ -131,38 +126,65 @@ def submit_comparison(
 ) -> ComparisonPublic:
     """Validate and queue a comparison: one tuning study per arm × batch size, re-runs and the result after."""
     spec = validate_comparison(body.model_dump(exclude_none=True))
-    # committed before the response goes out, as a study's submit
-    with session_scope(settings.database_url) as session:
-        record, created = create_comparison(
-            session=session, spec=spec, idempotency_key=idempotency_key, owner=key.fingerprint if key else None
-        )
-        session.flush()
-        public = to_public(session, record)
-    if not created:
-        response.status_code = status.HTTP_200_OK
-    response.headers["Location"] = f"/v1/comparisons/{public.id}"
-    return public
+    owner = key.fingerprint if key else None
+    return submitted(
+        response,
+        settings.database_url,
+        lambda session: create_comparison(session=session, spec=spec, idempotency_key=idempotency_key, owner=owner),
+        to_public,
+        lambda comparison: f"/v1/comparisons/{comparison.id}",
+    )
 
 
-@router.get("", response_model=ComparisonsPublic)
+@router.get("", response_model=ComparisonsPublic, responses=CACHED_RESPONSES)
 def read_comparisons(
+    request: Request,
     settings: SettingsDep,
     _: ReadKey,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-) -> ComparisonsPublic:
+    offset: Offset = 0,
+) -> Response:
     """Comparisons, newest first."""
-    with session_scope(settings.database_url) as session:
-        total, records = list_comparisons(session=session, limit=limit, offset=offset)
+
+    def body(session: Session, version: tuple) -> ComparisonsPublic:
+        total, versions = version
+        records = get_comparisons(session=session, comparison_ids=[v[0] for v in versions])
         items = [to_public(session, r) for r in records]
-    return ComparisonsPublic(total=total, limit=limit, offset=offset, items=items)
+        return ComparisonsPublic(total=total, limit=limit, offset=offset, items=items)
+
+    return cached_read(
+        request,
+        settings.database_url,
+        ("comparisons", limit, offset),
+        lambda session: list_comparison_versions(session=session, limit=limit, offset=offset),
+        body,
+    )
 
 
-@router.get("/{comparison_id}", response_model=ComparisonPublic, responses=_NOT_FOUND)
-def read_comparison(comparison_id: str, settings: SettingsDep, _: ReadKey) -> ComparisonPublic:
+def _cached_read(
+    request: Request,
+    settings: Settings,
+    comparison_id: str,
+    params: tuple,
+    body: Callable[[Session, ComparisonRecord], ComparisonPublic | bytes],
+    media_type: str = "application/json",
+) -> Response:
+    """A read of one comparison through the read cache, keyed by its version (its row's and its studies') and the
+    request's ``params``; ``body`` builds the answer from the record when no body is cached under that key."""
+    return cached_read(
+        request,
+        settings.database_url,
+        params,
+        lambda session: comparison_version(session=session, comparison_id=comparison_id),
+        lambda session, _: body(session, ComparisonRecord.find_or_raise_by_id(session, comparison_id)),
+        media_type,
+    )
+
+
+@router.get("/{comparison_id}", response_model=ComparisonPublic, responses=_NOT_FOUND | CACHED_RESPONSES)
+def read_comparison(request: Request, comparison_id: str, settings: SettingsDep, _: ReadKey) -> Response:
     """State, phase, arms (studies, epochs spent, tuned params, re-run summary) and verdicts per batch size."""
-    with session_scope(settings.database_url) as session:
-        return to_public(session, ComparisonRecord.find_or_raise_by_id(session, comparison_id))
+    return _cached_read(request, settings, comparison_id, ("comparison",), to_public)
 
 
 @router.post(
@@ -170,10 +192,11 @@ def read_comparison(comparison_id: str, settings: SettingsDep, _: ReadKey) -> Co
 )
 def cancel(comparison_id: str, settings: SettingsDep, _: WriteKey) -> ComparisonPublic:
     """Stop a comparison and its studies; finished trials are kept."""
-    with session_scope(settings.database_url) as session:
-        record = cancel_comparison(session=session, comparison_id=comparison_id)
-        session.flush()
-        return to_public(session, record)
+    return written(
+        settings.database_url,
+        lambda session: cancel_comparison(session=session, comparison_id=comparison_id),
+        to_public,
+    )
 
 
 @router.post(
@@ -181,28 +204,35 @@ def cancel(comparison_id: str, settings: SettingsDep, _: WriteKey) -> Comparison
 )
 def resume(comparison_id: str, settings: SettingsDep, _: WriteKey) -> ComparisonPublic:
     """Carry on a cancelled or failed comparison: its unfinished studies are queued again."""
-    with session_scope(settings.database_url) as session:
-        record = resume_comparison(session=session, comparison_id=comparison_id)
-        session.flush()
-        return to_public(session, record)
+    return written(
+        settings.database_url,
+        lambda session: resume_comparison(session=session, comparison_id=comparison_id),
+        to_public,
+    )
 
 
-def _result(database_url: str, comparison_id: str) -> dict[str, Any]:
-    with session_scope(database_url) as session:
-        record = ComparisonRecord.find_or_raise_by_id(session, comparison_id)
-        state, phase, result = record.state, record.phase, record.result
-    if result is None:
-        raise HTTPException(404, f"Comparison is {state} ({phase}); its result comes once it SUCCEEDED")
-    return result
+def _result(record: ComparisonRecord) -> dict[str, Any]:
+    if record.result is None:
+        raise HTTPException(404, f"Comparison is {record.state} ({record.phase}); its result comes once it SUCCEEDED")
+    return record.result
 
 
-@router.get("/{comparison_id}/result", responses=_NOT_FOUND)
-def read_result(comparison_id: str, settings: SettingsDep, _: ReadKey) -> dict[str, Any]:
+@router.get("/{comparison_id}/result", responses=_NOT_FOUND | CACHED_RESPONSES)
+def read_result(request: Request, comparison_id: str, settings: SettingsDep, _: ReadKey) -> Response:
     """The result's data (per-trial records with curves, re-runs, importances): what the report draws."""
-    return _result(settings.database_url, comparison_id)
+    return _cached_read(
+        request, settings, comparison_id, ("result",), lambda _, record: JSONResponse(_result(record)).body
+    )
 
 
-@router.get("/{comparison_id}/report", response_class=HTMLResponse, responses=_NOT_FOUND)
-def read_report(comparison_id: str, settings: SettingsDep, _: ReadKey) -> HTMLResponse:
+@router.get("/{comparison_id}/report", response_class=HTMLResponse, responses=_NOT_FOUND | CACHED_RESPONSES)
+def read_report(request: Request, comparison_id: str, settings: SettingsDep, _: ReadKey) -> Response:
     """The report as one self-contained HTML page (plots inline)."""
-    return HTMLResponse(render_html(result_from_json(_result(settings.database_url, comparison_id))))
+    return _cached_read(
+        request,
+        settings,
+        comparison_id,
+        ("report",),
+        lambda _, record: render_html(result_from_json(_result(record))).encode(),
+        "text/html; charset=utf-8",
+    )

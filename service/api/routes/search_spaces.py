@@ -9,8 +9,8 @@ from fastapi import APIRouter, HTTPException
 import search_spaces
 
 from ..deps import ReadKey
+from ..errors import COMMON_RESPONSES
 from ..models import SearchSpacePublic, SearchSpacesPublic
-from .studies import COMMON_RESPONSES
 
 router = APIRouter(prefix="/v1/search-spaces", tags=["search-spaces"], responses=COMMON_RESPONSES)
 

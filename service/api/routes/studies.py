@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Query, Request, Response, status
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
+from fastapi import APIRouter, Body, Query, Request, Response, status
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 import search_spaces
@@ -16,12 +14,12 @@ from search_spaces.spec import StudySpec
 
 from ... import crud
 from ...core.config import Settings
-from ...core.db import session_scope
 from ...models import StudyRecord, StudyState
 from ...optuna_queries import TRIAL_STATES, leaderboard, trial_counts, trials_page
 from ...trial_report import SUMMARY_METRICS
-from ..cache import cached_json
-from ..deps import ReadKey, SettingsDep, WriteKey
+from ..cache import CACHED_RESPONSES, cached_read
+from ..deps import Offset, ReadKey, SettingsDep, WriteKey
+from ..errors import COMMON_RESPONSES, conflict, not_found, validate_body
 from ..models import (
     LeaderboardPublic,
     ResumeRequest,
@@ -30,37 +28,20 @@ from ..models import (
     StudyPublic,
     TrialsPublic,
 )
+from ..writes import IdempotencyKey, submitted, written
 
-#: What any route here may answer besides its own codes (documented so clients and schema checks know them).
-COMMON_RESPONSES: dict[int | str, dict] = {
-    400: {"description": "The body is not valid JSON"},
-    401: {"description": "Missing or invalid API key"},
-    403: {"description": "The API key's scope does not allow this"},
-    413: {"description": "The body is too large"},
-    503: {"description": "The database is unavailable"},
-}
 router = APIRouter(prefix="/v1/studies", tags=["studies"], responses=COMMON_RESPONSES)
-MAX_OFFSET = 1_000_000_000
 
 StateFilter = Annotated[StudyState | None, Query()]
 TrialStateFilter = Annotated[str | None, Query(pattern=f"^({'|'.join(TRIAL_STATES)})$")]
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)]
+
+_NOT_FOUND = not_found("Study not found")
+_CONFLICT = conflict("Not possible in the study's current state")
 
 
 def validate_spec(body: dict[str, Any]) -> StudySpec:
     """Resolve a preset and validate; errors become 422 with each field's location under ``body``."""
-    try:
-        data = search_spaces.resolve(body)
-    except KeyError as e:
-        raise RequestValidationError([{"loc": ("body", "preset"), "msg": str(e), "type": "value_error"}]) from None
-    try:
-        return StudySpec.model_validate(data)
-    except ValidationError as e:
-        errors = [
-            {"loc": ("body", *e_["loc"]), "msg": e_["msg"], "type": e_["type"]}
-            for e_ in e.errors(include_url=False, include_input=False, include_context=False)
-        ]
-        raise RequestValidationError(errors) from None
+    return validate_body(StudySpec, body, search_spaces.resolve)
 
 
 def _best(session: Session, record: StudyRecord, n_complete: int, n_finished: int) -> dict[str, Any] | None:
@@ -106,18 +87,17 @@ def to_public(session: Session, records: list[StudyRecord]) -> list[StudyPublic]
                 error=r.error,
                 owner=r.owner,
                 worker_id=r.worker_id,
-                created_at=_utc(r.created_at),
-                updated_at=_utc(r.updated_at),
-                started_at=_utc(r.started_at),
-                finished_at=_utc(r.finished_at),
+                created_at=r.created_at,
+                updated_at=r.updated_at,
+                started_at=r.started_at,
+                finished_at=r.finished_at,
             )
         )
     return out
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    """Stored times are UTC; SQLite hands them back without a zone, which would not be RFC 3339."""
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+def _one(session: Session, record: StudyRecord) -> StudyPublic:
+    return to_public(session, [record])[0]
 
 
 def _cached_read(
@@ -127,21 +107,15 @@ def _cached_read(
     params: tuple,
     body: Callable[[Session, StudyRecord], BaseModel],
 ) -> Response:
-    """A read of one study from the read cache (service.api.cache), keyed by the study row's version and the
-    request's ``params``; ``body`` builds the answer from the record when no body is cached under that key."""
-    with session_scope(settings.database_url, read_only=True) as session:
-        version = crud.get_study_version(session=session, study_id=study_id)
-
-        def build() -> bytes:
-            return body(session, crud.get_study(session=session, study_id=study_id)).model_dump_json().encode()
-
-        return cached_json(request, (*params, version), build)
-
-
-_NOT_FOUND: dict[int | str, dict] = {404: {"description": "Study not found"}}
-_CONFLICT: dict[int | str, dict] = {409: {"description": "Not possible in the study's current state"}}
-#: Reads answered from service.api.cache carry an ETag.
-_CACHED: dict[int | str, dict] = {304: {"description": "Not modified: the ETag sent in If-None-Match is current"}}
+    """A read of one study through the read cache, keyed by the study row's version and the request's ``params``;
+    ``body`` builds the answer from the record when no body is cached under that key."""
+    return cached_read(
+        request,
+        settings.database_url,
+        params,
+        lambda session: crud.get_study_version(session=session, study_id=study_id),
+        lambda session, _: body(session, crud.get_study(session=session, study_id=study_id)),
+    )
 
 
 @router.post(
@@ -162,54 +136,51 @@ def submit_study(
 ) -> StudyPublic:
     """Validate and queue a study; a worker picks it up. ``Idempotency-Key`` makes retries safe."""
     spec = validate_spec(body.model_dump(exclude_none=True))
-    # committed before the response goes out: a client that reads right after sees it, and a racing duplicate name
-    # fails this request (409) rather than after a 201
-    with session_scope(settings.database_url) as session:
-        record, created = crud.create_study(
-            session=session, spec=spec, idempotency_key=idempotency_key, owner=key.fingerprint if key else None
-        )
-        session.flush()
-        public = to_public(session, [record])[0]
-    if not created:
-        response.status_code = status.HTTP_200_OK
-    response.headers["Location"] = f"/v1/studies/{record.id}"
-    return public
+    owner = key.fingerprint if key else None
+    return submitted(
+        response,
+        settings.database_url,
+        lambda session: crud.create_study(session=session, spec=spec, idempotency_key=idempotency_key, owner=owner),
+        _one,
+        lambda study: f"/v1/studies/{study.id}",
+    )
 
 
-@router.get("", response_model=StudiesPublic, responses=_CACHED)
+@router.get("", response_model=StudiesPublic, responses=CACHED_RESPONSES)
 def read_studies(
     request: Request,
     settings: SettingsDep,
     _: ReadKey,
     state: StateFilter = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    offset: Offset = 0,
 ) -> Response:
     """Studies, newest first, with state and progress."""
-    with session_scope(settings.database_url, read_only=True) as session:
-        total, versions = crud.list_study_versions(session=session, limit=limit, offset=offset, state=state)
 
-        def build() -> bytes:
-            records = crud.get_studies(session=session, study_ids=[v[0] for v in versions])
-            items = to_public(session, records)
-            return StudiesPublic(total=total, limit=limit, offset=offset, items=items).model_dump_json().encode()
+    def body(session: Session, version: tuple) -> StudiesPublic:
+        total, versions = version
+        items = to_public(session, crud.get_studies(session=session, study_ids=[v[0] for v in versions]))
+        return StudiesPublic(total=total, limit=limit, offset=offset, items=items)
 
-        return cached_json(request, ("studies", state, limit, offset, total, tuple(versions)), build)
+    return cached_read(
+        request,
+        settings.database_url,
+        ("studies", state, limit, offset),
+        lambda session: crud.list_study_versions(session=session, limit=limit, offset=offset, state=state),
+        body,
+    )
 
 
-@router.get("/{study_id}", response_model=StudyPublic, responses=_NOT_FOUND | _CACHED)
+@router.get("/{study_id}", response_model=StudyPublic, responses=_NOT_FOUND | CACHED_RESPONSES)
 def read_study(request: Request, study_id: str, settings: SettingsDep, _: ReadKey) -> Response:
     """A study's spec, state, trial counts and best trial."""
-    return _cached_read(request, settings, study_id, ("study",), lambda session, r: to_public(session, [r])[0])
+    return _cached_read(request, settings, study_id, ("study",), _one)
 
 
 @router.post("/{study_id}/cancel", status_code=202, response_model=StudyPublic, responses=_NOT_FOUND | _CONFLICT)
 def cancel(study_id: str, settings: SettingsDep, _: WriteKey) -> StudyPublic:
     """Stop a study: a queued one at once, a running one within seconds. Finished trials are kept."""
-    with session_scope(settings.database_url) as session:
-        record = crud.cancel_study(session=session, study_id=study_id)
-        session.flush()
-        return to_public(session, [record])[0]
+    return written(settings.database_url, lambda session: crud.cancel_study(session=session, study_id=study_id), _one)
 
 
 @router.post("/{study_id}/resume", status_code=202, response_model=StudyPublic, responses=_NOT_FOUND | _CONFLICT)
@@ -217,13 +188,15 @@ def resume(
     study_id: str, settings: SettingsDep, _: WriteKey, body: Annotated[ResumeRequest | None, Body()] = None
 ) -> StudyPublic:
     """Queue a cancelled or failed study again (or a finished one with a larger ``n_trials``)."""
-    with session_scope(settings.database_url) as session:
-        record = crud.resume_study(session=session, study_id=study_id, n_trials=body.n_trials if body else None)
-        session.flush()
-        return to_public(session, [record])[0]
+    n_trials = body.n_trials if body else None
+    return written(
+        settings.database_url,
+        lambda session: crud.resume_study(session=session, study_id=study_id, n_trials=n_trials),
+        _one,
+    )
 
 
-@router.get("/{study_id}/trials", response_model=TrialsPublic, responses=_NOT_FOUND | _CACHED)
+@router.get("/{study_id}/trials", response_model=TrialsPublic, responses=_NOT_FOUND | CACHED_RESPONSES)
 def read_trials(
     request: Request,
     study_id: str,
@@ -231,7 +204,7 @@ def read_trials(
     _: ReadKey,
     state: TrialStateFilter = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    offset: Offset = 0,
     curves: bool = False,
 ) -> Response:
     """Trials by number with state, params, values and per-epoch objective; ``curves=true`` adds every curve."""
@@ -244,7 +217,7 @@ def read_trials(
     return _cached_read(request, settings, study_id, ("trials", state, limit, offset, curves), body)
 
 
-@router.get("/{study_id}/leaderboard", response_model=LeaderboardPublic, responses=_NOT_FOUND | _CACHED)
+@router.get("/{study_id}/leaderboard", response_model=LeaderboardPublic, responses=_NOT_FOUND | CACHED_RESPONSES)
 def read_leaderboard(
     request: Request,
     study_id: str,

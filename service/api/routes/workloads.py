@@ -21,8 +21,8 @@ from tvlars.train import OPTIMIZERS, TASKS
 from tvlars.train.config import OPTIMIZER_KEYS
 
 from ..deps import ReadKey
+from ..errors import COMMON_RESPONSES
 from ..models import BrokenWorkloadPublic, OptimizerPublic, WorkloadPublic, WorkloadsPublic
-from .studies import COMMON_RESPONSES
 
 router = APIRouter(prefix="/v1/workloads", tags=["workloads"], responses=COMMON_RESPONSES)
 
