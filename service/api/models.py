@@ -288,8 +288,14 @@ class DifferencePublic(BaseModel):
     ci_low: float | None = Field(description="95 % bootstrap interval over repeats and seeds (seeds paired)")
     ci_high: float | None
     se: float | None = Field(description="bootstrap standard error")
-    p_value: float | None = Field(description="two-sided bootstrap p-value")
+    p_value: float | None = Field(description="the larger of p_bootstrap and p_repeats: what Holm adjusts")
     p_adjusted: float | None = Field(description="Holm-adjusted over the comparison's verdicts; decides the verdict")
+    p_bootstrap: float | None = Field(None, description="two-sided two-level bootstrap p-value (repeats and seeds)")
+    p_repeats: float | None = Field(
+        None,
+        description="t-test with a tuning repeat as the unit (Welch on repeat means; paired over seeds where no "
+        "arm's repeats differ)",
+    )
     n_seeds: int
     n_repeats: list[int] = Field(description="tuning repeats of arm and of against")
     seeds: list[int]

@@ -114,10 +114,15 @@ def format_difference(d: Difference | None) -> str:
 
 
 def format_p(d: Difference | None) -> str:
-    """``0.0123 (Holm 0.0492)`` — the bootstrap p-value and its Holm adjustment over the comparison's verdicts."""
+    """``0.0123 (Holm 0.0492)`` — the verdict's p-value (the larger of the bootstrap's and the repeat-level t-test's)
+    and its Holm adjustment over the comparison's verdicts; ``0.24 (bootstrap 0.0002, repeats 0.24; Holm 1)`` where
+    both are known."""
     if d is None or d.p_value is None:
         return "—"
-    return f"{d.p_value:.3g}" + ("" if d.p_adjusted is None else f" (Holm {d.p_adjusted:.3g})")
+    parts = [f"bootstrap {d.p_bootstrap:.2g}"] if d.p_bootstrap is not None else []
+    parts += [f"repeats {d.p_repeats:.2g}"] if d.p_repeats is not None else []
+    parts += [f"Holm {d.p_adjusted:.3g}"] if d.p_adjusted is not None else []
+    return f"{d.p_value:.3g}" + (f" ({'; '.join(parts)})" if parts else "")
 
 
 def format_spread(s: Summary | None) -> str:

@@ -88,7 +88,9 @@ def test_tables_hold_the_stored_numbers_formatted_as_in_the_markdown(result, pag
     for v in result.verdicts():
         d = v.difference
         assert f"({d.n_seeds} seeds, 3/3 repeats)" in format_difference(d)
-        assert format_p(d) == f"{d.p_value:.3g} (Holm {d.p_adjusted:.3g})"
+        assert format_p(d) == (
+            f"{d.p_value:.3g} (bootstrap {d.p_bootstrap:.2g}; repeats {d.p_repeats:.2g}; Holm {d.p_adjusted:.3g})"
+        )
         row = f"| {v.batch_size} | {v.arm} − {v.against} | {format_difference(d)} | {format_p(d)} | {v.verdict.value} |"
         assert row in md
         assert format_difference(d) in page and format_p(d) in page

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from service.comparisons.stats import (
     Difference,
@@ -37,7 +38,11 @@ def test_bootstrap_difference_matches_the_enumerated_distribution():
     d = bootstrap_difference(ADDITIVE, FLAT, n_boot=20_000, rng=0)
     assert d.mean == pytest.approx(0.07)
     assert d.ci_low == pytest.approx(0.0, abs=1e-12) and d.ci_high == pytest.approx(0.14)
-    assert d.p_value == pytest.approx(0.125, abs=0.01)
+    assert d.p_bootstrap == pytest.approx(0.125, abs=0.01)
+    # FLAT has one repeat, so no Welch test: the paired t over seeds of the repeat-averaged scores, differences 0.05
+    # and 0.09: t = 0.07 / (0.0283 / √2) = 3.5 with 1 degree of freedom, p = 1 − 2·atan(3.5)/π
+    assert d.p_repeats == pytest.approx(1 - 2 * math.atan(3.5) / math.pi)
+    assert d.p_value == max(d.p_bootstrap, d.p_repeats)
     assert (d.n_seeds, d.n_repeats, d.seeds, d.p_adjusted) == (2, (2, 1), (7, 8), None)
     # the bootstrap's standard error by hand: Var(0.10·u + 0.04·v) = 0.01·⅛ + 0.0016·⅛ (Var u = Var v = ⅛)
     assert d.se == pytest.approx(math.sqrt((0.01 + 0.0016) / 8), rel=0.03)
@@ -58,6 +63,23 @@ def test_bootstrap_difference_pairs_seeds_across_arms():
     assert decide(bootstrap_difference(b, a, n_boot=2_000, rng=1)) is Verdict.WORSE
     with pytest.raises(ValueError, match="same seeds"):
         bootstrap_difference({0: {1: 0.5}}, {0: {2: 0.5}})
+
+
+def test_repeats_that_disagree_keep_a_separated_bootstrap_from_a_verdict():
+    # The first published run's case (batch 1024, TVLARS against LARS + warm-up): every score of a below every score
+    # of b, so no bootstrap draw crosses 0, yet a's two tunings differ by 1.2 points. Welch on the repeat means by hand:
+    # means 0.9505, 0.9621 and 0.9703, 0.9717; variances 2·0.0058² and 2·0.0007²; se² = (va + vb) / 2.
+    a = {0: {1: 0.9500, 2: 0.9510}, 1: {1: 0.9616, 2: 0.9626}}
+    b = {0: {1: 0.9698, 2: 0.9708}, 1: {1: 0.9712, 2: 0.9722}}
+    d = bootstrap_difference(a, b, n_boot=2_000, rng=0)
+    assert d.p_bootstrap == pytest.approx(2 / 2_001)
+    va, vb = 2 * 0.0058**2, 2 * 0.0007**2
+    se2 = (va + vb) / 2
+    t = (0.9563 - 0.9710) / math.sqrt(se2)
+    df = se2**2 / ((va / 2) ** 2 + (vb / 2) ** 2)  # Welch–Satterthwaite, n − 1 = 1 per arm
+    assert d.p_repeats == pytest.approx(2 * scipy_stats.t.sf(abs(t), df), rel=1e-6)
+    assert 0.2 < d.p_value == d.p_repeats < 0.3
+    assert decide(d) is Verdict.NO_CLEAR_DIFFERENCE
 
 
 def test_one_seed_and_one_repeat_give_no_interval():
