@@ -54,6 +54,7 @@ verdicts) lets it through. The result's rules also ask for at least :data:`MIN_R
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -353,7 +354,9 @@ def repeats_p_value(xa: np.ndarray, xb: np.ndarray) -> float | None:
     """
     ma, mb = xa.mean(axis=1), xb.mean(axis=1)
     if min(ma.size, mb.size) >= 2 and (np.ptp(ma) > 0 or np.ptp(mb) > 0):
-        return float(scipy_stats.ttest_ind(ma, mb, equal_var=False).pvalue)
+        with warnings.catch_warnings():  # scipy warns of precision loss when one arm's repeats agree exactly
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return float(scipy_stats.ttest_ind(ma, mb, equal_var=False).pvalue)
     d = xa.mean(axis=0) - xb.mean(axis=0)
     if d.size < 2:
         return None
