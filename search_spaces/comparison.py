@@ -304,7 +304,7 @@ class ComparisonSpec(_Strict):
     resources: Resources = Field(default_factory=Resources)
     seed: int = Field(default=0, ge=0, lt=RERUN_SEED_BASE // 2, description="Tuning trial n trains with seed + n")
     tuning_repeats: int = Field(
-        default=1,
+        default=3,
         ge=1,
         le=MAX_TUNING_REPEATS,
         description="Independent tunings of every arm × batch size (other sampler and trial seeds); each one's "

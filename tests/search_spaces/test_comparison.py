@@ -30,9 +30,18 @@ def _spec(**over):
         "arms": [{"optimizer": "tvlars"}, {"optimizer": "lars_warmup"}, {"optimizer": "lamb"}],
         "batch_sizes": [128, 512, 2048],
         "budget": {"n_trials": 4},
+        "tuning_repeats": 1,  # one tuning per arm × batch size: these tests look at one repeat's studies
     }
     data.update(over)
     return data
+
+
+def test_a_spec_repeats_its_tuning_three_times_unless_told():
+    data = _spec()
+    del data["tuning_repeats"]
+    spec = ComparisonSpec.model_validate(data)
+    assert spec.tuning_repeats == 3  # verdicts need MIN_REPEATS (2) repeats per arm; 3 as AlgoPerf's studies
+    assert sorted({s.repeat for s in expand(spec)}) == [0, 1, 2] and len(expand(spec)) == 3 * 3 * 3
 
 
 def _errors(data) -> list[tuple[str, str]]:

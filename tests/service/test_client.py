@@ -19,6 +19,7 @@ SMALLEST = {
     "sampler": {"name": "random", "seed": 0},
     "scheduler": {"name": "none"},
     "rerun": {"top_k": 1, "seeds": 2},
+    "tuning_repeats": 1,  # the smallest: one tuning per arm (its verdicts say inconclusive)
 }
 
 
