@@ -226,8 +226,6 @@ class TrialConfig(BarlowTwinsKeys, RuntimeKeys, ScheduleKeys, OptimizerKeys, Wor
             "delay_fraction",
             "a fraction of training in [0, 1]",
         )
-        for units in ("lam_steps", "delay_fraction"):
-            need(getattr(self, units) is None or self.optimizer == "tvlars", units, "a TVLARS key: tvlars only")
         need(self.warmup_epochs is None or 0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", "0..epochs")
         need(_positive_int(self.eval_batch_size), "eval_batch_size", "a positive integer")
         need(_positive_int(self.nan_check_every), "nan_check_every", "a positive integer")
