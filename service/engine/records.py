@@ -48,7 +48,7 @@ class StudyOutcome:
     best_trial_number: int | None
     #: the best trial's validation and test numbers (``SUMMARY_METRICS``), shown beside its objective
     best_metrics: dict[str, Any] | None = None
-    #: :func:`.searcher.epochs_spent` when the run ended
+    #: :func:`..optuna_queries.epochs_spent` when the run ended
     epochs_spent: int = 0
 
     def as_dict(self) -> dict[str, Any]:

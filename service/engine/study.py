@@ -52,7 +52,7 @@ def run_study(
         should_cancel: polled about every 0.5 s; True stops running trials (FAIL, kind ``cancelled``) and ends
             the run CANCELLED, keeping every finished trial.
         on_progress: called with the study's counts after each trial ends, ``EPOCHS_SPENT`` among them
-            (:func:`.searcher.epochs_spent`).
+            (:func:`..optuna_queries.epochs_spent`).
         ray_address: a Ray cluster to join (default: ``RAY_ADDRESS``, else a local Ray).
         results_dir: where Ray Tune keeps its per-run files (default: a folder under the temp dir).
         storage_path: where trial checkpoints go, a folder every Ray node can reach or a URI (``s3://...``);
