@@ -208,8 +208,12 @@ class OptunaStudySearcher(Searcher):
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         run = self._running.get(trial_id)
-        if run is not None and not self.fenced:
-            self._record(run, result)
+        if run is None:
+            return
+        if self.fenced:
+            log.warning("trial %d: an epoch's result is dropped (this driver lost the study)", run.optuna_trial.number)
+            return
+        self._record(run, result)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         with self._lock:

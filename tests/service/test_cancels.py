@@ -113,57 +113,46 @@ def test_a_cancel_requested_while_the_lease_is_held_elsewhere_ends_the_study_can
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("ray_address")
-def test_a_cancel_requested_as_the_worker_shuts_down_ends_the_study_cancelled(fault_db, tmp_path):
-    study_id, spec = _submit(
-        fault_db, budget={"n_trials": 3, "max_concurrent": 1}, scheduler={"name": "none"}, workload={"epochs": 20}
-    )
-    # a slow heartbeat: the worker stops before it hears of the cancel, and puts the study back in the queue
-    worker = start_worker(fault_db, tmp_path, "shutdown", TVLARS_WORKER_HEARTBEAT_S="30", TVLARS_WORKER_STALE_S="60")
-    try:
-        wait_until(lambda: _running_trial_with_epochs(fault_db, spec.name), 180, "a trial reporting epochs")
-        assert _cancel(fault_db, study_id).cancel_requested
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=90) == 0
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-    after = _record(fault_db, study_id)
-    assert after.state == "CANCELLED", (after.state, after.error)
-    assert after.claims == 1 and not after.cancel_requested
-
-
-@pytest.mark.slow
-@pytest.mark.usefixtures("ray_address")
-def test_a_cancel_requested_before_a_database_outage_ends_the_study_cancelled(fault_db, outage, tmp_path):
-    study_id, spec = _submit(
-        fault_db, budget={"n_trials": 3, "max_concurrent": 1}, scheduler={"name": "none"}, workload={"epochs": 20}
-    )
-    # the engine and the worker give up on the database after 2 s: the run ends in a requeue that may not even be
-    # recorded (then the study's heartbeat goes stale and the next claim finds the cancel)
+def test_a_cancel_requested_before_an_outage_or_a_shutdown_ends_the_study_cancelled(fault_db, outage, tmp_path):
+    """One worker process (its start-up is most of the cost): first a cancel, then at once an outage; then a cancel,
+    then at once SIGTERM. Either way the worker puts the study back in the queue (or, when even that write gives
+    up, leaves it RUNNING to go stale), and the study must end CANCELLED, never claimed again."""
+    long_study = {
+        "budget": {"n_trials": 3, "max_concurrent": 1},
+        "scheduler": {"name": "none"},
+        "workload": {"epochs": 30},
+    }
+    first, spec = _submit(fault_db, **long_study)
+    # the engine and the worker give up on the database after 2 s: the outage (8 s) ends the run in a requeue, whose
+    # own write may give up too (then the study's heartbeat goes stale and the next claim finds the cancel)
     worker = start_worker(
         fault_db,
         tmp_path,
-        "outage",
+        "cancels",
         TVLARS_WORKER_HEARTBEAT_S="3",
         TVLARS_WORKER_STALE_S="6",
         TVLARS_DB_OUTAGE_RETRY_S="2",
     )
     try:
         wait_until(lambda: _running_trial_with_epochs(fault_db, spec.name), 180, "a trial reporting epochs")
-        assert _cancel(fault_db, study_id).cancel_requested
+        assert _cancel(fault_db, first).cancel_requested
         with outage():
             time.sleep(8)
         after = wait_until(
-            lambda: (r := _record(fault_db, study_id)).state not in ("RUNNING", "QUEUED") and r,
-            90,
-            "the study to end",
+            lambda: (r := _record(fault_db, first)).state not in ("RUNNING", "QUEUED") and r, 90, "the study to end"
         )
+        assert after.state == "CANCELLED", (after.state, after.error)
+        assert after.claims == 1  # never claimed to run again
         assert worker.poll() is None, "the worker died"
+
+        second, spec = _submit(fault_db, **long_study)
+        wait_until(lambda: _running_trial_with_epochs(fault_db, spec.name), 180, "a trial reporting epochs")
+        assert _cancel(fault_db, second).cancel_requested
+        worker.send_signal(signal.SIGTERM)  # it stops its run and puts the study back in the queue
+        assert worker.wait(timeout=90) == 0
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=60)
-        except Exception:
+        if worker.poll() is None:
             worker.kill()
+    after = _record(fault_db, second)
     assert after.state == "CANCELLED", (after.state, after.error)
-    assert after.claims == 1  # never claimed to run again
+    assert after.claims == 1 and not after.cancel_requested
