@@ -35,6 +35,8 @@ __all__ = [
     "reopen_trial",
     "set_intermediate_value",
     "stored_intermediate_values",
+    "study_system_attr_json",
+    "swap_study_system_attr",
     "write_study_system_attr",
 ]
 
@@ -219,6 +221,63 @@ def stored_intermediate_values(study: optuna.Study, trial: optuna.Trial) -> dict
 def read_study_system_attr(study: optuna.Study, key: str) -> Any:
     """A study system attr, read fresh from the storage (``Study.system_attrs`` is deprecated)."""
     return study._storage.get_study_system_attrs(study._study_id).get(key)
+
+
+def _rdb(study: optuna.Study) -> RDBStorage:
+    storage = study._storage
+    return getattr(storage, "_backend", storage)  # optuna.create_study wraps an RDBStorage in a _CachedStorage
+
+
+_SYSTEM_ATTRS = sa.table(
+    "study_system_attributes", sa.column("study_id"), sa.column("key"), sa.column("value_json", sa.Text)
+)
+
+
+def study_system_attr_json(study: optuna.Study, key: str) -> str | None:
+    """A study system attr's stored JSON text (what :func:`swap_study_system_attr` compares), or None."""
+    where = (_SYSTEM_ATTRS.c.study_id == study._study_id, _SYSTEM_ATTRS.c.key == key)
+    with _rdb(study).engine.connect() as conn:
+        return conn.scalar(sa.select(_SYSTEM_ATTRS.c.value_json).where(*where))
+
+
+def swap_study_system_attr(study: optuna.Study, key: str, expected: str | None, value: Any) -> str | None:
+    """Compare-and-set a study system attr: store ``value`` only if the stored JSON text is still ``expected``
+    (None: the attr is absent). One ``UPDATE … WHERE value_json = expected`` (or an INSERT that the table's
+    unique key refuses to a second writer), so two drivers can never both succeed.
+
+    Returns the JSON text now stored (what to pass as ``expected`` next time), or None if another writer changed it
+    first. Retried through an outage like every storage call (a commit whose answer was lost counts as done).
+    """
+    import json
+
+    text = json.dumps(value)
+    rdb = _rdb(study)
+    where = (_SYSTEM_ATTRS.c.study_id == study._study_id, _SYSTEM_ATTRS.c.key == key)
+
+    def swap() -> str | None:
+        with rdb.engine.begin() as conn:
+            if expected is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(
+                            sa.insert(_SYSTEM_ATTRS).values(study_id=study._study_id, key=key, value_json=text)
+                        )
+                    return text
+                except sa.exc.IntegrityError:
+                    pass
+            else:
+                updated = conn.execute(
+                    sa.update(_SYSTEM_ATTRS)
+                    .where(*where, _SYSTEM_ATTRS.c.value_json == expected)
+                    .values(value_json=text)
+                ).rowcount
+                if updated == 1:
+                    return text
+            return text if conn.scalar(sa.select(_SYSTEM_ATTRS.c.value_json).where(*where)) == text else None
+
+    if isinstance(rdb, RetryingRDBStorage):
+        return rdb._retrying("swap_study_system_attr", swap)
+    return swap()
 
 
 def write_study_system_attr(study: optuna.Study, key: str, value: Any) -> None:

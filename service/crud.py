@@ -10,7 +10,7 @@ import hashlib
 import json
 import uuid
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -25,14 +25,19 @@ __all__ = [
     "cancel_study",
     "claim_next_study",
     "create_study",
+    "comparison_reserving",
     "create_submitted",
+    "end_requested_cancels",
     "find_replay",
     "finish_study",
     "get_studies",
     "get_study_version",
     "get_study",
+    "Beat",
     "heartbeat",
     "list_study_versions",
+    "refuse_prefix_in_use",
+    "refuse_reserved_name",
     "live_workers",
     "resume_study",
     "spec_hash",
@@ -95,14 +100,64 @@ def create_submitted(
     return record, True
 
 
+def comparison_reserving(*, session: Session, name: str) -> str | None:
+    """The comparison whose studies' names ``name`` falls under (``COMPARISON-…``), if any.
+
+    A comparison's derived studies (tuning, extension and re-run studies, some made only when an earlier phase
+    ends) are all named ``{comparison}-…``: that prefix is the comparison's, so no other study can take a name the
+    comparison will need later.
+    """
+    prefixes = [name[:i] for i, c in enumerate(name) if c == "-" and i > 0]
+    if not prefixes:
+        return None
+    return session.scalar(sa.select(ComparisonRecord.name).where(ComparisonRecord.name.in_(prefixes)).limit(1))
+
+
+def refuse_reserved_name(*, session: Session, name: str) -> None:
+    """ConflictError if ``name`` falls under a comparison's prefix (see :func:`comparison_reserving`)."""
+    owner = comparison_reserving(session=session, name=name)
+    if owner is not None:
+        raise ConflictError(
+            f"The name {name!r} is reserved for comparison {owner!r} (its studies are named {owner + '-'!r}…); "
+            "choose another name"
+        )
+
+
+def refuse_prefix_in_use(*, session: Session, comparison: ComparisonRecord) -> None:
+    """ConflictError if a study or comparison outside this new comparison is named under its prefix, or its own
+    name falls under another comparison's prefix: its future studies' names must be free."""
+    refuse_reserved_name(session=session, name=comparison.name)
+    prefix = f"{comparison.name}-"
+    for model in (StudyRecord, ComparisonRecord):
+        taken = session.scalar(
+            sa.select(model.name)
+            .where(model.name.startswith(prefix, autoescape=True), model.id != comparison.id)
+            .where(*([StudyRecord.comparison_id.is_distinct_from(comparison.id)] if model is StudyRecord else []))
+            .limit(1)
+        )
+        if taken is not None:
+            raise ConflictError(
+                f"A {model.kind.lower()} named {taken!r} exists under this comparison's prefix {prefix!r} (the "
+                "comparison's own studies are named so); choose another name"
+            )
+
+
 def create_study(
-    *, session: Session, spec: StudySpec, idempotency_key: str | None = None, owner: str | None = None
+    *,
+    session: Session,
+    spec: StudySpec,
+    idempotency_key: str | None = None,
+    owner: str | None = None,
+    of_comparison: bool = False,
 ) -> tuple[StudyRecord, bool]:
     """A new QUEUED study, or the existing one for a replayed request. Returns ``(record, created)``.
 
     Same idempotency key and same spec: the existing study (created False). Same key, other spec: ConflictError.
-    A name already taken (by a request without this key): ConflictError.
+    A name already taken (by a request without this key), or reserved for a comparison's studies (unless
+    ``of_comparison``): ConflictError.
     """
+    if not of_comparison:
+        refuse_reserved_name(session=session, name=spec.name)
     return create_submitted(
         session=session,
         model=StudyRecord,
@@ -203,6 +258,7 @@ def claim_next_study(*, session: Session, worker_id: str, stale_after_s: float) 
     On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets workers pass each other's candidates; the conditional UPDATE
     then makes the claim exclusive on every database (it matches only if nobody claimed the row meanwhile).
     """
+    end_requested_cancels(session=session, stale_after_s=stale_after_s)
     stale_before = utcnow() - timedelta(seconds=stale_after_s)
     claimable = sa.or_(
         StudyRecord.state == StudyState.QUEUED.value,
@@ -238,21 +294,33 @@ def claim_next_study(*, session: Session, worker_id: str, stale_after_s: float) 
     return session.get(StudyRecord, candidate.id)
 
 
-def heartbeat(*, session: Session, worker_id: str, study_id: str | None) -> bool:
-    """Renew a worker's and its study's heartbeat. Returns whether a cancel was requested for the study."""
+class Beat(NamedTuple):
+    """What a heartbeat learned about the worker's study."""
+
+    cancel_requested: bool  # the user asked to cancel it
+    held: bool  # the study is still this worker's (False: another worker took it over; stop at once)
+
+
+def heartbeat(*, session: Session, worker_id: str, study_id: str | None) -> Beat:
+    """Renew a worker's and its study's heartbeat (the study's only ``WHERE worker_id`` = this worker).
+
+    Returns whether a cancel was requested and whether the study is still held: 0 rows renewed means another
+    worker claimed it (this one looked dead), and this worker must drop its run without another write.
+    """
     now = utcnow()
     session.execute(
         sa.update(WorkerRecord).where(WorkerRecord.id == worker_id).values(heartbeat_at=now, study_id=study_id)
     )
     if study_id is None:
-        return False
-    session.execute(
+        return Beat(cancel_requested=False, held=True)
+    renewed = session.execute(
         sa.update(StudyRecord)
         .where(StudyRecord.id == study_id, StudyRecord.worker_id == worker_id)
         .values(heartbeat_at=now)
         .execution_options(synchronize_session=False)
-    )
-    return bool(session.scalar(sa.select(StudyRecord.cancel_requested).where(StudyRecord.id == study_id)))
+    ).rowcount
+    cancel = bool(session.scalar(sa.select(StudyRecord.cancel_requested).where(StudyRecord.id == study_id)))
+    return Beat(cancel_requested=cancel, held=renewed == 1)
 
 
 def record_epochs_spent(*, session: Session, study_id: str, worker_id: str, epochs: int) -> None:
@@ -274,9 +342,15 @@ def finish_study(
     error: str | None = None,
     outcome: dict | None = None,
 ) -> None:
-    """Record how a worker's run of the study ended (only while that worker still holds the study)."""
+    """Record how a worker's run of the study ended (only while that worker still holds the study).
+
+    A run that ends by going back to the queue (the worker shut down, found the lease held, or met an outage) keeps
+    a requested cancel: such a study ends CANCELLED here instead of running again.
+    """
     state = StudyState(state)
     now = utcnow()
+    if state == StudyState.QUEUED and _cancel_requested(session=session, study_id=study_id, worker_id=worker_id):
+        state, error = StudyState.CANCELLED, error or "cancelled"
     session.execute(
         sa.update(StudyRecord)
         .where(StudyRecord.id == study_id, StudyRecord.worker_id == worker_id)
@@ -293,6 +367,47 @@ def finish_study(
         )
         .execution_options(synchronize_session=False)
     )
+
+
+def _cancel_requested(*, session: Session, study_id: str, worker_id: str) -> bool:
+    """Whether a cancel was requested for the study this worker holds (the row locked until commit: a cancel
+    request is either seen here or comes after the study left RUNNING, when the API cancels it outright)."""
+    return bool(
+        session.scalar(
+            sa.select(StudyRecord.cancel_requested)
+            .where(StudyRecord.id == study_id, StudyRecord.worker_id == worker_id)
+            .with_for_update()
+        )
+    )
+
+
+def end_requested_cancels(*, session: Session, stale_after_s: float) -> int:
+    """CANCEL the claimable studies whose cancel was requested: a RUNNING study whose worker went silent (died, or
+    lost the database before it could record the end). Such a study is never claimed to run again. Returns how
+    many."""
+    now = utcnow()
+    return session.execute(
+        sa.update(StudyRecord)
+        .where(
+            StudyRecord.cancel_requested.is_(True),
+            sa.or_(
+                StudyRecord.state == StudyState.QUEUED.value,
+                sa.and_(
+                    StudyRecord.state == StudyState.RUNNING.value,
+                    StudyRecord.heartbeat_at < now - timedelta(seconds=stale_after_s),
+                ),
+            ),
+        )
+        .values(
+            state=StudyState.CANCELLED.value,
+            cancel_requested=False,
+            error="cancelled",
+            finished_at=now,
+            heartbeat_at=now,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
 
 
 def live_workers(*, session: Session, stale_after_s: float) -> int:

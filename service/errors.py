@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConflictError",
+    "FencedError",
     "InvalidSpecError",
     "LeaseHeldError",
     "NameTakenError",
@@ -27,6 +28,11 @@ class ConflictError(TvlarsTuneError):
 
 class LeaseHeldError(ConflictError):
     """Another live driver runs this study: try again later (the worker requeues the study with a back-off)."""
+
+
+class FencedError(ConflictError):
+    """This driver lost its study to another (its worker or lease looked dead): it stopped without telling Optuna
+    anything more, and records nothing of the run."""
 
 
 class NameTakenError(ConflictError):

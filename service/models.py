@@ -157,6 +157,9 @@ class ComparisonRecord(_Submitted, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None]
+    # advancing it failed this many times in a row (it ends FAILED at comparison_max_failures); next try not before
+    advance_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    retry_at: Mapped[datetime | None]
 
 
 class WorkerRecord(Base):

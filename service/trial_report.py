@@ -52,6 +52,8 @@ class TrialAttr(StrEnum):
     HOSTNAME = "hostname"
     DEVICE = "device"
     ENQUEUED = "enqueued"  # a config the spec enqueued, not the sampler's
+    DRIVER = "driver"  # the worker (driver) that asked for the trial, or continued it
+    TOLD_BY = "told_by"  # the driver that told Optuna how the trial ended (a fenced driver never does)
     # restarts, checkpoints and PBT
     RESTARTS = "restarts"
     RESUMED_FROM_EPOCH = "resumed_from_epoch"

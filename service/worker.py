@@ -19,7 +19,7 @@ from ._optuna import Backoff, is_outage
 from .core.config import Settings
 from .core.db import migrate, session_scope
 from .crud import claim_next_study, finish_study, heartbeat, record_epochs_spent
-from .errors import InvalidSpecError, LeaseHeldError, NameTakenError, StorageError
+from .errors import FencedError, InvalidSpecError, LeaseHeldError, NameTakenError, StorageError
 from .models import StudyState, WorkerRecord, utcnow
 
 __all__ = ["Worker"]
@@ -36,6 +36,7 @@ class Worker:
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._stop = threading.Event()
         self._cancel = threading.Event()  # set by the heartbeat when the running study's cancel is requested
+        self._fenced = threading.Event()  # set by the heartbeat when another worker took the running study over
         self._current: str | None = None
         self._lock = threading.Lock()
 
@@ -97,7 +98,11 @@ class Worker:
         from .comparisons.machine import advance_all
 
         try:
-            advance_all(self.url)
+            advance_all(
+                self.url,
+                max_failures=self.settings.comparison_max_failures,
+                retry_s=self.settings.comparison_retry_s,
+            )
         except Exception:  # the next loop retries; a study's run never waits on a comparison's bookkeeping
             log.warning("advancing comparisons failed", exc_info=True)
 
@@ -140,6 +145,7 @@ class Worker:
         with self._lock:
             self._current = study_id
             self._cancel.clear()
+            self._fenced.clear()
         log.info("worker %s runs study %s (%s)%s", self.id, name, study_id, " [resume]" if resume else "")
         state, error, outcome = StudyState.FAILED, None, None
         try:
@@ -151,12 +157,20 @@ class Worker:
                 on_progress=lambda counts: self._record_spent(study_id, counts["EPOCHS_SPENT"]),
                 results_dir=self.settings.ray_results_dir,
                 storage_path=self.settings.checkpoint_path,
+                fenced=self._fenced.is_set,
+                driver=self.id,
             )
             outcome = result.as_dict()
             state, error = result.state, result.reason if result.state != StudyState.SUCCEEDED else None
             if state == StudyState.CANCELLED and not self._cancel.is_set():
                 # stopped because this worker is shutting down, not by a user: back to the queue for another
                 state, error = StudyState.QUEUED, None
+        except FencedError as e:
+            # another worker took the study over (this one looked dead): it records the study, this one nothing
+            log.warning("worker %s: %s; its run is dropped (fenced)", self.id, e)
+            with self._lock:
+                self._current = None
+            return
         except LeaseHeldError as e:
             # another live driver still holds the study's lease (its worker looked stale but is not): retry later,
             # after a pause, rather than claiming it straight back
@@ -204,10 +218,22 @@ class Worker:
             current = self._current
         try:
             with session_scope(self.url) as s:
-                if heartbeat(session=s, worker_id=self.id, study_id=current):
-                    self._cancel.set()
+                beat = heartbeat(session=s, worker_id=self.id, study_id=current)
         except Exception:  # the next beat retries; a study is only taken over after worker_stale_s of silence
             log.warning("heartbeat failed", exc_info=True)
+            return
+        if beat.cancel_requested:
+            self._cancel.set()
+        if not beat.held:
+            self._fence(current)
+
+    def _fence(self, study_id: str | None) -> None:
+        """Another worker holds ``study_id`` now: stop its run at once, writing nothing more (the engine checks)."""
+        with self._lock:
+            if study_id is None or self._current != study_id or self._fenced.is_set():
+                return
+            self._fenced.set()
+        log.warning("worker %s: another worker took study %s over; stopping its run (fenced)", self.id, study_id)
 
 
 def _safe_url(url: str) -> str:

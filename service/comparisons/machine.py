@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
+from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -37,21 +38,65 @@ __all__ = ["advance", "advance_all"]
 log = logging.getLogger(__name__)
 
 
-def advance_all(url: str) -> int:
-    """Move every live comparison one step if it can; returns how many changed. Called by workers between studies."""
+#: The longest back-off between two attempts to advance a comparison that keeps failing.
+MAX_RETRY_S = 300.0
+
+
+def advance_all(url: str, *, max_failures: int = 5, retry_s: float = 2.0) -> int:
+    """Move every live comparison one step if it can; returns how many changed. Called by workers between studies.
+
+    Each comparison is advanced on its own: one that raises is logged and retried later (back-off from ``retry_s``,
+    doubling), never delaying the others; after ``max_failures`` failures in a row it ends FAILED with the error.
+    """
+    now = utcnow()
     with session_scope(url) as s:
         ids = list(
             s.scalars(
                 sa.select(ComparisonRecord.id).where(
-                    ComparisonRecord.state.in_((StudyState.QUEUED.value, StudyState.RUNNING.value))
+                    ComparisonRecord.state.in_((StudyState.QUEUED.value, StudyState.RUNNING.value)),
+                    sa.or_(ComparisonRecord.retry_at.is_(None), ComparisonRecord.retry_at <= now),
                 )
             )
         )
     changed = 0
     for comparison_id in ids:
-        with session_scope(url) as s:
-            changed += advance(session=s, comparison_id=comparison_id, storage_url=url)
+        try:
+            with session_scope(url) as s:
+                changed += advance(session=s, comparison_id=comparison_id, storage_url=url)
+        except Exception as e:  # this comparison's trouble: the others advance all the same
+            log.warning("advancing comparison %s failed", comparison_id, exc_info=True)
+            changed += _record_failure(url, comparison_id, e, max_failures=max_failures, retry_s=retry_s)
     return changed
+
+
+def _record_failure(url: str, comparison_id: str, error: Exception, *, max_failures: int, retry_s: float) -> bool:
+    """Count a failed attempt on the comparison's row and set its back-off; the last allowed one ends it FAILED.
+    Returns whether it ended. (A database outage is no fault of the comparison's: not counted.)"""
+    from .._optuna import is_outage
+
+    if is_outage(error):
+        return False
+    try:
+        with session_scope(url) as s:
+            record = s.get(ComparisonRecord, comparison_id, with_for_update=True)
+            if record is None or StudyState(record.state).is_finished:
+                return False
+            record.advance_failures += 1
+            delay = min(MAX_RETRY_S, retry_s * 2 ** (record.advance_failures - 1))
+            record.retry_at = utcnow() + timedelta(seconds=delay)
+            if record.advance_failures < max_failures:
+                return False
+            record.state = StudyState.FAILED.value
+            record.error = (
+                f"advancing the comparison failed {record.advance_failures} times; "
+                f"last: {type(error).__name__}: {error}"
+            )
+            record.finished_at = utcnow()
+            log.error("comparison %s: %s", record.name, record.error)
+            return True
+    except Exception:  # bookkeeping of a failure: the next pass tries again
+        log.warning("could not record comparison %s's failure", comparison_id, exc_info=True)
+        return False
 
 
 def advance(*, session: Session, comparison_id: str, storage_url: str) -> bool:
@@ -61,6 +106,7 @@ def advance(*, session: Session, comparison_id: str, storage_url: str) -> bool:
     ).one_or_none()
     if record is None or StudyState(record.state).is_finished:
         return False
+    record.advance_failures, record.retry_at = 0, None  # (kept only if this step fails: the caller counts it)
     studies = studies_of(session, record.id)
     current = [s for s in studies if s.role == record.phase]
     moved = False

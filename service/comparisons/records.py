@@ -52,6 +52,7 @@ def create_comparison(
         phase=ComparisonPhase.TUNE.value,
     )
     if created:
+        crud.refuse_prefix_in_use(session=session, comparison=record)
         for arm_study in expand(spec):
             spec_ = StudySpec.model_validate(arm_study.spec)
             add_study(
@@ -71,7 +72,7 @@ def add_study(
     rank: int | None = None,
 ) -> StudyRecord:
     """A new QUEUED study of the comparison, in its place (arm, batch size, role, repeat, re-run rank)."""
-    study, _ = crud.create_study(session=session, spec=spec, owner=comparison.owner)
+    study, _ = crud.create_study(session=session, spec=spec, owner=comparison.owner, of_comparison=True)
     study.comparison_id, study.arm, study.batch_size, study.role = comparison.id, arm, bs, ComparisonPhase(role).value
     study.repeat, study.rank = repeat, rank
     session.flush()

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     worker_heartbeat_s: float = Field(default=2.0, gt=0)
     worker_stale_s: float = Field(default=20.0, gt=0, description="a worker silent this long is dead")
     worker_poll_s: float = Field(default=1.0, gt=0)
+    comparison_max_failures: int = Field(
+        default=5, ge=1, description="a comparison that fails to advance this many times in a row ends FAILED"
+    )
+    comparison_retry_s: float = Field(
+        default=2.0, gt=0, description="back-off after a comparison fails to advance: doubles each time, to 5 min"
+    )
     ray_results_dir: str | None = None
     checkpoint_path: str | None = Field(
         default=None,

@@ -1,11 +1,15 @@
 """A driver's lease on a study: a heartbeat in the study's system attrs, so that two drivers never run one study.
 
-A driver that died leaves a stale lease (not renewed for ``ttl_s``, or its process gone on this host); the next
-driver takes the study over.
+Every write of the lease is a compare-and-set on the JSON text this driver last wrote
+(:func:`.._optuna.swap_study_system_attr`): taking it over from a stale holder, renewing and releasing it all fail
+if another driver wrote meanwhile. A driver whose renewal fails has lost the study: :meth:`Lease.holds` turns False
+and the engine stops telling Optuna anything (it is *fenced*). A driver that died leaves a stale lease (not renewed
+for ``ttl_s``, or its process gone on this host); the next driver takes the study over.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -17,7 +21,7 @@ from typing import Any
 
 import optuna
 
-from .._optuna import read_study_system_attr, write_study_system_attr
+from .._optuna import study_system_attr_json, swap_study_system_attr
 from ..errors import LeaseHeldError
 from ..trial_report import StudyAttr
 
@@ -48,18 +52,41 @@ def _pid_alive(pid: int) -> bool:
 
 
 class Lease:
-    """This driver's claim on a study, renewed by a background thread until released. Use as a context manager."""
+    """This driver's claim on a study, renewed by a background thread until released. Use as a context manager.
 
-    def __init__(self, study: optuna.Study, ttl_s: float) -> None:
+    Args:
+        study: the Optuna study.
+        ttl_s: a lease not renewed for this long is stale (another driver may take it over).
+        driver: who this driver is, for logs and the trials' ``driver`` attr (default: a random token).
+    """
+
+    def __init__(self, study: optuna.Study, ttl_s: float, driver: str | None = None) -> None:
         self.study = study
         self.ttl_s = ttl_s
-        self.token = {"id": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid()}
+        run = uuid.uuid4().hex
+        self.token = {"id": run, "by": driver or run, "host": socket.gethostname(), "pid": os.getpid()}
         self._stop = threading.Event()
+        self._lost = threading.Event()
         self._thread: threading.Thread | None = None
+        self._written: str | None = None  # the JSON text of our last write: what the next write expects
+        self._confirmed = 0.0  # time.monotonic() of our last successful write
+        self._swap_lock = threading.Lock()
+
+    @property
+    def driver(self) -> str:
+        """Who drives: the worker's id (or this run's token)."""
+        return self.token["by"]
 
     def holder(self) -> dict[str, Any] | None:
         """The live lease of another driver, if any."""
-        current = read_study_system_attr(self.study, StudyAttr.LEASE)
+        return self._live_other(self._read())
+
+    def _read(self) -> tuple[str | None, dict[str, Any] | None]:
+        text = study_system_attr_json(self.study, StudyAttr.LEASE)
+        return text, (json.loads(text) if text else None)
+
+    def _live_other(self, read: tuple[str | None, dict[str, Any] | None]) -> dict[str, Any] | None:
+        current = read[1]
         if not current or current.get("released") or current.get("id") == self.token["id"]:
             return None
         if current.get("host") == self.token["host"] and not _pid_alive(int(current.get("pid", -1))):
@@ -69,22 +96,38 @@ class Lease:
         return current
 
     def acquire(self) -> None:
-        """Take the lease, or :class:`LeaseHeldError` while another live driver holds it."""
-        holder = self.holder()
-        if holder is not None:
-            raise LeaseHeldError(
-                f"Study {self.study.study_name!r} is being run by another driver "
-                f"(pid {holder.get('pid')} on {holder.get('host')}); cancel it first or wait for it to finish"
-            )
-        self._write()
-        self._thread = threading.Thread(target=self._renew, name="study-lease", daemon=True)
-        self._thread.start()
+        """Take the lease (a compare-and-set over what is stored), or :class:`LeaseHeldError` while another live
+        driver holds it or took it first."""
+        read = self._read()
+        holder = self._live_other(read)
+        if holder is None:
+            self._written = read[0]
+            if self._swap():
+                self._thread = threading.Thread(target=self._renew, name="study-lease", daemon=True)
+                self._thread.start()
+                return
+            holder = self._read()[1] or {}
+        raise LeaseHeldError(
+            f"Study {self.study.study_name!r} is being run by another driver "
+            f"(pid {holder.get('pid')} on {holder.get('host')}); cancel it first or wait for it to finish"
+        )
+
+    def holds(self) -> bool:
+        """Whether this driver still holds the lease. Within ``ttl_s / 2`` of a confirmed write nobody else can
+        have taken it; later (this process was paused, or renewals failed) it is checked, by renewing, now."""
+        if self._lost.is_set():
+            return False
+        if time.monotonic() - self._confirmed > self.ttl_s / 2:
+            self._swap()
+        return not self._lost.is_set()
 
     def release(self) -> None:
+        """Stop renewing and mark the lease released, unless another driver holds it now (then nothing)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self._write(released=True)
+        if not self._lost.is_set():
+            self._swap(released=True)
 
     def __enter__(self) -> Lease:
         self.acquire()
@@ -93,12 +136,30 @@ class Lease:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
-    def _write(self, **extra: Any) -> None:
-        write_study_system_attr(self.study, StudyAttr.LEASE, {**self.token, "heartbeat": time.time(), **extra})
+    def _swap(self, **extra: Any) -> bool:
+        """Write the lease if it is still what we last wrote; else it is lost for good. Returns whether written."""
+        with self._swap_lock:
+            if self._lost.is_set():
+                return False
+            value = {**self.token, "heartbeat": time.time(), **extra}
+            stored = swap_study_system_attr(self.study, StudyAttr.LEASE, self._written, value)
+            if stored is None:
+                if self._confirmed:  # (a first take that lost the race is just a LeaseHeldError)
+                    self._lost.set()
+                    log.warning(
+                        "driver %s lost the lease on %s to %s: fenced",
+                        self.driver,
+                        self.study.study_name,
+                        (self._read()[1] or {}).get("by"),
+                    )
+                return False
+            self._written, self._confirmed = stored, time.monotonic()
+            return True
 
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl_s / 4):
             try:
-                self._write()
+                if not self._swap():
+                    return
             except Exception:  # a transient DB error: the next beat retries; the lease lasts ttl_s
                 log.warning("could not renew the lease on %s", self.study.study_name, exc_info=True)

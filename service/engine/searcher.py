@@ -69,6 +69,10 @@ class OptunaStudySearcher(Searcher):
         should_stop: polled before each suggestion; a reason string ends the study.
         on_change: called after each trial ends, for progress reporting.
         error_text: returns Ray's error message for a trial id, when Ray failed the trial.
+        fenced: whether this driver lost the study to another (its lease, or its worker's claim); checked before
+            every write to the study. Once True the searcher writes nothing more: results still arriving from
+            this run's trials are dropped, and it suggests no more trials.
+        driver: who drives, stored on each trial this driver asks for and on each it tells (``TrialAttr.DRIVER``).
     """
 
     def __init__(
@@ -83,6 +87,8 @@ class OptunaStudySearcher(Searcher):
         on_change: Callable[[], None] | None = None,
         error_text: Callable[[str], str | None] | None = None,
         resumable: list[Resumable] | None = None,
+        fenced: Callable[[], bool] | None = None,
+        driver: str | None = None,
     ) -> None:
         super().__init__(metric=None, mode=None)  # schedulers take metric and mode from TuneConfig
         self.study = study
@@ -102,6 +108,9 @@ class OptunaStudySearcher(Searcher):
         self._epoch_budget_spent = False
         self._resumable = list(resumable or [])  # re-launched first, each as the same Optuna trial
         self._numbers: dict[str, int] = {}  # every Ray trial id of this run → its Optuna trial number
+        self._fence_check = fenced or (lambda: False)
+        self._fenced = False
+        self._driver = driver
 
     @property
     def epoch_budget_spent(self) -> bool:
@@ -116,6 +125,15 @@ class OptunaStudySearcher(Searcher):
         return self._stop_reason
 
     @property
+    def fenced(self) -> bool:
+        """This driver lost the study: it has stopped writing to it (checked now)."""
+        if not self._fenced and self._fence_check():
+            self._fenced = True
+            name = self.study.study_name
+            log.warning("study %s: this driver lost the study to another; it tells Optuna nothing more", name)
+        return self._fenced
+
+    @property
     def end_note(self) -> str | None:
         """Why the study ran out of trials to suggest, if not the budget (a grid tried in full)."""
         return self._end_note
@@ -124,7 +142,10 @@ class OptunaStudySearcher(Searcher):
         """FAIL every trial still running (Tune ended without telling us how it ended). Returns how many."""
         with self._lock:
             runs, self._running = list(self._running.values()), {}
+        if self.fenced:
+            return 0
         for run in runs:
+            self._mark_told(run.optuna_trial)
             self._fail(run.optuna_trial, kind, reason)
         return len(runs)
 
@@ -136,6 +157,8 @@ class OptunaStudySearcher(Searcher):
                 self._stop_reason = self._should_stop()
             if self._stop_reason is not None:
                 return Searcher.FINISHED
+            if self.fenced:
+                return Searcher.FINISHED
             if self._resumable:
                 return self._relaunch(trial_id, self._resumable.pop(0))
             remaining = self.spec.budget.n_trials - self._n_finished  # type: ignore[operator]
@@ -144,6 +167,8 @@ class OptunaStudySearcher(Searcher):
                 return None if self._running else Searcher.FINISHED
             trial = self.study.ask(self._distributions)
             trial.set_user_attr(TrialAttr.RAY_TRIAL_ID, trial_id)
+            if self._driver is not None:
+                trial.set_user_attr(TrialAttr.DRIVER, self._driver)
             self._running[trial_id] = TrialRun(trial)
             self._numbers[trial_id] = trial.number
             params = dict(trial.params)
@@ -165,6 +190,8 @@ class OptunaStudySearcher(Searcher):
         frozen = resumable.trial
         trial = reopen_trial(self.study, frozen)
         trial.set_user_attr(TrialAttr.RAY_TRIAL_ID, trial_id)
+        if self._driver is not None:
+            trial.set_user_attr(TrialAttr.DRIVER, self._driver)
         run = TrialRun(trial, restarts=int(frozen.user_attrs.get(TrialAttr.RESTARTS, 0)) + 1)
         trial.set_user_attr(TrialAttr.RESTARTS, run.restarts)
         run.lineage = list(frozen.user_attrs.get(TrialAttr.PBT_LINEAGE, []))
@@ -176,18 +203,25 @@ class OptunaStudySearcher(Searcher):
     def note_checkpoint(self, trial_id: str, uri: str, epoch: int | None) -> None:
         """Record where a running trial's latest checkpoint is, so a resumed study can continue the trial."""
         run = self._running.get(trial_id)
-        if run is not None:
+        if run is not None and not self.fenced:
             run.optuna_trial.set_user_attr(TrialAttr.CHECKPOINT, {"uri": uri, "epoch": epoch})
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         run = self._running.get(trial_id)
-        if run is not None:
-            self._record(run, result)
+        if run is None:
+            return
+        if self.fenced:
+            log.warning("trial %d: an epoch's result is dropped (this driver lost the study)", run.optuna_trial.number)
+            return
+        self._record(run, result)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         with self._lock:
             run = self._running.pop(trial_id, None)
         if run is None:
+            return
+        if self.fenced:
+            log.warning("trial %d: its result is dropped (this driver lost the study)", run.optuna_trial.number)
             return
         if result is not None:
             # the result that made the scheduler stop a trial comes only here, not through on_trial_result
@@ -296,6 +330,7 @@ class OptunaStudySearcher(Searcher):
 
     def _tell(self, trial_id: str, run: TrialRun, result: dict[str, Any] | None, error: bool) -> None:
         trial = run.optuna_trial
+        self._mark_told(trial)
         trial.set_user_attr(TrialAttr.CHECKPOINT, None)  # ended: nothing to continue
         last = run.results[-1] if run.results else None
         self._save_curves(trial, run)
@@ -329,6 +364,10 @@ class OptunaStudySearcher(Searcher):
                 self._n_finished += 1
         else:
             self._fail(trial, FailKind.INFRASTRUCTURE, "the trial ended without a final result")
+
+    def _mark_told(self, trial: optuna.Trial) -> None:
+        if self._driver is not None:
+            trial.set_user_attr(TrialAttr.TOLD_BY, self._driver)
 
     def _fail(self, trial: optuna.Trial, kind: str, reason: str) -> None:
         trial.set_user_attr(TrialAttr.FAIL_KIND, kind)

@@ -16,7 +16,7 @@ from typing import Any
 
 from search_spaces.spec import StudySpec
 
-from ..errors import InvalidSpecError
+from ..errors import FencedError, InvalidSpecError
 from ..models import StudyState
 from ..optuna_queries import epochs_spent, study_counts
 from ..trial_report import FailKind, TrialAttr
@@ -42,6 +42,8 @@ def run_study(
     results_dir: str | os.PathLike | None = None,
     lease_ttl_s: float | None = None,
     storage_path: str | None = None,
+    fenced: Callable[[], bool] | None = None,
+    driver: str | None = None,
 ) -> StudyOutcome:
     """Run (or resume) a study to the end of its budget.
 
@@ -58,13 +60,17 @@ def run_study(
         storage_path: where trial checkpoints go, a folder every Ray node can reach or a URI (``s3://...``);
             default ``TVLARS_CHECKPOINT_PATH``, else ``results_dir``.
         lease_ttl_s: seconds after which a silent driver's lease counts as stale (default 30; ``TVLARS_LEASE_TTL_S``).
+        fenced: polled before every write to the study: True when this driver's caller learned it lost the study
+            (a worker whose claim another worker took over). A lost lease fences the run the same way.
+        driver: who drives (a worker's id), stored on the lease and on each trial asked for or told.
 
     Returns how the run ended. Raises :class:`NameTakenError` for a name taken by another spec,
-    :class:`LeaseHeldError` for a study another live driver holds, :class:`InvalidSpecError` for a bad spec.
+    :class:`LeaseHeldError` for a study another live driver holds, :class:`InvalidSpecError` for a bad spec,
+    :class:`FencedError` when the run lost the study to another driver (it then wrote nothing more).
     """
     spec = _validated(spec)
     study, created = create_or_load(storage_url, spec, resume)
-    with Lease(study, _lease_ttl(lease_ttl_s)):
+    with Lease(study, _lease_ttl(lease_ttl_s), driver=driver) as lease:
         reason = "its driver stopped while it ran, before any checkpoint (failed when the study resumed)"
         orphans, resumable = fail_orphaned_trials(study, reason)
         if orphans:
@@ -102,8 +108,10 @@ def run_study(
             else None,
             error_text=errors.messages.get,
             resumable=resumable,
+            fenced=lambda: (fenced is not None and fenced()) or not lease.holds(),
+            driver=lease.driver,
         )
-        stop = lambda: searcher.stop_reason or poll()  # noqa: E731
+        stop = lambda: searcher.stop_reason or ("fenced" if searcher.fenced else None) or poll()  # noqa: E731
         failure = fit(
             spec,
             searcher,
@@ -113,6 +121,8 @@ def run_study(
             results_dir=results_dir,
             storage_path=storage_path,
         )
+        if searcher.fenced:
+            raise FencedError(f"study {spec.name!r}: this driver lost the study to another and stopped its run")
         # trials Tune stopped without a completion callback
         kind = FailKind.CANCELLED if poll.cancelled else FailKind.INFRASTRUCTURE
         searcher.fail_unfinished(kind, failure or "stopped when the tuning run ended")

@@ -4,6 +4,7 @@ rules, and the worker's step (re-runs queued after tuning, the result after the 
 from __future__ import annotations
 
 import math
+import time
 
 import optuna
 import pytest
@@ -18,6 +19,7 @@ from service.core.db import session_scope
 from service.models import StudyRecord, StudyState
 from service.optuna_queries import epochs_spent
 
+from ..utils.specs import quick_spec
 from .conftest import READ_AUTH
 
 SMALL = {
@@ -309,3 +311,56 @@ def test_an_optimum_on_the_edge_extends_every_arm_at_that_batch_size(client, set
         (lr,) = study.spec["search_space"]["lr"]["choices"]
         expected = higher if key == ("tvlars", 256, 1) else _at(tune[key].spec, "lr", 0.5)
         assert lr == pytest.approx(expected)
+
+
+# -- isolation: one comparison's trouble never holds up another -----------------------------------------------------
+
+
+def test_a_name_under_a_comparisons_prefix_is_refused_naming_the_comparison(client):
+    c = submit(client, {**SMALL, "name": "reserved"})
+    rerun_name = "reserved-tvlars-bs256-t0-r1"  # what the comparison will name its re-run study after tuning
+    r = client.post("/v1/studies", json=quick_spec(rerun_name))
+    assert r.status_code == 409 and "reserved for comparison 'reserved'" in r.json()["detail"], r.text
+    assert client.post("/v1/studies", json=quick_spec("reservedx-r1")).status_code == 201  # another prefix: free
+    # and a comparison cannot be submitted under a prefix a study already uses
+    r = client.post("/v1/comparisons", json={**SMALL, "name": "reservedx"})
+    assert r.status_code == 409 and "'reservedx-r1'" in r.json()["detail"], r.text
+    r = client.post("/v1/comparisons", json={**SMALL, "name": "reserved-tvlars"})  # inside another's prefix
+    assert r.status_code == 409 and "reserved for comparison 'reserved'" in r.json()["detail"], r.text
+    assert client.get(f"/v1/comparisons/{c['id']}").json()["state"] == "QUEUED"
+
+
+def test_a_comparison_that_cannot_advance_never_delays_another_and_fails_after_its_retries(client, settings):
+    from search_spaces.spec import StudySpec
+    from service.crud import create_study
+    from service.models import ComparisonRecord
+
+    url = settings.database_url
+    blocked, later = (submit(client, {**SMALL, "name": name}) for name in ("blocked", "later"))
+    with session_scope(url) as s:
+        tune = list(s.query(StudyRecord).filter(StudyRecord.comparison_id.in_((blocked["id"], later["id"]))))
+        for i, study in enumerate(tune):
+            _seed_tuning(url, study, [0.5 + 0.01 * i, 0.6 + 0.01 * i])
+        names = {t.name for t in tune}
+        # a study that holds the first comparison's future re-run name (one made before names were reserved):
+        # queueing that re-run raises ConflictError on every pass
+        squatter = StudySpec.model_validate(quick_spec("blocked-tvlars-bs256-t0-r1"))
+        create_study(session=s, spec=squatter, of_comparison=True)
+    _finish(url, names)
+    assert advance_all(url, max_failures=2, retry_s=2.0) == 1  # the later, unrelated comparison moved on
+    tried = time.monotonic()
+    assert advance_all(url, max_failures=2, retry_s=2.0) == 0  # the failed one is within its back-off: not tried
+    got = {c["name"]: c for c in client.get("/v1/comparisons").json()["items"]}
+    assert got["later"]["phase"] == "rerun" and got["later"]["state"] == "RUNNING"
+    assert got["blocked"]["phase"] == "tune" and got["blocked"]["state"] == "QUEUED"  # its step rolled back
+    with session_scope(url) as s:
+        row = s.get(ComparisonRecord, blocked["id"])
+        assert row.advance_failures == 1 and row.retry_at is not None  # counted on its row, with a back-off
+    assert time.monotonic() - tried < 2.0, "too slow to see the back-off"
+    time.sleep(max(0.0, 2.1 - (time.monotonic() - tried)))
+    assert advance_all(url, max_failures=2, retry_s=2.0) == 1  # the second failure ends it
+    failed = client.get(f"/v1/comparisons/{blocked['id']}").json()
+    assert failed["state"] == "FAILED"
+    assert "failed 2 times" in failed["error"] and "ConflictError" in failed["error"]
+    assert "blocked-tvlars-bs256-t0-r1" in failed["error"]
+    assert client.get(f"/v1/comparisons/{later['id']}").json()["state"] == "RUNNING"

@@ -12,15 +12,10 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
-from collections.abc import Iterator
 
 import httpx
 import optuna
 import pytest
-import sqlalchemy as sa
-
-from service.core.db import dispose
 
 from ..conftest import unique_name
 from ..utils.server import Server, start_server, start_worker, wait_state, wait_until
@@ -31,39 +26,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_address")]
 OUTAGE_S = 8.0
 #: What the API promises while the database is down: an answer (503 JSON) within this many seconds.
 ANSWER_WITHIN_S = 5.0
-
-
-@pytest.fixture
-def fault_db(private_pg) -> Iterator[str]:
-    """A fresh database on the private server (each test its own)."""
-    name = f"faults_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(private_pg.url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = sa.engine.make_url(private_pg.url).set(database=name).render_as_string(hide_password=False)
-    yield url
-    if not private_pg.accepts_connections():
-        private_pg.start()
-    dispose(url)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
-
-
-@pytest.fixture
-def outage(private_pg):
-    """``with outage():`` stops the private PostgreSQL (fast shutdown: sessions cut) and always starts it again."""
-    from contextlib import contextmanager
-
-    @contextmanager
-    def down() -> Iterator[None]:
-        private_pg.stop("fast")
-        try:
-            yield
-        finally:
-            private_pg.start()
-
-    return down
 
 
 def _trials(c: httpx.Client, study_id: str) -> list[dict]:

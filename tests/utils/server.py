@@ -75,12 +75,12 @@ def start_server(
     return server
 
 
-def start_worker(database_url: str, log_dir: Path, name: str) -> subprocess.Popen:
+def start_worker(database_url: str, log_dir: Path, name: str, **env: str) -> subprocess.Popen:
     log = log_dir / f"worker-{name}.log"
     return subprocess.Popen(
         [sys.executable, "-m", "service.cli", "worker"],
         cwd=REPO,
-        env=service_env(database_url),
+        env=service_env(database_url, **env),
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
     )

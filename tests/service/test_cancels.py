@@ -1,0 +1,158 @@
+"""Cancels are never lost: a study whose cancel was requested ends CANCELLED when its worker puts it back in the queue
+instead of finishing it — on shutdown, on a lease another driver holds, on a database outage — and a silent
+worker's study with a cancel requested is cancelled, never claimed to run again.
+
+The shutdown and outage paths run a real worker process on a private PostgreSQL (``fault_db``); the lease-held path
+runs the worker's own study routine in process against it, with the lease held by a live driver in this process.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from datetime import timedelta
+
+import optuna
+import pytest
+import sqlalchemy as sa
+
+from search_spaces.spec import StudySpec
+from service.core.config import Settings
+from service.core.db import migrate, session_scope
+from service.crud import cancel_study, claim_next_study, create_study, finish_study
+from service.engine.lease import Lease
+from service.engine.records import create_or_load
+from service.models import StudyRecord, StudyState, utcnow
+from service.worker import Worker
+
+from ..conftest import unique_name
+from ..utils.server import start_worker, wait_until
+from ..utils.specs import quick_spec
+
+
+def _submit(url: str, **overrides) -> tuple[str, StudySpec]:
+    migrate(url)
+    spec = StudySpec.model_validate(quick_spec(unique_name("c"), **overrides))
+    with session_scope(url) as s:
+        record, _ = create_study(session=s, spec=spec)
+        return record.id, spec
+
+
+def _record(url: str, study_id: str) -> StudyRecord:
+    with session_scope(url) as s:
+        record = s.get(StudyRecord, study_id)
+        s.expunge(record)
+        return record
+
+
+def _cancel(url: str, study_id: str) -> StudyRecord:
+    """What ``POST /v1/studies/{id}/cancel`` does."""
+    with session_scope(url) as s:
+        record = cancel_study(session=s, study_id=study_id)
+        s.flush()
+        s.expunge(record)
+        return record
+
+
+def _running_trial_with_epochs(url: str, name: str) -> bool:
+    try:
+        trials = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+    except KeyError:
+        return False
+    return any(t.state == optuna.trial.TrialState.RUNNING and t.intermediate_values for t in trials)
+
+
+# -- the record operations, on both databases ------------------------------------------------------------------------
+
+
+def test_a_requeue_keeps_a_requested_cancel_and_ends_the_study_cancelled(storage_url):
+    study_id, _ = _submit(storage_url)
+    with session_scope(storage_url) as s:
+        assert claim_next_study(session=s, worker_id="w1", stale_after_s=60).id == study_id
+    assert _cancel(storage_url, study_id).cancel_requested  # RUNNING: a request its worker acts on
+    with session_scope(storage_url) as s:  # ...but the worker was stopping anyway: it puts the study back
+        finish_study(session=s, study_id=study_id, worker_id="w1", state=StudyState.QUEUED)
+    after = _record(storage_url, study_id)
+    assert after.state == "CANCELLED" and after.finished_at is not None and not after.cancel_requested
+    with session_scope(storage_url) as s:
+        assert claim_next_study(session=s, worker_id="w2", stale_after_s=60) is None
+
+
+def test_a_silent_workers_study_with_a_cancel_requested_is_cancelled_not_claimed(storage_url):
+    study_id, _ = _submit(storage_url)
+    with session_scope(storage_url) as s:
+        claim_next_study(session=s, worker_id="w1", stale_after_s=60)
+    _cancel(storage_url, study_id)
+    with session_scope(storage_url) as s:  # w1 lost the database before it could record anything: it went silent
+        s.execute(
+            sa.update(StudyRecord)
+            .where(StudyRecord.id == study_id)
+            .values(heartbeat_at=utcnow() - timedelta(seconds=120))
+        )
+    with session_scope(storage_url) as s:
+        assert claim_next_study(session=s, worker_id="w2", stale_after_s=60) is None
+    after = _record(storage_url, study_id)
+    assert after.state == "CANCELLED" and after.claims == 1 and after.worker_id == "w1"
+
+
+# -- the three paths, with PostgreSQL -------------------------------------------------------------------------------
+
+
+def test_a_cancel_requested_while_the_lease_is_held_elsewhere_ends_the_study_cancelled(fault_db):
+    study_id, spec = _submit(fault_db)
+    study, _ = create_or_load(fault_db, spec, resume=False)
+    worker = Worker(Settings(database_url=fault_db, worker_stale_s=0.2))
+    with session_scope(fault_db) as s:
+        claim_next_study(session=s, worker_id=worker.id, stale_after_s=60)
+    assert _cancel(fault_db, study_id).cancel_requested  # the user got 202 while the study was RUNNING
+    with Lease(study, ttl_s=30):  # a live driver elsewhere holds the study: the worker requeues it
+        worker._run_one(study_id, spec.name, spec.canonical(), False)
+    after = _record(fault_db, study_id)
+    assert after.state == "CANCELLED" and after.claims == 1 and not after.cancel_requested
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_address")
+def test_a_cancel_requested_before_an_outage_or_a_shutdown_ends_the_study_cancelled(fault_db, outage, tmp_path):
+    """One worker process (its start-up is most of the cost): first a cancel, then at once an outage; then a cancel,
+    then at once SIGTERM. Either way the worker puts the study back in the queue (or, when even that write gives
+    up, leaves it RUNNING to go stale), and the study must end CANCELLED, never claimed again."""
+    long_study = {
+        "budget": {"n_trials": 3, "max_concurrent": 1},
+        "scheduler": {"name": "none"},
+        "workload": {"epochs": 30},
+    }
+    first, spec = _submit(fault_db, **long_study)
+    # the engine and the worker give up on the database after 2 s: the outage (8 s) ends the run in a requeue, whose
+    # own write may give up too (then the study's heartbeat goes stale and the next claim finds the cancel)
+    worker = start_worker(
+        fault_db,
+        tmp_path,
+        "cancels",
+        TVLARS_WORKER_HEARTBEAT_S="3",
+        TVLARS_WORKER_STALE_S="6",
+        TVLARS_DB_OUTAGE_RETRY_S="2",
+    )
+    try:
+        wait_until(lambda: _running_trial_with_epochs(fault_db, spec.name), 180, "a trial reporting epochs")
+        assert _cancel(fault_db, first).cancel_requested
+        with outage():
+            time.sleep(8)
+        after = wait_until(
+            lambda: (r := _record(fault_db, first)).state not in ("RUNNING", "QUEUED") and r, 90, "the study to end"
+        )
+        assert after.state == "CANCELLED", (after.state, after.error)
+        assert after.claims == 1  # never claimed to run again
+        assert worker.poll() is None, "the worker died"
+
+        second, spec = _submit(fault_db, **long_study)
+        wait_until(lambda: _running_trial_with_epochs(fault_db, spec.name), 180, "a trial reporting epochs")
+        assert _cancel(fault_db, second).cancel_requested
+        worker.send_signal(signal.SIGTERM)  # it stops its run and puts the study back in the queue
+        assert worker.wait(timeout=90) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    after = _record(fault_db, second)
+    assert after.state == "CANCELLED", (after.state, after.error)
+    assert after.claims == 1 and not after.cancel_requested
