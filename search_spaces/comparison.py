@@ -73,7 +73,7 @@ import math
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -106,6 +106,7 @@ __all__ = [
     "ComparisonSpec",
     "ComparisonWorkload",
     "Rerun",
+    "TuningRepeats",
     "default_lr_center",
     "expand",
     "list_comparison_presets",
@@ -131,6 +132,8 @@ MAX_ARMS = 8
 MAX_BATCH_SIZES = 16
 MAX_RERUN_SEEDS = 32
 MAX_TUNING_REPEATS = 10
+#: A look needs 2 repeats (a paired t over repeats has n − 1 degrees of freedom).
+MIN_LOOK_REPEATS = 2
 #: Tuning repeat ``r`` trains trial ``n`` with seed ``seed + r · REPEAT_SEED_STRIDE + n`` (below the re-run seeds).
 REPEAT_SEED_STRIDE = 10_000
 #: What the range check does with an optimum in the outer 10 % of its log range.
@@ -276,6 +279,19 @@ class Rerun(_Strict):
     seeds: int = Field(default=3, ge=1, le=MAX_RERUN_SEEDS, description="1 gives no confidence interval")
 
 
+class TuningRepeats(_Strict):
+    """``tuning_repeats: {min, max}``: looks after every round from ``min`` to ``max`` repeats (R4)."""
+
+    min: int = Field(ge=MIN_LOOK_REPEATS, le=MAX_TUNING_REPEATS, description="Repeats at the first look (>= 2)")
+    max: int = Field(ge=MIN_LOOK_REPEATS, le=MAX_TUNING_REPEATS, description="Repeats at the last look")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TuningRepeats:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) exceeds max ({self.max})")
+        return self
+
+
 #: Schedulers a comparison may use. Pruning is fair only where a rung compares peers: synchronous HyperBand pauses
 #: every trial of a bracket at its rung and stops the worse ones together.
 PEER_SCHEDULERS = ("none", "hyperband")
@@ -303,12 +319,22 @@ class ComparisonSpec(_Strict):
     lr_decades: float = Field(default=2.0, gt=0, le=6, description="Width of every arm's log LR range")
     resources: Resources = Field(default_factory=Resources)
     seed: int = Field(default=0, ge=0, lt=RERUN_SEED_BASE // 2, description="Tuning trial n trains with seed + n")
-    tuning_repeats: int = Field(
+    tuning_repeats: Annotated[int, Field(ge=1, le=MAX_TUNING_REPEATS)] | TuningRepeats = Field(
         default=3,
-        ge=1,
-        le=MAX_TUNING_REPEATS,
-        description="Independent tunings of every arm × batch size (other sampler and trial seeds); each one's "
-        "winner is re-run on the shared fresh seeds",
+        description="Independent tunings of every arm × batch size (other sampler and trial seeds), run in rounds; "
+        "each one's winner is re-run on its own fresh seeds. An integer n: one look at n repeats; {min, max}: a look "
+        "after every round from min to max, a batch size stopping once all its verdicts are decided (R4)",
+    )
+    margin: float = Field(
+        default=1.0,
+        gt=0,
+        le=100,
+        description="δ in percentage points: 'equivalent' means the verdict's interval lies inside (−δ, δ) (R5)",
+    )
+    primary: list[str] | None = Field(
+        default=None,
+        description="Labels of the arms whose verdicts against the first arm share the family's α (Bonferroni over "
+        "them × batch sizes); the others are secondary, tested uncorrected at α and reported so. None: every arm",
     )
     range_check: Literal[RANGE_CHECKS] = Field(  # type: ignore[valid-type]
         default="extend",
@@ -355,6 +381,16 @@ class ComparisonSpec(_Strict):
         epochs = self.workload.epochs
         if self.budget.epochs is not None and self.budget.epochs < epochs:
             raise ValueError(f"budget.epochs ({self.budget.epochs}) cannot pay for one full trial ({epochs} epochs)")
+        if self.primary is not None:
+            labels = [a.name for a in self.arms]
+            unknown = [x for x in self.primary if x not in labels[1:]]
+            if unknown:
+                raise ValueError(
+                    f"primary: {', '.join(map(repr, unknown))} is not an arm compared with the first "
+                    f"(choose from {', '.join(labels[1:])})"
+                )
+            if not self.primary or len(set(self.primary)) != len(self.primary):
+                raise ValueError("primary: name each arm once, at least one")
         if self.rerun.top_k > self.n_trials:
             raise ValueError(f"rerun.top_k ({self.rerun.top_k}) exceeds the trials a study runs ({self.n_trials})")
         for i, arm in enumerate(self.arms):
@@ -369,6 +405,21 @@ class ComparisonSpec(_Strict):
                     errors = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'spec'}: {x['msg']}" for x in e.errors())
                     raise ValueError(f"arms[{i}] ({arm.name}) at batch size {bs}: {errors}") from None
         return self
+
+    @property
+    def repeats_min(self) -> int:
+        """Tuning repeats at the first look (R4): ``tuning_repeats`` or its ``min``."""
+        return self.tuning_repeats if isinstance(self.tuning_repeats, int) else self.tuning_repeats.min
+
+    @property
+    def repeats_max(self) -> int:
+        """Tuning repeats at the last look (R4): ``tuning_repeats`` or its ``max``."""
+        return self.tuning_repeats if isinstance(self.tuning_repeats, int) else self.tuning_repeats.max
+
+    @property
+    def primary_labels(self) -> list[str]:
+        """The arms whose verdicts are primary (R3): ``primary``, else every arm after the first."""
+        return list(self.primary) if self.primary is not None else [a.name for a in self.arms[1:]]
 
     @property
     def epoch_budget(self) -> int:
@@ -411,14 +462,16 @@ class ArmStudy:
     repeat: int = 0
 
 
-def expand(spec: ComparisonSpec) -> list[ArmStudy]:
+def expand(spec: ComparisonSpec, repeats: range | None = None, batch_sizes: list[int] | None = None) -> list[ArmStudy]:
     """One study spec per tuning repeat × arm × batch size (in that order): same seed stream and LR widths matched
-    (module docstring)."""
+    (module docstring). ``repeats`` (default: the first round, ``0 … repeats_min − 1``) and ``batch_sizes`` (default
+    all) pick a round's studies (R4)."""
     return [
         ArmStudy(arm, bs, i, _study_spec(spec, arm, i, r), spec.epoch_budget, r)
-        for r in range(spec.tuning_repeats)
+        for r in (range(spec.repeats_min) if repeats is None else repeats)
         for arm in spec.arms
         for i, bs in enumerate(spec.batch_sizes)
+        if batch_sizes is None or bs in batch_sizes
     ]
 
 
