@@ -404,7 +404,7 @@ def look_alphas(alpha_family: float, m: int, n_min: int, n_max: int) -> dict[int
     at ``α/m``. Otherwise 10 % of ``α/m`` is spread evenly over the interim looks ``n_min … n_max − 1`` and 90 % is
     spent at ``n_max``; the values sum to ``α/m`` (a union bound over looks).
 
-    >>> look_alphas(0.05, 2, 3, 5)
+    >>> {n: round(a, 6) for n, a in look_alphas(0.05, 2, 3, 5).items()}
     {3: 0.00125, 4: 0.00125, 5: 0.0225}
     """
     if not 0 < alpha_family < 1:
@@ -444,7 +444,7 @@ def minimum_detectable_difference(
     ``scipy.stats.t.ppf``).
 
     >>> round(minimum_detectable_difference(1.0, 10, 0.05), 4)
-    0.9603
+    0.9947
     """
     nu = n - 1 if df is None else df
     if n < 1 or nu < 1:
