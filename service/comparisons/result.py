@@ -377,9 +377,9 @@ class ComparisonResult:
                 if failed is not None and r.difference is not None:
                     d = failed.difference
                     why = (
-                        f"tuned {r.arm} is worse than tuned {failed.against} ({100 * d.mean:+.2f} pp, p "
-                        f"{d.p_value:.3g} at α {d.alpha:.3g}, {d.n} repeats), whose configurations its space "
-                        "contains: its search failed"
+                        f"tuned {r.arm} is worse than tuned {failed.against} (d̄ {100 * d.mean:+.2f} pp, interval "
+                        f"[{100 * d.ci_low:+.2f}, {100 * d.ci_high:+.2f}] at α {d.alpha:.3g}, {d.n} repeats), whose "
+                        "configurations its space contains: its search failed"
                     )  # fmt: skip
                     r = replace(r, verdict=Verdict.SEARCH_FAILURE, reason=why)
                 elif failed is None and unchecked is not None and r.verdict is Verdict.WORSE:
