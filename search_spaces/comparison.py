@@ -6,6 +6,49 @@ TVLARS in the presets) better than each of the others once every arm has been tu
 each of which :class:`search_spaces.spec.StudySpec` validates. These rules, each the same for every arm, make the
 studies comparable:
 
+**The rules** (R1–R11). What a comparison promises, each rule the same for every arm; the sections below say how
+the studies are built. R2–R6 are computed by :mod:`service.comparisons.stats` (``simulate`` checks them), R4's
+rounds run in :mod:`service.comparisons.machine`, R11 is :func:`service.comparisons.report.reading`.
+
+- **R1 Unit.** The unit of replication is the tuning repeat ``r``. Re-run seeds are nested in the repeat and shared
+  by every arm (``RERUN_SEED_BASE + r·S + j``, ``S`` = ``rerun.seeds``); the repeat's score difference ``d_r`` is the
+  mean over its re-run seeds of (arm A − arm B), test accuracy at best validation of each arm's repeat-``r`` winner.
+  Every trial stores the seed it trained with (a trial attribute), so all of this can be checked from storage alone.
+- **R2 Test.** A verdict is a paired t over repeats (``n − 1`` df) on ``d_r``. The two-level bootstrap (repeats and
+  seeds) stays as a descriptive interval in the report only.
+- **R3 Multiplicity.** Each of the ``m`` primary verdicts of a comparison (``primary`` arms × batch sizes; every arm
+  after the first unless ``primary`` names some) is tested at ``α/m`` (Bonferroni: simple, and valid with R4); the
+  others are secondary, tested at ``α`` uncorrected, and say so.
+- **R4 Looks.** ``tuning_repeats: {min, max}`` (an integer means min = max): tuning repeats run in rounds, every arm
+  of a batch size together; after each complete round the batch size's verdicts are recomputed. 10 % of a verdict's
+  α is spent evenly over the interim looks ``min … max − 1`` and 90 % at ``max`` (a union bound: valid with t, no
+  boundary integration). A batch size stops when no verdict is undecided; at ``max`` what is left is ``undecided``.
+  Spending stays equal across arms at every stop; the result records each look.
+- **R5 Verdict.** With ``CI_k = d̄ ± t(1 − α_k/2, n − 1)·s/√n`` and the spec's ``margin`` δ (pp, default 1.0):
+  ``better`` if L > 0, ``worse`` if U < 0, ``equivalent`` if −δ < L and U < δ (two one-sided tests), else
+  ``undecided``. Better or worse wins a tie and is reported "within the margin" when ``|d̄| < δ``. A decision is
+  frozen at the look that made it. ``worse`` against an arm whose space the first arm contains is
+  ``inconclusive: search failure``; ``inconclusive`` (with the reason) where a rule could not be checked.
+  ``undecided`` never reads as "no difference".
+- **R6 Power.** Every verdict carries its MDD = ``(t(1 − α_K/2, ν) + t(0.8, ν))·s/√n_max``, with ``s`` pooled over
+  the batch size's verdicts (``ν`` its df) and ``α_K`` the last look's α. (With t quantiles this normal-theory
+  formula slightly overstates power at very few repeats: 0.78 at 8 repeats and α = 0.015, 0.72 at 3.)
+- **R7 Plan, never training.** ``POST /v1/comparisons`` with ``"dry_run": true`` (CLI ``compare … --plan``, client
+  ``comparisons.plan(...)``) answers 200 with the plan and stores nothing: per arm × batch size the studies,
+  trials, epochs and optimizer steps as [min, max], an estimated wall time from stored epoch times of the same
+  workload (else ``assumed_epoch_s``), and each verdict's expected MDD from stored spreads (else ``assumed_sd_pp``).
+- **R8 Tuning you can describe.** The default sampler is quasi-random (scrambled Sobol, one scramble per repeat) such
+  that every arm draws the same quantiles for the dimensions arms share (``lr`` first); enqueued points do not
+  consume Sobol indices; TPE stays a choice. Expected best-of-n is descriptive, from drawn trials only.
+- **R9 Range check that can fail.** Position is measured in the range where the winner was found; an extension gets
+  as many trials as a tuning study, over the old range widened one decade that way (log) or to the hard bound
+  (linear), up to ``range_check.max_extensions``; then the verdict says "optimum at the edge of the searched range".
+  Extension seeds and study names never collide with other repeats'.
+- **R10 Budgets in steps too.** Results and report give optimizer steps per trial, examples and wall seconds beside
+  epochs; comparisons default ``drop_last: true``; time-to-target counts "never reached" as ∞.
+- **R11 Words only from numbers.** The report's reading is generated from the verdicts; no sentence of direction or
+  cause without a decided verdict or a number beside it.
+
 **Same budget, spent in full.** Every tuning study gets the same ``budget.epochs``: the epochs its trials may spend
 in total, pruned and failed trials included (the worker starts a trial only while its full epochs fit). There is no
 early stopping by default (``scheduler: none``), so every trial runs its full epochs and the trial count follows
