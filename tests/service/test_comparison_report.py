@@ -192,3 +192,23 @@ def test_every_image_renders_in_headless_chromium(page, tmp_path):
         capture_output=True, timeout=120, check=True,
     )  # fmt: skip
     assert shot.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_the_cli_verdict_table_shows_the_verdicts_numbers(capsys):
+    from dataclasses import asdict
+
+    from service.cli import show_verdicts
+    from service.core.jsondata import jsonable
+
+    result = fabricated_result(batch_sizes=(64,), n_trials=3)
+    result.primary = ["lamb"]
+    verdicts = result.verdicts()
+    rows = [jsonable({**asdict(v), "difference": asdict(v.difference)}) for v in verdicts]
+    show_verdicts({"name": "c", "arms": [], "verdicts": {"64": rows}})
+    out = capsys.readouterr().out
+    assert "paired t over tuning repeats" in out and "Holm" not in out
+    for v in verdicts:
+        d = v.difference
+        line = next(x for x in out.splitlines() if f" {v.against} " in x and "64" in x)
+        assert f"{100 * d.mean:+.2f} pp" in line and f"{d.alpha:.3g}" in line and f"{100 * d.mdd:.2f} pp" in line
+        assert ("primary" if v.primary else "secondary") in line and v.verdict.value in line
