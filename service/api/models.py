@@ -341,7 +341,7 @@ class ComparisonPublic(BaseModel):
     id: str
     name: str
     state: StudyState
-    phase: ComparisonPhase = Field(description="tune → (extend) → rerun → done")
+    phase: ComparisonPhase = Field(description="per round: tune → (extend) → rerun, then the next round or done")
     spec: dict[str, Any]
     progress: dict[str, int] = Field(description="studies total and finished")
     arms: list[ArmPublic]
