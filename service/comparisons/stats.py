@@ -339,8 +339,8 @@ def repeat_differences(a: ScoreTable, b: ScoreTable) -> tuple[list[int], np.ndar
 def paired_t(d: Sequence[float] | np.ndarray) -> PairedT:
     """The paired t over repeats on ``d_r`` (R2): ``t = d̄ / (s/√n)``, ``n − 1`` df, two-sided p.
 
-    ``scipy.stats.ttest_1samp(d, 0)``. With fewer than 2 differences, or none varying, there is no spread:
-    ``sd``/``se``/``t``/``p_value`` are ``None`` (a constant difference has no t).
+    ``scipy.stats.ttest_1samp(d, 0)``. With one difference ``sd`` is ``None``; with differences that do not vary it
+    is 0; in both cases ``se``/``t``/``p_value`` are ``None`` (a constant difference has no t).
     """
     x = np.asarray(d, dtype=np.float64)
     if x.size == 0:
