@@ -106,12 +106,13 @@ def advance(*, session: Session, comparison_id: str, storage_url: str) -> bool:
         return True
     try:
         result = build_result(storage_url, spec, studies)
-        opened = _next_round(session, record, spec, studies, result)
+        opened = _open_batch_sizes(spec, studies, result)
     except Exception as e:  # the comparison fails with the reason; the worker lives on
         log.exception("comparison %s: building the result failed", record.name)
         record.state, record.error = StudyState.FAILED.value, f"building the result: {type(e).__name__}: {e}"
     else:
         if opened:
+            _queue_round(session, record, spec, studies, opened)
             record.phase = ComparisonPhase.TUNE.value
             log.info("comparison %s: look done, next round at batch sizes %s", record.name, opened)
             return True
@@ -134,22 +135,19 @@ def _repeats_run(studies: list[StudyRecord], batch_size: int) -> int:
     return len({s.repeat for s in studies if s.role == ComparisonPhase.TUNE and s.batch_size == batch_size})
 
 
-def _next_round(
-    session: Session,
-    record: ComparisonRecord,
-    spec: ComparisonSpec,
-    studies: list[StudyRecord],
-    result: ComparisonResult,
-) -> list[int]:
-    """The look (R4): the batch sizes where a verdict is still ``undecided`` below ``repeats_max`` repeats get one
-    more tuning repeat of every arm (QUEUED tuning studies); returns them (empty: the comparison is done)."""
-    opened = []
-    for bs in spec.batch_sizes:
+def _open_batch_sizes(spec: ComparisonSpec, studies: list[StudyRecord], result: ComparisonResult) -> list[int]:
+    """The look (R4): the batch sizes where a verdict is still ``undecided`` below ``repeats_max`` repeats (empty:
+    the comparison is done)."""
+    return [bs for bs in spec.batch_sizes if _repeats_run(studies, bs) < spec.repeats_max and result.still_open(bs)]
+
+
+def _queue_round(
+    session: Session, record: ComparisonRecord, spec: ComparisonSpec, studies: list[StudyRecord], opened: list[int]
+) -> None:
+    """One more tuning repeat of every arm at each opened batch size: QUEUED tuning studies (all arms together, so
+    spending stays equal across arms)."""
+    for bs in opened:
         n = _repeats_run(studies, bs)
-        if n >= spec.repeats_max or not result.still_open(bs):
-            continue
         for arm_study in expand(spec, range(n, n + 1), [bs]):
             study_spec = StudySpec.model_validate(arm_study.spec)
             add_study(session, record, study_spec, arm_study.arm.name, bs, ComparisonPhase.TUNE, arm_study.repeat)
-        opened.append(bs)
-    return opened
