@@ -6,6 +6,49 @@ TVLARS in the presets) better than each of the others once every arm has been tu
 each of which :class:`search_spaces.spec.StudySpec` validates. These rules, each the same for every arm, make the
 studies comparable:
 
+**The rules** (R1–R11). What a comparison promises, each rule the same for every arm; the sections below say how
+the studies are built. R2–R6 are computed by :mod:`service.comparisons.stats` (``simulate`` checks them), R4's
+rounds run in :mod:`service.comparisons.machine`, R11 is :func:`service.comparisons.report.reading`.
+
+- **R1 Unit.** The unit of replication is the tuning repeat ``r``. Re-run seeds are nested in the repeat and shared
+  by every arm (``RERUN_SEED_BASE + r·S + j``, ``S`` = ``rerun.seeds``); the repeat's score difference ``d_r`` is the
+  mean over its re-run seeds of (arm A − arm B), test accuracy at best validation of each arm's repeat-``r`` winner.
+  Every trial stores the seed it trained with (a trial attribute), so all of this can be checked from storage alone.
+- **R2 Test.** A verdict is a paired t over repeats (``n − 1`` df) on ``d_r``. The two-level bootstrap (repeats and
+  seeds) stays as a descriptive interval in the report only.
+- **R3 Multiplicity.** Each of the ``m`` primary verdicts of a comparison (``primary`` arms × batch sizes; every arm
+  after the first unless ``primary`` names some) is tested at ``α/m`` (Bonferroni: simple, and valid with R4); the
+  others are secondary, tested at ``α`` uncorrected, and say so.
+- **R4 Looks.** ``tuning_repeats: {min, max}`` (an integer means min = max): tuning repeats run in rounds, every arm
+  of a batch size together; after each complete round the batch size's verdicts are recomputed. 10 % of a verdict's
+  α is spent evenly over the interim looks ``min … max − 1`` and 90 % at ``max`` (a union bound: valid with t, no
+  boundary integration). A batch size stops when no verdict is undecided; at ``max`` what is left is ``undecided``.
+  Spending stays equal across arms at every stop; the result records each look.
+- **R5 Verdict.** With ``CI_k = d̄ ± t(1 − α_k/2, n − 1)·s/√n`` and the spec's ``margin`` δ (pp, default 1.0):
+  ``better`` if L > 0, ``worse`` if U < 0, ``equivalent`` if −δ < L and U < δ (two one-sided tests), else
+  ``undecided``. Better or worse wins a tie and is reported "within the margin" when ``|d̄| < δ``. A decision is
+  frozen at the look that made it. ``worse`` against an arm whose space the first arm contains is
+  ``inconclusive: search failure``; ``inconclusive`` (with the reason) where a rule could not be checked.
+  ``undecided`` never reads as "no difference".
+- **R6 Power.** Every verdict carries its MDD = ``(t(1 − α_K/2, ν) + t(0.8, ν))·s/√n_max``, with ``s`` pooled over
+  the batch size's verdicts (``ν`` its df) and ``α_K`` the last look's α. (With t quantiles this normal-theory
+  formula slightly overstates power at very few repeats: 0.78 at 8 repeats and α = 0.015, 0.72 at 3.)
+- **R7 Plan, never training.** ``POST /v1/comparisons`` with ``"dry_run": true`` (CLI ``compare … --plan``, client
+  ``comparisons.plan(...)``) answers 200 with the plan and stores nothing: per arm × batch size the studies,
+  trials, epochs and optimizer steps as [min, max], an estimated wall time from stored epoch times of the same
+  workload (else ``assumed_epoch_s``), and each verdict's expected MDD from stored spreads (else ``assumed_sd_pp``).
+- **R8 Tuning you can describe.** The default sampler is quasi-random (scrambled Sobol, one scramble per repeat) such
+  that every arm draws the same quantiles for the dimensions arms share (``lr`` first); enqueued points do not
+  consume Sobol indices; TPE stays a choice. Expected best-of-n is descriptive, from drawn trials only.
+- **R9 Range check that can fail.** Position is measured in the range where the winner was found; an extension gets
+  as many trials as a tuning study, over the old range widened one decade that way (log) or to the hard bound
+  (linear), up to ``range_check.max_extensions``; then the verdict says "optimum at the edge of the searched range".
+  Extension seeds and study names never collide with other repeats'.
+- **R10 Budgets in steps too.** Results and report give optimizer steps per trial, examples and wall seconds beside
+  epochs; comparisons default ``drop_last: true``; time-to-target counts "never reached" as ∞.
+- **R11 Words only from numbers.** The report's reading is generated from the verdicts; no sentence of direction or
+  cause without a decided verdict or a number beside it.
+
 **Same budget, spent in full.** Every tuning study gets the same ``budget.epochs``: the epochs its trials may spend
 in total, pruned and failed trials included (the worker starts a trial only while its full epochs fit). There is no
 early stopping by default (``scheduler: none``), so every trial runs its full epochs and the trial count follows
@@ -73,7 +116,7 @@ import math
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -106,6 +149,7 @@ __all__ = [
     "ComparisonSpec",
     "ComparisonWorkload",
     "Rerun",
+    "TuningRepeats",
     "default_lr_center",
     "expand",
     "list_comparison_presets",
@@ -131,6 +175,8 @@ MAX_ARMS = 8
 MAX_BATCH_SIZES = 16
 MAX_RERUN_SEEDS = 32
 MAX_TUNING_REPEATS = 10
+#: A look needs 2 repeats (a paired t over repeats has n − 1 degrees of freedom).
+MIN_LOOK_REPEATS = 2
 #: Tuning repeat ``r`` trains trial ``n`` with seed ``seed + r · REPEAT_SEED_STRIDE + n`` (below the re-run seeds).
 REPEAT_SEED_STRIDE = 10_000
 #: What the range check does with an optimum in the outer 10 % of its log range.
@@ -276,6 +322,19 @@ class Rerun(_Strict):
     seeds: int = Field(default=3, ge=1, le=MAX_RERUN_SEEDS, description="1 gives no confidence interval")
 
 
+class TuningRepeats(_Strict):
+    """``tuning_repeats: {min, max}``: looks after every round from ``min`` to ``max`` repeats (R4)."""
+
+    min: int = Field(ge=MIN_LOOK_REPEATS, le=MAX_TUNING_REPEATS, description="Repeats at the first look (>= 2)")
+    max: int = Field(ge=MIN_LOOK_REPEATS, le=MAX_TUNING_REPEATS, description="Repeats at the last look")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TuningRepeats:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) exceeds max ({self.max})")
+        return self
+
+
 #: Schedulers a comparison may use. Pruning is fair only where a rung compares peers: synchronous HyperBand pauses
 #: every trial of a bracket at its rung and stops the worse ones together.
 PEER_SCHEDULERS = ("none", "hyperband")
@@ -303,12 +362,22 @@ class ComparisonSpec(_Strict):
     lr_decades: float = Field(default=2.0, gt=0, le=6, description="Width of every arm's log LR range")
     resources: Resources = Field(default_factory=Resources)
     seed: int = Field(default=0, ge=0, lt=RERUN_SEED_BASE // 2, description="Tuning trial n trains with seed + n")
-    tuning_repeats: int = Field(
+    tuning_repeats: Annotated[int, Field(ge=1, le=MAX_TUNING_REPEATS)] | TuningRepeats = Field(
         default=3,
-        ge=1,
-        le=MAX_TUNING_REPEATS,
-        description="Independent tunings of every arm × batch size (other sampler and trial seeds); each one's "
-        "winner is re-run on the shared fresh seeds",
+        description="Independent tunings of every arm × batch size (other sampler and trial seeds), run in rounds; "
+        "each one's winner is re-run on its own fresh seeds. An integer n: one look at n repeats; {min, max}: a look "
+        "after every round from min to max, a batch size stopping once all its verdicts are decided (R4)",
+    )
+    margin: float = Field(
+        default=1.0,
+        gt=0,
+        le=100,
+        description="δ in percentage points: 'equivalent' means the verdict's interval lies inside (−δ, δ) (R5)",
+    )
+    primary: list[str] | None = Field(
+        default=None,
+        description="Labels of the arms whose verdicts against the first arm share the family's α (Bonferroni over "
+        "them × batch sizes); the others are secondary, tested uncorrected at α and reported so. None: every arm",
     )
     range_check: Literal[RANGE_CHECKS] = Field(  # type: ignore[valid-type]
         default="extend",
@@ -355,6 +424,16 @@ class ComparisonSpec(_Strict):
         epochs = self.workload.epochs
         if self.budget.epochs is not None and self.budget.epochs < epochs:
             raise ValueError(f"budget.epochs ({self.budget.epochs}) cannot pay for one full trial ({epochs} epochs)")
+        if self.primary is not None:
+            labels = [a.name for a in self.arms]
+            unknown = [x for x in self.primary if x not in labels[1:]]
+            if unknown:
+                raise ValueError(
+                    f"primary: {', '.join(map(repr, unknown))} is not an arm compared with the first "
+                    f"(choose from {', '.join(labels[1:])})"
+                )
+            if not self.primary or len(set(self.primary)) != len(self.primary):
+                raise ValueError("primary: name each arm once, at least one")
         if self.rerun.top_k > self.n_trials:
             raise ValueError(f"rerun.top_k ({self.rerun.top_k}) exceeds the trials a study runs ({self.n_trials})")
         for i, arm in enumerate(self.arms):
@@ -369,6 +448,21 @@ class ComparisonSpec(_Strict):
                     errors = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'spec'}: {x['msg']}" for x in e.errors())
                     raise ValueError(f"arms[{i}] ({arm.name}) at batch size {bs}: {errors}") from None
         return self
+
+    @property
+    def repeats_min(self) -> int:
+        """Tuning repeats at the first look (R4): ``tuning_repeats`` or its ``min``."""
+        return self.tuning_repeats if isinstance(self.tuning_repeats, int) else self.tuning_repeats.min
+
+    @property
+    def repeats_max(self) -> int:
+        """Tuning repeats at the last look (R4): ``tuning_repeats`` or its ``max``."""
+        return self.tuning_repeats if isinstance(self.tuning_repeats, int) else self.tuning_repeats.max
+
+    @property
+    def primary_labels(self) -> list[str]:
+        """The arms whose verdicts are primary (R3): ``primary``, else every arm after the first."""
+        return list(self.primary) if self.primary is not None else [a.name for a in self.arms[1:]]
 
     @property
     def epoch_budget(self) -> int:
@@ -411,14 +505,16 @@ class ArmStudy:
     repeat: int = 0
 
 
-def expand(spec: ComparisonSpec) -> list[ArmStudy]:
+def expand(spec: ComparisonSpec, repeats: range | None = None, batch_sizes: list[int] | None = None) -> list[ArmStudy]:
     """One study spec per tuning repeat × arm × batch size (in that order): same seed stream and LR widths matched
-    (module docstring)."""
+    (module docstring). ``repeats`` (default: the first round, ``0 … repeats_min − 1``) and ``batch_sizes`` (default
+    all) pick a round's studies (R4)."""
     return [
         ArmStudy(arm, bs, i, _study_spec(spec, arm, i, r), spec.epoch_budget, r)
-        for r in range(spec.tuning_repeats)
+        for r in (range(spec.repeats_min) if repeats is None else repeats)
         for arm in spec.arms
         for i, bs in enumerate(spec.batch_sizes)
+        if batch_sizes is None or bs in batch_sizes
     ]
 
 

@@ -215,17 +215,23 @@ def show_verdicts(comparison: dict) -> None:
         arms.add_row(a["label"], str(a["batch_size"]), str(a["epochs_spent"]), str(r.get("n_seeds", "-")), mean, ci)
     out = _whole_lines()
     out.print(arms)
-    table = Table(title="verdicts (bootstrap over repeats and seeds, Holm-adjusted p)")
-    for col in ("batch size", "arm", "against", "difference", "95 % CI", "p (Holm)", "verdict"):
+    table = Table(title="verdicts (paired t over tuning repeats; interval and p at the α of the deciding look)")
+    for col in ("batch size", "arm", "against", "difference", "interval", "p", "α", "MDD", "look", "family", "verdict"):
         table.add_column(col)
     for bs, rows in sorted(comparison["verdicts"].items(), key=lambda kv: int(kv[0])):
         for v in rows:
             d = v["difference"] or {}
             ci = f"[{d['ci_low'] * 100:+.2f}, {d['ci_high'] * 100:+.2f}]" if d.get("ci_low") is not None else "-"
             mean = f"{d['mean'] * 100:+.2f} pp" if d else "-"
-            p = f"{d['p_adjusted']:.3g}" if d.get("p_adjusted") is not None else "-"
-            verdict = v["verdict"] + (f" ({v['reason']})" if v.get("reason") else "")
-            table.add_row(str(bs), v["arm"], v["against"], mean, ci, p, verdict)
+            p = f"{d['p_value']:.3g}" if d.get("p_value") is not None else "-"
+            alpha = f"{d['alpha']:.3g}" if d.get("alpha") is not None else "-"
+            mdd = f"{d['mdd'] * 100:.2f} pp" if d.get("mdd") is not None else "-"
+            look = str(d["look"]) if d.get("look") is not None else (f"- ({d['n']})" if d else "-")
+            family = "primary" if v.get("primary", True) else "secondary"
+            words = [v["reason"]] if v.get("reason") else []
+            words += v.get("notes") or []
+            verdict = v["verdict"] + (f" ({'; '.join(words)})" if words else "")
+            table.add_row(str(bs), v["arm"], v["against"], mean, ci, p, alpha, mdd, look, family, verdict)
     out.print(table)
 
 

@@ -248,7 +248,13 @@ class ComparisonCreate(BaseModel):
     lr_decades: float | None = Field(default=None, description="Width of every arm's log LR range")
     resources: dict[str, Any] | None = Field(default=None, description="{cpu, gpu} per trial")
     seed: int | None = Field(default=None, description="Tuning trial n trains with seed + n")
-    tuning_repeats: int | None = Field(default=None, description="Independent tunings per arm × batch size")
+    tuning_repeats: int | dict[str, int] | None = Field(
+        default=None, description="Independent tunings per arm × batch size: n, or {min, max} for looks in rounds"
+    )
+    margin: float | None = Field(default=None, description="δ in percentage points for 'equivalent' (default 1.0)")
+    primary: list[str] | None = Field(
+        default=None, description="Arm labels whose verdicts share α/m; others are secondary (uncorrected)"
+    )
     range_check: str | None = Field(
         default=None, description="extend (default) or flag: an optimum in the outer 10 % of a log range"
     )
@@ -283,37 +289,59 @@ class ArmPublic(BaseModel):
     rerun: SummaryPublic | None
 
 
-class DifferencePublic(BaseModel):
-    mean: float = Field(description="arm minus against: difference of the means over repeats × shared seeds")
-    ci_low: float | None = Field(description="95 % bootstrap interval over repeats and seeds (seeds paired)")
+class LookPublic(BaseModel):
+    """One look at a verdict (R4): after ``n`` tuning repeats, at the α spent there."""
+
+    n: int = Field(description="tuning repeats at this look")
+    alpha: float = Field(description="α spent at this look (its share of α/m, or of α for a secondary verdict)")
+    mean: float = Field(description="d̄: mean over the n repeats of d_r (arm minus against, a fraction)")
+    ci_low: float | None = Field(description="d̄ − t(1 − α/2, n − 1)·s/√n")
     ci_high: float | None
-    se: float | None = Field(description="bootstrap standard error")
-    p_value: float | None = Field(description="the larger of p_bootstrap and p_repeats: what Holm adjusts")
-    p_adjusted: float | None = Field(description="Holm-adjusted over the comparison's verdicts; decides the verdict")
-    p_bootstrap: float | None = Field(None, description="two-sided two-level bootstrap p-value (repeats and seeds)")
-    p_repeats: float | None = Field(
-        None,
-        description="t-test with a tuning repeat as the unit (Welch on repeat means; paired over seeds where no "
-        "arm's repeats differ)",
+    p_value: float | None = Field(description="paired t over repeats, two-sided")
+    p_equivalence: float | None = Field(description="TOST within ±margin (equivalent ⇔ p < α/2)")
+    verdict: Verdict = Field(description="the verdict this look gave")
+
+
+class DifferencePublic(BaseModel):
+    """Arm minus against at one batch size, as its verdict reads it (at the look that decided, else the last)."""
+
+    mean: float = Field(description="d̄ over the repeats of that look (fractions: 0.01 is 1 pp)")
+    sd: float | None = Field(description="SD of d_r over those repeats")
+    n: int = Field(description="tuning repeats at that look")
+    ci_low: float | None = Field(description="t interval at alpha: d̄ ± t(1 − α/2, n − 1)·s/√n")
+    ci_high: float | None
+    p_value: float | None = Field(description="paired t over repeats (n − 1 df), two-sided")
+    p_equivalence: float | None = Field(description="TOST within ±margin")
+    alpha: float = Field(description="α spent at that look")
+    margin: float = Field(description="δ as a fraction (the spec's margin / 100)")
+    look: int | None = Field(description="repeats at the look that decided; None: no look decided")
+    mdd: float | None = Field(
+        None, description="minimum detectable difference at repeats_max (80 % power, last look's α, pooled SD)"
     )
-    n_seeds: int
-    n_repeats: list[int] = Field(description="tuning repeats of arm and of against")
-    seeds: list[int]
+    mdd_sd: float | None = Field(None, description="the SD pooled over the batch size's verdicts")
+    mdd_df: int | None = Field(None, description="its degrees of freedom")
+    repeat_differences: list[float] = Field(default_factory=list, description="d_r per repeat")
+    n_seeds: int = Field(0, description="re-run seeds per repeat shared by both arms")
+    boot_low: float | None = Field(None, description="descriptive 95 % two-level bootstrap interval (decides nothing)")
+    boot_high: float | None = None
+    looks: list[LookPublic] = Field(default_factory=list, description="every look, in order, up to the deciding one")
 
 
 class VerdictPublic(BaseModel):
     arm: str
     against: str
     difference: DifferencePublic | None = Field(description="None when a rule could not be checked")
-    verdict: Verdict
+    verdict: Verdict = Field(description="better | worse | equivalent | undecided | inconclusive[: search failure]")
     reason: str | None = Field(default=None, description="why a verdict is inconclusive")
+    primary: bool = Field(default=True, description="tested at α/m (primary) or at α uncorrected (secondary)")
+    notes: list[str] = Field(default_factory=list, description="within the margin; secondary; undecided so far")
 
 
 class ComparisonPublic(BaseModel):
     id: str
     name: str
     state: StudyState
-    phase: ComparisonPhase = Field(description="tune → (extend) → rerun → done")
+    phase: ComparisonPhase = Field(description="per round: tune → (extend) → rerun, then the next round or done")
     spec: dict[str, Any]
     progress: dict[str, int] = Field(description="studies total and finished")
     arms: list[ArmPublic]

@@ -64,11 +64,12 @@ def build_result(storage_url: str, spec: ComparisonSpec, studies: list[StudyReco
         reruns: list[RerunRecord] = []
         repeats: list[RepeatRecord] = []
         importances: list[dict[str, float]] = []
-        for repeat in range(spec.tuning_repeats):
+        for repeat in range(spec.repeats_max):
             tuning = [s for s in mine if s.role in TUNING_ROLES and (s.repeat or 0) == repeat]
             if not any(s.role == ComparisonPhase.TUNE for s in tuning):
-                problems.append(f"no tuning study for repeat {repeat}")
-                continue
+                if repeat < spec.repeats_min:
+                    problems.append(f"no tuning study for repeat {repeat}")
+                continue  # a round this batch size never needed (its verdicts were decided, R4)
             found: list[TrialRecord] = []
             for study in tuning:
                 stored = load_study_or_none(storage_url, study.name)
@@ -118,8 +119,11 @@ def build_result(storage_url: str, spec: ComparisonSpec, studies: list[StudyReco
         target_val_acc=spec.target_val_acc,
         rerun_metric=RERUN_METRIC,
         curve_metric="val_acc",
-        tuning_repeats=spec.tuning_repeats,
+        tuning_repeats=spec.repeats_max,
         range_check=spec.range_check,
+        repeats_min=spec.repeats_min,
+        margin=spec.margin,
+        primary=spec.primary,
     )
 
 

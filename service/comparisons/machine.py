@@ -1,14 +1,25 @@
-"""The worker's side of a comparison: the step that moves it from phase to phase (:class:`ComparisonPhase`).
+"""The worker's side of a comparison: the step that moves it from phase to phase (:class:`ComparisonPhase`), in
+rounds of tuning repeats (R4 of :mod:`search_spaces.comparison`).
 
-1. **tune** — submitting creates one QUEUED study per arm × batch size × tuning repeat
-   (:func:`search_spaces.comparison.expand`, role ``tune``); any worker runs them, so several workers share the work.
-2. **extend** — once every tuning study SUCCEEDED, :func:`advance` runs the range check
+A **round** is one or more tuning repeats of every arm at every batch size still open: the first round is repeats
+``0 … repeats_min − 1``, every later one a single repeat more. Each round goes through
+
+1. **tune** — one QUEUED study per arm × batch size × repeat of the round (:func:`search_spaces.comparison.expand`,
+   role ``tune``); any worker runs them, so several workers share the work.
+2. **extend** — once the round's tuning studies SUCCEEDED, :func:`advance` runs the range check on them
    (:func:`.reruns.check_ranges`); with ``range_check: extend`` and an optimum on a range's edge at some batch size,
-   every arm × repeat at that batch size gets an extension study (role ``extend``) with the same extra budget.
-3. **rerun** — once tuning (and extensions) SUCCEEDED, :func:`advance` queues the re-runs of each repeat's top-k
-   configs on fresh seeds (:func:`.reruns.queue_reruns`).
-4. **done** — once every re-run study SUCCEEDED, :func:`.assembly.build_result` reads the stored trials (no
-   re-training) into a :class:`.result.ComparisonResult`, stored as JSON with the comparison, which is then SUCCEEDED.
+   every arm × repeat of the round at that batch size gets an extension study (role ``extend``).
+3. **rerun** — once the round's tuning (and extensions) SUCCEEDED, :func:`advance` queues the re-runs of each of its
+   repeats' top-k configs on fresh seeds (:func:`.reruns.queue_reruns`).
+4. **look** — once every re-run study SUCCEEDED, :func:`.assembly.build_result` reads the stored trials (no
+   re-training) into a :class:`.result.ComparisonResult` and recomputes the verdicts
+   (:meth:`~.result.ComparisonResult.verdicts`). A batch size with an ``undecided`` verdict and fewer than
+   ``repeats_max`` repeats gets the next round (back to **tune**, every arm together, so spending stays equal across
+   arms); the others stop. When no batch size is open the result is stored with the comparison (phase **done**,
+   SUCCEEDED); what is still undecided at ``repeats_max`` stays ``undecided``.
+
+The looks are not stored apart: every verdict's looks are recomputed from the stored scores by the same rule, so
+the result records each look (``Difference.looks``) and the machine and the result cannot disagree.
 
 A study that FAILED or was CANCELLED fails the comparison with its name; a resume queues every unfinished study
 again and the comparison carries on from its phase.
@@ -23,15 +34,17 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from search_spaces.comparison import ComparisonSpec
+from search_spaces.comparison import ComparisonSpec, expand
+from search_spaces.spec import StudySpec
 
 from .. import crud
 from ..core.db import session_scope
 from ..core.jsondata import jsonable
-from ..models import ComparisonPhase, ComparisonRecord, StudyState, utcnow
+from ..models import ComparisonPhase, ComparisonRecord, StudyRecord, StudyState, utcnow
 from .assembly import build_result
-from .records import studies_of
+from .records import TUNING_ROLES, add_study, studies_of
 from .reruns import check_ranges, queue_reruns
+from .result import ComparisonResult
 
 __all__ = ["advance", "advance_all"]
 
@@ -124,25 +137,63 @@ def advance(*, session: Session, comparison_id: str, storage_url: str) -> bool:
     if not current or any(s.state != StudyState.SUCCEEDED for s in current):
         return moved
     spec = ComparisonSpec.model_validate(record.spec)
+    this_round = _this_round(studies)
     if record.phase == ComparisonPhase.TUNE:
         record.state = StudyState.RUNNING.value
-        if check_ranges(session, record, spec, current, storage_url):
+        tuning = [s for s in this_round if s.role == ComparisonPhase.TUNE]
+        if check_ranges(session, record, spec, tuning, storage_url):
             record.phase = ComparisonPhase.EXTEND.value
             log.info("comparison %s: tuning done, range-check extensions queued", record.name)
             return True
     if record.phase in (ComparisonPhase.TUNE, ComparisonPhase.EXTEND):
-        queue_reruns(session, record, spec, studies, storage_url)
+        queue_reruns(session, record, spec, _this_round(studies_of(session, record.id)), storage_url)
         record.phase = ComparisonPhase.RERUN.value
         log.info("comparison %s: tuning done, re-runs queued", record.name)
         return True
     try:
         result = build_result(storage_url, spec, studies)
+        opened = _open_batch_sizes(spec, studies, result)
     except Exception as e:  # the comparison fails with the reason; the worker lives on
         log.exception("comparison %s: building the result failed", record.name)
         record.state, record.error = StudyState.FAILED.value, f"building the result: {type(e).__name__}: {e}"
     else:
+        if opened:
+            _queue_round(session, record, spec, studies, opened)
+            record.phase = ComparisonPhase.TUNE.value
+            log.info("comparison %s: look done, next round at batch sizes %s", record.name, opened)
+            return True
         record.result = jsonable(asdict(result))
         record.state, record.phase = StudyState.SUCCEEDED.value, ComparisonPhase.DONE.value
     record.finished_at = utcnow()
     log.info("comparison %s: %s", record.name, record.state)
     return True
+
+
+def _this_round(studies: list[StudyRecord]) -> list[StudyRecord]:
+    """The tuning and extension studies of the round in progress: those whose arm × batch size × repeat has no
+    re-run study yet (earlier rounds' have theirs)."""
+    rerun = {(s.arm, s.batch_size, s.repeat) for s in studies if s.role == ComparisonPhase.RERUN}
+    return [s for s in studies if s.role in TUNING_ROLES and (s.arm, s.batch_size, s.repeat) not in rerun]
+
+
+def _repeats_run(studies: list[StudyRecord], batch_size: int) -> int:
+    """How many tuning repeats a batch size has had (rounds add them in order, from 0)."""
+    return len({s.repeat for s in studies if s.role == ComparisonPhase.TUNE and s.batch_size == batch_size})
+
+
+def _open_batch_sizes(spec: ComparisonSpec, studies: list[StudyRecord], result: ComparisonResult) -> list[int]:
+    """The look (R4): the batch sizes where a verdict is still ``undecided`` below ``repeats_max`` repeats (empty:
+    the comparison is done)."""
+    return [bs for bs in spec.batch_sizes if _repeats_run(studies, bs) < spec.repeats_max and result.still_open(bs)]
+
+
+def _queue_round(
+    session: Session, record: ComparisonRecord, spec: ComparisonSpec, studies: list[StudyRecord], opened: list[int]
+) -> None:
+    """One more tuning repeat of every arm at each opened batch size: QUEUED tuning studies (all arms together, so
+    spending stays equal across arms)."""
+    for bs in opened:
+        n = _repeats_run(studies, bs)
+        for arm_study in expand(spec, range(n, n + 1), [bs]):
+            study_spec = StudySpec.model_validate(arm_study.spec)
+            add_study(session, record, study_spec, arm_study.arm.name, bs, ComparisonPhase.TUNE, arm_study.repeat)

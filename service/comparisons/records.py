@@ -2,9 +2,10 @@
 
 A comparison is ordinary studies linked to one :class:`ComparisonRecord`. Each study record says where it belongs:
 ``arm``, ``batch_size``, ``role`` (the :class:`ComparisonPhase` it was created for: ``tune``, ``extend``,
-``rerun``), ``repeat`` (the 0-based tuning repeat, ``tuning_repeats`` of them per arm × batch size) and, for a
-re-run, ``rank`` (which of its repeat's top-k configs). ``epochs_spent`` is kept up to date by the worker as trials
-end. How a comparison moves from phase to phase is :mod:`.machine`.
+``rerun``), ``repeat`` (the 0-based tuning repeat: ``repeats_min`` of them at submission, one more per round while
+a verdict is undecided, up to ``repeats_max``) and, for a re-run, ``rank`` (which of its repeat's top-k configs).
+``epochs_spent`` is kept up to date by the worker as trials end. How a comparison moves from phase to phase, in
+rounds, is :mod:`.machine`.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ TUNING_ROLES = frozenset((ComparisonPhase.TUNE, ComparisonPhase.EXTEND))
 def create_comparison(
     *, session: Session, spec: ComparisonSpec, idempotency_key: str | None = None, owner: str | None = None
 ) -> tuple[ComparisonRecord, bool]:
-    """A new QUEUED comparison and its QUEUED tuning studies, or the existing one for a replayed request."""
+    """A new QUEUED comparison and the QUEUED tuning studies of its first round (``repeats_min`` repeats), or the
+    existing one for a replayed request."""
     record, created = crud.create_submitted(
         session=session,
         model=ComparisonRecord,

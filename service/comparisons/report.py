@@ -1,13 +1,16 @@
 """A comparison's report: one self-contained HTML page (plots as inline PNG data URIs) or Markdown + PNG files.
 
-Four tables — verdicts (difference, bootstrap interval, p-value and its Holm adjustment, verdict and why), arms
+A "reading" paragraph generated from the verdicts alone (:func:`reading`, R11: no sentence of direction or cause
+without a decided verdict or a number beside it). Four tables — verdicts (per verdict: d̄ and its t interval at the
+α of its look, the paired-t p-value, that α, the minimum detectable difference, the look it was decided at, primary or
+secondary, the verdict and why; the two-level bootstrap interval beside them, descriptive only), arms
 (re-run summary, tuning spread across repeats, stored epochs spent), the spending check (every arm's epochs per batch
 size and repeat, within one trial's epochs or not) and the range positions (where each tuned value sits in its
 range, which ranges the range check extended, which optima lie in the outer 10 %) — and eight plots, drawn with
 matplotlib's Agg backend (no display, no external assets):
 
-1. ``verdicts`` — the difference (arm under test − each other arm) per batch size with its 95 % bootstrap interval
-   over repeats and seeds;
+1. ``verdicts`` — the difference (arm under test − each other arm) per batch size with its t interval at the α of
+   its look, and the margin ±δ;
 2. ``accuracy_vs_batch_size`` — each arm's re-run mean with its 95 % interval;
 3. ``tuning_spread`` — each repeat's winner's mean over seeds, per arm (a strip plot): what another tuning gives;
 4. ``learning_curves`` — the re-runs' per-epoch curve, mean ± one standard deviation over repeats and seeds;
@@ -59,6 +62,7 @@ __all__ = [
     "format_difference",
     "format_p",
     "format_summary",
+    "reading",
     "render_figures",
     "render_html",
     "render_markdown",
@@ -68,7 +72,7 @@ __all__ = [
 
 #: The plots in the order the report shows them, with their headings.
 PLOTS: dict[str, str] = {
-    "verdicts": "Verdicts: differences with 95 % bootstrap intervals over repeats and seeds",
+    "verdicts": "Verdicts: differences with their t intervals (α at the deciding look) and the margin",
     "accuracy_vs_batch_size": "Accuracy against batch size",
     "tuning_spread": "Tuning spread: each repeat's winner",
     "learning_curves": "Learning curves of the re-runs",
@@ -104,25 +108,47 @@ def format_summary(s: Summary | None) -> str:
 
 
 def format_difference(d: Difference | None) -> str:
-    """``+1.20 pp [+0.40, +2.00] (3 seeds, 3/3 repeats)`` — the difference in percentage points, its interval."""
+    """``+1.20 pp [+0.40, +2.00] (5 repeats × 3 seeds)`` — d̄ in percentage points with its t interval at the α of
+    its look (paired over repeats)."""
     if d is None:
         return "—"
-    size = f"{d.n_seeds} seeds, {d.n_repeats[0]}/{d.n_repeats[1]} repeats"
+    size = f"{d.n} repeats × {d.n_seeds} seeds"
     if d.ci_low is None:
         return f"{_pct(d.mean, True)} pp ({size}, no interval)"
     return f"{_pct(d.mean, True)} pp [{_pct(d.ci_low, True)}, {_pct(d.ci_high, True)}] ({size})"
 
 
 def format_p(d: Difference | None) -> str:
-    """``0.0123 (Holm 0.0492)`` — the verdict's p-value (the larger of the bootstrap's and the repeat-level t-test's)
-    and its Holm adjustment over the comparison's verdicts; ``0.24 (bootstrap 0.0002, repeats 0.24; Holm 1)`` where
-    both are known."""
+    """``0.0123`` — the paired t's two-sided p-value over repeats (``—`` where the differences do not vary)."""
     if d is None or d.p_value is None:
         return "—"
-    parts = [f"bootstrap {d.p_bootstrap:.2g}"] if d.p_bootstrap is not None else []
-    parts += [f"repeats {d.p_repeats:.2g}"] if d.p_repeats is not None else []
-    parts += [f"Holm {d.p_adjusted:.3g}"] if d.p_adjusted is not None else []
-    return f"{d.p_value:.3g}" + (f" ({'; '.join(parts)})" if parts else "")
+    return f"{d.p_value:.3g}"
+
+
+def format_alpha(d: Difference | None) -> str:
+    """``0.0075`` — the α spent at the verdict's look (the deciding one, else the last)."""
+    return "—" if d is None else f"{d.alpha:.3g}"
+
+
+def format_mdd(d: Difference | None) -> str:
+    """``1.85 pp`` — the minimum detectable difference at 80 % power (R6)."""
+    return "—" if d is None or d.mdd is None else f"{_pct(d.mdd)} pp"
+
+
+def format_look(d: Difference | None, n_max: int) -> str:
+    """``4 of ≤ 6 repeats`` — the look that decided, or ``not decided (5 of ≤ 6 repeats)``."""
+    if d is None:
+        return "—"
+    if d.look is None:
+        return f"not decided ({d.n} of ≤ {n_max} repeats)"
+    return f"{d.look} of ≤ {n_max} repeats"
+
+
+def format_bootstrap(d: Difference | None) -> str:
+    """The descriptive two-level bootstrap 95 % interval, in pp."""
+    if d is None or d.boot_low is None:
+        return "—"
+    return f"[{_pct(d.boot_low, True)}, {_pct(d.boot_high, True)}]"
 
 
 def format_spread(s: Summary | None) -> str:
@@ -223,8 +249,10 @@ def _plot_verdicts(result: ComparisonResult) -> Figure:
         )  # fmt: skip
         ax.annotate(rec.verdict.value, (100 * high, y), xytext=(6, -3), textcoords="offset points", fontsize=8)
     ax.axvline(0, color="grey", lw=1)
+    for x in (-result.margin, result.margin):
+        ax.axvline(x, color="grey", lw=1, ls=":")
     ax.set_yticks(range(len(records)), [f"bs {r.batch_size}: {r.arm} − {r.against}" for r in records])
-    ax.set_xlabel(f"difference in {result.rerun_metric} (percentage points, 95 % bootstrap interval)")
+    ax.set_xlabel(f"difference in {result.rerun_metric} (pp; t interval at the look's α; dotted: ±margin)")
     ax.invert_yaxis()
     fig.tight_layout()
     return fig
@@ -398,9 +426,13 @@ def render_figures(result: ComparisonResult) -> dict[str, bytes]:
 
 
 def _verdict_rows(result: ComparisonResult) -> list[list[str]]:
+    n_max = result.looks.stop - 1
     return [
         [str(v.batch_size), f"{v.arm} − {v.against}", format_difference(v.difference), format_p(v.difference),
-         v.verdict.value, v.reason or ""]
+         format_alpha(v.difference), format_mdd(v.difference), format_look(v.difference, n_max),
+         "primary" if v.primary else "secondary", v.verdict.value, "; ".join([*([v.reason] if v.reason else []),
+                                                                             *v.notes]),
+         format_bootstrap(v.difference)]
         for v in result.verdicts()
     ]  # fmt: skip
 
@@ -474,7 +506,20 @@ def _trial_counts(arm: ArmResult) -> str:
     return f"{len(arm.trials)} trials" + (f", {failed} failed" if failed else "")
 
 
-_VERDICT_HEAD = ["batch size", "difference", "mean difference (95 % bootstrap CI)", "p (Holm)", "verdict", "why"]
+_VERDICT_HEAD = [
+    "batch size",
+    "difference",
+    "d̄ [t interval at α]",
+    "p (paired t)",
+    "α at its look",
+    "MDD (80 % power)",
+    "decided at",
+    "family",
+    "verdict",
+    "why / notes",
+    "bootstrap 95 % (descriptive)",
+]
+_VERDICT_COL = _VERDICT_HEAD.index("verdict")
 
 
 def _arm_head(result: ComparisonResult) -> list[str]:
@@ -493,18 +538,62 @@ def _title(result: ComparisonResult) -> str:
 
 def _intro(result: ComparisonResult) -> str:
     w = result.workload
+    looks = result.looks
+    repeats = (
+        f"{looks.start} independent tuning repeat(s)"
+        if len(looks) == 1
+        else f"rounds of independent tuning repeats, {looks.start} to {looks.stop - 1}, with a look after each"
+    )
     return (
         f"{w.get('dataset')} / {w.get('model')}, {w.get('epochs')} epochs; state {result.state}; tuned on "
-        f"{result.objective} in {result.tuning_repeats} independent tuning repeat(s) per arm and batch size; each "
-        f"repeat's winner was re-run on the same fresh seeds, which report {result.rerun_metric}. Verdicts compare "
-        f"{result.labels[0]} with each other arm: a bootstrap over repeats and seeds (seeds paired) gives the 95 % "
-        "interval; the p-value is the larger of the bootstrap's and of Welch's t-test on the arms' repeat means (a "
-        "tuning repeat is the unit of replication: an interval that leaves out 0 is not a verdict while the repeats "
-        "disagree), Holm-adjusted over all verdicts; the verdict follows the adjusted p-value at 0.05. "
-        "A verdict is inconclusive where a rule could not be checked (too few repeats or seeds, a failed study, "
-        "unequal spending), and 'inconclusive: search failure' where the arm under test is clearly below an arm "
-        "its search space contains (TVLARS with λ → 0 is LARS)."
+        f"{result.objective} in {repeats} per arm and batch size; each repeat's winner was re-run on the repeat's "
+        f"fresh seeds (shared by every arm), which report {result.rerun_metric}. Verdicts compare {result.labels[0]} "
+        "with each other arm by a paired t over tuning repeats on d_r, the repeat's mean over its seeds of the "
+        f"difference. Each of the {result.m} primary verdicts is tested at α/m = {result.alpha:g}/{result.m} "
+        "(Bonferroni), secondary ones at α uncorrected; with several looks 10 % of that is spent evenly over the "
+        "interim looks and 90 % at the last. better: the interval lies above 0; worse: below 0; equivalent: inside "
+        f"±{result.margin:g} pp; else undecided (the repeats did not decide — not evidence of no difference). A "
+        "decision is frozen at its look. The MDD is the true difference the last look would find with 80 % power "
+        "(SD pooled over the batch size's verdicts). Inconclusive: a rule could not be checked; 'inconclusive: "
+        "search failure': the arm under test is worse than an arm its search space contains (TVLARS with λ → 0 is "
+        "LARS). The bootstrap interval is descriptive only."
     )
+
+
+def reading(result: ComparisonResult) -> str:
+    """The report's reading, generated from the verdicts (R11): one sentence per verdict, each with its numbers; a
+    direction is stated only for a decided verdict, and an undecided one says what could not be detected."""
+    records = result.verdicts()
+    if not records:
+        return "No verdicts."
+    counts = {v: sum(r.verdict is v for r in records) for v in Verdict}
+    head = f"Of {len(records)} verdicts: " + ", ".join(f"{n} {v.value}" for v, n in counts.items() if n) + "."
+    out = [head]
+    for r in records:
+        d = r.difference
+        who = f"At batch size {r.batch_size}, {r.arm} against {r.against}"
+        family = "" if r.primary else " (secondary, uncorrected)"
+        if d is None or r.verdict is Verdict.INCONCLUSIVE:
+            out.append(f"{who}: inconclusive{family} ({r.reason}).")
+            continue
+        numbers = (
+            f"d̄ = {_pct(d.mean, True)} pp, interval [{_pct(d.ci_low, True)}, {_pct(d.ci_high, True)}] at α "
+            f"{d.alpha:.3g}, {d.n} repeats"
+        )
+        mdd = f"; MDD {_pct(d.mdd)} pp" if d.mdd is not None else ""
+        if r.verdict is Verdict.BETTER or r.verdict is Verdict.WORSE:
+            margin = " (within the margin)" if any(n.startswith("within the margin") for n in r.notes) else ""
+            out.append(f"{who}: {r.verdict.value}{margin}{family} ({numbers}).")
+        elif r.verdict is Verdict.EQUIVALENT:
+            out.append(f"{who}: equivalent within ±{result.margin:g} pp{family} ({numbers}).")
+        elif r.verdict is Verdict.SEARCH_FAILURE:
+            out.append(f"{who}: inconclusive, search failure{family} ({r.reason}).")
+        else:
+            out.append(
+                f"{who}: undecided{family} ({numbers}{mdd}): the data neither place the difference on one side of 0 "
+                f"nor inside ±{result.margin:g} pp; a difference smaller than the MDD could go unseen."
+            )
+    return " ".join(out)
 
 
 _SPENDING = "Spending: tuning epochs per arm (equal within one trial's epochs)"
@@ -517,12 +606,12 @@ _CSS = (
     "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}"
     "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
     "th{background:#f3f3f3}img{max-width:100%;display:block;margin:0.5em 0 2em}"
-    ".better{color:#1a7f37}.worse{color:#cf222e}.inconclusive{color:#9a6700}"
+    ".better{color:#1a7f37}.worse{color:#cf222e}.equivalent{color:#0969da}.inconclusive{color:#9a6700}"
 )
 
 
 def _css_class(verdict: str) -> str | None:
-    if verdict in (Verdict.BETTER, Verdict.WORSE):
+    if verdict in (Verdict.BETTER, Verdict.WORSE, Verdict.EQUIVALENT):
         return verdict
     return "inconclusive" if verdict in (Verdict.INCONCLUSIVE, Verdict.SEARCH_FAILURE) else None
 
@@ -547,8 +636,9 @@ def render_html(result: ComparisonResult, figures: dict[str, bytes] | None = Non
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{title}</h1><p>{html.escape(_intro(result))}</p>",
+        f'<h2>Reading</h2><p id="reading">{html.escape(reading(result))}</p>',
         "<h2>Verdicts</h2>",
-        _html_table(_VERDICT_HEAD, _verdict_rows(result), verdict_col=4),
+        _html_table(_VERDICT_HEAD, _verdict_rows(result), verdict_col=_VERDICT_COL),
         "<h2>Arms</h2>",
         _html_table(_arm_head(result), _arm_rows(result)),
         f"<h2>{_SPENDING}</h2>",
@@ -583,6 +673,10 @@ def render_markdown(result: ComparisonResult, image_names: dict[str, str]) -> st
         f"# {_md_cell(_title(result))}",
         "",
         _md_cell(_intro(result)),
+        "",
+        "## Reading",
+        "",
+        _md_cell(reading(result)),
         "",
         "## Verdicts",
         "",

@@ -1,23 +1,28 @@
 """A comparison's result as plain dataclasses: what the worker stores and the report draws.
 
 What is stored is what was read from the database (trials, re-run scores, each study's ``epochs_spent``, each
-repeat's searched ranges and winner); everything derived (arm summaries, differences, Holm-adjusted verdicts, the
+repeat's searched ranges and winner); everything derived (arm summaries, differences, the verdicts at each look, the
 spending check) is computed from those numbers by :mod:`service.comparisons.stats` when it is read, never stored
 twice, so the REST resource, the HTML page and the Markdown files cannot disagree.
 
-**The rules behind a verdict** (:meth:`ComparisonResult.verdicts`), each applied to every pair of arms alike; a rule
-that cannot be checked makes the verdict :attr:`~Verdict.INCONCLUSIVE` with the reason:
+**The rules behind a verdict** (:meth:`ComparisonResult.verdicts`; R2–R6 of :mod:`search_spaces.comparison`), each
+applied to every pair of arms alike; a rule that cannot be checked makes the verdict
+:attr:`~Verdict.INCONCLUSIVE` with the reason:
 
 - both arms have a result at the batch size, and none of their studies failed;
-- each arm has at least :data:`~service.comparisons.stats.MIN_REPEATS` tuning repeats with re-runs, sharing at least
-  :data:`~service.comparisons.stats.MIN_SEEDS` seeds (the bootstrap then resamples both levels);
+- they share at least :data:`~service.comparisons.stats.MIN_REPEATS` tuning repeats with re-runs on shared seeds;
 - the two arms spent their tuning budgets equally: within one trial's epochs of each other in every repeat;
-- the difference's two-level bootstrap p-value, Holm-adjusted over every verdict of the comparison, decides
-  ``better``/``worse``/``no clear difference`` (:func:`~service.comparisons.stats.decide`);
+- ``d_r`` (per repeat, the mean over its seeds of arm − other) is tested by a paired t over repeats at each look
+  ``n = repeats_min … repeats_max`` (as many as were run), at the α :func:`~service.comparisons.stats.look_alphas`
+  spends there: ``α/m`` per primary verdict (``m`` = primary arms × batch sizes, Bonferroni), ``α`` per secondary
+  one; the first look whose interval decides (better, worse, equivalent within ``±margin``) freezes the verdict,
+  and one no look decided is ``undecided``;
+- every verdict carries its minimum detectable difference at ``repeats_max`` with the SD pooled over the batch
+  size's verdicts;
 - **search check**: where the arm under test's search space contains another arm's configurations (TVLARS with
-  λ → 0 is LARS at LR/(α + 1), :data:`SPECIAL_CASES`) and its tuned score is nonetheless clearly below that arm's,
-  the search failed, and every verdict at that batch size is ``inconclusive: search failure``, never ``worse``. Where
-  that check cannot run, a ``worse`` at that batch size is ``inconclusive`` too.
+  λ → 0 is LARS at LR/(α + 1), :data:`SPECIAL_CASES`) and it is nonetheless ``worse`` than that arm, the search
+  failed, and every verdict at that batch size is ``inconclusive: search failure``. Where that check cannot run, a
+  ``worse`` at that batch size is ``inconclusive`` too.
 """
 
 from __future__ import annotations
@@ -27,17 +32,26 @@ from typing import Any
 
 from ..trial_report import TrialAttr
 from .stats import (
+    ALPHA,
     MIN_REPEATS,
     MIN_SEEDS,
     Difference,
+    Look,
     SpendingCheck,
     Summary,
     Verdict,
     bootstrap_difference,
     bootstrap_mean,
-    common_seeds,
     decide,
-    holm,
+    look_alphas,
+    minimum_detectable_difference,
+    paired_t,
+    pooled_sd,
+    repeat_differences,
+    seeds_per_repeat,
+    t_interval,
+    tost,
+    within_margin,
 )
 
 __all__ = [
@@ -147,7 +161,7 @@ class ArmResult:
     def rerun(self) -> Summary | None:
         """Mean over repeats × seeds with its two-level bootstrap interval, and each repeat's mean (the spread)."""
         scores = self.scores
-        return bootstrap_mean(scores) if common_seeds(scores) else None
+        return bootstrap_mean(scores) if seeds_per_repeat(scores) else None
 
     @property
     def tuning_draws(self) -> list[TrialRecord]:
@@ -181,7 +195,9 @@ def contains(outer: ArmResult, inner: ArmResult) -> bool:
 
 @dataclass(frozen=True)
 class VerdictRecord:
-    """The arm under test against another at one batch size: the difference (if it could be computed) and verdict."""
+    """The arm under test against another at one batch size: the difference (if it could be computed), the verdict,
+    why it is inconclusive (``reason``), whether it is primary (tested at ``α/m``) or secondary (at ``α``), and
+    ``notes`` (within the margin; secondary; undecided so far)."""
 
     batch_size: int
     arm: str
@@ -189,6 +205,8 @@ class VerdictRecord:
     difference: Difference | None
     verdict: Verdict
     reason: str | None = None  # why a verdict is inconclusive
+    primary: bool = True
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -204,8 +222,12 @@ class ComparisonResult:
     title: str | None = None  # the page's title; says "example" for fabricated data
     rerun_metric: str = TrialAttr.TEST_ACC_AT_BEST_VAL.value
     curve_metric: str = "val_acc"
-    tuning_repeats: int = 1
+    tuning_repeats: int = 1  # the last look's repeats (repeats_max)
     range_check: str | None = None  # "extend" | "flag"; None: a result stored before the range check
+    repeats_min: int | None = None  # the first look's repeats; None: tuning_repeats (one look)
+    margin: float = 1.0  # δ, percentage points
+    primary: list[str] | None = None  # primary arms' labels; None: every arm after the first
+    alpha: float = ALPHA  # the family's α
 
     @property
     def labels(self) -> list[str]:
@@ -215,6 +237,24 @@ class ComparisonResult:
     @property
     def batch_sizes(self) -> list[int]:
         return sorted({a.batch_size for a in self.arms})
+
+    @property
+    def looks(self) -> range:
+        """The looks' repeat counts, ``repeats_min … tuning_repeats`` (R4)."""
+        return range(self.repeats_min or self.tuning_repeats, self.tuning_repeats + 1)
+
+    @property
+    def primary_labels(self) -> list[str]:
+        return list(self.primary) if self.primary is not None else self.labels[1:]
+
+    @property
+    def m(self) -> int:
+        """How many verdicts share the family's α (R3): primary arms × batch sizes."""
+        return max(1, len([x for x in self.primary_labels if x in self.labels[1:]]) * len(self.batch_sizes))
+
+    def look_alphas(self, primary: bool) -> dict[int, float]:
+        """α spent at each look by a primary (``α/m`` in all) or a secondary (``α``) verdict."""
+        return look_alphas(self.alpha, self.m if primary else 1, self.looks.start, self.looks.stop - 1)
 
     def arm(self, label: str, batch_size: int) -> ArmResult | None:
         return next((a for a in self.arms if a.label == label and a.batch_size == batch_size), None)
@@ -240,23 +280,92 @@ class ComparisonResult:
         records: list[VerdictRecord] = []
         for bs in self.batch_sizes:
             mine = self.arm(test, bs)
+            at_bs: list[VerdictRecord] = []
             for other in others:
                 theirs = self.arm(other, bs)
+                primary = other in self.primary_labels
                 reason = _unchecked(mine, theirs, test, other, bs, [c for c in spending if c.batch_size == bs])
                 if reason is not None or mine is None or theirs is None:
-                    records.append(VerdictRecord(bs, test, other, None, Verdict.INCONCLUSIVE, reason))
+                    at_bs.append(VerdictRecord(bs, test, other, None, Verdict.INCONCLUSIVE, reason, primary))
                     continue
-                diff = bootstrap_difference(mine.scores, theirs.scores)
-                records.append(VerdictRecord(bs, test, other, diff, decide(diff)))
-        tested = [i for i, r in enumerate(records) if r.difference is not None and r.difference.p_value is not None]
-        adjusted = holm([records[i].difference.p_value for i in tested])  # type: ignore[union-attr]
-        for i, p in zip(tested, adjusted, strict=True):
-            diff = replace(records[i].difference, p_adjusted=p)  # type: ignore[type-var]
-            records[i] = replace(records[i], difference=diff, verdict=decide(diff))
-        return self._search_check(records)
+                diff, verdict = self._sequential(mine, theirs, primary)
+                at_bs.append(VerdictRecord(bs, test, other, diff, verdict, None, primary))
+            records += self._with_mdd(at_bs)
+        return [replace(r, notes=self._notes(r)) for r in self._search_check(records)]
+
+    def _sequential(self, mine: ArmResult, theirs: ArmResult, primary: bool) -> tuple[Difference, Verdict]:
+        """The looks of one verdict (R4/R5): a paired t over the first ``n`` repeats at each look's α; the first look
+        that decides freezes the verdict."""
+        _, d = repeat_differences(mine.scores, theirs.scores)
+        alphas = self.look_alphas(primary)
+        margin = self.margin / 100
+        looks: list[Look] = []
+        for n in self.looks:
+            if n > d.size:
+                break
+            t = paired_t(d[:n])
+            sd = t.sd if t.sd is not None else 0.0
+            low, high = (float(x) for x in t_interval(t.mean, sd, n, alphas[n]))
+            verdict = decide(low, high, margin)
+            looks.append(Look(n, alphas[n], t.mean, low, high, t.p_value, tost(d[:n], margin), verdict))
+            if verdict.is_decided:
+                break
+        last = looks[-1] if looks else None
+        boot = bootstrap_difference(mine.scores, theirs.scores)
+        full = paired_t(d)
+        diff = Difference(
+            mean=last.mean if last else full.mean,
+            sd=paired_t(d[: last.n]).sd if last else full.sd,
+            n=last.n if last else int(d.size),
+            ci_low=last.ci_low if last else None,
+            ci_high=last.ci_high if last else None,
+            p_value=last.p_value if last else None,
+            p_equivalence=last.p_equivalence if last else None,
+            alpha=last.alpha if last else alphas[max(alphas)],
+            margin=margin,
+            look=last.n if last and last.verdict.is_decided else None,
+            repeat_differences=d.tolist(),
+            n_seeds=seeds_per_repeat(mine.scores, theirs.scores),
+            boot_low=boot[0] if boot else None,
+            boot_high=boot[1] if boot else None,
+            looks=looks,
+        )
+        return diff, last.verdict if last else Verdict.UNDECIDED
+
+    def _with_mdd(self, records: list[VerdictRecord]) -> list[VerdictRecord]:
+        """R6: each verdict's MDD at the last look's repeats and α, the SD pooled over the batch size's verdicts."""
+        measured = [(r.difference.sd, r.difference.n) for r in records if r.difference and r.difference.sd is not None]
+        measured = [(sd, n) for sd, n in measured if n >= 2]
+        if not measured:
+            return records
+        sd, df = pooled_sd([x[0] for x in measured], [x[1] for x in measured])
+        n_max = self.looks.stop - 1
+        out = []
+        for r in records:
+            if r.difference is not None and n_max >= 2:
+                alpha = self.look_alphas(r.primary)[n_max]
+                mdd = minimum_detectable_difference(sd, n_max, alpha, df=df)
+                r = replace(r, difference=replace(r.difference, mdd=mdd, mdd_sd=sd, mdd_df=df))
+            out.append(r)
+        return out
+
+    def _notes(self, r: VerdictRecord) -> list[str]:
+        notes = []
+        d = r.difference
+        if d is not None and within_margin(r.verdict, d.mean, d.margin):
+            notes.append(f"within the margin: |{100 * d.mean:.2f}| pp < δ = {self.margin:g} pp")
+        if not r.primary:
+            notes.append(f"secondary: tested at α = {self.alpha:g} per verdict, not corrected for the {self.m} primary")
+        if r.verdict is Verdict.UNDECIDED and d is not None:
+            n_max = self.looks.stop - 1
+            if d.n < n_max:
+                notes.append(f"after {d.n} of up to {n_max} repeats: more rounds may decide")
+            else:
+                notes.append("not decided at the last look: this is not evidence of no difference")
+        return notes
 
     def _search_check(self, records: list[VerdictRecord]) -> list[VerdictRecord]:
-        """A tuned arm clearly below an arm its space contains: every verdict at that batch size is a search failure."""
+        """A tuned arm worse than an arm its space contains: every verdict at that batch size is a search failure."""
         out = []
         for bs in self.batch_sizes:
             at_bs = [r for r in records if r.batch_size == bs]
@@ -266,10 +375,11 @@ class ComparisonResult:
             unchecked = next((r for r in checks if not r.verdict.is_conclusive), None)
             for r in at_bs:
                 if failed is not None and r.difference is not None:
+                    d = failed.difference
                     why = (
-                        f"tuned {r.arm} is clearly below tuned {failed.against} (p Holm "
-                        f"{failed.difference.p_adjusted:.3g}), whose configurations its space contains: its search "
-                        "failed"
+                        f"tuned {r.arm} is worse than tuned {failed.against} (d̄ {100 * d.mean:+.2f} pp, interval "
+                        f"[{100 * d.ci_low:+.2f}, {100 * d.ci_high:+.2f}] at α {d.alpha:.3g}, {d.n} repeats), whose "
+                        "configurations its space contains: its search failed"
                     )  # fmt: skip
                     r = replace(r, verdict=Verdict.SEARCH_FAILURE, reason=why)
                 elif failed is None and unchecked is not None and r.verdict is Verdict.WORSE:
@@ -277,6 +387,15 @@ class ComparisonResult:
                     r = replace(r, verdict=Verdict.INCONCLUSIVE, reason=why)
                 out.append(r)
         return out
+
+    def still_open(self, batch_size: int) -> bool:
+        """Whether another round could change a verdict at ``batch_size`` (R4): one is ``undecided`` and its arms have
+        fewer than ``tuning_repeats`` (the last look's) repeats."""
+        return any(
+            r.verdict is Verdict.UNDECIDED and r.difference is not None and r.difference.n < self.tuning_repeats
+            for r in self.verdicts()
+            if r.batch_size == batch_size
+        )
 
 
 def _unchecked(
@@ -288,12 +407,15 @@ def _unchecked(
             return f"{label} has no result at batch size {bs}"
         if arm.problems:
             return f"{label}: " + "; ".join(arm.problems)
-        n = len(arm.scores)
-        if n < MIN_REPEATS:
-            return f"{label} has {n} tuning repeat(s) with re-runs; a verdict needs ≥ {MIN_REPEATS} (tuning variance)"
-    n_seeds = len(common_seeds(mine.scores, theirs.scores)) if mine and theirs else 0
-    if n_seeds < MIN_SEEDS:
-        return f"{n_seeds} re-run seed(s) shared by every repeat of both arms; a verdict needs ≥ {MIN_SEEDS}"
+    assert mine is not None and theirs is not None
+    repeats, _ = repeat_differences(mine.scores, theirs.scores)
+    if len(repeats) < MIN_REPEATS:
+        return (
+            f"{len(repeats)} tuning repeat(s) with re-runs on shared seeds; a paired t over repeats needs "
+            f"≥ {MIN_REPEATS}"
+        )
+    if seeds_per_repeat(mine.scores, theirs.scores) < MIN_SEEDS:
+        return "no re-run seed shared by both arms in every repeat"
     for check in spending:
         if test in check.spent and other in check.spent and abs(check.spent[test] - check.spent[other]) > check.limit:
             where = "" if check.repeat is None else f" in repeat {check.repeat}"

@@ -1,60 +1,64 @@
-"""The statistics of a comparison, as pure functions on plain numbers (numpy).
+"""The statistics of a comparison, as pure functions on numpy arrays (rules R2–R6 of
+:mod:`search_spaces.comparison`).
 
-A comparison's scores come as a table ``{repeat: {seed: score}}`` per arm and batch size: each of the
-``tuning_repeats`` independent tunings picked a winner, and every winner was re-run on the same fresh seeds (the same
-seeds in every arm and every repeat).
+A comparison's scores come as a table ``{repeat: {seed: score}}`` per arm and batch size: each tuning repeat ``r``
+picked a winner, and every winner was re-run on the repeat's fresh seeds (nested in the repeat, shared by every
+arm). The unit of replication is the tuning repeat (R1): arm A against arm B is summarised per repeat as
 
-- :func:`bootstrap_difference` — arm a minus arm b: the difference of their mean scores with a 95 % percentile
-  bootstrap interval and a two-sided bootstrap p-value, resampling **repeats and seeds** (two levels, see
-  :func:`resampled_means`), so the interval carries tuning variance (another tuning could have picked another
-  winner) as well as seed variance. Seeds are resampled once for both arms (pairing: a seed's initial weights and
-  data order act on both), repeats independently per arm (repeat ``r`` of one arm has nothing to do with repeat ``r``
-  of another).
-- :func:`repeats_p_value` — the same difference tested at the level of tuning repeats with scipy's t-tests (Welch's
-  on the arms' repeat means; where neither arm's repeats differ, the paired one over seeds), which counts a tuning
-  repeat as the unit of replication it is. A verdict's p-value is the larger of the two (see below).
-- :func:`bootstrap_mean` — one arm's mean score with the same two-level interval, the spread of its repeats.
-- :func:`holm` — Holm's step-down adjustment of one comparison's p-values (family-wise error rate ≤ α over all its
-  verdicts, valid under any dependence between them).
-- :func:`decide` — ``better`` / ``worse`` when the (adjusted) p-value is below α = 1 − :data:`CONFIDENCE`, in the
-  direction of the mean difference, else ``no clear difference``. The other two words of :class:`Verdict` are given
-  by the comparison's rules (:mod:`service.comparisons.result`), not by a p-value.
-- :func:`range_position` — where a tuned value sits in its searched range, 0..1 (in log space for a log range);
-  :func:`at_edge` is the range check's "outer 10 %" (``search_spaces.comparison.RANGE_EDGE``).
+    d_r = mean over the repeat's shared seeds j of (score_A[r, j] − score_B[r, j])
+
+and everything that decides is computed from the ``n`` numbers ``d_1 … d_n`` (:func:`repeat_differences`).
+
+- :func:`paired_t` — R2's test: the one-sample t-test of ``d_r`` against 0 (the paired t over repeats),
+  ``t = d̄ / (s/√n)`` on ``n − 1`` degrees of freedom, two-sided p from ``scipy.stats.ttest_1samp``.
+- :func:`t_interval` — ``d̄ ± t(1 − α/2, n − 1) · s/√n`` (``scipy.stats.t.ppf``), vectorised.
+- :func:`tost` — two one-sided tests of ``|Δ| < δ`` (Schuirmann 1987): ``p = max(p(Δ ≤ −δ), p(Δ ≥ δ))``, each a
+  one-sided ``scipy.stats.ttest_1samp`` of ``d_r`` against ``∓δ``. ``p < α/2`` exactly when the two-sided
+  ``1 − α`` interval lies inside ``(−δ, δ)``, which is R5's rule for ``equivalent`` at a look's α. (statsmodels'
+  ``ttost_paired`` computes the same p-value; it is not a dependency of this package, and two scipy calls suffice.)
+- :func:`decide` — R5's table of cases from an interval ``[L, U]`` and the margin δ (vectorised):
+
+  ============================  ==============
+  case                          verdict
+  ============================  ==============
+  ``L > 0``                     ``better``
+  ``U < 0``                     ``worse``
+  ``−δ < L`` and ``U < δ``      ``equivalent``
+  otherwise                     ``undecided``
+  ============================  ==============
+
+  Better or worse wins a tie with equivalent (both can hold when the interval is narrow and near 0); the verdict is
+  then said to lie "within the margin" (:func:`within_margin`). ``undecided`` means the data did not decide, never
+  "no difference".
+- :func:`look_alphas` — R3/R4's spending: each of the ``m`` verdicts gets ``α/m`` (Bonferroni); with looks at
+  ``n_min … n_max`` repeats, 10 % of ``α/m`` is spent evenly over the interim looks ``n_min … n_max − 1`` and 90 %
+  at ``n_max``. By the union bound the chance that a verdict is wrong at any look is at most ``α/m``, whatever the
+  dependence between looks (no boundary integration; the t intervals stay exact at each look).
+- :func:`sequential_verdicts` — R4/R5 over the looks (vectorised): the verdict at the first look that decides,
+  frozen; ``undecided`` if none did.
+- :func:`minimum_detectable_difference` — R6's power statement: ``(t(1 − α/2, ν) + t(power, ν)) · s/√n``, the
+  true difference a paired t at level α detects with the given power (the usual normal-approximation formula with
+  t quantiles; Cohen 1988, ch. 2); ``ν = n − 1`` unless the pooled ``df`` is given (:func:`pooled_sd`).
+- :func:`bootstrap_difference` / :func:`bootstrap_mean` — descriptive only (R2): a 95 % percentile interval from a
+  two-level bootstrap that resamples repeats and seeds, shown in the report beside the t interval. No verdict reads
+  it: with few repeats a percentile bootstrap is far too narrow (with 2 repeats it sees at most three distinct
+  resampled means per arm).
+- :func:`range_position` / :func:`at_edge` — where a tuned value sits in its searched range.
 - :class:`SpendingCheck` — the arms' epochs spent at one batch size and whether they lie within one trial's epochs.
 - :func:`expected_best` — Sivaprasad et al. (ICML 2020) / Dodge et al. (2019): the expected best validation score of
   ``n`` trials drawn at random from the trials seen, exactly, over their empirical distribution
   (``E[max of n] = Σ_i v_(i) · ((i/N)^n − ((i−1)/N)^n)`` over the sorted values), with a bootstrap percentile band.
-  Callers pass completed trials only (a pruned trial's value is its accuracy at an early epoch, not a draw's result).
 - :func:`time_to_target` — AlgoPerf's time-to-result: the first epoch a curve reaches a target, in epochs, optimizer
   steps and wall seconds; a curve that never reaches it counts as never (``None``), not as its last epoch.
 - :func:`lr_sensitivity` — final score against LR (points, and log-spaced bins).
 
-Why the bootstrap is written here on numpy's ``Generator`` rather than with ``scipy.stats.bootstrap``: scipy resamples
-one axis per sample, either with the same indices for every sample (``paired=True``) or independent ones. Our
-resampling is crossed and nested at once: seed indices shared by both arms, repeat indices drawn per arm, and the
-statistic a mean over the resampled repeats × seeds grid. scipy's API cannot express that, so each bootstrap draw is
-written out as multinomial counts (how often each seed and each repeat was drawn) and the resampled mean is
-``counts_repeats · scores · counts_seeds / (R · S)``, vectorised over draws (:func:`resampled_means`). The interval is
-the percentile one (the 2.5th and 97.5th percentiles of the draws); the p-value is the two-sided bootstrap one,
-``min(1, 2 · min(#{Δ* ≤ 0} + 1, #{Δ* ≥ 0} + 1) / (B + 1))`` (the +1 keeps it from being 0 with finite B), so
-``p < 0.05`` is, up to that +1, the 95 % interval leaving out 0.
-
-Why a verdict does not rest on the bootstrap alone: with few repeats a percentile bootstrap is far too narrow. With
-2 repeats per arm it sees at most three distinct resampled means per arm, and where every score of one arm lies below
-every score of the other no draw crosses 0, so its p-value is ``2 / (B + 1)`` whatever the spread between repeats:
-the first published run under this protocol called a 1.5-point gap "worse" at p = 0.0002 from 2 repeats × 2 seeds
-whose repeats differed by 1.2 points. Welch's t-test on the repeat means has the degrees of freedom those repeats
-really give (about 1 there, p ≈ 0.24). So every verdict's ``p_value`` is ``max(p_bootstrap, p_repeats)``: a
-difference must hold both seed by seed and from tuning to tuning before Holm's correction (over the whole family of
-verdicts) lets it through. The result's rules also ask for at least :data:`MIN_REPEATS` repeats and
-:data:`MIN_SEEDS` seeds before they state a verdict.
+How these behave together is simulated in :mod:`service.comparisons.simulate` (family-wise error under the null,
+P(equivalent) at a true difference of δ, power at a true difference of the MDD).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -77,6 +81,8 @@ __all__ = [
     "ExpectedBest",
     "LRBin",
     "LRSensitivity",
+    "Look",
+    "PairedT",
     "ScoreTable",
     "SpendingCheck",
     "Summary",
@@ -85,51 +91,70 @@ __all__ = [
     "at_edge",
     "bootstrap_difference",
     "bootstrap_mean",
-    "common_seeds",
     "decide",
     "expected_best",
     "expected_max",
-    "holm",
+    "look_alphas",
     "lr_sensitivity",
+    "minimum_detectable_difference",
+    "paired_t",
+    "pooled_sd",
     "range_position",
-    "repeats_p_value",
+    "repeat_differences",
     "resampled_means",
+    "seeds_per_repeat",
+    "sequential_verdicts",
+    "shared_seeds",
+    "t_interval",
     "time_to_target",
+    "tost",
+    "within_margin",
 ]
 
-#: Every test in a comparison is at level α (after Holm), and every interval a 1 − α = 95 % one.
+#: A comparison's family-wise error rate (R3), and the confidence of descriptive intervals.
 ALPHA = 0.05
 CONFIDENCE = 1 - ALPHA
+#: The power a verdict's minimum detectable difference is stated at (R6).
+POWER = 0.8
 #: Bootstrap draws per interval, and the generator's seed: the same stored scores always give the same numbers.
 N_BOOT = 10_000
 BOOT_SEED = 0
-#: Fewest tuning repeats (per arm) and shared re-run seeds a verdict needs: fewer estimate no variance at that level.
+#: Fewest tuning repeats (shared by both arms) and re-run seeds per repeat a verdict needs: a paired t over repeats
+#: needs 2 of them to estimate a spread.
 MIN_REPEATS = 2
-MIN_SEEDS = 2
+MIN_SEEDS = 1
 
 #: One arm's re-run scores at one batch size: ``{tuning repeat: {seed: score}}`` (rank-1 winners only).
 ScoreTable = Mapping[int, Mapping[int, float]]
 
 
 class Verdict(str, Enum):
-    """What a comparison may say about the arm under test against another arm at one batch size.
+    """What a comparison says about the arm under test against another arm at one batch size (R5).
 
-    ``better``/``worse``/``no clear difference`` come from the Holm-adjusted bootstrap p-value (:func:`decide`).
-    ``inconclusive: search failure``: the arm under test's space contains the other arm's (TVLARS with λ → 0 is
-    LARS), yet its tuned score is clearly below: its search failed, so no verdict at that batch size stands.
-    ``inconclusive``: a rule could not be checked (too few repeats or seeds, a missing arm, a failed study, unequal
-    spending); the verdict's ``reason`` says which.
+    ``better``/``worse``/``equivalent``/``undecided`` come from the interval at the look that decided
+    (:func:`decide`, :func:`sequential_verdicts`); ``undecided`` means the repeats did not decide, not "no
+    difference". ``inconclusive: search failure``: the arm under test's space contains the other arm's (TVLARS with
+    λ → 0 is LARS), yet it is ``worse`` than it: its search failed, so no verdict at that batch size stands.
+    ``inconclusive``: a rule could not be checked (too few repeats, a missing arm, a failed study, unequal spending);
+    the verdict's ``reason`` says which.
     """
 
     BETTER = "better"
-    NO_CLEAR_DIFFERENCE = "no clear difference"
     WORSE = "worse"
+    EQUIVALENT = "equivalent"
+    UNDECIDED = "undecided"
     SEARCH_FAILURE = "inconclusive: search failure"
     INCONCLUSIVE = "inconclusive"
 
     @property
+    def is_decided(self) -> bool:
+        """Whether more repeats could not change it: a decision (frozen, R5) or a search failure."""
+        return self in (Verdict.BETTER, Verdict.WORSE, Verdict.EQUIVALENT, Verdict.SEARCH_FAILURE)
+
+    @property
     def is_conclusive(self) -> bool:
-        return self in (Verdict.BETTER, Verdict.NO_CLEAR_DIFFERENCE, Verdict.WORSE)
+        """Whether every rule could be checked (undecided is conclusive about the data: they did not decide)."""
+        return self in (Verdict.BETTER, Verdict.WORSE, Verdict.EQUIVALENT, Verdict.UNDECIDED)
 
 
 @dataclass(frozen=True)
@@ -153,29 +178,70 @@ class Summary:
 
 
 @dataclass(frozen=True)
-class Difference:
-    """Arm a minus arm b: difference of means over repeats × the seeds both have, its bootstrap interval and p-value.
+class PairedT:
+    """The paired t over repeats (:func:`paired_t`): ``n`` differences, their mean and SD, ``se = sd/√n``,
+    ``df = n − 1``, the statistic and its two-sided p-value (``None`` where there is no spread to estimate)."""
 
-    ``se`` is the bootstrap standard error; ``p_value`` the larger of ``p_bootstrap`` (two-level bootstrap) and
-    ``p_repeats`` (t-test at the level of tuning repeats, :func:`repeats_p_value`; ``None`` where it cannot run);
-    ``p_adjusted`` is ``p_value`` Holm-adjusted once the comparison's family is known (``None`` before).
-    ``ci_low``/``ci_high``/``p_value`` are ``None`` when nothing can vary (one seed, one repeat per arm).
-    """
+    n: int
+    mean: float
+    sd: float | None
+    se: float | None
+    df: int
+    t: float | None
+    p_value: float | None
 
+
+@dataclass(frozen=True)
+class Look:
+    """One look at a verdict (R4): ``n`` repeats, the α spent at it, the t interval at that α, its p-values and
+    the verdict it gave then."""
+
+    n: int
+    alpha: float
     mean: float
     ci_low: float | None
     ci_high: float | None
-    se: float | None
     p_value: float | None
-    n_seeds: int
-    n_repeats: tuple[int, int]
-    seeds: tuple[int, ...]
-    p_adjusted: float | None = None
-    p_bootstrap: float | None = None
-    p_repeats: float | None = None
+    p_equivalence: float | None
+    verdict: Verdict
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "seeds": list(self.seeds), "n_repeats": list(self.n_repeats)}
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Arm a minus arm b at one batch size, as the verdict reads it (R2–R6).
+
+    ``mean``, ``sd``, ``n``, ``ci_low``/``ci_high`` (the t interval at ``alpha``), ``p_value`` (paired t) and
+    ``p_equivalence`` (TOST at ``±margin``) are those of the look that decided (``look``), else of the last look;
+    ``alpha`` the α spent at that look; ``mdd`` the minimum detectable difference at ``n_max`` repeats with the SD
+    pooled over the batch size's verdicts (R6). ``repeat_differences`` are the ``d_r``; ``boot_low``/``boot_high``
+    a descriptive 95 % two-level bootstrap interval; ``looks`` every look in order. Scores are fractions (0..1);
+    ``margin`` too.
+    """
+
+    mean: float
+    sd: float | None
+    n: int
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    p_equivalence: float | None
+    alpha: float
+    margin: float
+    look: int | None = None
+    mdd: float | None = None
+    mdd_sd: float | None = None
+    mdd_df: int | None = None
+    repeat_differences: list[float] = field(default_factory=list)
+    n_seeds: int = 0
+    boot_low: float | None = None
+    boot_high: float | None = None
+    looks: list[Look] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -251,31 +317,195 @@ class LRSensitivity:
         return asdict(self)
 
 
-# --- the bootstrap over repeats and seeds ----------------------------------------------------------------------------
+# --- the test over repeats (R2), the verdict (R5), the looks (R3, R4), the power (R6) -------------------------------
 
 
-def common_seeds(*tables: ScoreTable) -> tuple[int, ...]:
-    """The seeds every repeat of every table has, sorted: the grid both levels resample."""
-    rows = [set(row) for table in tables for row in table.values()]
-    return tuple(sorted(set.intersection(*rows))) if rows else ()
+def repeat_differences(a: ScoreTable, b: ScoreTable) -> tuple[list[int], np.ndarray]:
+    """``(repeats, d)``: the repeats both arms have (sorted) and ``d_r`` = mean over the seeds both have in repeat
+    ``r`` of ``a − b`` (R1). A repeat without a shared seed is left out."""
+    repeats, d = [], []
+    for r in sorted(set(a) & set(b)):
+        seeds = sorted(set(a[r]) & set(b[r]))
+        if not seeds:
+            continue
+        diff = np.array([float(a[r][s]) - float(b[r][s]) for s in seeds], dtype=np.float64)
+        if not np.isfinite(diff).all():
+            raise ValueError("scores must be finite")
+        repeats.append(r)
+        d.append(float(diff.mean()))
+    return repeats, np.array(d, dtype=np.float64)
 
 
-def _matrix(table: ScoreTable, seeds: Sequence[int]) -> np.ndarray:
-    """``table`` as a repeats × seeds array (repeats in sorted order), checked finite."""
-    if not table:
+def paired_t(d: Sequence[float] | np.ndarray) -> PairedT:
+    """The paired t over repeats on ``d_r`` (R2): ``t = d̄ / (s/√n)``, ``n − 1`` df, two-sided p.
+
+    ``scipy.stats.ttest_1samp(d, 0)``. With one difference ``sd`` is ``None``; with differences that do not vary it
+    is 0; in both cases ``se``/``t``/``p_value`` are ``None`` (a constant difference has no t).
+    """
+    x = np.asarray(d, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("no repeat differences")
+    if not np.isfinite(x).all():
+        raise ValueError("differences must be finite")
+    mean = float(x.mean())
+    if x.size < 2 or np.ptp(x) == 0:
+        return PairedT(int(x.size), mean, None if x.size < 2 else 0.0, None, int(x.size) - 1, None, None)
+    res = scipy_stats.ttest_1samp(x, 0.0)
+    sd = float(x.std(ddof=1))
+    return PairedT(int(x.size), mean, sd, sd / math.sqrt(x.size), int(x.size) - 1, float(res.statistic),
+                   float(res.pvalue))  # fmt: skip
+
+
+def t_interval(mean: Any, sd: Any, n: Any, alpha: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``d̄ ± t(1 − α/2, n − 1) · s/√n`` (``scipy.stats.t.ppf``), elementwise over arrays."""
+    mean, sd, n, alpha = (np.asarray(x, dtype=np.float64) for x in (mean, sd, n, alpha))
+    half = scipy_stats.t.ppf(1 - alpha / 2, n - 1) * sd / np.sqrt(n)
+    return mean - half, mean + half
+
+
+def tost(d: Sequence[float] | np.ndarray, margin: float) -> float | None:
+    """Two one-sided tests of equivalence within ``±margin`` (Schuirmann 1987): ``max`` of the one-sided p-values of
+    ``H0: Δ ≤ −margin`` and ``H0: Δ ≥ margin`` (``scipy.stats.ttest_1samp`` with ``alternative``). ``None`` where
+    there is no spread. Equivalent at a look's α ⇔ ``p < α/2`` ⇔ the ``1 − α`` t interval lies in ``(−δ, δ)``."""
+    x = np.asarray(d, dtype=np.float64)
+    if margin <= 0:
+        raise ValueError(f"Invalid margin: {margin}")
+    if x.size < 2 or np.ptp(x) == 0:
+        return None
+    above = scipy_stats.ttest_1samp(x, -margin, alternative="greater").pvalue
+    below = scipy_stats.ttest_1samp(x, margin, alternative="less").pvalue
+    return float(max(above, below))
+
+
+def decide(low: Any, high: Any, margin: float) -> Any:
+    """R5's table of cases (module docstring) for an interval ``[low, high]``: ``better`` if ``low > 0``, ``worse``
+    if ``high < 0``, ``equivalent`` if ``−margin < low`` and ``high < margin``, else ``undecided``.
+
+    Scalars give a :class:`Verdict`; arrays an array of verdict strings (for simulations).
+    """
+    lo, hi = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+    out = np.select(
+        [lo > 0, hi < 0, (lo > -margin) & (hi < margin)],
+        [Verdict.BETTER.value, Verdict.WORSE.value, Verdict.EQUIVALENT.value],
+        Verdict.UNDECIDED.value,
+    )
+    return Verdict(str(out)) if out.ndim == 0 else out
+
+
+def within_margin(verdict: Verdict, mean: float, margin: float) -> bool:
+    """A ``better``/``worse`` whose estimate lies inside the margin: decided, yet smaller than δ (R5)."""
+    return verdict in (Verdict.BETTER, Verdict.WORSE) and abs(mean) < margin
+
+
+def look_alphas(alpha_family: float, m: int, n_min: int, n_max: int) -> dict[int, float]:
+    """The α spent at each look ``n`` (repeats) for one of ``m`` verdicts (R3, R4).
+
+    Each verdict gets ``α/m`` (Bonferroni). With ``n_min == n_max`` (an integer ``tuning_repeats``) that is one look
+    at ``α/m``. Otherwise 10 % of ``α/m`` is spread evenly over the interim looks ``n_min … n_max − 1`` and 90 % is
+    spent at ``n_max``; the values sum to ``α/m`` (a union bound over looks).
+
+    >>> {n: round(a, 6) for n, a in look_alphas(0.05, 2, 3, 5).items()}
+    {3: 0.00125, 4: 0.00125, 5: 0.0225}
+    """
+    if not 0 < alpha_family < 1:
+        raise ValueError(f"Invalid alpha_family: {alpha_family}")
+    if m < 1:
+        raise ValueError(f"Invalid m: {m}")
+    if not 1 <= n_min <= n_max:
+        raise ValueError(f"Invalid looks: n_min {n_min}, n_max {n_max}")
+    alpha = alpha_family / m
+    if n_min == n_max:
+        return {n_max: alpha}
+    interim = n_max - n_min
+    return {**{n: 0.1 * alpha / interim for n in range(n_min, n_max)}, n_max: 0.9 * alpha}
+
+
+def sequential_verdicts(
+    means: np.ndarray, sds: np.ndarray, ns: Sequence[int], alphas: Sequence[float], margin: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The frozen verdict over looks (R4/R5), vectorised: ``means``/``sds`` are ``(..., looks)`` arrays of ``d̄`` and
+    ``s`` at each look, with ``ns[k]`` repeats and ``alphas[k]`` spent. Returns ``(verdicts, look_index)``: the
+    verdict of the first look that decided (``undecided`` if none; index −1)."""
+    low, high = t_interval(means, sds, np.asarray(ns), np.asarray(alphas))
+    each = decide(low, high, margin)
+    decided = each != Verdict.UNDECIDED.value
+    first = np.where(decided.any(axis=-1), decided.argmax(axis=-1), -1)
+    verdicts = np.where(first >= 0, np.take_along_axis(each, np.maximum(first, 0)[..., None], -1)[..., 0],
+                        Verdict.UNDECIDED.value)  # fmt: skip
+    return verdicts, first
+
+
+def minimum_detectable_difference(
+    sd: float, n: int, alpha: float, df: int | None = None, power: float = POWER
+) -> float:
+    """R6: ``(t(1 − α/2, ν) + t(power, ν)) · sd/√n`` with ``ν = n − 1`` unless ``df`` is given (an SD pooled over
+    several verdicts carries their df, :func:`pooled_sd`): the true difference that a two-sided paired t at level
+    ``α`` over ``n`` repeats finds with probability ``power`` (Cohen 1988, ch. 2, with t quantiles;
+    ``scipy.stats.t.ppf``).
+
+    >>> round(minimum_detectable_difference(1.0, 10, 0.05), 4)
+    0.9947
+    """
+    nu = n - 1 if df is None else df
+    if n < 1 or nu < 1:
+        raise ValueError(f"Invalid n/df: {n}/{nu} (an SD needs 1+ degree of freedom)")
+    if not 0 < alpha < 1 or not 0 < power < 1 or sd < 0:
+        raise ValueError(f"Invalid alpha/power/sd: {alpha}/{power}/{sd}")
+    t = scipy_stats.t
+    return float((t.ppf(1 - alpha / 2, nu) + t.ppf(power, nu)) * sd / math.sqrt(n))
+
+
+def pooled_sd(sds: Sequence[float], ns: Sequence[int]) -> tuple[float, int]:
+    """``(s, ν)``: ``s = √(Σ (n_i − 1) s_i² / Σ (n_i − 1))``, ``ν = Σ (n_i − 1)`` (R6 pools a batch size's verdicts)."""
+    if len(sds) != len(ns) or not sds:
+        raise ValueError("one n per SD, at least one")
+    df = sum(n - 1 for n in ns)
+    if df < 1:
+        raise ValueError("no degree of freedom to pool")
+    return math.sqrt(sum((n - 1) * s * s for s, n in zip(sds, ns, strict=True)) / df), df
+
+
+# --- the descriptive bootstrap over repeats and seeds ----------------------------------------------------------------
+
+
+def shared_seeds(*tables: ScoreTable) -> dict[int, tuple[int, ...]]:
+    """Per repeat every table has, the seeds every table has in it (sorted). Seeds are nested in the repeat (R1):
+    repeat ``r``'s seeds are its own, shared by the arms, so seeds pair within a repeat, never across repeats."""
+    if not tables:
+        return {}
+    repeats = set.intersection(*(set(t) for t in tables))
+    out = {}
+    for r in sorted(repeats):
+        seeds = set.intersection(*(set(t[r]) for t in tables))
+        if seeds:
+            out[r] = tuple(sorted(seeds))
+    return out
+
+
+def seeds_per_repeat(*tables: ScoreTable) -> int:
+    """The fewest seeds any shared repeat has in common (0 without a shared repeat): the grid's width."""
+    per = shared_seeds(*tables)
+    return min((len(s) for s in per.values()), default=0)
+
+
+def _matrix(table: ScoreTable, per_repeat: Mapping[int, Sequence[int]], width: int) -> np.ndarray:
+    """``table`` as a repeats × ``width`` array: repeat ``r``'s first ``width`` shared seeds, checked finite."""
+    if not per_repeat:
         raise ValueError("no repeats")
-    x = np.array([[float(table[r][s]) for s in seeds] for r in sorted(table)], dtype=np.float64)
+    x = np.array([[float(table[r][s]) for s in seeds[:width]] for r, seeds in per_repeat.items()], dtype=np.float64)
     if not np.isfinite(x).all():
         raise ValueError("scores must be finite")
     return x
 
 
 def resampled_means(x: np.ndarray, seed_counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The mean of ``x`` (repeats × seeds) under each bootstrap draw: seeds as given, repeats drawn here.
+    """The mean of ``x`` (repeats × seed positions) under each bootstrap draw: seed positions as given, repeats drawn
+    here.
 
-    ``seed_counts`` (draws × seeds) says how often each seed was drawn in each draw (a multinomial row summing to the
-    number of seeds); the repeats are drawn the same way from ``rng``. The resampled grid's mean is then
-    ``Σ_r Σ_s c_r · x[r, s] · c_s / (R · S)``.
+    ``seed_counts`` (draws × seeds) says how often each seed position was drawn in each draw (a multinomial row
+    summing to the number of seeds); the repeats are drawn the same way from ``rng``. The resampled grid's mean is
+    then ``Σ_r Σ_s c_r · x[r, s] · c_s / (R · S)``. (scipy's ``bootstrap`` resamples one axis per sample and cannot
+    express this crossed draw, hence the multinomial counts.)
     """
     n_repeats, n_seeds = x.shape
     repeat_counts = rng.multinomial(n_repeats, np.full(n_repeats, 1 / n_repeats), size=seed_counts.shape[0])
@@ -298,103 +528,44 @@ def _percentiles(draws: np.ndarray, confidence: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def _bootstrap(x: np.ndarray, n_boot: int, rng: np.random.Generator | int | None, confidence: float):
+    gen = _generator(rng)
+    return _percentiles(resampled_means(x, _seed_counts(x.shape[1], n_boot, gen), gen), confidence)
+
+
 def bootstrap_mean(
     scores: ScoreTable, *, n_boot: int = N_BOOT, rng: np.random.Generator | int | None = None,
     confidence: float = CONFIDENCE,
 ) -> Summary:  # fmt: skip
-    """One arm's mean over repeats × the seeds every repeat has, with the two-level percentile interval."""
-    seeds = common_seeds(scores)
-    if not seeds:
-        raise ValueError("no seed that every repeat has")
-    x = _matrix(scores, seeds)
+    """One arm's mean over repeats × seeds (each repeat's first ``w`` seeds, ``w`` the fewest any repeat has), with
+    the two-level percentile interval (descriptive)."""
+    per = shared_seeds(scores)
+    width = seeds_per_repeat(scores)
+    if not width:
+        raise ValueError("no re-run score")
+    x = _matrix(scores, per, width)
     repeat_means = x.mean(axis=1).tolist()
     if x.size < 2:
-        return Summary(len(seeds), float(x.mean()), None, None, None, x.shape[0], repeat_means)
-    gen = _generator(rng)
-    low, high = _percentiles(resampled_means(x, _seed_counts(len(seeds), n_boot, gen), gen), confidence)
-    return Summary(len(seeds), float(x.mean()), float(x.std(ddof=1)), low, high, x.shape[0], repeat_means)
+        return Summary(width, float(x.mean()), None, None, None, x.shape[0], repeat_means)
+    low, high = _bootstrap(x, n_boot, rng, confidence)
+    return Summary(width, float(x.mean()), float(x.std(ddof=1)), low, high, x.shape[0], repeat_means)
 
 
 def bootstrap_difference(
     a: ScoreTable, b: ScoreTable, *, n_boot: int = N_BOOT, rng: np.random.Generator | int | None = None,
     confidence: float = CONFIDENCE,
-) -> Difference:  # fmt: skip
-    """``mean(a) − mean(b)`` over the seeds both have, its two-level bootstrap interval and two-sided p-value.
-
-    Each draw resamples the seeds once for both arms (paired) and each arm's repeats on their own (module docstring).
-    """
-    seeds = common_seeds(a, b)
-    if not seeds:
-        raise ValueError("no seed in common: a difference needs both arms re-run on the same seeds")
-    xa, xb = _matrix(a, seeds), _matrix(b, seeds)
-    mean = float(xa.mean() - xb.mean())
-    n_repeats = (xa.shape[0], xb.shape[0])
-    if len(seeds) < 2 and n_repeats == (1, 1):
-        return Difference(mean, None, None, None, None, len(seeds), n_repeats, seeds)
-    gen = _generator(rng)
-    counts = _seed_counts(len(seeds), n_boot, gen)
-    draws = resampled_means(xa, counts, gen) - resampled_means(xb, counts, gen)
-    low, high = _percentiles(draws, confidence)
-    below, above = int((draws <= 0).sum()), int((draws >= 0).sum())
-    p_boot = min(1.0, 2 * (min(below, above) + 1) / (draws.size + 1))
-    p_rep = repeats_p_value(xa, xb)
-    p = p_boot if p_rep is None else max(p_boot, p_rep)
-    se = float(draws.std(ddof=1))
-    return Difference(mean, low, high, se, p, len(seeds), n_repeats, seeds, p_bootstrap=p_boot, p_repeats=p_rep)
-
-
-def repeats_p_value(xa: np.ndarray, xb: np.ndarray) -> float | None:
-    """Two-sided p-value of ``mean(a) − mean(b)`` with a tuning repeat as the unit of replication.
-
-    ``xa``/``xb`` are repeats × shared seeds. Welch's t-test (``scipy.stats.ttest_ind``, unequal variances) on the
-    arms' repeat means (each a mean over the same seeds) where both arms have 2+ repeats and their repeats differ; where
-    no arm's repeats differ (every repeat picked the same winner) the tuning adds no variance to estimate, and the
-    paired t-test over seeds (``scipy.stats.ttest_rel``) of the repeat-averaged scores decides. ``None`` where neither
-    can run (one repeat on a side and one seed); a difference without any spread is 0 (p = 0) or exactly nothing (1).
-    """
-    ma, mb = xa.mean(axis=1), xb.mean(axis=1)
-    if min(ma.size, mb.size) >= 2 and (np.ptp(ma) > 0 or np.ptp(mb) > 0):
-        with warnings.catch_warnings():  # scipy warns of precision loss when one arm's repeats agree exactly
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return float(scipy_stats.ttest_ind(ma, mb, equal_var=False).pvalue)
-    d = xa.mean(axis=0) - xb.mean(axis=0)
-    if d.size < 2:
+) -> tuple[float, float] | None:  # fmt: skip
+    """A descriptive percentile interval of ``mean(a) − mean(b)`` (R2: no verdict reads it), from a two-level
+    bootstrap of the paired differences: each draw resamples the repeats, and the seed positions within them, once
+    for both arms (a repeat's seeds are shared by the arms, R1). ``None`` where nothing varies."""
+    per = shared_seeds(a, b)
+    width = seeds_per_repeat(a, b)
+    if not width:
         return None
-    if np.ptp(d) == 0:
-        return 0.0 if d[0] != 0 else 1.0
-    return float(scipy_stats.ttest_rel(xa.mean(axis=0), xb.mean(axis=0)).pvalue)
-
-
-def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm's adjusted p-values, in the input order: sorted ascending, ``p_(i) · (m − i + 1)``, made monotone, ≤ 1.
-
-    Rejecting where the adjusted value is below α keeps the family-wise error rate at α (Holm 1979).
-    """
-    p = np.asarray(p_values, dtype=np.float64)
-    if p.size == 0:
-        return []
-    if np.isnan(p).any() or (p < 0).any() or (p > 1).any():
-        raise ValueError("p-values must lie in [0, 1]")
-    order = np.argsort(p, kind="stable")
-    scaled = np.minimum(1.0, p[order] * (p.size - np.arange(p.size)))
-    adjusted = np.empty_like(p)
-    adjusted[order] = np.maximum.accumulate(scaled)
-    return adjusted.tolist()
-
-
-def decide(d: Difference, alpha: float = ALPHA) -> Verdict:
-    """``better``/``worse`` when the (Holm-adjusted, if set) p-value is below ``alpha``, else ``no clear difference``.
-
-    A difference with no p-value (nothing could vary) is ``inconclusive``.
-    """
-    p = d.p_adjusted if d.p_adjusted is not None else d.p_value
-    if p is None:
-        return Verdict.INCONCLUSIVE
-    if p < alpha and d.mean > 0:
-        return Verdict.BETTER
-    if p < alpha and d.mean < 0:
-        return Verdict.WORSE
-    return Verdict.NO_CLEAR_DIFFERENCE
+    x = _matrix(a, per, width) - _matrix(b, per, width)
+    if x.size < 2:
+        return None
+    return _bootstrap(x, n_boot, rng, confidence)
 
 
 # --- ranges ----------------------------------------------------------------------------------------------------------

@@ -44,6 +44,22 @@ def test_a_spec_repeats_its_tuning_three_times_unless_told():
     assert sorted({s.repeat for s in expand(spec)}) == [0, 1, 2] and len(expand(spec)) == 3 * 3 * 3
 
 
+def test_tuning_repeats_as_a_range_run_in_rounds_and_primary_arms():
+    spec = ComparisonSpec.model_validate(_spec(tuning_repeats={"min": 2, "max": 5}, primary=["lamb"]))
+    assert (spec.repeats_min, spec.repeats_max, spec.margin) == (2, 5, 1.0)
+    assert sorted({s.repeat for s in expand(spec)}) == [0, 1]  # the first round; the machine adds the others
+    later = expand(spec, range(2, 3), [512])
+    assert [(s.arm.name, s.batch_size, s.repeat) for s in later] == [
+        ("tvlars", 512, 2), ("lars_warmup", 512, 2), ("lamb", 512, 2),
+    ]  # fmt: skip
+    assert later[0].spec["name"] == "cmp-tvlars-bs512-t2"
+    assert spec.primary_labels == ["lamb"]
+    one = ComparisonSpec.model_validate(_spec(tuning_repeats=4))
+    assert (one.repeats_min, one.repeats_max, one.primary_labels) == (4, 4, ["lars_warmup", "lamb"])
+    assert ComparisonSpec.model_validate(one.canonical()) == one  # round trip of the stored spec
+    assert ComparisonSpec.model_validate(spec.canonical()) == spec
+
+
 def _errors(data) -> list[tuple[str, str]]:
     with pytest.raises(ValidationError) as e:
         ComparisonSpec.model_validate(data)
@@ -54,7 +70,7 @@ def _errors(data) -> list[tuple[str, str]]:
 def test_every_comparison_preset_expands_to_valid_study_specs(name):
     spec = load_comparison_preset(name)
     studies = expand(spec)
-    assert len(studies) == len(spec.arms) * len(spec.batch_sizes) * spec.tuning_repeats
+    assert len(studies) == len(spec.arms) * len(spec.batch_sizes) * spec.repeats_min  # the first round
     for study in studies:
         parsed = StudySpec.model_validate(study.spec)  # the existing loader's model, unchanged
         TrialConfig.from_dict(parsed.trial_config(parsed.lower_corner()))

@@ -15,9 +15,12 @@ import pytest
 from service.comparisons.report import (
     PLOTS,
     format_difference,
+    format_look,
+    format_mdd,
     format_p,
     format_spread,
     format_summary,
+    reading,
     render_figures,
     render_html,
     render_markdown,
@@ -87,14 +90,32 @@ def test_tables_hold_the_stored_numbers_formatted_as_in_the_markdown(result, pag
     assert text in page and spread in page
     for v in result.verdicts():
         d = v.difference
-        assert f"({d.n_seeds} seeds, 3/3 repeats)" in format_difference(d)
-        assert format_p(d) == (
-            f"{d.p_value:.3g} (bootstrap {d.p_bootstrap:.2g}; repeats {d.p_repeats:.2g}; Holm {d.p_adjusted:.3g})"
+        assert f"({d.n} repeats × {d.n_seeds} seeds)" in format_difference(d)
+        assert f"[{100 * d.ci_low:+.2f}, {100 * d.ci_high:+.2f}]" in format_difference(d)
+        assert format_p(d) == f"{d.p_value:.3g}"
+        row = (
+            f"| {v.batch_size} | {v.arm} − {v.against} | {format_difference(d)} | {format_p(d)} | {d.alpha:.3g} | "
+            f"{100 * d.mdd:.2f} pp | {format_look(d, 3)} | primary | {v.verdict.value} |"
         )
-        row = f"| {v.batch_size} | {v.arm} − {v.against} | {format_difference(d)} | {format_p(d)} | {v.verdict.value} |"
         assert row in md
-        assert format_difference(d) in page and format_p(d) in page
-    assert {v.verdict for v in result.verdicts()} == {Verdict.BETTER, Verdict.WORSE, Verdict.NO_CLEAR_DIFFERENCE}
+        assert format_difference(d) in page and format_p(d) in page and format_mdd(d) in page
+    assert {v.verdict for v in result.verdicts()} >= {Verdict.BETTER, Verdict.UNDECIDED}
+
+
+def test_the_reading_is_generated_from_the_verdicts(result, page):
+    text = reading(result)
+    verdicts = result.verdicts()
+    counts = {w: sum(v.verdict is w for v in verdicts) for w in Verdict}
+    assert text.startswith(f"Of {len(verdicts)} verdicts: ")
+    assert all(f"{n} {w.value}" in text for w, n in counts.items() if n)
+    for v in verdicts:  # every sentence carries its numbers; no direction without a decided verdict
+        d = v.difference
+        sentence = f"At batch size {v.batch_size}, {v.arm} against {v.against}: {v.verdict.value}"
+        assert sentence in text and f"d̄ = {100 * d.mean:+.2f} pp" in text
+        if v.verdict is Verdict.UNDECIDED:
+            assert f"{sentence} (d̄ = {100 * d.mean:+.2f} pp" in text and f"MDD {100 * d.mdd:.2f} pp" in text
+    assert "no clear difference" not in text and "holds" not in text
+    assert html.escape(text) in page and "<h2>Reading</h2>" in page
 
 
 def test_spending_and_range_sections_show_the_stored_numbers(result, page, tmp_path):
@@ -128,16 +149,16 @@ def test_one_seed_and_one_repeat_are_reported_without_an_interval_or_verdict():
     result = fabricated_result(batch_sizes=(64,), n_trials=3, seeds=1, repeats=1)
     assert format_summary(result.arm("lamb", 64).rerun).endswith("% (n=1, no interval)")
     assert all(v.verdict is Verdict.INCONCLUSIVE and v.difference is None for v in result.verdicts())
-    assert "a verdict needs ≥ 2 (tuning variance)" in render_html(result)
+    assert "a paired t over repeats needs ≥ 2" in render_html(result)
 
 
 def test_search_failure_is_shown_for_every_verdict_at_that_batch_size():
-    result = fabricated_result(batch_sizes=(64, 512), n_trials=3, seeds=3, levels={"lars": 0.75})
+    result = fabricated_result(batch_sizes=(64, 512), n_trials=3, seeds=3, levels={"lars": 0.80})
     page = render_html(result)
     failed = [v for v in result.verdicts() if v.verdict is Verdict.SEARCH_FAILURE]
     assert {v.batch_size for v in failed} == {64, 512} and len(failed) == 6
     assert '<td class="inconclusive">inconclusive: search failure</td>' in page
-    assert "tuned tvlars is clearly below tuned lars" in page and ">worse<" not in page
+    assert "tuned tvlars is worse than tuned lars" in page and ">worse<" not in page
 
 
 def test_schedules_convert_lam_steps_and_delay_fraction_as_the_trainer_does():
@@ -171,3 +192,23 @@ def test_every_image_renders_in_headless_chromium(page, tmp_path):
         capture_output=True, timeout=120, check=True,
     )  # fmt: skip
     assert shot.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_the_cli_verdict_table_shows_the_verdicts_numbers(capsys):
+    from dataclasses import asdict
+
+    from service.cli import show_verdicts
+    from service.core.jsondata import jsonable
+
+    result = fabricated_result(batch_sizes=(64,), n_trials=3)
+    result.primary = ["lamb"]
+    verdicts = result.verdicts()
+    rows = [jsonable({**asdict(v), "difference": asdict(v.difference)}) for v in verdicts]
+    show_verdicts({"name": "c", "arms": [], "verdicts": {"64": rows}})
+    out = capsys.readouterr().out
+    assert "paired t over tuning repeats" in out and "Holm" not in out
+    for v in verdicts:
+        d = v.difference
+        line = next(x for x in out.splitlines() if f" {v.against} " in x and "64" in x)
+        assert f"{100 * d.mean:+.2f} pp" in line and f"{d.alpha:.3g}" in line and f"{100 * d.mdd:.2f} pp" in line
+        assert ("primary" if v.primary else "secondary") in line and v.verdict.value in line

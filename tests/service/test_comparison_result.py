@@ -28,7 +28,7 @@ from service.comparisons.result import (
     contains,
     result_from_json,
 )
-from service.comparisons.stats import Verdict, range_position
+from service.comparisons.stats import Verdict, minimum_detectable_difference, range_position
 from service.core.jsondata import jsonable
 from service.models import ComparisonPhase, StudyRecord, StudyState
 
@@ -137,8 +137,11 @@ def test_build_result_reads_what_is_stored(spec, stored, sqlite_url):
     # the search check: TVLARS's space contains LARS, and tuned TVLARS is 10 points below it
     assert contains(tv, lars)
     (verdict,) = result.verdicts()
-    assert verdict.verdict is Verdict.SEARCH_FAILURE and "clearly below tuned lars" in verdict.reason
-    assert verdict.difference.mean == pytest.approx(-0.10) and verdict.difference.p_adjusted < 0.05
+    assert verdict.verdict is Verdict.SEARCH_FAILURE and "is worse than tuned lars" in verdict.reason
+    # d_r = −0.10 in both repeats: no spread, a zero-width interval below 0 at α/m = 0.05 (one verdict, one look)
+    d = verdict.difference
+    assert d.mean == pytest.approx(-0.10) and d.ci_high == pytest.approx(-0.10) and d.alpha == 0.05
+    assert d.repeat_differences == pytest.approx([-0.10, -0.10]) and d.look == 2 and d.n_seeds == SEEDS
 
 
 def test_the_stored_json_round_trips(spec, stored, sqlite_url):
@@ -176,34 +179,100 @@ def _only(result: ComparisonResult, against: str, bs: int) -> VerdictRecord:
     return v
 
 
-def test_a_missing_arm_and_too_few_seeds_are_inconclusive_with_why():
+def test_a_missing_arm_and_too_few_repeats_are_inconclusive_with_why():
     result = fabricated_result(batch_sizes=(64, 512), n_trials=3)
     result.arms = [a for a in result.arms if not (a.label == "lamb" and a.batch_size == 512)]
     assert _only(result, "lamb", 512).reason == "lamb has no result at batch size 512"
-    few = fabricated_result(batch_sizes=(64,), n_trials=3, seeds=1)
+    few = fabricated_result(batch_sizes=(64,), n_trials=3, repeats=1)
     v = _only(few, "lamb", 64)
-    assert v.verdict is Verdict.INCONCLUSIVE and v.reason.startswith("1 re-run seed(s) shared")
+    assert v.verdict is Verdict.INCONCLUSIVE and v.reason.startswith("1 tuning repeat(s) with re-runs")
 
 
 def test_search_check_that_cannot_run_keeps_worse_from_standing():
-    result = fabricated_result(batch_sizes=(64,), n_trials=3)
+    result = fabricated_result(batch_sizes=(64,), n_trials=3, levels={"lamb": 0.80})
     lars = result.arm("lars", 64)
     lars.reruns = [r for r in lars.reruns if r.repeat == 0]  # one repeat: the check against lars cannot run
     assert _only(result, "lars", 64).verdict is Verdict.INCONCLUSIVE
-    lamb = _only(result, "lamb", 64)  # lamb is clearly above tvlars, but "worse" needs the search check
+    lamb = _only(result, "lamb", 64)  # lamb is 10 points above tvlars, but "worse" needs the search check
     assert lamb.verdict is Verdict.INCONCLUSIVE and lamb.reason.startswith("the search check against lars could not")
     assert _only(result, "lars_warmup", 64).verdict.is_conclusive  # not a "worse": left as it is
 
 
-def test_holm_is_applied_over_every_verdict_of_the_comparison():
+def _pair(d: list[float], *, repeats: int | None = None, repeats_min: int | None = None, margin: float = 1.0,
+          bs: int = 64) -> list[ArmResult]:  # fmt: skip
+    """Two arms whose repeat r scores differ by d[r] on each of 2 seeds nested in the repeat (seed 10·r + j)."""
+    arms = []
+    for label, shift in (("a", d), ("b", [0.0] * len(d))):
+        reruns = [RerunRecord(10 * r + j, 0.5 + 0.1 * j + x, [], 1, r) for r, x in enumerate(shift) for j in range(2)]
+        arms.append(ArmResult(label, "sgd", bs, [], {}, {}, 10, 1, reruns=reruns))
+    return arms
+
+
+def _result(arms: list[ArmResult], n_max: int, n_min: int | None = None, **kw) -> ComparisonResult:
+    return ComparisonResult("r", {}, "val_acc", arms, tuning_repeats=n_max, repeats_min=n_min, **kw)
+
+
+D = [0.01, 0.03, 0.02, 0.04]  # d̄ 0.025, SD 0.012910: the t interval at 0.05 is [0.00446, 0.04554] (t(0.975, 3))
+
+
+def test_a_paired_t_over_repeats_decides_better_and_says_within_the_margin():
+    (v,) = _result(_pair(D), 4).verdicts()
+    assert v.verdict is Verdict.BETTER and v.primary and v.notes == []
+    d = v.difference
+    assert (d.n, d.look, d.alpha) == (4, 4, 0.05)
+    assert d.ci_low == pytest.approx(0.004457, abs=1e-5) and d.p_value == pytest.approx(0.030466, rel=1e-4)
+    # MDD: (t(0.975, 3) + t(0.8, 3)) · 0.012910 / 2 with the one verdict's own SD (3 df)
+    assert d.mdd == pytest.approx(minimum_detectable_difference(math.sqrt(0.0005 / 3), 4, 0.05)) and d.mdd_df == 3
+    (wide,) = _result(_pair(D), 4, margin=5.0).verdicts()  # interval inside ±5 pp too: better wins, and says so
+    assert wide.verdict is Verdict.BETTER and wide.notes[0].startswith("within the margin")
+
+
+def test_equivalent_undecided_and_worse():
+    (v,) = _result(_pair([0.001, -0.001, 0.002, 0.0]), 4).verdicts()
+    assert v.verdict is Verdict.EQUIVALENT  # interval within ±1 pp
+    (v,) = _result(_pair([0.03, -0.03, 0.02, -0.01]), 4).verdicts()
+    assert v.verdict is Verdict.UNDECIDED and v.difference.look is None
+    assert v.notes == ["not decided at the last look: this is not evidence of no difference"]
+    (v,) = _result(_pair([-x for x in D]), 4).verdicts()
+    assert v.verdict is Verdict.WORSE  # no containment between the arms: worse stands
+
+
+def test_looks_spend_alpha_and_freeze_the_first_decision():
+    # looks at 2, 3, 4 (one verdict: α/m = 0.05): 0.0025 at each interim look, 0.045 at 4
+    # decided better at look 2 (t(0.99875, 1) = 254.6; 254.6 · 0.0000707 / √2 = 0.0127 < 0.05); the wild 4th repeat
+    # cannot unfreeze it
+    big = [0.05, 0.0501, 0.049, -0.2]
+    (v,) = _result(_pair(big), 4, 2).verdicts()
+    assert v.verdict is Verdict.BETTER and v.difference.look == 2
+    assert [(lk.n, lk.alpha) for lk in v.difference.looks] == [(2, pytest.approx(0.0025))]
+    (v,) = _result(_pair(D), 4, 2).verdicts()
+    assert [lk.n for lk in v.difference.looks] == [2, 3, 4]
+    assert [lk.alpha for lk in v.difference.looks] == pytest.approx([0.0025, 0.0025, 0.045])
+    assert [lk.verdict for lk in v.difference.looks][:2] == [Verdict.UNDECIDED, Verdict.UNDECIDED]
+    # three of four repeats so far: undecided, and another round could decide
+    partial = _result(_pair(D[:3] + [0.0])[:2], 4, 2)
+    for arm in partial.arms:
+        arm.reruns = [r for r in arm.reruns if r.repeat < 3]
+    (v,) = partial.verdicts()
+    assert v.verdict is Verdict.UNDECIDED and v.notes == ["after 3 of up to 4 repeats: more rounds may decide"]
+    assert partial.still_open(64) and not _result(_pair(big), 4, 2).still_open(64)
+
+
+def test_bonferroni_over_primary_verdicts_and_secondary_ones_at_alpha():
     result = fabricated_result(batch_sizes=(32, 256, 1024, 4000))
     verdicts = result.verdicts()
-    ps = sorted((v.difference.p_value, v.difference.p_adjusted) for v in verdicts)
-    m = len(verdicts)
-    assert ps[0][1] == pytest.approx(min(1.0, m * ps[0][0]))  # the smallest p-value is multiplied by all 12
-    assert all(adj >= p for p, adj in ps)
-    # one verdict between tvlars and lars_warmup has p < 0.05 yet is no clear difference after Holm
-    assert any(v.difference.p_value < 0.05 <= v.difference.p_adjusted for v in verdicts)
+    assert result.m == 12 and all(v.primary for v in verdicts)
+    assert [v.difference.alpha for v in verdicts] == pytest.approx([0.05 / 12] * 12)
+    result.primary = ["lars"]
+    verdicts = result.verdicts()
+    assert result.m == 4
+    for v in verdicts:
+        assert v.primary is (v.against == "lars")
+        assert v.difference.alpha == pytest.approx(0.05 / 4 if v.primary else 0.05)
+        assert any(n.startswith("secondary") for n in v.notes) is (not v.primary)
+    # R6: the MDD of every verdict at one batch size uses one SD pooled over them
+    at_32 = [v.difference for v in verdicts if v.batch_size == 32]
+    assert len({d.mdd_sd for d in at_32}) == 1 and at_32[0].mdd_df == sum(d.n - 1 for d in at_32)
 
 
 def test_contains_only_the_plain_special_case():

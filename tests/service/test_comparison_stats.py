@@ -9,85 +9,147 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
+from service.comparisons.simulate import figures
 from service.comparisons.stats import (
-    Difference,
     SpendingCheck,
     Verdict,
     at_edge,
     bootstrap_difference,
     bootstrap_mean,
-    common_seeds,
     decide,
     expected_best,
     expected_max,
-    holm,
+    look_alphas,
     lr_sensitivity,
+    minimum_detectable_difference,
+    paired_t,
+    pooled_sd,
     range_position,
+    repeat_differences,
+    sequential_verdicts,
+    shared_seeds,
+    t_interval,
     time_to_target,
+    tost,
+    within_margin,
 )
 
 # Repeat r, seed s scores 0.80 + 0.10·r + 0.04·s: additive, so a resampled mean is 0.80 + 0.10·u + 0.04·v with u, v
 # the shares of repeat 1 and of the second seed in the draw, each 0, ½ or 1 with probability ¼, ½, ¼.
 ADDITIVE = {0: {7: 0.80, 8: 0.84}, 1: {7: 0.90, 8: 0.94}}
-FLAT = {0: {7: 0.80, 8: 0.80}}
+# d_r = 0.01, 0.03, 0.02, 0.04 (seeds nested per repeat, shared by the arms): mean 0.025, SD √(0.0005/3) = 0.012910
+D = [0.01, 0.03, 0.02, 0.04]
+A = {r: {100 + 10 * r + j: 0.5 + 0.1 * j + d for j in range(2)} for r, d in enumerate(D)}
+B = {r: {100 + 10 * r + j: 0.5 + 0.1 * j for j in range(2)} | {999: 0.1} for r in range(4)}  # 999: B's alone
 
 
-def test_bootstrap_difference_matches_the_enumerated_distribution():
-    # Δ* = 0.10·u + 0.04·v: P(Δ* = 0) = 1/16 > 2.5 %, P(Δ* = 0.14) = 1/16 > 2.5 %, so the percentile interval is
-    # [0, 0.14]; the point estimate is 0.87 − 0.80 = 0.07; P(Δ* ≤ 0) = 1/16 and P(Δ* ≥ 0) = 1, so p = 2/16 = 0.125
-    d = bootstrap_difference(ADDITIVE, FLAT, n_boot=20_000, rng=0)
-    assert d.mean == pytest.approx(0.07)
-    assert d.ci_low == pytest.approx(0.0, abs=1e-12) and d.ci_high == pytest.approx(0.14)
-    assert d.p_bootstrap == pytest.approx(0.125, abs=0.01)
-    # FLAT has one repeat, so no Welch test: the paired t over seeds of the repeat-averaged scores, differences 0.05
-    # and 0.09: t = 0.07 / (0.0283 / √2) = 3.5 with 1 degree of freedom, p = 1 − 2·atan(3.5)/π
-    assert d.p_repeats == pytest.approx(1 - 2 * math.atan(3.5) / math.pi)
-    assert d.p_value == max(d.p_bootstrap, d.p_repeats)
-    assert (d.n_seeds, d.n_repeats, d.seeds, d.p_adjusted) == (2, (2, 1), (7, 8), None)
-    # the bootstrap's standard error by hand: Var(0.10·u + 0.04·v) = 0.01·⅛ + 0.0016·⅛ (Var u = Var v = ⅛)
-    assert d.se == pytest.approx(math.sqrt((0.01 + 0.0016) / 8), rel=0.03)
-    # every draw value is one of the nine atoms 0.10·u + 0.04·v
-    assert decide(d) is Verdict.NO_CLEAR_DIFFERENCE
-    assert bootstrap_difference(ADDITIVE, FLAT, n_boot=20_000, rng=0) == d  # a fixed seed: the same numbers
+def test_repeat_differences_pair_seeds_within_each_repeat():
+    repeats, d = repeat_differences(A, B)
+    assert repeats == [0, 1, 2, 3] and d == pytest.approx(D)
+    assert shared_seeds(A, B)[2] == (120, 121)
+    _, none = repeat_differences({0: {1: 0.5}}, {0: {2: 0.5}})  # no seed in common: the repeat is left out
+    assert none.size == 0
 
 
-def test_bootstrap_difference_pairs_seeds_across_arms():
-    # b is a 2 points below on every seed, whatever the seed does: paired, every draw is exactly +0.02
-    a = {0: {1: 0.50, 2: 0.90, 3: 0.70}, 1: {1: 0.50, 2: 0.90, 3: 0.70}}
-    b = {0: {1: 0.48, 2: 0.88, 3: 0.68, 4: 0.10}, 1: {1: 0.48, 2: 0.88, 3: 0.68}}  # seed 4: not in every repeat
-    d = bootstrap_difference(a, b, n_boot=2_000, rng=1)
-    assert d.seeds == (1, 2, 3)
-    assert d.ci_low == pytest.approx(0.02) and d.ci_high == pytest.approx(0.02)
-    assert d.p_value == pytest.approx(2 / 2_001)  # no draw at or below 0: the smallest p the +1 rule allows
-    assert decide(d) is Verdict.BETTER
-    assert decide(bootstrap_difference(b, a, n_boot=2_000, rng=1)) is Verdict.WORSE
-    with pytest.raises(ValueError, match="same seeds"):
-        bootstrap_difference({0: {1: 0.5}}, {0: {2: 0.5}})
+def test_paired_t_matches_a_hand_computation():
+    t = paired_t(D)
+    sd = math.sqrt(0.0005 / 3)
+    assert (t.n, t.df) == (4, 3)
+    assert t.mean == pytest.approx(0.025) and t.sd == pytest.approx(sd) and t.se == pytest.approx(sd / 2)
+    assert t.t == pytest.approx(0.025 / (sd / 2)) == pytest.approx(3.872983, rel=1e-6)
+    assert t.p_value == pytest.approx(0.030466, rel=1e-4)  # 2 · P(T_3 > 3.873), scipy.stats.t.sf by hand
+    one = paired_t([0.02])
+    assert (one.sd, one.t, one.p_value) == (None, None, None)
+    flat = paired_t([0.02, 0.02])
+    assert (flat.sd, flat.p_value) == (0.0, None)
+    with pytest.raises(ValueError, match="no repeat"):
+        paired_t([])
 
 
-def test_repeats_that_disagree_keep_a_separated_bootstrap_from_a_verdict():
-    # The first published run's case (batch 1024, TVLARS against LARS + warm-up): every score of a below every score
-    # of b, so no bootstrap draw crosses 0, yet a's two tunings differ by 1.2 points. Welch on the repeat means by hand:
-    # means 0.9505, 0.9621 and 0.9703, 0.9717; variances 2·0.0058² and 2·0.0007²; se² = (va + vb) / 2.
-    a = {0: {1: 0.9500, 2: 0.9510}, 1: {1: 0.9616, 2: 0.9626}}
-    b = {0: {1: 0.9698, 2: 0.9708}, 1: {1: 0.9712, 2: 0.9722}}
-    d = bootstrap_difference(a, b, n_boot=2_000, rng=0)
-    assert d.p_bootstrap == pytest.approx(2 / 2_001)
-    va, vb = 2 * 0.0058**2, 2 * 0.0007**2
-    se2 = (va + vb) / 2
-    t = (0.9563 - 0.9710) / math.sqrt(se2)
-    df = se2**2 / ((va / 2) ** 2 + (vb / 2) ** 2)  # Welch–Satterthwaite, n − 1 = 1 per arm
-    assert d.p_repeats == pytest.approx(2 * scipy_stats.t.sf(abs(t), df), rel=1e-6)
-    assert 0.2 < d.p_value == d.p_repeats < 0.3
-    assert decide(d) is Verdict.NO_CLEAR_DIFFERENCE
+def test_t_interval_and_the_table_of_cases():
+    # t(0.975, 3) = 3.182446: half-width 3.182446 · 0.012910 / 2 = 0.020543
+    low, high = t_interval(0.025, math.sqrt(0.0005 / 3), 4, 0.05)
+    assert float(low) == pytest.approx(0.025 - 0.020543, abs=1e-6) and float(high) == pytest.approx(0.045543, rel=1e-5)
+    assert decide(low, high, 0.01) is Verdict.BETTER
+    assert decide(-high, -low, 0.01) is Verdict.WORSE
+    assert decide(-0.004, 0.006, 0.01) is Verdict.EQUIVALENT
+    assert decide(-0.004, 0.012, 0.01) is Verdict.UNDECIDED  # undecided: neither side of 0 nor inside ±δ
+    assert decide(-0.01, 0.002, 0.01) is Verdict.UNDECIDED  # −δ < L is strict
+    # better wins a tie with equivalent, and says so: L > 0 and the interval inside ±0.05
+    assert decide(low, high, 0.05) is Verdict.BETTER and within_margin(Verdict.BETTER, 0.025, 0.05)
+    assert not within_margin(Verdict.BETTER, 0.025, 0.01) and not within_margin(Verdict.EQUIVALENT, 0.0, 0.05)
+    assert list(decide(np.array([0.1, -0.3, -0.01]), np.array([0.2, -0.1, 0.3]), 0.05)) == [
+        "better", "worse", "undecided",
+    ]  # fmt: skip
 
 
-def test_one_seed_and_one_repeat_give_no_interval():
-    d = bootstrap_difference({0: {5: 0.9}}, {0: {5: 0.1}})
-    assert d.mean == pytest.approx(0.8) and (d.ci_low, d.ci_high, d.p_value) == (None, None, None)
-    assert decide(d) is Verdict.INCONCLUSIVE
-    one = bootstrap_mean({0: {5: 0.9}})
-    assert (one.n_seeds, one.n_repeats, one.mean, one.std, one.ci_low, one.ci_high) == (1, 1, 0.9, None, None, None)
+def test_tost_matches_two_one_sided_t_tests_and_the_interval_rule():
+    sd = math.sqrt(0.0005 / 3)
+    se = sd / 2
+    # H0 Δ ≥ 0.05: t = (0.025 − 0.05)/se = −3.873 → P(T_3 < −3.873) = 0.015233; H0 Δ ≤ −0.05: t = 11.62, far smaller
+    p = tost(D, 0.05)
+    assert p == pytest.approx(scipy_stats.t.cdf((0.025 - 0.05) / se, 3)) == pytest.approx(0.030466 / 2, rel=1e-4)
+    # equivalent at α ⇔ p < α/2 ⇔ the 1 − α interval [0.00446, 0.04554] lies inside ±δ
+    for margin in (0.03, 0.045, 0.046, 0.05):
+        low, high = t_interval(0.025, sd, 4, 0.05)
+        equivalent = bool(-margin < low and high < margin)
+        assert (tost(D, margin) < 0.025) is equivalent
+        assert equivalent is (margin in (0.046, 0.05))
+    assert tost([0.01, 0.01], 0.05) is None
+    with pytest.raises(ValueError, match="margin"):
+        tost(D, 0.0)
+
+
+def test_minimum_detectable_difference_by_hand():
+    # (t(0.975, 9) + t(0.8, 9)) · 1/√10 = (2.262157 + 0.883404) / 3.162278
+    assert minimum_detectable_difference(1.0, 10, 0.05) == pytest.approx((2.262157 + 0.883404) / math.sqrt(10))
+    # a pooled SD brings its own df: ν = 27 instead of 9
+    pooled = minimum_detectable_difference(1.0, 10, 0.05, df=27)
+    assert pooled == pytest.approx((scipy_stats.t.ppf(0.975, 27) + scipy_stats.t.ppf(0.8, 27)) / math.sqrt(10))
+    assert pooled < minimum_detectable_difference(1.0, 10, 0.05)
+    assert minimum_detectable_difference(2.0, 10, 0.05, power=0.9) > 2 * minimum_detectable_difference(1.0, 10, 0.05)
+    with pytest.raises(ValueError, match="df"):
+        minimum_detectable_difference(1.0, 1, 0.05)
+    # pooling: √((1·0.01² + 3·0.02²) / 4), 4 df
+    assert pooled_sd([0.01, 0.02], [2, 4]) == (pytest.approx(math.sqrt((0.0001 + 3 * 0.0004) / 4)), 4)
+
+
+def test_look_alphas_spend_ten_percent_over_interim_looks_and_ninety_at_the_last():
+    # α/m = 0.025; two interim looks (3, 4) share 0.0025; the last (5) gets 0.0225
+    assert look_alphas(0.05, 2, 3, 5) == pytest.approx({3: 0.00125, 4: 0.00125, 5: 0.0225})
+    assert sum(look_alphas(0.05, 7, 2, 10).values()) == pytest.approx(0.05 / 7)
+    assert look_alphas(0.05, 4, 3, 3) == {3: 0.0125}  # an integer tuning_repeats: one look at α/m
+    with pytest.raises(ValueError, match="looks"):
+        look_alphas(0.05, 1, 4, 3)
+
+
+def test_sequential_verdicts_freeze_the_first_decision():
+    # look 1: [−∞-ish] undecided; look 2 better; look 3 would be equivalent: the verdict stays better at look 2
+    means = np.array([[0.0, 0.03, 0.001]])
+    sds = np.array([[0.2, 0.001, 0.0001]])
+    verdicts, first = sequential_verdicts(means, sds, [3, 4, 5], [0.001, 0.001, 0.048], 0.01)
+    assert verdicts.tolist() == ["better"] and first.tolist() == [1]
+    verdicts, first = sequential_verdicts(np.zeros((1, 2)), np.ones((1, 2)), [3, 4], [0.01, 0.04], 0.01)
+    assert verdicts.tolist() == ["undecided"] and first.tolist() == [-1]
+
+
+def test_simulation_keeps_error_rates_and_power():
+    # 4 000 comparisons per condition, m = 3 verdicts, looks at 3..8 repeats, repeat, seed and interaction effects
+    f = figures(n_sims=4_000, seed=0)
+    print("\n".join(f.lines()))
+    assert f.family_wise_error <= f.family_wise_bound
+    assert f.p_equivalent_at_margin <= f.equivalent_bound
+    assert 0.76 <= f.power_at_mdd <= 0.84
+
+
+def test_bootstrap_difference_is_descriptive_and_enumerable():
+    # a − b = ADDITIVE − 0.80 everywhere: a resampled mean difference is 0.07 ± …: 0.10·u + 0.04·v − … ; with b flat
+    # at 0.80, Δ* = 0.10·u + 0.04·v: P(0) = P(0.14) = 1/16 > 2.5 %, so the percentile interval is [0, 0.14]
+    flat = {0: {7: 0.80, 8: 0.80}, 1: {7: 0.80, 8: 0.80}}
+    low, high = bootstrap_difference(ADDITIVE, flat, n_boot=20_000, rng=0)
+    assert low == pytest.approx(0.0, abs=1e-12) and high == pytest.approx(0.14)
+    assert bootstrap_difference(ADDITIVE, flat, n_boot=20_000, rng=0) == (low, high)  # a fixed seed
+    assert bootstrap_difference({0: {5: 0.9}}, {0: {5: 0.1}}) is None  # one score: nothing varies
 
 
 def test_bootstrap_mean_and_the_spread_of_repeats():
@@ -97,39 +159,17 @@ def test_bootstrap_mean_and_the_spread_of_repeats():
     assert (s.n_repeats, s.n_seeds) == (2, 2)
     assert s.ci_low == pytest.approx(0.80) and s.ci_high == pytest.approx(0.94)
     assert s.std == pytest.approx(np.std([0.80, 0.84, 0.90, 0.94], ddof=1))
-    assert common_seeds({0: {1: 0.1, 2: 0.2}, 1: {2: 0.3}}) == (2,)
-
-
-def test_holm_matches_a_hand_computation():
-    # sorted: 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04 → running max 0.02, 0.03, 0.06, 0.06
-    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    assert holm([0.3, 0.6]) == pytest.approx([0.6, 0.6])  # capped and monotone
-    assert holm([0.5]) == [0.5] and holm([]) == []
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        holm([1.5])
-
-
-@pytest.mark.parametrize(
-    ("mean", "p", "p_adjusted", "expected"),
-    [
-        (0.02, 0.001, None, Verdict.BETTER),
-        (-0.02, 0.001, None, Verdict.WORSE),
-        (0.02, 0.001, 0.06, Verdict.NO_CLEAR_DIFFERENCE),  # Holm's adjusted value decides once it is set
-        (-0.02, 0.04, 0.049, Verdict.WORSE),
-        (0.02, 0.05, None, Verdict.NO_CLEAR_DIFFERENCE),  # at α exactly: not below it
-        (0.02, None, None, Verdict.INCONCLUSIVE),
-    ],
-)
-def test_decide_follows_the_adjusted_p_value(mean, p, p_adjusted, expected):
-    assert decide(Difference(mean, None, None, None, p, 3, (3, 3), (1, 2, 3), p_adjusted)) is expected
+    one = bootstrap_mean({0: {5: 0.9}})
+    assert (one.n_seeds, one.n_repeats, one.mean, one.std, one.ci_low, one.ci_high) == (1, 1, 0.9, None, None, None)
 
 
 def test_verdict_vocabulary_is_one_str_enum():
     assert [v.value for v in Verdict] == [
-        "better", "no clear difference", "worse", "inconclusive: search failure", "inconclusive",
+        "better", "worse", "equivalent", "undecided", "inconclusive: search failure", "inconclusive",
     ]  # fmt: skip
     assert Verdict("inconclusive: search failure") is Verdict.SEARCH_FAILURE and Verdict.BETTER == "better"
-    assert [v.is_conclusive for v in Verdict] == [True, True, True, False, False]
+    assert [v.is_decided for v in Verdict] == [True, True, True, False, True, False]
+    assert [v.is_conclusive for v in Verdict] == [True, True, True, True, False, False]
 
 
 def test_range_position_in_log_space_and_the_outer_tail():

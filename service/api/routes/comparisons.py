@@ -85,6 +85,8 @@ def to_public(session: Session, record: ComparisonRecord) -> ComparisonPublic:
                 "difference": v.difference.to_dict() if v.difference else None,
                 "verdict": v.verdict,
                 "reason": v.reason,
+                "primary": v.primary,
+                "notes": v.notes,
             }
         )
     return ComparisonPublic(
