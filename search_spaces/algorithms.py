@@ -17,11 +17,11 @@ ValueError: tpe sampler: unknown option 'n_startup' (accepts consider_endpoints,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-__all__ = ["MULTI_OBJECTIVE_SAMPLERS", "SAMPLERS", "SCHEDULERS", "Algorithm", "check_options"]
+__all__ = ["MULTI_OBJECTIVE_SAMPLERS", "SAMPLERS", "SCHEDULERS", "Algorithm", "check_options", "options_model"]
 
 
 @dataclass(frozen=True)
@@ -33,17 +33,26 @@ class Algorithm:
     multi_objective: bool = False
 
 
-_NonNegInt = int
+#: Bounds on the numbers an option may carry: each is work or memory a worker spends per trial or per sample, so a
+#: value far past any useful one is refused at submit instead of run (a TPE sampler drawing 1e9 candidates).
+MAX_CANDIDATES = 10_000
+MAX_STARTUP_TRIALS = 10_000
+MAX_POPULATION = 10_000
+_Count = Annotated[int, Field(ge=0, le=MAX_STARTUP_TRIALS)]  # trials, epochs
+_Positive = Annotated[int, Field(ge=1, le=MAX_POPULATION)]
+_Weight = Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)]
+_Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+_Fraction = Annotated[float, Field(gt=0, le=0.5, allow_inf_nan=False)]
 SAMPLERS: dict[str, Algorithm] = {
     "tpe": Algorithm(
         "Optuna TPESampler (multivariate by default)",
         {
             "consider_prior": bool,
-            "prior_weight": float,
+            "prior_weight": _Weight,
             "consider_magic_clip": bool,
             "consider_endpoints": bool,
-            "n_startup_trials": _NonNegInt,
-            "n_ei_candidates": int,
+            "n_startup_trials": _Count,
+            "n_ei_candidates": Annotated[int, Field(ge=1, le=MAX_CANDIDATES)],
             "multivariate": bool,
             "group": bool,
             "warn_independent_sampling": bool,
@@ -56,13 +65,13 @@ SAMPLERS: dict[str, Algorithm] = {
     "cmaes": Algorithm(
         "Optuna CmaEsSampler",
         {
-            "x0": dict[str, Any],
-            "sigma0": float,
-            "n_startup_trials": _NonNegInt,
+            "x0": Annotated[dict[str, Annotated[float, Field(allow_inf_nan=False)]], Field(max_length=64)],
+            "sigma0": Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)],
+            "n_startup_trials": _Count,
             "warn_independent_sampling": bool,
             "consider_pruned_trials": bool,
-            "popsize": int,
-            "inc_popsize": int,
+            "popsize": Annotated[int, Field(ge=2, le=MAX_POPULATION)],
+            "inc_popsize": Annotated[int, Field(ge=1, le=10)],
             "use_separable_cma": bool,
             "with_margin": bool,
             "lr_adapt": bool,
@@ -70,7 +79,7 @@ SAMPLERS: dict[str, Algorithm] = {
     ),
     "gp": Algorithm(
         "Optuna GPSampler (Gaussian process)",
-        {"n_startup_trials": _NonNegInt, "deterministic_objective": bool, "warn_independent_sampling": bool},
+        {"n_startup_trials": _Count, "deterministic_objective": bool, "warn_independent_sampling": bool},
         multi_objective=True,
     ),
     "qmc": Algorithm(
@@ -85,7 +94,12 @@ SAMPLERS: dict[str, Algorithm] = {
     ),
     "nsga2": Algorithm(
         "Optuna NSGAIISampler (multi-objective)",
-        {"population_size": int, "mutation_prob": float | None, "crossover_prob": float, "swapping_prob": float},
+        {
+            "population_size": Annotated[int, Field(ge=2, le=MAX_POPULATION)],
+            "mutation_prob": _Probability | None,
+            "crossover_prob": _Probability,
+            "swapping_prob": _Probability,
+        },
         multi_objective=True,
     ),
 }
@@ -100,42 +114,49 @@ SCHEDULERS: dict[str, Algorithm] = {
         "Ray Tune population-based training over the searched keys: one Optuna trial per member, exploits "
         "recorded in its user attr pbt_lineage",
         {
-            "perturbation_interval": int,
-            "burn_in_period": int,
-            "quantile_fraction": float,
-            "resample_probability": float,
-            "perturbation_factors": list[float],
+            "perturbation_interval": _Positive,
+            "burn_in_period": _Count,
+            "quantile_fraction": _Fraction,
+            "resample_probability": _Probability,
+            "perturbation_factors": Annotated[
+                list[Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)]], Field(min_length=1, max_length=16)
+            ],
         },
     ),
     "median": Algorithm(
         "Ray Tune median stopping rule (never pauses a trial)",
-        {"min_samples_required": int, "min_time_slice": int, "hard_stop": bool},
+        {"min_samples_required": _Positive, "min_time_slice": _Count, "hard_stop": bool},
     ),
 }
 MULTI_OBJECTIVE_SAMPLERS = tuple(name for name, a in SAMPLERS.items() if a.multi_objective)
 
 
 def check_options(kind: Literal["sampler", "scheduler"], name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` checked against the table: each a known option of ``name``, of its type. ValueError if not."""
+    """``options`` validated by ``name``'s options model: each a known option, of its type, within its bounds.
+    ValueError naming the option if not."""
     table = SAMPLERS if kind == "sampler" else SCHEDULERS
     allowed = table[name].options
-    out = {}
-    for key, value in options.items():
+    for key in options:
         if key not in allowed:
             accepts = ", ".join(sorted(allowed)) or "no options"
             raise ValueError(f"{name} {kind}: unknown option {key!r} (accepts {accepts})")
-        try:
-            out[key] = _adapter(allowed[key]).validate_python(value, strict=True)
-        except ValidationError as e:
-            raise ValueError(f"{name} {kind}: option {key!r}: {e.errors()[0]['msg']}") from None
-    return out
+    try:
+        checked = options_model(kind, name).model_validate(options)
+    except ValidationError as e:
+        error = e.errors()[0]
+        where = ".".join(map(str, error["loc"]))
+        raise ValueError(f"{name} {kind}: option {where!r}: {error['msg']}") from None
+    return {key: getattr(checked, key) for key in options}
 
 
-_ADAPTERS: dict[Any, TypeAdapter] = {}
+_MODELS: dict[tuple[str, str], type[BaseModel]] = {}
 
 
-def _adapter(tp: Any) -> TypeAdapter:
-    key = repr(tp)
-    if key not in _ADAPTERS:
-        _ADAPTERS[key] = TypeAdapter(tp)
-    return _ADAPTERS[key]
+def options_model(kind: Literal["sampler", "scheduler"], name: str) -> type[BaseModel]:
+    """The pydantic model of ``name``'s options: every option optional, typed and bounded, unknown ones refused."""
+    if (kind, name) not in _MODELS:
+        table = SAMPLERS if kind == "sampler" else SCHEDULERS
+        fields: dict[str, Any] = {key: (tp | None, None) for key, tp in table[name].options.items()}
+        config = ConfigDict(extra="forbid", strict=True)
+        _MODELS[kind, name] = create_model(f"{name.title()}{kind.title()}Options", __config__=config, **fields)
+    return _MODELS[kind, name]

@@ -281,6 +281,7 @@ class ComparisonBudget(_Strict):
     extension_epochs: int | None = Field(
         default=None,
         ge=1,
+        le=100_000_000,
         description="Epochs each range-check extension study may spend; None: half of epochs (at least one trial)",
     )
     max_concurrent: int = Field(default=1, ge=1, le=1024)
@@ -442,12 +443,27 @@ class ComparisonSpec(_Strict):
             if arm.lr_center is None and arm.optimizer not in _PRESET_OF:
                 raise ValueError(f"arms[{i}] ({arm.name}): no paper preset for {arm.optimizer!r}; give lr_center")
             for i_bs, bs in enumerate(self.batch_sizes):
+                tuned = _study_spec(self, arm, i_bs, self.tuning_repeats - 1)  # the last repeat: its seeds are largest
                 try:
-                    StudySpec.model_validate(_study_spec(self, arm, i_bs))
+                    StudySpec.model_validate(tuned)
                 except ValidationError as e:
-                    errors = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'spec'}: {x['msg']}" for x in e.errors())
-                    raise ValueError(f"arms[{i}] ({arm.name}) at batch size {bs}: {errors}") from None
+                    raise ValueError(f"arms[{i}] ({arm.name}) at batch size {bs}: {_errors(e)}") from None
+                if self.range_check == "extend":
+                    self._check_extensions(i, arm, bs, tuned)
         return self
+
+    def _check_extensions(self, i: int, arm: Arm, bs: int, tuned: dict[str, Any]) -> None:
+        """The range-check extension studies this tuning study may need, validated now: a comparison whose later
+        study would be refused is refused at submit (every log range moved a decade up, and every one down)."""
+        logs = [k for k, p in tuned["search_space"].items() if p.get("log")]
+        for edge in ("high", "low"):
+            try:
+                StudySpec.model_validate(extension_spec(tuned, dict.fromkeys(logs, edge), self.extension_budget))
+            except ValidationError as e:
+                raise ValueError(
+                    f"arms[{i}] ({arm.name}) at batch size {bs}: its range-check extension study (log ranges "
+                    f"moved a decade {edge}er, {self.extension_budget} epochs) would be invalid: {_errors(e)}"
+                ) from None
 
     @property
     def repeats_min(self) -> int:
@@ -485,6 +501,10 @@ class ComparisonSpec(_Strict):
 
 
 _DEFAULT_TRIALS = 8
+
+
+def _errors(e: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, x['loc'])) or 'spec'}: {x['msg']}" for x in e.errors())
 
 
 def _trials_for(spec: ComparisonSpec, epochs: int) -> int:

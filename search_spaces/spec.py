@@ -24,10 +24,12 @@ from tvlars.train import TASKS, TrialConfig, dead_keys
 from .algorithms import MULTI_OBJECTIVE_SAMPLERS, SAMPLERS, SCHEDULERS, check_options
 
 __all__ = [
+    "INT_BOUND",
     "MAX_N_TRIALS",
     "MAX_PARAMS",
     "METRICS",
     "RESUMABLE_FIELDS",
+    "SEED_MAX",
     "Budget",
     "CategoricalParam",
     "FloatParam",
@@ -38,6 +40,7 @@ __all__ = [
     "Scheduler",
     "StudySpec",
     "Workload",
+    "non_finite_path",
     "spec_changes",
 ]
 
@@ -46,6 +49,12 @@ MAX_N_TRIALS = 10_000
 MAX_PARAMS = 32
 MAX_CHOICES = 1_000
 MAX_ENQUEUED = 1_000
+#: The largest seed anything derived from a spec may train or sample with (torch and numpy take 32-bit seeds; Optuna
+#: and Ray hash larger ones in ways that overflow): a spec's seeds, and every seed derived from them, stay in
+#: [0, SEED_MAX].
+SEED_MAX = 2**31 - 1
+#: Bounds on an int range: a trial config integer is a count or a size (Optuna stores it as a float, exact to 2⁵³).
+INT_BOUND = 2**31 - 1
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 #: Trial results a study can optimise, and which way each is better by default.
@@ -80,10 +89,10 @@ class FloatParam(_Strict):
     """A float in [low, high]; ``log`` samples on a log scale; ``step`` makes it discrete."""
 
     type: Literal["float"]
-    low: float
-    high: float
+    low: float = Field(allow_inf_nan=False)
+    high: float = Field(allow_inf_nan=False)
     log: bool = False
-    step: float | None = Field(default=None, gt=0)
+    step: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _check(self) -> FloatParam:
@@ -102,10 +111,10 @@ class IntParam(_Strict):
     """An integer in [low, high] with ``step`` (default 1); ``log`` samples on a log scale."""
 
     type: Literal["int"]
-    low: int
-    high: int
+    low: int = Field(ge=-INT_BOUND, le=INT_BOUND)
+    high: int = Field(ge=-INT_BOUND, le=INT_BOUND)
     log: bool = False
-    step: int = Field(default=1, ge=1)
+    step: int = Field(default=1, ge=1, le=INT_BOUND)
 
     @model_validator(mode="after")
     def _check(self) -> IntParam:
@@ -200,7 +209,7 @@ class Sampler(_Strict):
     """An Optuna sampler by name; ``options`` go to its constructor (e.g. ``n_startup_trials`` for TPE)."""
 
     name: Literal[tuple(SAMPLERS)] = "tpe"  # type: ignore[valid-type]
-    seed: int | None = 0
+    seed: int | None = Field(default=0, ge=0, le=SEED_MAX)
     options: dict[str, Any] = Field(default_factory=dict, description="see search_spaces.algorithms.SAMPLERS")
 
     @model_validator(mode="after")
@@ -213,9 +222,9 @@ class Scheduler(_Strict):
     """A Ray Tune trial scheduler. ``grace_period`` and ``max_t`` are in epochs (``max_t`` defaults to epochs)."""
 
     name: Literal[tuple(SCHEDULERS)] = "none"  # type: ignore[valid-type]
-    grace_period: int = Field(default=1, ge=1)
-    reduction_factor: float = Field(default=3.0, gt=1.0)
-    max_t: int | None = Field(default=None, ge=1)
+    grace_period: int = Field(default=1, ge=1, le=10_000)
+    reduction_factor: float = Field(default=3.0, gt=1.0, le=100.0, allow_inf_nan=False)
+    max_t: int | None = Field(default=None, ge=1, le=10_000)
     options: dict[str, Any] = Field(default_factory=dict, description="see search_spaces.algorithms.SCHEDULERS")
 
     @model_validator(mode="after")
@@ -264,7 +273,7 @@ class StudySpec(_Strict):
     budget: Budget = Field(default_factory=Budget)
     resources: Resources = Field(default_factory=Resources)
     enqueue: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_ENQUEUED)
-    seed: int = Field(default=0, ge=0, description="Trial seeds are seed + trial number (see vary_seed)")
+    seed: int = Field(default=0, ge=0, le=SEED_MAX, description="Trial seeds are seed + trial number (see vary_seed)")
     vary_seed: bool = Field(
         default=True,
         description="True: trial n trains with seed + n. False: every trial uses seed (common random numbers: "
@@ -302,6 +311,16 @@ class StudySpec(_Strict):
     )
 
     # -- whole-spec checks ----------------------------------------------------------------------------------------
+
+    @model_validator(mode="before")
+    @classmethod
+    def _finite(cls, data: Any) -> Any:
+        where = non_finite_path(data)
+        if where is not None:
+            raise ValueError(
+                f"{'.'.join(map(str, where)) or 'spec'}: NaN and ±Infinity are not numbers a spec may hold"
+            )
+        return data
 
     @field_validator("search_space")
     @classmethod
@@ -341,12 +360,22 @@ class StudySpec(_Strict):
                 raise ValueError(f"sampler {self.sampler.name!r} is single-objective; use nsga2, tpe, gp or random")
         if self.sampler.name == "grid":
             size = self.grid_size()
+            if size > MAX_N_TRIALS:
+                raise ValueError(f"the grid has {size} points: at most {MAX_N_TRIALS} (one trial per point)")
             if self.budget.n_trials is None:
                 self.budget.n_trials = size
             elif self.budget.n_trials > size:
                 raise ValueError(f"budget.n_trials ({self.budget.n_trials}) exceeds the grid's {size} points")
         elif self.budget.n_trials is None:
             self.budget.n_trials = 20
+        if self.vary_seed:
+            # trial numbers: every finished trial, every failed one the budget tolerates (+1), every running one
+            last = self.seed + self.budget.n_trials + self.budget.max_failed + self.budget.max_concurrent
+            if last > SEED_MAX:
+                raise ValueError(
+                    f"seed ({self.seed}) + trial number would reach {last}, past {SEED_MAX}: use a seed <= "
+                    f"{SEED_MAX - (last - self.seed)} (or vary_seed: false)"
+                )
         if self.budget.epochs is not None and self.budget.epochs < self.workload.epochs:
             epochs = self.workload.epochs
             raise ValueError(f"budget.epochs ({self.budget.epochs}) cannot pay for one full trial ({epochs} epochs)")
@@ -361,11 +390,15 @@ class StudySpec(_Strict):
         for key, why in dead_keys(corner_config).items():
             where = "search_space" if key in self.search_space else "fixed" if key in self.fixed else "workload"
             raise ValueError(f"{where}.{key} would be ignored: {why}")
-        # the trainer's own checks, on the space's lower corner
+        # the trainer's own checks, on the space's lower corner and (every bound by value) its upper corner
         try:
             corner = TrialConfig.from_dict(corner_config)
         except (ValueError, TypeError) as e:
             raise ValueError(f"the trial config this spec builds is invalid: {e}") from None
+        try:
+            TrialConfig.from_dict(self.trial_config(self.upper_corner()))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"the trial config at the top of the search space is invalid: {e}") from None
         if self.scheduler.name in ("hyperband", "pbt") and (
             corner.checkpoint_every != 1 or "checkpoint_every" in self.search_space
         ):
@@ -402,25 +435,31 @@ class StudySpec(_Strict):
         return [o.direction for o in self.objectives]  # type: ignore[misc]
 
     def grid(self) -> dict[str, list[Any]]:
-        """Each parameter's grid values: categorical choices, or the points of a stepped range."""
+        """Each parameter's grid values: categorical choices, or the points of a stepped range.
+
+        ValueError if the grid has more than :data:`MAX_N_TRIALS` points (counted before anything is built)."""
+        size = self.grid_size()
+        if size > MAX_N_TRIALS:
+            raise ValueError(f"the grid has {size} points: at most {MAX_N_TRIALS} (one trial per point)")
         grid = {}
         for key, p in self.search_space.items():
             if isinstance(p, CategoricalParam):
                 grid[key] = list(p.choices)
-            elif isinstance(p, IntParam) and not p.log:
+            elif isinstance(p, IntParam):
                 grid[key] = list(range(p.low, p.high + 1, p.step))
-            elif isinstance(p, FloatParam) and p.step is not None:
-                n = int(math.floor((p.high - p.low) / p.step + 1e-9)) + 1
-                grid[key] = [p.low + i * p.step for i in range(n)]
             else:
-                raise ValueError(f"grid sampler: {key} needs choices or a step (a continuous range has no grid)")
+                grid[key] = [p.low + i * p.step for i in range(_grid_points(key, p))]  # type: ignore[operator]
         return grid
 
     def grid_size(self) -> int:
-        return math.prod(len(v) for v in self.grid().values())
+        """The number of grid points, counted arithmetically (nothing is built; a huge grid is just a big int)."""
+        return math.prod(_grid_points(key, p) for key, p in self.search_space.items())
 
     def lower_corner(self) -> dict[str, Any]:
         return {k: (p.choices[0] if isinstance(p, CategoricalParam) else p.low) for k, p in self.search_space.items()}
+
+    def upper_corner(self) -> dict[str, Any]:
+        return {k: (p.choices[-1] if isinstance(p, CategoricalParam) else p.high) for k, p in self.search_space.items()}
 
     def trial_config(self, params: dict[str, Any], trial_seed: int | None = None) -> dict[str, Any]:
         """The ``tvlars.train`` config of one trial with the given searched values."""
@@ -442,6 +481,35 @@ class StudySpec(_Strict):
         data = self.canonical()
         data["budget"]["n_trials"] = n_trials
         return StudySpec.model_validate(data)
+
+
+def _grid_points(key: str, p: FloatParam | IntParam | CategoricalParam) -> int:
+    """How many grid points one parameter has: its choices, or the steps of a stepped range (arithmetic only)."""
+    if isinstance(p, CategoricalParam):
+        return len(p.choices)
+    if isinstance(p, IntParam) and not p.log:
+        return (p.high - p.low) // p.step + 1
+    if isinstance(p, FloatParam) and p.step is not None:
+        n = (p.high - p.low) / p.step + 1e-9
+        if not math.isfinite(n) or n >= MAX_N_TRIALS:
+            return MAX_N_TRIALS + 1  # a count past the cap is refused as such; its exact size does not matter
+        return int(math.floor(n)) + 1
+    raise ValueError(f"grid sampler: {key} needs choices or a step (a continuous range has no grid)")
+
+
+def non_finite_path(data: Any, path: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
+    """The location (keys and indices) of the first NaN or ±Infinity in ``data`` (nested dicts and lists), else None.
+
+    JSON has no such numbers, Python's parser accepts them, and PostgreSQL's JSON columns refuse them: a spec that
+    holds one could never be stored."""
+    if isinstance(data, float):
+        return path if not math.isfinite(data) else None
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list | tuple) else ()
+    for key, value in items:
+        found = non_finite_path(value, (*path, key))
+        if found is not None:
+            return found
+    return None
 
 
 def spec_changes(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:

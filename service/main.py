@@ -5,7 +5,6 @@ uvicorn --factory service.main:create_app
 
 from __future__ import annotations
 
-import json
 import logging
 from contextlib import asynccontextmanager
 
@@ -15,11 +14,11 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __doc__ as service_doc
 from ._optuna import open_storage
 from .api.cache import ReadCache
+from .api.limits import BodyLimits
 from .api.routes import comparisons, health, search_spaces, studies, workloads
 from .core.config import Settings, get_settings
 from .core.db import migrate
@@ -32,54 +31,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds a client is told to wait (``Retry-After``) when the database is unavailable or saturated.
 RETRY_AFTER_S = 2
-
-
-class BodySizeLimit:
-    """413 for a request body over ``max_bytes``, whether it declares its length or streams it."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
-            return
-        seen = 0
-        started = False
-
-        async def limited_receive():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return message
-
-        async def tracking_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._reject(send)
-
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps({"detail": f"Request body larger than {self.max_bytes} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -144,5 +95,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(workloads.router)
     app.include_router(health.router)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes)
     return app

@@ -14,11 +14,12 @@ code, and an installed distribution adds its own through the ``tvlars.models`` e
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 
-from .registry import Registry
+from .registry import Bounds, Registry
 
 __all__ = [
     "MLP",
@@ -247,12 +248,19 @@ def _build_resnet50(input_shape: tuple[int, ...], num_classes: int, *, stem: str
     return resnet50(num_classes, stem, in_channels=input_shape[0])
 
 
-def _build_cnn(input_shape: tuple[int, ...], num_classes: int, *, width: int = 32) -> nn.Module:
+def _build_cnn(
+    input_shape: tuple[int, ...], num_classes: int, *, width: Annotated[int, Bounds(ge=1, le=4096)] = 32
+) -> nn.Module:
     """Two conv blocks and a linear head, 1-D or 2-D by the input's shape."""
     return SmallCNN(num_classes, in_channels=input_shape[0], dims=len(input_shape) - 1, width=width)
 
 
-def _build_mlp(input_shape: tuple[int, ...], num_classes: int, *, hidden: Sequence[int] = (256, 256)) -> nn.Module:
+def _build_mlp(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    hidden: Annotated[Sequence[int], Bounds(ge=1, le=65_536, max_length=64)] = (256, 256),
+) -> nn.Module:
     """A ReLU MLP over flattened inputs; hidden: the widths of its hidden layers."""
     return MLP(int(torch.Size(input_shape).numel()), num_classes, tuple(hidden))
 

@@ -5,13 +5,18 @@ entry points of one group (``tvlars.datasets``, ``tvlars.models``, ``tvlars.task
 distribution. Entry points are discovered on first use and each is imported only when its name is first used or
 the registry is listed; one that fails to import is kept as :class:`Broken` with its error, so a listing still works.
 The options a workload takes, and their defaults, are the keyword parameters of its callable (``inspect.signature``).
+An option annotated ``Annotated[int, Bounds(ge=1, le=1_000_000)]`` is also checked by value (a sequence option:
+each element, and its length against ``max_length``), for built-ins and plugins alike.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 import socket
 import threading
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -20,6 +25,7 @@ from typing import Any
 
 __all__ = [
     "BUILT_IN",
+    "Bounds",
     "REQUIRED",
     "Broken",
     "Entry",
@@ -32,6 +38,53 @@ __all__ = [
 BUILT_IN = "built-in"
 #: The default shown for an option the callable requires.
 REQUIRED = "<required>"
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Bounds on a workload option's value, declared in its callable's signature as ``Annotated[int, Bounds(...)]``.
+
+    ``ge``/``le`` bound a number (NaN and ±Infinity are refused), or each number of a sequence option, whose length
+    ``max_length`` bounds. The API turns these into the same bounds on its request models. A marker of our own
+    rather than pydantic's ``Field`` or ``annotated_types``: ``tvlars`` needs only torch and numpy.
+    """
+
+    ge: float | None = None
+    le: float | None = None
+    max_length: int | None = None
+
+    def check(self, name: str, value: Any) -> None:
+        """``ValueError`` naming ``name`` if ``value`` (a number, or a sequence of numbers) is out of bounds."""
+        if isinstance(value, list | tuple):
+            if self.max_length is not None and len(value) > self.max_length:
+                raise ValueError(f"Invalid {name}: {len(value)} items (at most {self.max_length})")
+            for i, item in enumerate(value):
+                self.check(f"{name}[{i}]", item)
+            return
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return  # a type the callable itself checks
+        if not math.isfinite(value):
+            raise ValueError(f"Invalid {name}: {value!r} (a finite number)")
+        if (self.ge is not None and value < self.ge) or (self.le is not None and value > self.le):
+            raise ValueError(f"Invalid {name}: {value!r} (must be in [{_fmt(self.ge)}, {_fmt(self.le)}])")
+
+
+def _fmt(bound: float | None) -> str:
+    return "-inf" if bound is None else f"{bound:g}" if isinstance(bound, float) else str(bound)
+
+
+def option_bounds(obj: Any) -> dict[str, Bounds]:
+    """The :class:`Bounds` declared on ``obj``'s parameters (``Annotated[..., Bounds(...)]``), by parameter name."""
+    try:
+        hints = typing.get_type_hints(obj, include_extras=True)
+    except Exception:  # an annotation that does not resolve (a plugin's forward reference): no declared bounds
+        return {}
+    found = {}
+    for name, hint in hints.items():
+        for meta in getattr(hint, "__metadata__", ()):
+            if isinstance(meta, Bounds):
+                found[name] = meta
+    return found
 
 
 class PluginError(ValueError):
@@ -52,6 +105,7 @@ class Entry:
     source: str = BUILT_IN
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     description: str = ""
+    bounds: Mapping[str, Bounds] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -136,7 +190,9 @@ class Registry:
                     f"{self.kind} {name!r} is registered twice: by {_owner(other)} and by {_owner(source)} "
                     "(uninstall one, or register under another name)"
                 )
-            entry = Entry(self.kind, name, obj, source, MappingProxyType(self._read_options(obj)), _first_line(obj))
+            options = MappingProxyType(self._read_options(obj))
+            bounds = MappingProxyType({k: b for k, b in option_bounds(obj).items() if k in options})
+            entry = Entry(self.kind, name, obj, source, options, _first_line(obj), bounds)
             self._entries[name] = entry
             return entry
 
@@ -206,8 +262,10 @@ class Registry:
     # -- options -----------------------------------------------------------------------------------------------------
 
     def check_options(self, name: str, options: Mapping[str, Any]) -> None:
-        """``ValueError`` naming every option ``name`` does not take, and the ones it does."""
-        accepted = self.get(name).options
+        """``ValueError`` naming every option ``name`` does not take (and the ones it does), a required option
+        missing, or a value outside the bounds its signature declares."""
+        entry = self.get(name)
+        accepted = entry.options
         unknown = sorted(set(options) - set(accepted))
         if unknown:
             listed = ", ".join(f"{k}={v!r}" for k, v in accepted.items()) or "none"
@@ -215,6 +273,12 @@ class Registry:
         missing = sorted(k for k, v in accepted.items() if v == REQUIRED and k not in options)
         if missing:
             raise ValueError(f"{self.kind} {name!r} needs option(s): {', '.join(missing)}")
+        for key, value in options.items():
+            if key in entry.bounds:
+                try:
+                    entry.bounds[key].check(key, value)
+                except ValueError as e:
+                    raise ValueError(f"{self.kind} {name!r}: {e}") from None
 
     def _signature_options(self, obj: Any) -> dict[str, Any]:
         if not callable(obj):

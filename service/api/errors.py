@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
+from search_spaces.spec import non_finite_path
+
 __all__ = ["COMMON_RESPONSES", "Responses", "conflict", "not_found", "validate_body"]
 
 Responses = dict[int | str, dict[str, Any]]
@@ -42,6 +44,10 @@ def validate_body(model: type[Spec], body: dict[str, Any], resolve: Callable[[di
         data = resolve(body)
     except KeyError as e:
         raise RequestValidationError([{"loc": ("body", "preset"), "msg": str(e), "type": "value_error"}]) from None
+    where = non_finite_path(data)
+    if where is not None:  # before validation: its location is the field's own, and nothing deep-copies it first
+        msg = "NaN and ±Infinity are not JSON numbers; a spec may not hold them"
+        raise RequestValidationError([{"loc": ("body", *where), "msg": msg, "type": "finite_number"}])
     try:
         return model.model_validate(data)
     except ValidationError as e:

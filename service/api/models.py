@@ -372,6 +372,11 @@ class WorkloadPublic(BaseModel):
         description="options and their defaults (datasets: dataset_options, models: model_options, tasks: trial keys)"
     )
     required: list[str] = Field(description="options without a default")
+    bounds: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="options declared with bounds (Annotated[int, tvlars.registry.Bounds(ge, le, max_length)]): "
+        "values outside them are a 422",
+    )
 
 
 class OptimizerPublic(BaseModel):

@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     data_dir: str | None = None
     ray_address: str | None = Field(default=None, validation_alias="RAY_ADDRESS")
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_trial_gb: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="the most host memory one trial may need (GiB), estimated at submit; default: this host's memory",
+    )
     worker_heartbeat_s: float = Field(default=2.0, gt=0)
     worker_stale_s: float = Field(default=20.0, gt=0, description="a worker silent this long is dead")
     worker_poll_s: float = Field(default=1.0, gt=0)

@@ -41,7 +41,17 @@ class TrialErrors(tune.Callback):
         error_file = getattr(trial, "error_file", None)
         if error_file and os.path.exists(error_file):
             text = Path(error_file).read_text()[-2000:]
-        self.messages[trial.trial_id] = text or str(getattr(trial, "error_msg", "") or "Ray reported an error")
+        text = text or str(getattr(trial, "error_msg", "") or "Ray reported an error")
+        self.messages[trial.trial_id] = f"out of memory: {text}" if out_of_memory(text) else text
+
+
+#: What Ray's memory monitor, the kernel's OOM killer (a worker killed by SIGKILL) and the allocators say.
+_OOM_SIGNS = ("OutOfMemoryError", "MemoryError", "out of memory", "memory monitor", "SIGKILL", "signal 9")
+
+
+def out_of_memory(text: str) -> bool:
+    """Whether a trial's error says it ran out of memory (its fail_reason then starts with "out of memory")."""
+    return any(sign.lower() in text.lower() for sign in _OOM_SIGNS)
 
 
 class MedianStoppingNoPause(MedianStoppingRule):

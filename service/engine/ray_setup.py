@@ -16,7 +16,7 @@ from .._optuna import is_outage
 from ..errors import StorageError
 from .factories import build_scheduler
 
-__all__ = ["RAY_MAX_FAILURES", "STOP_POLL_S", "StopPoller", "ensure_ray", "fit"]
+__all__ = ["RAY_MAX_FAILURES", "STOP_POLL_S", "StopPoller", "ensure_ray", "fit", "resources_unavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,22 @@ def ensure_ray(address: str | None = None) -> None:
         configure_logging=True,
         logging_level=logging.WARNING,
         runtime_env={"env_vars": env_vars} if env_vars else None,
+    )
+
+
+def resources_unavailable(spec: StudySpec) -> str | None:
+    """Why no node of the Ray cluster this process joined can run one trial of ``spec`` (its CPUs or GPUs exceed
+    every live node's), else None. Ray itself would only warn and leave the trial pending for ever."""
+    import ray
+
+    need = {"CPU": spec.resources.cpu, "GPU": spec.resources.gpu}
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if not nodes or any(all(r.get(k, 0.0) >= v for k, v in need.items() if v > 0) for r in nodes):
+        return None
+    largest = ", ".join(f"{k} {max(r.get(k, 0.0) for r in nodes):g}" for k in ("CPU", "GPU"))
+    return (
+        f"no node of the Ray cluster offers the resources one trial asks for (cpu {spec.resources.cpu:g}, "
+        f"gpu {spec.resources.gpu:g}); the most any node has: {largest}"
     )
 
 
@@ -100,6 +116,9 @@ def fit(
     from .trainable import train_trial
 
     ensure_ray(ray_address)
+    unfit = resources_unavailable(spec)
+    if unfit is not None:  # a trial would wait for ever: the study fails now and the worker moves on
+        return unfit
     storage = storage_path or os.environ.get("TVLARS_CHECKPOINT_PATH") or None
     if storage is None:
         storage = str(Path(results_dir or Path(tempfile.gettempdir()) / "tvlars-tune-ray").resolve())

@@ -53,6 +53,18 @@ def _load_state(checkpoint: tune.Checkpoint) -> tuple[dict[str, Any], dict[str, 
     return state, meta
 
 
+#: A trial process's /proc/self/oom_score_adj: under memory pressure the kernel kills a trial before the API or the
+#: worker (whose trial then FAILs with "out of memory"). No RLIMIT_AS: it breaks torch's allocator.
+TRIAL_OOM_SCORE_ADJ = 500
+
+
+def _prefer_oom_kill() -> None:
+    try:
+        Path("/proc/self/oom_score_adj").write_text(str(TRIAL_OOM_SCORE_ADJ))
+    except OSError:  # not Linux, or a sandbox that forbids it: the default score
+        pass
+
+
 def train_trial(config: dict[str, Any]) -> None:
     """Tune function trainable. ``config``: ``{"trial": <tvlars.train config>, "number": <Optuna trial number>,
     "searched": [searched keys], "restore": <checkpoint path or URI to start from, optional>}``."""
@@ -60,6 +72,7 @@ def train_trial(config: dict[str, Any]) -> None:
 
     from tvlars.train import run  # imported in the worker, so the driver never loads torch for this
 
+    _prefer_oom_kill()
     trial_config = dict(config["trial"])
     if "num_threads" not in trial_config:
         # a trial holding N CPUs uses N threads, not every core of the machine

@@ -49,8 +49,12 @@ def test_sampler_options_are_checked_by_the_spec():
 
 def test_a_value_the_sampler_refuses_is_an_invalid_spec():
     data = quick_spec("s", sampler={"name": "nsga2", "options": {"population_size": 1}})
+    with pytest.raises(ValueError, match="option 'population_size': Input should be greater than or equal to 2"):
+        StudySpec.model_validate(data)  # the options' bounds refuse it at submit
+    spec = StudySpec.model_validate(quick_spec("s", sampler={"name": "nsga2"}))
+    spec.sampler.options = {"population_size": 1}  # a spec stored before the bounds: the engine still refuses it
     with pytest.raises(InvalidSpecError, match="sampler.options do not fit the nsga2 sampler"):
-        build_sampler(StudySpec.model_validate(data))
+        build_sampler(spec)
 
 
 @pytest.mark.parametrize(("kind", "table"), [("sampler", SAMPLERS), ("scheduler", SCHEDULERS)])

@@ -205,7 +205,6 @@ class TrialConfig(BarlowTwinsKeys, RuntimeKeys, ScheduleKeys, OptimizerKeys, Wor
             "val_fraction",
             "a number in [0, 0.5)",
         )
-        need(isinstance(self.split_seed, int) and not isinstance(self.split_seed, bool), "split_seed", "an integer")
         need(_positive_int(self.batch_size), "batch_size", "a positive integer")
         need(_positive_int(self.epochs), "epochs", "a positive integer")
         need(
@@ -227,7 +226,7 @@ class TrialConfig(BarlowTwinsKeys, RuntimeKeys, ScheduleKeys, OptimizerKeys, Wor
             "a fraction of training in [0, 1]",
         )
         need(self.warmup_epochs is None or 0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", "0..epochs")
-        need(_positive_int(self.eval_batch_size), "eval_batch_size", "a positive integer")
+        need(_positive_int(self.eval_batch_size, _MAX_BATCH), "eval_batch_size", f"an integer in 1..{_MAX_BATCH}")
         need(_positive_int(self.nan_check_every), "nan_check_every", "a positive integer")
         need(
             isinstance(self.checkpoint_every, int)
@@ -242,8 +241,14 @@ class TrialConfig(BarlowTwinsKeys, RuntimeKeys, ScheduleKeys, OptimizerKeys, Wor
             "projector_dims",
             "a list of positive sizes",
         )
-        need(self.probe_epochs is None or _positive_int(self.probe_epochs), "probe_epochs", "a positive integer")
-        need(_positive_int(self.probe_batch_size), "probe_batch_size", "a positive integer")
+        need(
+            self.probe_epochs is None or _positive_int(self.probe_epochs, _MAX_EPOCHS),
+            "probe_epochs",
+            f"an integer in 1..{_MAX_EPOCHS}",
+        )
+        need(_positive_int(self.probe_batch_size, _MAX_BATCH), "probe_batch_size", f"an integer in 1..{_MAX_BATCH}")
+        need(_seed(self.seed), "seed", f"an integer in 0..{_SEED_MAX}")
+        need(_seed(self.split_seed), "split_seed", f"an integer in 0..{_SEED_MAX}")
         need(math.isfinite(self.probe_lr) and self.probe_lr > 0, "probe_lr", "a finite number > 0")
         # the optimizer's own checks (momentum, eta, lam, betas, ...), on a throwaway layer
         build_optimizer(self, nn.Linear(2, 2), steps_per_epoch=1)
@@ -257,8 +262,18 @@ class TrialConfig(BarlowTwinsKeys, RuntimeKeys, ScheduleKeys, OptimizerKeys, Wor
         return {**self.model_options, "stem": self.stem}
 
 
-def _positive_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+#: Upper bounds on sizes and seeds (torch and numpy take 32-bit seeds; a batch past a million rows is a typo).
+_MAX_BATCH = 1_048_576
+_MAX_EPOCHS = 10_000
+_SEED_MAX = 2**31 - 1
+
+
+def _positive_int(v: Any, high: int | None = None) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0 and (high is None or v <= high)
+
+
+def _seed(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= _SEED_MAX
 
 
 def _takers(argument: str) -> list[str]:

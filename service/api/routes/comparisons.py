@@ -6,11 +6,14 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from search_spaces import merge
-from search_spaces.comparison import ComparisonSpec, load_comparison_data
+from search_spaces.comparison import ComparisonSpec, expand, load_comparison_data
+from search_spaces.spec import StudySpec
 
 from ...comparisons.records import (
     TUNING_ROLES,
@@ -24,12 +27,14 @@ from ...comparisons.records import (
     studies_of,
 )
 from ...comparisons.report import render_html
+from ...comparisons.reruns import rerun_spec
 from ...comparisons.result import result_from_json
 from ...core.config import Settings
 from ...models import ComparisonPhase, ComparisonRecord, StudyState
 from ..cache import CACHED_RESPONSES, cached_read
 from ..deps import Offset, ReadKey, SettingsDep, WriteKey
 from ..errors import COMMON_RESPONSES, conflict, not_found, validate_body
+from ..limits import check_resources, check_trial_memory
 from ..models import ArmPublic, ComparisonCreate, ComparisonPublic, ComparisonsPublic
 from ..writes import IdempotencyKey, submitted, written
 
@@ -49,6 +54,23 @@ def _resolve(body: dict[str, Any]) -> dict[str, Any]:
 def validate_comparison(body: dict[str, Any]) -> ComparisonSpec:
     """Resolve a preset and validate; errors become 422 with each field's location under ``body``."""
     return validate_body(ComparisonSpec, body, _resolve)
+
+
+def check_studies(spec: ComparisonSpec, max_trial_gb: float | None) -> None:
+    """What the comparison's studies will need, checked at submit (each a 422): every tuning study's trials fit in
+    memory and in some node's resources, and every re-run study it may queue is a valid spec (its tuned config
+    taken at the search space's lower corner; the comparison's own validation covers its extension studies)."""
+    for study in expand(spec):
+        if study.repeat != spec.tuning_repeats - 1:
+            continue
+        tuned = StudySpec.model_validate(study.spec)
+        check_trial_memory(tuned, max_trial_gb)
+        check_resources(tuned)
+        try:
+            rerun_spec(tuned, tuned.lower_corner(), spec.rerun.top_k, spec.rerun.seeds)
+        except (ValidationError, ValueError) as e:
+            msg = f"arm {study.arm.name} at batch size {study.batch_size}: its re-run study would be invalid: {e}"
+            raise RequestValidationError([{"loc": ("body", "rerun"), "msg": msg, "type": "derived_study"}]) from None
 
 
 def to_public(session: Session, record: ComparisonRecord) -> ComparisonPublic:
@@ -128,6 +150,7 @@ def submit_comparison(
 ) -> ComparisonPublic:
     """Validate and queue a comparison: one tuning study per arm × batch size, re-runs and the result after."""
     spec = validate_comparison(body.model_dump(exclude_none=True))
+    check_studies(spec, settings.max_trial_gb)
     owner = key.fingerprint if key else None
     return submitted(
         response,

@@ -20,6 +20,7 @@ from ...trial_report import SUMMARY_METRICS
 from ..cache import CACHED_RESPONSES, cached_read
 from ..deps import Offset, ReadKey, SettingsDep, WriteKey
 from ..errors import COMMON_RESPONSES, conflict, not_found, validate_body
+from ..limits import check_resources, check_trial_memory
 from ..models import (
     LeaderboardPublic,
     ResumeRequest,
@@ -136,6 +137,8 @@ def submit_study(
 ) -> StudyPublic:
     """Validate and queue a study; a worker picks it up. ``Idempotency-Key`` makes retries safe."""
     spec = validate_spec(body.model_dump(exclude_none=True))
+    check_trial_memory(spec, settings.max_trial_gb)
+    check_resources(spec)
     owner = key.fingerprint if key else None
     return submitted(
         response,

@@ -7,6 +7,7 @@ that fails to import is listed under ``broken`` with its error.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any
 
@@ -56,6 +57,7 @@ def _workload(entry: Entry) -> WorkloadPublic:
         description=entry.description,
         options=options,
         required=required,
+        bounds={k: {f: v for f, v in dataclasses.asdict(b).items() if v is not None} for k, b in entry.bounds.items()},
     )
 
 
