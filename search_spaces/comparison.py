@@ -443,7 +443,7 @@ class ComparisonSpec(_Strict):
             if arm.lr_center is None and arm.optimizer not in _PRESET_OF:
                 raise ValueError(f"arms[{i}] ({arm.name}): no paper preset for {arm.optimizer!r}; give lr_center")
             for i_bs, bs in enumerate(self.batch_sizes):
-                tuned = _study_spec(self, arm, i_bs, self.tuning_repeats - 1)  # the last repeat: its seeds are largest
+                tuned = _study_spec(self, arm, i_bs, self.repeats_max - 1)  # the last repeat: its seeds are largest
                 try:
                     StudySpec.model_validate(tuned)
                 except ValidationError as e:

@@ -60,9 +60,7 @@ def check_studies(spec: ComparisonSpec, max_trial_gb: float | None) -> None:
     """What the comparison's studies will need, checked at submit (each a 422): every tuning study's trials fit in
     memory and in some node's resources, and every re-run study it may queue is a valid spec (its tuned config
     taken at the search space's lower corner; the comparison's own validation covers its extension studies)."""
-    for study in expand(spec):
-        if study.repeat != spec.tuning_repeats - 1:
-            continue
+    for study in expand(spec, repeats=[spec.repeats_max - 1]):  # the last repeat: its seeds are largest
         tuned = StudySpec.model_validate(study.spec)
         check_trial_memory(tuned, max_trial_gb)
         check_resources(tuned)
