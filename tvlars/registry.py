@@ -20,6 +20,7 @@ from typing import Any
 
 __all__ = [
     "BUILT_IN",
+    "Bounds",
     "REQUIRED",
     "Broken",
     "Entry",
@@ -32,6 +33,39 @@ __all__ = [
 BUILT_IN = "built-in"
 #: The default shown for an option the callable requires.
 REQUIRED = "<required>"
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Bounds on a number, for ``Annotated[float, Bounds(ge=0)]`` (a workload option, an optimizer hyperparameter).
+
+    Torch-free and tiny on purpose: the trainer checks a value with :meth:`check`; the service reads the same fields
+    (``ge``, ``gt``, ``le``, ``lt``, as pydantic's ``Field``) to bound a request.
+
+    >>> Bounds(ge=0, le=1).check(0.5), Bounds(gt=0).describe()
+    (True, '> 0')
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def check(self, value: float) -> bool:
+        """Whether ``value`` is finite and within every bound given."""
+        return (
+            value == value
+            and abs(value) != float("inf")
+            and (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+            and (self.lt is None or value < self.lt)
+        )
+
+    def describe(self) -> str:
+        """The bounds as text: ``>= 0, <= 1``; ``finite`` with none."""
+        pairs = ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+        return ", ".join(f"{op} {v:g}" for op, v in pairs if v is not None) or "finite"
 
 
 class PluginError(ValueError):
@@ -95,6 +129,7 @@ class Registry:
             ``input_shape, num_classes``: 2).
         options (callable, optional): reads an object's options itself (tasks); default: the callable's keyword
             parameters after ``leading``.
+        describe (callable, optional): an object's one-line description; default: its docstring's first line.
     """
 
     def __init__(
@@ -104,11 +139,13 @@ class Registry:
         *,
         leading: int = 0,
         options: Callable[[Any], Mapping[str, Any]] | None = None,
+        describe: Callable[[Any], str] | None = None,
     ) -> None:
         self.kind = kind
         self.group = group
         self.leading = leading
         self._read_options = options or self._signature_options
+        self._describe = describe or _first_line
         self._entries: dict[str, Entry] = {}
         self._plugins: dict[str, _Plugin] | None = None
         self._broken: dict[str, Broken] = {}
@@ -136,7 +173,7 @@ class Registry:
                     f"{self.kind} {name!r} is registered twice: by {_owner(other)} and by {_owner(source)} "
                     "(uninstall one, or register under another name)"
                 )
-            entry = Entry(self.kind, name, obj, source, MappingProxyType(self._read_options(obj)), _first_line(obj))
+            entry = Entry(self.kind, name, obj, source, MappingProxyType(self._read_options(obj)), self._describe(obj))
             self._entries[name] = entry
             return entry
 

@@ -15,7 +15,7 @@ that cannot be checked makes the verdict :attr:`~Verdict.INCONCLUSIVE` with the 
 - the difference's two-level bootstrap p-value, Holm-adjusted over every verdict of the comparison, decides
   ``better``/``worse``/``no clear difference`` (:func:`~service.comparisons.stats.decide`);
 - **search check**: where the arm under test's search space contains another arm's configurations (TVLARS with
-  λ → 0 is LARS at LR/(α + 1), :data:`SPECIAL_CASES`) and its tuned score is nonetheless clearly below that arm's,
+  λ → 0 is LARS at LR/(α + 1), ``contains``) and its tuned score is nonetheless clearly below that arm's,
   the search failed, and every verdict at that batch size is ``inconclusive: search failure``, never ``worse``. Where
   that check cannot run, a ``worse`` at that batch size is ``inconclusive`` too.
 """
@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+from tvlars.optim import get_optimizer
 
 from ..trial_report import TrialAttr
 from .stats import (
@@ -41,7 +43,6 @@ from .stats import (
 )
 
 __all__ = [
-    "SPECIAL_CASES",
     "ArmResult",
     "ComparisonResult",
     "ParamRange",
@@ -53,9 +54,6 @@ __all__ = [
     "result_from_json",
 ]
 
-#: Optimizer → the optimizers its search space contains as a special case: TVLARS with λ → 0 is LARS (its λ → 0
-#: point is enqueued in every TVLARS arm), so tuned TVLARS below tuned LARS is a failed search, not a worse optimizer.
-SPECIAL_CASES: dict[str, tuple[str, ...]] = {"tvlars": ("lars",)}
 #: Fixed keys that give plain LARS a schedule TVLARS's φ cannot express (warm-up, cosine decay).
 _SCHEDULE_KEYS = {"lr_schedule": "constant", "warmup_epochs": 0}
 
@@ -167,12 +165,16 @@ class ArmResult:
 
 
 def contains(outer: ArmResult, inner: ArmResult) -> bool:
-    """Whether ``outer``'s search space contains ``inner``'s configurations (:data:`SPECIAL_CASES`).
+    """Whether ``outer``'s search space contains ``inner``'s configurations: its optimizer's declaration says so
+    (:attr:`tvlars.optim.OptimizerSpec.contains`: TVLARS at λ → 0 is LARS, and that point is enqueued in every arm).
 
     ``inner`` must be the plain special case (no warm-up, constant schedule), and the fixed values both arms set
     must agree.
     """
-    if inner.optimizer not in SPECIAL_CASES.get(outer.optimizer, ()):
+    try:
+        if inner.optimizer not in get_optimizer(outer.optimizer).contains:
+            return False
+    except ValueError:  # an optimizer no longer installed here: nothing is known to contain anything
         return False
     if any(inner.fixed.get(k, plain) not in (plain, None) for k, plain in _SCHEDULE_KEYS.items()):
         return False
