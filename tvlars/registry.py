@@ -10,6 +10,7 @@ The options a workload takes, and their defaults, are the keyword parameters of 
 from __future__ import annotations
 
 import inspect
+import math
 import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -37,13 +38,12 @@ REQUIRED = "<required>"
 
 @dataclass(frozen=True)
 class Bounds:
-    """Bounds on a number, for ``Annotated[float, Bounds(ge=0)]`` (a workload option, an optimizer hyperparameter).
+    """Bounds on a number, declared as ``Annotated[float, Bounds(ge=0)]`` (an optimizer hyperparameter; the same marker
+    as workload options'). A marker of our own rather than pydantic's ``Field``: ``tvlars`` needs only torch and numpy.
 
-    Torch-free and tiny on purpose: the trainer checks a value with :meth:`check`; the service reads the same fields
-    (``ge``, ``gt``, ``le``, ``lt``, as pydantic's ``Field``) to bound a request.
-
-    >>> Bounds(ge=0, le=1).check(0.5), Bounds(gt=0).describe()
-    (True, '> 0')
+    >>> Bounds(gt=0, lt=1).check("beta", 0.5)
+    >>> Bounds(gt=0).describe()
+    '> 0'
     """
 
     ge: float | None = None
@@ -51,16 +51,17 @@ class Bounds:
     le: float | None = None
     lt: float | None = None
 
-    def check(self, value: float) -> bool:
-        """Whether ``value`` is finite and within every bound given."""
-        return (
-            value == value
-            and abs(value) != float("inf")
+    def check(self, name: str, value: float) -> None:
+        """``ValueError("Invalid {name}: {value} (a number ...)")`` unless ``value`` is finite and within bounds."""
+        ok = (
+            math.isfinite(value)
             and (self.ge is None or value >= self.ge)
             and (self.gt is None or value > self.gt)
             and (self.le is None or value <= self.le)
             and (self.lt is None or value < self.lt)
         )
+        if not ok:
+            raise ValueError(f"Invalid {name}: {value!r} (a number {self.describe()})")
 
     def describe(self) -> str:
         """The bounds as text: ``>= 0, <= 1``; ``finite`` with none."""

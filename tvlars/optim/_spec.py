@@ -122,7 +122,11 @@ class Hyperparameter:
             return None if bool in kinds else f"a {_kind_names(kinds)}"
         if isinstance(value, int | float) and (float in kinds or (int in kinds and isinstance(value, int))):
             bounds = self.bounds or Bounds()
-            return None if bounds.check(value) else f"a number {bounds.describe()}"
+            try:
+                bounds.check(self.key, value)
+            except ValueError:
+                return f"a number {bounds.describe()}"
+            return None
         if not any(isinstance(value, k) for k in kinds if k is not type(None)):
             return f"a {_kind_names(kinds)}"
         return None
