@@ -1,1 +1,1 @@
-"""An example tvlars optimizer plugin: Lion, declared in :mod:`.lion` (entry point ``lion`` in ``tvlars.optimizers``)."""
+"""An example tvlars optimizer plugin: Lion, declared in :mod:`.lion` (entry point ``lion``)."""

@@ -50,10 +50,18 @@ SPEC = OptimizerSpec(
         Hyperparameter("lr", Annotated[float, Bounds(ge=0)], 1e-4, help="learning rate (3-10x below AdamW's)"),
         Hyperparameter("weight_decay", Annotated[float, Bounds(ge=0)], 0.0, help="decoupled weight decay"),
         Hyperparameter(
-            "beta1", Annotated[float, Bounds(ge=0, lt=1)], 0.9, argument="betas", convert=lambda v, a, _: (v, a["beta2"])
+            "beta1",
+            Annotated[float, Bounds(ge=0, lt=1)],
+            0.9,
+            argument="betas",
+            convert=lambda v, a, _: (v, a["beta2"]),
         ),
         Hyperparameter(
-            "beta2", Annotated[float, Bounds(ge=0, lt=1)], 0.99, argument="betas", convert=lambda v, a, _: (a["beta1"], v)
+            "beta2",
+            Annotated[float, Bounds(ge=0, lt=1)],
+            0.99,
+            argument="betas",
+            convert=lambda v, a, _: (a["beta1"], v),
         ),
     ),
     "Lion: sign of interpolated momentum (Chen et al., 2023)",
