@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from search_spaces.comparison import RANGE_EDGE  # noqa: E402
-from tvlars.optim import get_optimizer  # noqa: E402
+from tvlars.optim import OptimizerSpec, get_optimizer  # noqa: E402
 from tvlars.schedules import warmup_cosine_factor  # noqa: E402
 
 from .result import ArmResult, ComparisonResult  # noqa: E402
@@ -136,8 +136,18 @@ def effective_lr(arm: ArmResult, lr: float) -> float:
     """The LR the optimizer steps with at the arm's batch size, under its LR scaling rule (LARS + warm-up searches a
     base LR per 256 examples)."""
     config = {**arm.fixed, **arm.best_params}
-    spec = get_optimizer(arm.optimizer)
+    spec = _declaration(arm)
+    if spec is None:
+        return lr
     return spec.training(arm.batch_size, arm.epochs, arm.steps_per_epoch, config.get("lr_scaling")).lr(lr)
+
+
+def _declaration(arm: ArmResult) -> OptimizerSpec | None:
+    """The arm's optimizer's declaration; None where it is no longer installed here (its plot shows the LR alone)."""
+    try:
+        return get_optimizer(arm.optimizer)
+    except ValueError:
+        return None
 
 
 def step_multiplier(arm: ArmResult) -> tuple[np.ndarray, np.ndarray]:
@@ -149,7 +159,10 @@ def step_multiplier(arm: ArmResult) -> tuple[np.ndarray, np.ndarray]:
     converts them).
     """
     config = {**arm.fixed, **arm.best_params}
-    spec = get_optimizer(arm.optimizer)
+    spec = _declaration(arm)
+    if spec is None:
+        steps = np.arange(1, max(arm.epochs * arm.steps_per_epoch, 1) + 1)
+        return steps, np.full(steps.shape, float(config.get("lr", 1.0)))
     training = spec.training(arm.batch_size, arm.epochs, max(arm.steps_per_epoch, 1), config.get("lr_scaling"))
     total = max(training.total_steps, 1)
     steps = np.arange(1, total + 1)
