@@ -77,7 +77,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from tvlars.optim import LOW, OptimizerSpec, get_optimizer, interpolate, round_sig
+from tvlars.optim import LOW, LR_SCALINGS, OptimizerSpec, get_optimizer, interpolate, round_sig
 
 from . import merge
 from .spec import (
@@ -118,8 +118,6 @@ __all__ = [
 
 _DIR = Path(__file__).resolve().parent / "comparisons"
 
-#: How an arm's searched ``lr`` relates to the LR the optimizer uses.
-LR_SCALINGS = ("none", "linear_256")
 #: Comparisons select on validation; the trainer's held-out split reports ``val_acc``. Where this trainer predates
 #: the split, the study specs' vocabulary lacks it and the default is the test accuracy the trainer does report.
 DEFAULT_METRIC = "val_acc" if "val_acc" in METRICS else "test_acc"

@@ -11,6 +11,8 @@ from ._param_groups import param_groups
 from ._phi import phi
 from ._spec import (
     LOW,
+    LR_SCALINGS,
+    LR_SCHEDULES,
     OPTIMIZERS,
     Hyperparameter,
     OptimizerSpec,
@@ -29,6 +31,8 @@ __all__ = [
     "LAMB",
     "LARS",
     "LOW",
+    "LR_SCALINGS",
+    "LR_SCHEDULES",
     "OPTIMIZERS",
     "TVLARS",
     "Hyperparameter",

@@ -26,6 +26,8 @@ from ..schedules import paper_lr
 
 __all__ = [
     "LOW",
+    "LR_SCALINGS",
+    "LR_SCHEDULES",
     "OPTIMIZERS",
     "Hyperparameter",
     "OptimizerSpec",

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..data import DATASETS
 from ..models import MODELS
-from ..optim import OPTIMIZERS, OptimizerSpec, create_optimizer, get_optimizer
+from ..optim import LR_SCALINGS, LR_SCHEDULES, OPTIMIZERS, OptimizerSpec, create_optimizer, get_optimizer
 from ..schedules import WarmupCosine
 from .tasks import TASKS
 
@@ -39,8 +39,6 @@ __all__ = [
 ]
 
 _PRECISIONS = ("auto", "fp32", "bf16")
-_LR_SCALINGS = ("none", "linear_256")
-_LR_SCHEDULES = ("constant", "warmup_cosine")
 
 
 @dataclass
@@ -176,8 +174,8 @@ class TrialConfig(BarlowTwinsKeys, RuntimeKeys, ScheduleKeys, OptimizerKeys, Wor
         DATASETS.check_options(self.dataset, self.dataset_options)
         MODELS.check_options(self.model, self.model_build_options())
         need(self.precision in _PRECISIONS, "precision", f"choose from {', '.join(_PRECISIONS)}")
-        need(self.lr_scaling in (None, *_LR_SCALINGS), "lr_scaling", f"choose from {', '.join(_LR_SCALINGS)}")
-        need(self.lr_schedule in (None, *_LR_SCHEDULES), "lr_schedule", f"choose from {', '.join(_LR_SCHEDULES)}")
+        need(self.lr_scaling in (None, *LR_SCALINGS), "lr_scaling", f"choose from {', '.join(LR_SCALINGS)}")
+        need(self.lr_schedule in (None, *LR_SCHEDULES), "lr_schedule", f"choose from {', '.join(LR_SCHEDULES)}")
         need(_positive_int(self.ddp_devices), "ddp_devices", "a positive integer")
         need(isinstance(self.drop_last, bool), "drop_last", "true or false")
         need(
