@@ -11,15 +11,18 @@ TORCH_SPEC ?= torch==2.13.0
 
 install: $(VENV)/.installed
 
-# The example workload plugin (examples/workload-plugin) is installed too: the tests tune a study on it.
+# The example plugins are installed too: the tests tune a study on the workload plugin (examples/workload-plugin)
+# and compare the optimizer plugin's Lion against TVLARS (examples/optimizer-plugin).
 EXAMPLE_PLUGIN := examples/workload-plugin
+EXAMPLE_OPTIMIZER := examples/optimizer-plugin
 
-$(VENV)/.installed: pyproject.toml $(EXAMPLE_PLUGIN)/pyproject.toml
+$(VENV)/.installed: pyproject.toml $(EXAMPLE_PLUGIN)/pyproject.toml $(EXAMPLE_OPTIMIZER)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e $(EXAMPLE_PLUGIN)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e $(EXAMPLE_OPTIMIZER)
 	touch $@
 
 # The report test opens the HTML page in headless Chromium; where apt works it is installed, else that test skips.

@@ -114,17 +114,15 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from tvlars.train import OPTIMIZERS
+from tvlars.optim import LOW, LR_SCALINGS, OptimizerSpec, get_optimizer, interpolate, round_sig
 
-from . import load as load_study_preset
-from . import merge, names
+from . import merge
 from .spec import (
     METRICS,
     CategoricalParam,
@@ -135,6 +133,7 @@ from .spec import (
     Scheduler,
     StudySpec,
     Workload,
+    registered_optimizer,
 )
 
 __all__ = [
@@ -157,15 +156,12 @@ __all__ = [
     "lr_range",
     "extension_spec",
     "range_check",
-    "reference_lam_steps",
     "reference_points",
     "rerun_seeds",
 ]
 
 _DIR = Path(__file__).resolve().parent / "comparisons"
 
-#: How an arm's searched ``lr`` relates to the LR the optimizer uses.
-LR_SCALINGS = ("none", "linear_256")
 #: Comparisons select on validation; the trainer's held-out split reports ``val_acc``. Where this trainer predates
 #: the split, the study specs' vocabulary lacks it and the default is the test accuracy the trainer does report.
 DEFAULT_METRIC = "val_acc" if "val_acc" in METRICS else "test_acc"
@@ -184,21 +180,6 @@ RANGE_CHECKS = ("extend", "flag")
 #: Comparison names leave room for "-<arm>-bs<batch size>-t<repeat>-x-r<rank>" within a study name's 128 characters.
 COMPARISON_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,71}$"
 ARM_LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"
-
-#: The optimizer whose paper preset grid gives an arm's default LR centre and fixed values.
-_PRESET_OF = {"tvlars": "tvlars", "lars": "tvlars", "lars_warmup": "lars-warmup", "lamb": "lamb"}
-_PAPER_PRESET = "paper-cifar10-resnet18-bs{bs}-{optimizer}"
-_DEFAULT_SCALING = {"lars_warmup": "linear_256"}
-#: The paper warms LARS up for 20 of its 100 epochs.
-_PAPER_WARMUP_FRACTION = 0.2
-#: The paper's runs: 100 epochs over CIFAR-10's 50 000 training rows (what its λ grids were chosen for).
-_PAPER_EPOCHS, _PAPER_TRAIN_ROWS = 100, 50_000
-#: TVLARS's schedule searched in units of training: λ × total steps (0.05: φ falls 4 % over training, nearly LARS;
-#: 50: φ is at its floor by a tenth of training) and the delay as a share of training (0 to half of it).
-_TVLARS_SPACE = {
-    "lam_steps": FloatParam(type="float", low=0.05, high=50.0, log=True),
-    "delay_fraction": FloatParam(type="float", low=0.0, high=0.5),
-}
 
 
 class _Strict(BaseModel):
@@ -221,7 +202,7 @@ class ComparisonWorkload(Workload):
 class Arm(_Strict):
     """One optimizer to compare: its search space and fixed values default to the paper presets'."""
 
-    optimizer: Literal[OPTIMIZERS]  # type: ignore[valid-type]
+    optimizer: str = Field(description="A registered optimizer, built in or an installed plugin (GET /v1/workloads)")
     label: str | None = Field(default=None, pattern=ARM_LABEL_PATTERN, description="Defaults to the optimizer")
     search_space: dict[str, Param] | None = Field(
         default=None, description="Parameters besides lr; None: the paper preset's (TVLARS: lam)"
@@ -233,6 +214,11 @@ class Arm(_Strict):
     lr_center: float | dict[int, float] | None = Field(
         default=None, description="The LR range's geometric centre, or {batch_size: centre}; None: the paper's grid"
     )
+
+    @field_validator("optimizer")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        return registered_optimizer(v)
 
     @field_validator("search_space", "fixed")
     @classmethod
@@ -262,7 +248,12 @@ class Arm(_Strict):
     @property
     def scaling(self) -> str:
         """The arm's LR scaling rule, its own or its optimizer's default."""
-        return self.lr_scaling or _DEFAULT_SCALING.get(self.optimizer, "none")
+        return self.lr_scaling or self.spec.lr_scaling
+
+    @property
+    def spec(self) -> OptimizerSpec:
+        """The arm's optimizer's declaration."""
+        return get_optimizer(self.optimizer)
 
 
 class ComparisonBudget(_Strict):
@@ -438,10 +429,10 @@ class ComparisonSpec(_Strict):
         if self.rerun.top_k > self.n_trials:
             raise ValueError(f"rerun.top_k ({self.rerun.top_k}) exceeds the trials a study runs ({self.n_trials})")
         for i, arm in enumerate(self.arms):
-            if arm.lr_center is None and arm.scaling != _DEFAULT_SCALING.get(arm.optimizer, "none"):
+            if arm.lr_center is None and arm.scaling != arm.spec.lr_scaling:
                 raise ValueError(f"arms[{i}] ({arm.name}): lr_scaling {arm.scaling!r} needs an lr_center")
-            if arm.lr_center is None and arm.optimizer not in _PRESET_OF:
-                raise ValueError(f"arms[{i}] ({arm.name}): no paper preset for {arm.optimizer!r}; give lr_center")
+            if arm.lr_center is None and "lr" not in arm.spec.reference(self.batch_sizes[0]):
+                raise ValueError(f"arms[{i}] ({arm.name}): no reference LR for {arm.optimizer!r}; give lr_center")
             for i_bs, bs in enumerate(self.batch_sizes):
                 tuned = _study_spec(self, arm, i_bs, self.repeats_max - 1)  # the last repeat: its seeds are largest
                 try:
@@ -550,21 +541,23 @@ def lr_range(center: float, decades: float) -> tuple[float, float]:
 
 
 def default_lr_center(optimizer: str, batch_size: int) -> float:
-    """The paper grid's geometric-mean LR at ``batch_size`` (interpolated in log–log, constant beyond the ends).
+    """The optimizer's reference LR at ``batch_size``: its declared grids' geometric mean, interpolated log–log and
+    constant beyond the ends (:meth:`tvlars.optim.OptimizerSpec.reference`).
 
-    For ``lars_warmup`` this is a base LR per 256 examples (the trainer scales it); otherwise an absolute LR.
+    Under the declaration's own ``linear_256`` rule (LARS + warm-up) it is a base LR per 256 examples (the trainer
+    scales it); otherwise an absolute LR.
     """
-    table = _paper_lr_table().get(optimizer)
-    if table is None:
-        raise ValueError(f"no paper preset for optimizer {optimizer!r}: give the arm an lr_center")
-    return _interpolate(table, batch_size)
+    lr = get_optimizer(optimizer).reference(batch_size).get("lr")
+    if lr is None:
+        raise ValueError(f"no reference LR for optimizer {optimizer!r}: give the arm an lr_center")
+    return lr
 
 
 def _study_spec(spec: ComparisonSpec, arm: Arm, i_bs: int, repeat: int = 0) -> dict[str, Any]:
     bs = spec.batch_sizes[i_bs]
     center = _arm_center(arm, bs)
-    if arm.scaling == "linear_256" and arm.optimizer != "lars_warmup":
-        center *= bs / 256  # lars_warmup applies bs/256 inside the trainer; the others take the LR as written
+    if arm.scaling == "linear_256" and arm.spec.lr_scaling != "linear_256":
+        center *= bs / 256  # an optimizer declared linear_256 gets bs/256 in the trainer; the others take it as written
     low, high = lr_range(center, spec.lr_decades)
     space: dict[str, Any] = {"lr": {"type": "float", "low": low, "high": high, "log": True}}
     others = arm.search_space if arm.search_space is not None else _default_space(arm.optimizer)
@@ -605,39 +598,33 @@ def reference_points(
     arm: Arm, batch_size: int, lr_center: float, space: dict[str, Any], fixed: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """The configs an arm's search starts from (enqueued first, in every repeat): its official configuration at
-    ``batch_size`` and, for TVLARS, its λ → 0 point.
+    ``batch_size`` and the points where its space contains another optimizer's.
 
-    Official: ``lr`` at the range's centre (the paper grid's geometric mean, or the arm's ``lr_center``); TVLARS's
-    ``lam_steps`` is the paper grid's geometric-mean λ times the paper's total steps at that batch size
-    (:func:`reference_lam_steps`) and ``delay_fraction`` 0 (the official code has no delay); a raw ``lam`` is the
-    grid's geometric mean. λ → 0: the same ``lr`` with ``lam_steps`` (or ``lam``) at the bottom of its range and no
-    delay — φ then stays at 1/(α + 1) throughout, so TVLARS trains as LARS at ``lr`` × 1/(α + 1): the point that
-    makes TVLARS's space contain LARS's. Values are clipped into the space; keys the space lacks are left out.
+    Official: ``lr`` at the range's centre (the reference grid's geometric mean, or the arm's ``lr_center``), the
+    other keys at the declaration's reference (:meth:`tvlars.optim.OptimizerSpec.reference`; TVLARS: the paper
+    grid's λ, in units of training as ``lam_steps``, and no delay). Contained optimizers
+    (:attr:`~tvlars.optim.OptimizerSpec.contains`): the official point with the named keys at the bottom of their
+    range (TVLARS's λ → 0, where φ stays at 1/(α + 1) and TVLARS trains as LARS at ``lr`` / (α + 1)). Values are
+    clipped into the space; keys the space lacks are left out.
     """
-    official: dict[str, Any] = {"lr": lr_center}
-    lambda_zero: dict[str, Any] = {}
-    if arm.optimizer == "tvlars":
-        official |= {"lam_steps": reference_lam_steps(batch_size), "delay_fraction": 0.0, "delay_epochs": 0}
-        official["lam"] = _interpolate(_paper_lam_table(), batch_size)
-        lambda_zero = {**official}
-        for key in ("lam_steps", "lam"):
-            if isinstance(space.get(key), dict) and "low" in space[key]:
-                lambda_zero[key] = space[key]["low"]
+    spec = arm.spec
+    official: dict[str, Any] = {**spec.reference(batch_size), "lr": lr_center}
+    special = []
+    for at in spec.contains.values():
+        point = dict(official)
+        for key, value in at.items():
+            low = space[key].get("low") if isinstance(space.get(key), dict) else None
+            if value != LOW:
+                point[key] = value
+            elif low is not None:
+                point[key] = low
+        special.append(point)
     points = []
-    for point in (official, lambda_zero):
+    for point in (official, *special):
         clipped = {k: _clip(space[k], v) for k, v in point.items() if k in space}
         if point and clipped and clipped not in points:
             points.append(clipped)
     return points
-
-
-def reference_lam_steps(batch_size: int) -> float:
-    """TVLARS's official λ in units of training: the paper grid's geometric-mean λ at ``batch_size`` times the
-    paper's total optimizer steps there (100 epochs of CIFAR-10's 50 000 rows), interpolated in log–log."""
-    table = {
-        bs: _round(lam * _PAPER_EPOCHS * math.ceil(_PAPER_TRAIN_ROWS / bs)) for bs, lam in _paper_lam_table().items()
-    }
-    return _interpolate(table, batch_size)
 
 
 def _clip(param: dict[str, Any], value: Any) -> Any:
@@ -705,7 +692,7 @@ def _arm_center(arm: Arm, bs: int) -> float:
     if arm.lr_center is None:
         return default_lr_center(arm.optimizer, bs)
     if isinstance(arm.lr_center, dict):
-        return _interpolate(dict(arm.lr_center), bs)
+        return interpolate(dict(arm.lr_center), bs)
     return float(arm.lr_center)
 
 
@@ -713,89 +700,23 @@ def _param_data(p: FloatParam | IntParam | CategoricalParam) -> dict[str, Any]:
     return p.model_dump(exclude_none=True)
 
 
-def _interpolate(table: dict[int, float], bs: int) -> float:
-    """Linear in log LR against log batch size between the table's points; constant beyond its ends."""
-    points = sorted(table.items())
-    if bs <= points[0][0]:
-        return points[0][1]
-    if bs >= points[-1][0]:
-        return points[-1][1]
-    for (b0, c0), (b1, c1) in zip(points, points[1:], strict=False):
-        if b0 <= bs <= b1:
-            t = (math.log(bs) - math.log(b0)) / (math.log(b1) - math.log(b0))
-            return _round(math.exp(math.log(c0) + t * (math.log(c1) - math.log(c0))))
-    raise AssertionError("unreachable: bs lies within the table")
-
-
-def _round(x: float) -> float:
-    return float(f"{x:.6g}")
-
-
-@cache
-def _paper_presets() -> dict[str, dict[int, dict[str, Any]]]:
-    """The paper presets' data by preset optimizer name and batch size."""
-    out: dict[str, dict[int, dict[str, Any]]] = {}
-    for name in names():
-        if not name.startswith("paper-cifar10-resnet18-bs"):
-            continue
-        bs_text, _, optimizer = name.removeprefix("paper-cifar10-resnet18-bs").partition("-")
-        out.setdefault(optimizer, {})[int(bs_text)] = load_study_preset(name)
-    return out
-
-
-@cache
-def _paper_lam_table() -> dict[int, float]:
-    """The TVLARS paper grids' geometric-mean λ by batch size."""
-    return {
-        bs: _round(math.exp(sum(math.log(x) for x in lams) / len(lams)))
-        for bs, data in _paper_presets()["tvlars"].items()
-        for lams in [data["search_space"]["lam"]["choices"]]
-    }
-
-
-@cache
-def _paper_lr_table() -> dict[str, dict[int, float]]:
-    tables: dict[str, dict[int, float]] = {}
-    for optimizer, preset in _PRESET_OF.items():
-        tables[optimizer] = {
-            bs: _round(math.exp(sum(math.log(x) for x in lrs) / len(lrs)))
-            for bs, data in _paper_presets()[preset].items()
-            for lrs in [data["search_space"]["lr"]["choices"]]
-        }
-    return tables
+_round = round_sig
 
 
 def _default_space(optimizer: str) -> dict[str, Any]:
-    """The paper grids' non-LR parameters as continuous ranges spanning every batch size's grid."""
-    presets = _paper_presets().get(_PRESET_OF.get(optimizer, ""), {})
-    if optimizer == "lars":
-        return {}  # LARS without warm-up has no λ: TVLARS's grid searches λ only for φ
-    if optimizer == "tvlars":
-        return dict(_TVLARS_SPACE)
-    choices: dict[str, set[float]] = {}
-    for data in presets.values():
-        for key, p in data["search_space"].items():
-            if key != "lr":
-                choices.setdefault(key, set()).update(p["choices"])
+    """The declaration's default comparison ranges of the keys it searches besides ``lr``."""
     return {
-        key: FloatParam(type="float", low=min(v), high=max(v), log=min(v) > 0) for key, v in sorted(choices.items())
+        key: FloatParam(type="float", low=r.low, high=r.high, log=r.log)
+        for key, r in get_optimizer(optimizer).search_space().items()
     }
 
 
 def _default_fixed(optimizer: str, epochs: int) -> dict[str, Any]:
-    presets = _paper_presets().get(_PRESET_OF.get(optimizer, ""), {})
-    if not presets:
-        return {}
-    fixed = copy.deepcopy(presets[min(presets)]["fixed"])
-    if optimizer == "tvlars":
-        for key in ("lam", "delay_epochs"):  # searched in units of training instead (lam_steps, delay_fraction)
-            fixed.pop(key, None)
-    if optimizer == "lars":
-        # TVLARS's grid lends LARS its LR centre; its fixed values are the warm-up baseline's, without the warm-up
-        fixed = copy.deepcopy(_paper_presets()["lars-warmup"][min(presets)]["fixed"])
-        fixed.pop("warmup_epochs", None)
-    elif optimizer == "lars_warmup":
-        fixed["warmup_epochs"] = _round(_PAPER_WARMUP_FRACTION * epochs)
+    """The declaration's official fixed values; a recipe that warms up fixes its share of ``epochs`` as warm-up."""
+    spec = get_optimizer(optimizer)
+    fixed = copy.deepcopy(dict(spec.official))
+    if spec.warmup_fraction:
+        fixed["warmup_epochs"] = _round(spec.warmup_fraction * epochs)
     return fixed
 
 

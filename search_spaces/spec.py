@@ -9,7 +9,6 @@ built from the space's lower corner passes the trainer's own checks.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from typing import Annotated, Any, Literal
 
@@ -17,9 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from tvlars.data import DATASETS
 from tvlars.models import MODELS
-from tvlars.optim import trainable_optimizers
+from tvlars.optim import OPTIMIZERS
 from tvlars.registry import Registry, WorkloadNotInstalledError
 from tvlars.train import TASKS, TrialConfig, dead_keys
+from tvlars.train.config import trial_keys
 
 from .algorithms import MULTI_OBJECTIVE_SAMPLERS, SAMPLERS, SCHEDULERS, check_options
 
@@ -71,12 +71,9 @@ METRICS: dict[str, str] = {
     "images_per_s": "maximize",
 }
 _VALIDATION_METRICS = ("val_acc", "best_val_acc", "val_loss", "test_acc_at_best_val")
-#: What a trial may train with: the ``tvlars.optim`` registry's names and its recipes (``lars_warmup``).
-OPTIMIZERS = trainable_optimizers()
 #: The only top-level fields a resume may change: a study can be given more trials; anything else is another study.
 RESUMABLE_FIELDS = frozenset({"budget"})
 
-_TRIAL_FIELDS = {f.name: f for f in dataclasses.fields(TrialConfig)}
 #: Keys set by the spec's own fields, never inside workload/fixed/search_space.
 _RESERVED = {"optimizer", "seed", "device", "num_threads", "data_dir"}
 
@@ -177,6 +174,11 @@ class Workload(BaseModel):
         return _registered(MODELS, v)
 
 
+def registered_optimizer(name: str) -> str:
+    """``name`` if it is a usable registered optimizer (built-in or installed plugin), else a clear error."""
+    return _registered(OPTIMIZERS, name)
+
+
 def _registered(registry: Registry, name: str) -> str:
     """``name`` if it is a usable registered workload, else a clear error (unknown, code reference, broken plugin)."""
     kind, names = registry.kind, ", ".join(registry.names())
@@ -264,7 +266,9 @@ class StudySpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN, description="Unique study name: letters, digits, '.', '_', '-'")
     description: str = Field(default="", max_length=2_000)
     workload: Workload
-    optimizer: Literal[OPTIMIZERS] = "tvlars"  # type: ignore[valid-type]
+    optimizer: str = Field(
+        default="tvlars", description="A registered optimizer, built in or an installed plugin (GET /v1/workloads)"
+    )
     search_space: dict[str, Param] = Field(min_length=1)
     fixed: dict[str, Any] = Field(default_factory=dict)
     objective: Objective | list[Objective] = Field(default_factory=Objective)
@@ -321,6 +325,11 @@ class StudySpec(_Strict):
                 f"{'.'.join(map(str, where)) or 'spec'}: NaN and ±Infinity are not numbers a spec may hold"
             )
         return data
+
+    @field_validator("optimizer")
+    @classmethod
+    def _optimizer(cls, v: str) -> str:
+        return registered_optimizer(v)
 
     @field_validator("search_space")
     @classmethod
@@ -520,12 +529,12 @@ def spec_changes(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
 def _check_trial_key(key: str, where: str) -> None:
     if key in _RESERVED:
         raise ValueError(f"{where}: {key!r} is set by the spec itself, not here")
-    if key not in _TRIAL_FIELDS:
+    if key not in trial_keys():
         raise ValueError(f"{where}: unknown trial config key {key!r}{_did_you_mean(key)}")
 
 
 def _did_you_mean(key: str) -> str:
     import difflib
 
-    close = difflib.get_close_matches(key, list(_TRIAL_FIELDS), n=1)
+    close = difflib.get_close_matches(key, trial_keys(), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""

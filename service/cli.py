@@ -311,7 +311,7 @@ def workloads(url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None) -> None:
             options = [f"{k}={v!r}" for k, v in w["options"].items()] + [f"{k} (required)" for k in w["required"]]
             table.add_row(w["kind"], w["name"], w["source"], ", ".join(options) or "-")
     for o in listed["optimizers"]:
-        base = "" if o["name"] == o["optimizer"] else f" ({o['optimizer']} + recipe)"
+        base = "" if o["recipe"] is None else f" ({o['optimizer']} + recipe)"
         table.add_row("optimizer", o["name"] + base, o["source"], ", ".join(o["trial_keys"]))
     console.print(table)
     for b in listed["broken"]:

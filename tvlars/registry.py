@@ -42,19 +42,28 @@ REQUIRED = "<required>"
 
 @dataclass(frozen=True)
 class Bounds:
-    """Bounds on a workload option's value, declared in its callable's signature as ``Annotated[int, Bounds(...)]``.
+    """Bounds on a number, declared in a callable's signature as ``Annotated[int, Bounds(ge=1)]``: a workload option
+    (dataset loader, model builder) or an optimizer hyperparameter. ``ge``/``gt``/``le``/``lt`` bound a number (NaN and
+    ±Infinity are refused), or each number of a sequence option, whose length ``max_length`` bounds. The API turns
+    these into the same bounds on its request models. A marker of our own rather than pydantic's ``Field`` or
+    ``annotated_types``: ``tvlars`` needs only torch and numpy.
 
-    ``ge``/``le`` bound a number (NaN and ±Infinity are refused), or each number of a sequence option, whose length
-    ``max_length`` bounds. The API turns these into the same bounds on its request models. A marker of our own
-    rather than pydantic's ``Field`` or ``annotated_types``: ``tvlars`` needs only torch and numpy.
+    >>> Bounds(gt=0, lt=1).check("beta", 0.5)
+    >>> Bounds(gt=0).describe()
+    '> 0'
+    >>> Bounds(ge=10, le=1_000_000).describe()
+    '>= 10, <= 1000000'
     """
 
     ge: float | None = None
+    gt: float | None = None
     le: float | None = None
+    lt: float | None = None
     max_length: int | None = None
 
     def check(self, name: str, value: Any) -> None:
-        """``ValueError`` naming ``name`` if ``value`` (a number, or a sequence of numbers) is out of bounds."""
+        """``ValueError("Invalid {name}: {value} (a number ...)")`` if ``value`` (a number, or a sequence of numbers)
+        is not finite or out of bounds; a value of another type is left to the callable's own checks."""
         if isinstance(value, list | tuple):
             if self.max_length is not None and len(value) > self.max_length:
                 raise ValueError(f"Invalid {name}: {len(value)} items (at most {self.max_length})")
@@ -62,15 +71,25 @@ class Bounds:
                 self.check(f"{name}[{i}]", item)
             return
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            return  # a type the callable itself checks
-        if not math.isfinite(value):
-            raise ValueError(f"Invalid {name}: {value!r} (a finite number)")
-        if (self.ge is not None and value < self.ge) or (self.le is not None and value > self.le):
-            raise ValueError(f"Invalid {name}: {value!r} (must be in [{_fmt(self.ge)}, {_fmt(self.le)}])")
+            return
+        ok = (
+            math.isfinite(value)
+            and (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+            and (self.lt is None or value < self.lt)
+        )
+        if not ok:
+            raise ValueError(f"Invalid {name}: {value!r} (a number {self.describe()})")
+
+    def describe(self) -> str:
+        """The bounds as text: ``>= 0, <= 1``; ``finite`` with none."""
+        pairs = ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+        return ", ".join(f"{op} {_fmt(v)}" for op, v in pairs if v is not None) or "finite"
 
 
-def _fmt(bound: float | None) -> str:
-    return "-inf" if bound is None else f"{bound:g}" if isinstance(bound, float) else str(bound)
+def _fmt(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() and abs(bound) < 1e15 else f"{bound:g}"
 
 
 def option_bounds(obj: Any) -> dict[str, Bounds]:
@@ -149,6 +168,7 @@ class Registry:
             ``input_shape, num_classes``: 2).
         options (callable, optional): reads an object's options itself (tasks); default: the callable's keyword
             parameters after ``leading``.
+        describe (callable, optional): an object's one-line description; default: its docstring's first line.
     """
 
     def __init__(
@@ -158,11 +178,13 @@ class Registry:
         *,
         leading: int = 0,
         options: Callable[[Any], Mapping[str, Any]] | None = None,
+        describe: Callable[[Any], str] | None = None,
     ) -> None:
         self.kind = kind
         self.group = group
         self.leading = leading
         self._read_options = options or self._signature_options
+        self._describe = describe or _first_line
         self._entries: dict[str, Entry] = {}
         self._plugins: dict[str, _Plugin] | None = None
         self._broken: dict[str, Broken] = {}
@@ -192,7 +214,7 @@ class Registry:
                 )
             options = MappingProxyType(self._read_options(obj))
             bounds = MappingProxyType({k: b for k, b in option_bounds(obj).items() if k in options})
-            entry = Entry(self.kind, name, obj, source, options, _first_line(obj), bounds)
+            entry = Entry(self.kind, name, obj, source, options, self._describe(obj), bounds)
             self._entries[name] = entry
             return entry
 

@@ -72,7 +72,7 @@ class StudyCreate(BaseModel):
     workload: dict[str, Any] | None = Field(
         default=None, description="task, dataset, model, epochs, batch_size and any other tvlars.train config key"
     )
-    optimizer: str | None = Field(default=None, description="tvlars, lars, lars_warmup, lamb, sgd or adamw")
+    optimizer: str | None = Field(default=None, description="a registered optimizer (GET /v1/workloads lists them)")
     search_space: dict[str, dict[str, Any]] | None = Field(
         default=None, description="key → {type: float|int|categorical, low, high, log, step, choices}"
     )
@@ -379,14 +379,28 @@ class WorkloadPublic(BaseModel):
     )
 
 
+class HyperparameterPublic(BaseModel):
+    type: str = Field(description="float, int, bool; 'float | None' where null is allowed")
+    default: Any
+    argument: str = Field(description="the constructor argument it sets")
+    bounds: dict[str, float] = Field(description="ge / gt / le / lt where bounded")
+    search: dict[str, Any] | None = Field(
+        description="its default comparison range {low, high, log}; None: not searched"
+    )
+    help: str
+
+
 class OptimizerPublic(BaseModel):
     name: str = Field(description="what a spec's optimizer says")
-    optimizer: str = Field(description="the registered optimizer it builds (a recipe builds on one)")
+    optimizer: str = Field(description="the optimizer class or function its declaration builds")
     source: str
     description: str
-    hyperparameters: dict[str, Any] = Field(description="the constructor's arguments and defaults")
+    hyperparameters: dict[str, Any] = Field(description="each trial key's default")
     trial_keys: list[str] = Field(description="the trial keys it takes; any other optimizer key is a 422")
-    recipe: dict[str, Any] | None = Field(description="lr_scaling, warmup_fraction, lr_schedule defaults of a recipe")
+    options: dict[str, HyperparameterPublic] = Field(description="each trial key: type, bounds, argument, range")
+    recipe: dict[str, Any] | None = Field(description="lr_scaling, warmup_fraction, lr_schedule where not plain")
+    references: dict[int, dict[str, Any]] = Field(description="its reference configuration at each published size")
+    contains: list[str] = Field(description="optimizers its search space contains (TVLARS at λ → 0: LARS)")
 
 
 class BrokenWorkloadPublic(BaseModel):

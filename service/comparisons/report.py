@@ -43,8 +43,8 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from search_spaces.comparison import RANGE_EDGE  # noqa: E402
-from tvlars import phi  # noqa: E402
-from tvlars.schedules import paper_lr, warmup_cosine_factor  # noqa: E402
+from tvlars.optim import OptimizerSpec, get_optimizer  # noqa: E402
+from tvlars.schedules import warmup_cosine_factor  # noqa: E402
 
 from .result import ArmResult, ComparisonResult  # noqa: E402
 from .stats import (  # noqa: E402
@@ -159,43 +159,49 @@ def format_spread(s: Summary | None) -> str:
 
 
 def effective_lr(arm: ArmResult, lr: float) -> float:
-    """The LR the optimizer steps with at the arm's batch size: warm-up LARS searches a base LR per 256 examples."""
-    return paper_lr(lr, arm.batch_size) if arm.optimizer == "lars_warmup" else lr
+    """The LR the optimizer steps with at the arm's batch size, under its LR scaling rule (LARS + warm-up searches a
+    base LR per 256 examples)."""
+    config = {**arm.fixed, **arm.best_params}
+    spec = _declaration(arm)
+    if spec is None:
+        return lr
+    return spec.training(arm.batch_size, arm.epochs, arm.steps_per_epoch, config.get("lr_scaling")).lr(lr)
+
+
+def _declaration(arm: ArmResult) -> OptimizerSpec | None:
+    """The arm's optimizer's declaration; None where it is no longer installed here (its plot shows the LR alone)."""
+    try:
+        return get_optimizer(arm.optimizer)
+    except ValueError:
+        return None
 
 
 def step_multiplier(arm: ArmResult) -> tuple[np.ndarray, np.ndarray]:
-    """``(steps, multiplier)`` of the tuned config: the factor on the trust-ratio step at each optimizer step.
+    """``(steps, multiplier)`` of the tuned config: the factor on the optimizer's step at each optimizer step.
 
-    TVLARS: ``lr · φ(t)`` (φ with the tuned λ, delay in steps, α, γ_min; ``lam_steps`` and ``delay_fraction`` are
-    converted as the trainer does: λ = lam_steps / total steps, delay = delay_fraction × total steps). Warm-up LARS:
-    its base LR ``lr·bs/256`` times the linear warm-up → cosine factor. Others: their LR, with a warm-up → cosine
-    factor if one was set.
+    The effective LR times the trainer's LR schedule (the declaration's recipe unless the config sets
+    ``warmup_epochs`` / ``lr_schedule``: warm-up → cosine) times the optimizer's own multiplier where its declaration
+    has one (TVLARS: φ(t), with ``lam_steps`` and ``delay_fraction`` converted by the declaration as the trainer
+    converts them).
     """
     config = {**arm.fixed, **arm.best_params}
-    total = max(arm.epochs * arm.steps_per_epoch, 1)
+    spec = _declaration(arm)
+    if spec is None:
+        steps = np.arange(1, max(arm.epochs * arm.steps_per_epoch, 1) + 1)
+        return steps, np.full(steps.shape, float(config.get("lr", 1.0)))
+    training = spec.training(arm.batch_size, arm.epochs, max(arm.steps_per_epoch, 1), config.get("lr_scaling"))
+    total = max(training.total_steps, 1)
     steps = np.arange(1, total + 1)
-    lr = effective_lr(arm, float(config.get("lr", 1.0)))
-    if arm.optimizer == "tvlars":
-        lam = float(config["lam_steps"]) / total if "lam_steps" in config else float(config.get("lam", 1e-3))
-        if "delay_fraction" in config:
-            delay = float(config["delay_fraction"]) * total
-        else:
-            delay = float(config.get("delay_epochs", 0.0)) * arm.steps_per_epoch
-        values = lr * phi(
-            steps.astype(np.float64),
-            lam=lam,
-            delay=delay,
-            alpha=float(config.get("alpha", 1.0)),
-            gamma_min=float(config.get("gamma_min", 0.0)),
-        )
-        return steps, np.asarray(values)
-    warmup = config.get("warmup_epochs")
-    if warmup is None and arm.optimizer == "lars_warmup":
-        warmup = round(0.2 * arm.epochs)
-    if arm.optimizer != "lars_warmup" and not warmup:
-        return steps, np.full(steps.shape, lr)
-    warmup_steps = round(float(warmup or 0) * arm.steps_per_epoch)
-    return steps, np.array([lr * warmup_cosine_factor(int(s) - 1, warmup_steps, total) for s in steps])
+    lr = effective_lr(arm, float(config.get("lr", spec.defaults["lr"])))
+    values = np.full(steps.shape, lr)
+    warmup = spec.warmup_epochs(config.get("warmup_epochs"), arm.epochs)
+    if spec.schedule(config.get("lr_schedule"), warmup) == "warmup_cosine":
+        warmup_steps = round(float(warmup) * arm.steps_per_epoch)
+        values = values * np.array([warmup_cosine_factor(int(s) - 1, warmup_steps, total) for s in steps])
+    if spec.step_factor is not None:
+        given = {k: v for k, v in config.items() if k in spec.keys}
+        values = values * np.asarray(spec.step_factor(steps.astype(np.float64), spec.arguments(given, training)))
+    return steps, values
 
 
 # --- plots -----------------------------------------------------------------------------------------------------------

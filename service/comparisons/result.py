@@ -20,15 +20,17 @@ applied to every pair of arms alike; a rule that cannot be checked makes the ver
 - every verdict carries its minimum detectable difference at ``repeats_max`` with the SD pooled over the batch
   size's verdicts;
 - **search check**: where the arm under test's search space contains another arm's configurations (TVLARS with
-  λ → 0 is LARS at LR/(α + 1), :data:`SPECIAL_CASES`) and it is nonetheless ``worse`` than that arm, the search
-  failed, and every verdict at that batch size is ``inconclusive: search failure``. Where that check cannot run, a
-  ``worse`` at that batch size is ``inconclusive`` too.
+  λ → 0 is LARS at LR/(α + 1), its declaration's ``contains``) and it is nonetheless ``worse`` than that arm, the
+  search failed, and every verdict at that batch size is ``inconclusive: search failure``. Where that check cannot
+  run, a ``worse`` at that batch size is ``inconclusive`` too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+from tvlars.optim import get_optimizer
 
 from ..trial_report import TrialAttr
 from .stats import (
@@ -55,7 +57,6 @@ from .stats import (
 )
 
 __all__ = [
-    "SPECIAL_CASES",
     "ArmResult",
     "ComparisonResult",
     "ParamRange",
@@ -67,9 +68,6 @@ __all__ = [
     "result_from_json",
 ]
 
-#: Optimizer → the optimizers its search space contains as a special case: TVLARS with λ → 0 is LARS (its λ → 0
-#: point is enqueued in every TVLARS arm), so tuned TVLARS below tuned LARS is a failed search, not a worse optimizer.
-SPECIAL_CASES: dict[str, tuple[str, ...]] = {"tvlars": ("lars",)}
 #: Fixed keys that give plain LARS a schedule TVLARS's φ cannot express (warm-up, cosine decay).
 _SCHEDULE_KEYS = {"lr_schedule": "constant", "warmup_epochs": 0}
 
@@ -181,12 +179,16 @@ class ArmResult:
 
 
 def contains(outer: ArmResult, inner: ArmResult) -> bool:
-    """Whether ``outer``'s search space contains ``inner``'s configurations (:data:`SPECIAL_CASES`).
+    """Whether ``outer``'s search space contains ``inner``'s configurations: its optimizer's declaration says so
+    (:attr:`tvlars.optim.OptimizerSpec.contains`: TVLARS at λ → 0 is LARS, and that point is enqueued in every arm).
 
     ``inner`` must be the plain special case (no warm-up, constant schedule), and the fixed values both arms set
     must agree.
     """
-    if inner.optimizer not in SPECIAL_CASES.get(outer.optimizer, ()):
+    try:
+        if inner.optimizer not in get_optimizer(outer.optimizer).contains:
+            return False
+    except ValueError:  # an optimizer no longer installed here: nothing is known to contain anything
         return False
     if any(inner.fixed.get(k, plain) not in (plain, None) for k, plain in _SCHEDULE_KEYS.items()):
         return False

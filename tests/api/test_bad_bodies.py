@@ -117,7 +117,7 @@ STUDY_CASES = [
         _study(workload={"dataset_options": {"num_samples": 10**10}}),
         422,
         ["body"],
-        "Invalid num_samples: 10000000000 (must be in [10, 1000000])",
+        "Invalid num_samples: 10000000000 (a number >= 10, <= 1000000)",
     ),
     (
         "model_options.hidden [1e6] x 100",

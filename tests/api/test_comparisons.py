@@ -62,7 +62,7 @@ def test_submit_queues_one_tuning_study_per_arm_and_batch_size_with_equal_budget
 
 BAD = [
     ({"arms": [{"optimizer": "tvlars"}]}, "arms", "at least 2"),
-    ({"arms": [{"optimizer": "adam"}, {"optimizer": "lamb"}]}, "arms.0.optimizer", "Input should be"),
+    ({"arms": [{"optimizer": "adam"}, {"optimizer": "lamb"}]}, "arms.0.optimizer", "unknown optimizer 'adam'"),
     ({"batch_sizes": [4000, 256]}, "batch_sizes", "small to large"),
     ({"budget": {"n_trials": 3, "epochs": 5}}, "", "cannot pay for one full trial"),
     ({"preset": "nope"}, "preset", "Unknown comparison preset"),

@@ -40,7 +40,7 @@ def test_workloads_lists_built_ins_and_the_installed_plugin_with_options_and_sou
     optimizers = {o["name"]: o for o in body["optimizers"]}
     assert "lam" in optimizers["tvlars"]["trial_keys"] and "lam" not in optimizers["lars"]["trial_keys"]
     assert "momentum" not in optimizers["lamb"]["trial_keys"] and "trust_ratio" in optimizers["lamb"]["trial_keys"]
-    assert optimizers["lars_warmup"]["optimizer"] == "lars" and optimizers["lars_warmup"]["recipe"] == {
+    assert optimizers["lars_warmup"]["optimizer"] == "LARS" and optimizers["lars_warmup"]["recipe"] == {
         "lr_scaling": "linear_256",
         "warmup_fraction": 0.2,
         "lr_schedule": "warmup_cosine",
@@ -73,7 +73,7 @@ def _errors(response) -> str:
             r"model 'tvlars_example_workloads.resmlp:build' looks like a code reference",
         ),
         ({"workload": {"task": "builtins:eval"}}, r"task 'builtins:eval' looks like a code reference"),
-        ({"optimizer": "torch.optim:SGD"}, r"Input should be 'tvlars', 'lars', 'lars_warmup'"),
+        ({"optimizer": "torch.optim:SGD"}, r"optimizer 'torch.optim:SGD' looks like a code reference"),
     ],
 )
 def test_names_must_be_registered_and_are_never_code(client, overrides, message):
@@ -90,7 +90,7 @@ def test_names_must_be_registered_and_are_never_code(client, overrides, message)
         ({"optimizer": "lars"}, "search_space.lam would be ignored: optimizer 'lars' does not take it (optimizers "),
         (
             {"optimizer": "lamb"},
-            "fixed.momentum would be ignored: optimizer 'lamb' does not take it (optimizers that take it: tvlars, ",
+            "fixed.momentum would be ignored: optimizer 'lamb' does not take it (optimizers that take it: lars, ",
         ),
         (
             {"fixed": {"probe_lr": 0.1}},

@@ -74,4 +74,4 @@ def test_cli_workloads_lists_the_plugin_from_the_server(server):
     assert ("dataset", "rings", "tvlars-example-workloads 0.1.0") in rows
     assert ("model", "resmlp", "tvlars-example-workloads 0.1.0") in rows
     assert ("dataset", "mnist1d", "built-in") in rows
-    assert ("optimizer", "lars_warmup (lars + recipe)", "built-in") in rows
+    assert ("optimizer", "lars_warmup (LARS + recipe)", "built-in") in rows

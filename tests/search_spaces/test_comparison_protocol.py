@@ -15,10 +15,15 @@ from search_spaces.comparison import (
     expand,
     extension_spec,
     range_check,
-    reference_lam_steps,
 )
 from search_spaces.spec import StudySpec
+from tvlars.optim import get_optimizer
 from tvlars.train import TrialConfig, run
+
+
+def reference_lam_steps(batch_size: int) -> float:
+    """TVLARS's official λ in units of training, as its declaration gives it."""
+    return get_optimizer("tvlars").reference(batch_size)["lam_steps"]
 
 
 def _spec(**over):

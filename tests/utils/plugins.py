@@ -17,6 +17,7 @@ from pathlib import Path
 from .server import REPO
 
 EXAMPLE = REPO / "examples" / "workload-plugin"
+EXAMPLE_OPTIMIZER = REPO / "examples" / "optimizer-plugin"
 FIXTURE_PACKAGES = REPO / "tests" / "plugins" / "packages"
 
 
@@ -33,18 +34,22 @@ def pip_install(*paths: Path, target: Path | None = None, editable: bool = False
 
 
 def ensure_example_plugin() -> None:
-    """The example plugin installed (editable) in this venv, as ``make install`` leaves it."""
-    try:
-        importlib.import_module("tvlars_example_workloads")
+    """The example plugins (workloads, optimizer) installed (editable) in this venv, as ``make install`` leaves them."""
+    missing = []
+    for module, path in (("tvlars_example_workloads", EXAMPLE), ("tvlars_example_optimizers", EXAMPLE_OPTIMIZER)):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(path)
+    if not missing:
         return
-    except ImportError:
-        pass
-    pip_install(EXAMPLE, editable=True)
+    pip_install(*missing, editable=True)
     importlib.invalidate_caches()
     from tvlars.data import DATASETS
     from tvlars.models import MODELS
+    from tvlars.optim import OPTIMIZERS
 
-    for registry in (DATASETS, MODELS):
+    for registry in (DATASETS, MODELS, OPTIMIZERS):
         registry.forget_plugins()
 
 

@@ -152,7 +152,7 @@ def test_barlow_twins_reports_probe_accuracy():
     ("config", "match"),
     [
         ({"dataset": "mnist1d", "optimiser": "tvlars"}, r"Unknown trial config key\(s\): optimiser"),
-        ({"optimizer": "adam"}, r"Invalid optimizer: 'adam' \(choose from tvlars, lars, lars_warmup"),
+        ({"optimizer": "adam"}, r"Invalid optimizer: 'adam' \(choose from adamw, lamb, lars, lars_warmup"),
         ({"batch_size": 0}, r"Invalid batch_size: 0"),
         ({"batch_size": 100, "micro_batch_size": 30}, r"Invalid micro_batch_size: 30"),
         ({"dataset": "imagenet"}, r"dataset 'imagenet' is not installed on host \S+ \(installed: cifar10, "),
@@ -161,7 +161,7 @@ def test_barlow_twins_reports_probe_accuracy():
         ({"model_options": {"depth": 3}}, r"Unknown option\(s\) for model 'mlp': depth \(accepted: hidden="),
         ({"dataset_options": {"n": 3}}, r"Unknown option\(s\) for dataset 'mnist1d': n \(accepted: num_samples=5000"),
         ({"lam": 1e-3, "optimizer": "lars"}, r"lam: optimizer 'lars' does not take it \(.*take it: tvlars\)"),
-        ({"momentum": 0.9, "optimizer": "lamb"}, r"momentum: optimizer 'lamb' does not take it \(.*: tvlars, lars, "),
+        ({"momentum": 0.9, "optimizer": "lamb"}, r"momentum: optimizer 'lamb' does not take it \(.*: lars, lars_warm"),
         ({"probe_lr": 0.1}, r"probe_lr: task 'classification' does not read it \(tasks that do: barlow_twins\)"),
         ({"batch_size": 8000}, r"Invalid batch_size: 8000 \(larger than the 3601 training examples\)"),  # 399 held out
         ({"device": "cuda:0"}, r"CUDA is not available"),

@@ -157,6 +157,11 @@ class LayerwiseOptimizer(Optimizer):
         device = entries[0][0].device
         return sum(mean.to(device) * n for mean, n in entries) / sum(n for _, n in entries)
 
+    def step_readings(self) -> tuple[float | None, Tensor | None]:
+        """What a trainer logs after a step: the multiplier on the trust ratio (None: none) and
+        :attr:`last_trust_ratio`. Any optimizer may offer this method; the trainer reads it when present."""
+        return None, self.last_trust_ratio
+
 
 def _drop_trust_ratio(optimizer: Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
     for group in state_dict["param_groups"]:

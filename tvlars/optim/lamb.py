@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from . import _keys, _paper
 from ._base import LayerwiseOptimizer, _with_shared_docs, check, check_common
 from ._functional import lamb_update
+from ._spec import Hyperparameter, OptimizerSpec, register_optimizer
 
 __all__ = ["LAMB"]
 
@@ -121,3 +123,36 @@ class LAMB(LayerwiseOptimizer):
             norm_clip=group["norm_clip"],
             trust_ratio=not group["adam"],
         )
+
+
+# -- declaration ------------------------------------------------------------------------------------------------------
+
+register_optimizer(
+    "lamb",
+    OptimizerSpec(
+        LAMB,
+        (
+            _keys.LR,
+            _keys.WEIGHT_DECAY,
+            _keys.BETA1,
+            _keys.BETA2,
+            _keys.NORM_CLIP,
+            _keys.EXCLUDE_1D,
+            Hyperparameter("bias_correction", bool, True, help="Adam's bias correction (the official LAMB has none)"),
+            Hyperparameter(
+                "trust_ratio",
+                bool,
+                True,
+                argument="adam",
+                convert=lambda v, *_: not v,
+                help="false: Adam mode, no trust ratio (pytorch-lamb's adam, official Barlow Twins)",
+            ),
+            _keys.FUSED,
+        ),
+        "LAMB (You et al., 2020)",
+        references={bs: {"lr": grid} for bs, grid in _paper.LAMB_LR.items()},
+        official={"weight_decay": 5e-4, "bias_correction": False, "norm_clip": 10.0, "exclude_1d": False},
+        layerwise=True,
+        has_betas=True,
+    ),
+)

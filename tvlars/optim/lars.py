@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from . import _keys, _paper
 from ._base import LayerwiseOptimizer, _with_shared_docs, check, check_common
 from ._functional import lars_update
+from ._spec import OptimizerSpec, register_optimizer
 
 __all__ = ["LARS"]
 
@@ -103,6 +105,10 @@ class LARS(LayerwiseOptimizer):
         """:math:`s_t`, the multiplier on the trust ratio at the group's current step (1 for LARS)."""
         return 1.0
 
+    def step_readings(self) -> tuple[float | None, Tensor | None]:
+        """φ at the latest step (1 for LARS; TVLARS: :meth:`~tvlars.TVLARS.current_phi`) and the mean trust ratio."""
+        return 1.0, self.last_trust_ratio
+
     def _update(self, group, params, grads, adapt, states, *, foreach: bool, fused: bool) -> Tensor | None:
         (bufs,) = states
         return lars_update(
@@ -119,3 +125,37 @@ class LARS(LayerwiseOptimizer):
             scale=self._trust_scale(group),
             norm_clip=group["norm_clip"],
         )
+
+
+# -- declarations: plain LARS (the paper's 'non-warm' baseline) and LARS with the paper's warm-up recipe ------------
+
+_LARS_KEYS = (_keys.LR, _keys.ETA, _keys.WEIGHT_DECAY, _keys.MOMENTUM, _keys.NORM_CLIP, _keys.EXCLUDE_1D, _keys.FUSED)
+_LARS_OFFICIAL = {"weight_decay": 5e-4, "momentum": 0.9, "eta": 1e-3, "exclude_1d": True}
+
+register_optimizer(
+    "lars",
+    OptimizerSpec(
+        LARS,
+        _LARS_KEYS,
+        "LARS, Barlow Twins form",
+        references={bs: {"lr": grid} for bs, grid in _paper.TVLARS_LR.items()},  # 'non-warm' sweeps TVLARS's grid
+        official=_LARS_OFFICIAL,
+        layerwise=True,
+        has_momentum=True,
+    ),
+)
+register_optimizer(
+    "lars_warmup",
+    OptimizerSpec(
+        LARS,
+        _LARS_KEYS,
+        "LARS with the paper's recipe: lr x batch/256, 20 % linear warm-up, then cosine",
+        lr_scaling="linear_256",
+        warmup_fraction=0.2,  # the paper warms up for 20 of its 100 epochs
+        lr_schedule="warmup_cosine",
+        references={bs: {"lr": grid} for bs, grid in _paper.LARS_WARMUP_LR.items()},
+        official=_LARS_OFFICIAL,
+        layerwise=True,
+        has_momentum=True,
+    ),
+)

@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from torch import Tensor
+
+from ..registry import Bounds
+from . import _keys, _paper
 from ._base import LayerwiseOptimizer, _with_shared_docs, check
 from ._phi import phi
+from ._spec import (
+    LOW,
+    Hyperparameter,
+    OptimizerSpec,
+    SearchRange,
+    geometric_mean,
+    interpolate,
+    register_optimizer,
+    round_sig,
+)
 from .lars import LARS, lars_defaults
 
 __all__ = ["TVLARS"]
@@ -98,3 +114,83 @@ class TVLARS(LARS):
         """φ at the last step taken by a group (at t = 1 before any step): a Python float, no sync."""
         group = self.param_groups[group_index]
         return phi(max(group["step"], 1), group["lam"], group["delay"], group["alpha"], group["gamma_min"])
+
+    def step_readings(self) -> tuple[float | None, Tensor | None]:
+        return self.current_phi(-1), self.last_trust_ratio
+
+
+# -- declaration ------------------------------------------------------------------------------------------------------
+
+
+def _official_schedule(batch_size: int) -> dict[str, float]:
+    """The paper's λ in units of training (λ × its total steps at that batch size), and no delay (the official code)."""
+    lam_steps = {bs: round_sig(geometric_mean(lams) * _paper.paper_steps(bs)) for bs, lams in _paper.TVLARS_LAM.items()}
+    return {"lam_steps": interpolate(lam_steps, batch_size), "delay_fraction": 0.0, "delay_epochs": 0}
+
+
+register_optimizer(
+    "tvlars",
+    OptimizerSpec(
+        TVLARS,
+        (
+            _keys.LR,
+            Hyperparameter("lam", Annotated[float, Bounds(ge=0)], 1e-3, help="decay rate λ of φ"),
+            # φ in units of training: one range is one family of φ curves over training at every batch size
+            Hyperparameter(
+                "lam_steps",
+                Annotated[float | None, Bounds(ge=0)],
+                None,
+                argument="lam",
+                convert=lambda v, _, training: v / training.total_steps,
+                instead_of="lam",
+                search=SearchRange(0.05, 50.0, log=True),  # 0.05: φ falls 4 % over training; 50: at its floor by 10 %
+                help="λ × the trial's total optimizer steps",
+            ),
+            Hyperparameter(
+                "delay_epochs",
+                Annotated[float, Bounds(ge=0)],
+                0.0,
+                argument="delay",
+                convert=lambda v, _, training: v * training.steps_per_epoch,
+                help="delay d_e of φ, in epochs",
+            ),
+            Hyperparameter(
+                "delay_fraction",
+                Annotated[float | None, Bounds(ge=0, le=1)],
+                None,
+                argument="delay",
+                convert=lambda v, _, training: v * training.total_steps,
+                instead_of="delay_epochs",
+                search=SearchRange(0.0, 0.5),
+                help="d_e as a fraction of the trial's total optimizer steps",
+            ),
+            Hyperparameter("alpha", Annotated[float, Bounds(ge=0)], 1.0, help="α of φ (φ starts near 1/α)"),
+            Hyperparameter("gamma_min", Annotated[float, Bounds(ge=0)], 0.0, help="floor γ_min of φ"),
+            _keys.ETA,
+            _keys.WEIGHT_DECAY,
+            _keys.MOMENTUM,
+            _keys.NORM_CLIP,
+            _keys.EXCLUDE_1D,
+            _keys.FUSED,
+        ),
+        "Time-varying LARS (Do et al., 2024)",
+        references={bs: {"lr": _paper.TVLARS_LR[bs], "lam": _paper.TVLARS_LAM[bs]} for bs in _paper.BATCH_SIZES},
+        official={
+            "weight_decay": 5e-4,
+            "momentum": 0.9,
+            "eta": 1e-3,
+            "alpha": 0.1,
+            "gamma_min": 0.0,
+            "norm_clip": 10.0,
+            "exclude_1d": True,
+        },
+        derived_references=_official_schedule,
+        # λ → 0: φ stays at 1/(α + 1), so TVLARS trains as LARS at lr/(α + 1): its space contains LARS's
+        contains={"lars": {"lam_steps": LOW, "lam": LOW}},
+        step_factor=lambda steps, a: phi(
+            steps, lam=a["lam"], delay=a["delay"], alpha=a["alpha"], gamma_min=a["gamma_min"]
+        ),
+        layerwise=True,
+        has_momentum=True,
+    ),
+)

@@ -11,6 +11,7 @@ import os
 import sys
 from typing import Any
 
+from ..optim import OPTIMIZERS
 from .config import SECTIONS
 from .loop import run
 
@@ -30,8 +31,14 @@ def main(argv: list[str] | None = None) -> int:
         for section, keys in SECTIONS.items():
             print(f"  {section}:")
             for f in dataclasses.fields(keys):
+                if f.name == "hyperparameters":  # given flat: each optimizer's keys, listed below
+                    continue
                 default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
                 print(f"    {f.name} = {default!r}")
+        for entry in OPTIMIZERS.entries()[0]:
+            print(f"  optimizer={entry.name} ({entry.source}):")
+            for h in entry.obj.hyperparameters:
+                print(f"    {h.key} = {h.default!r}")
         return 0
     config = {}
     for arg in args:

@@ -19,13 +19,12 @@ from torch import nn
 
 from ..data import DATASETS
 from ..models import MODELS
-from ..optim import create_optimizer, get_optimizer_info, get_recipe, trainable_optimizers
-from ..schedules import WarmupCosine, paper_lr
+from ..optim import LR_SCALINGS, LR_SCHEDULES, OPTIMIZERS, OptimizerSpec, create_optimizer, get_optimizer
+from ..schedules import WarmupCosine
 from .tasks import TASKS
 
 __all__ = [
     "OPTIMIZERS",
-    "OPTIMIZER_KEYS",
     "SECTIONS",
     "BarlowTwinsKeys",
     "OptimizerKeys",
@@ -36,13 +35,10 @@ __all__ = [
     "build_optimizer",
     "dead_keys",
     "resolve_device",
+    "trial_keys",
 ]
 
-#: What a trial's ``optimizer`` may be: the ``tvlars.optim`` registry's names and recipes (``lars_warmup``).
-OPTIMIZERS = trainable_optimizers()
 _PRECISIONS = ("auto", "fp32", "bf16")
-_LR_SCALINGS = ("none", "linear_256")
-_LR_SCHEDULES = ("constant", "warmup_cosine")
 
 
 @dataclass
@@ -67,32 +63,20 @@ class WorkloadKeys:
 
 @dataclass
 class OptimizerKeys:
-    """The optimizer and its hyperparameters; each key sets one constructor argument (:data:`OPTIMIZER_KEYS`)."""
+    """The optimizer and its hyperparameters.
+
+    Its trial keys (``lr``, ``lam``, ``lam_steps``, ``momentum``, ...) are the optimizer's declaration's
+    (:class:`tvlars.optim.OptimizerSpec`; ``GET /v1/workloads`` lists them): a flat config gives them beside the other
+    keys, and ``hyperparameters`` holds the ones given. ``cfg.lr`` reads a key, given or its declared default.
+    """
 
     optimizer: str = "tvlars"
-    lr: float = 1.0
-    lam: float = 1e-3
-    delay_epochs: float = 0.0
-    # TVLARS's schedule in units of training, the same φ over training progress at every batch size and length:
-    lam_steps: float | None = None  # λ × the trial's total optimizer steps (exclusive with lam)
-    delay_fraction: float | None = None  # d_e as a fraction of total optimizer steps (exclusive with delay_epochs)
-    alpha: float = 1.0
-    gamma_min: float = 0.0
-    eta: float = 1e-3
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
-    beta1: float = 0.9
-    beta2: float = 0.999
-    norm_clip: float | None = None
-    exclude_1d: bool = True
-    bias_correction: bool = True  # LAMB; the official code's LAMB has none
-    trust_ratio: bool = True  # LAMB; False is pytorch-lamb's "adam" mode (official Barlow Twins)
-    fused_optimizer: bool = False  # torch.compile the optimizer step (seconds to compile, then faster)
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class ScheduleKeys:
-    """The LR schedule around the optimizer; ``None``: the optimizer recipe's default (``tvlars.optim.RECIPES``)."""
+    """The LR schedule around the optimizer; ``None``: the optimizer declaration's recipe."""
 
     warmup_epochs: float | None = None  # None: 20 % of epochs for lars_warmup, none otherwise
     lr_scaling: str | None = None  # none | linear_256 (lr · batch / 256); None: linear_256 for lars_warmup
@@ -137,27 +121,6 @@ SECTIONS: Mapping[str, type] = {
     "barlow_twins task": BarlowTwinsKeys,
 }
 
-#: The optimizer constructor argument each optimizer key sets; a key whose argument the chosen optimizer lacks is dead.
-OPTIMIZER_KEYS: Mapping[str, str] = {
-    "lr": "lr",
-    "lam": "lam",
-    "lam_steps": "lam",
-    "delay_epochs": "delay",
-    "delay_fraction": "delay",
-    "alpha": "alpha",
-    "gamma_min": "gamma_min",
-    "eta": "eta",
-    "weight_decay": "weight_decay",
-    "momentum": "momentum",
-    "beta1": "betas",
-    "beta2": "betas",
-    "norm_clip": "norm_clip",
-    "exclude_1d": "exclude_1d",
-    "bias_correction": "bias_correction",
-    "trust_ratio": "adam",
-    "fused_optimizer": "fused",
-}
-
 
 @dataclass
 class TrialConfig(BarlowTwinsKeys, RuntimeKeys, ScheduleKeys, OptimizerKeys, WorkloadKeys):
@@ -165,19 +128,33 @@ class TrialConfig(BarlowTwinsKeys, RuntimeKeys, ScheduleKeys, OptimizerKeys, Wor
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> TrialConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(config) - names)
+        names = trial_keys()
+        unknown = sorted(set(config) - set(names))
         if unknown:
             raise ValueError(f"Unknown trial config key(s): {', '.join(unknown)} (valid: {', '.join(sorted(names))})")
-        for units, raw in (("lam_steps", "lam"), ("delay_fraction", "delay_epochs")):
-            if config.get(units) is not None and raw in config:
-                raise ValueError(f"Give {units} or {raw}, not both ({units} is {raw} in units of training)")
         dead = dead_keys(config)
         if dead:
             raise ValueError("; ".join(f"{key}: {why}" for key, why in dead.items()))
-        cfg = cls(**config)
+        fields = _field_names()
+        cfg = cls(
+            **{k: v for k, v in config.items() if k in fields},
+            hyperparameters={k: v for k, v in config.items() if k not in fields},
+        )
         cfg.validate()
         return cfg
+
+    def __getattr__(self, name: str) -> Any:
+        # only called for names that are not fields: an optimizer key, given or its declared default
+        if name.startswith("_") or name in ("hyperparameters", "optimizer"):
+            raise AttributeError(name)
+        spec = _spec_or_none(self.optimizer)
+        if spec is not None and name in spec.keys:
+            return self.hyperparameters.get(name, spec.defaults[name])
+        raise AttributeError(f"{type(self).__name__!r} has no key {name!r}")
+
+    def optimizer_spec(self) -> OptimizerSpec:
+        """The declaration of the optimizer this trial names."""
+        return get_optimizer(self.optimizer)
 
     def validate(self) -> None:
         def need(ok: bool, name: str, rule: str) -> None:
@@ -186,20 +163,21 @@ class TrialConfig(BarlowTwinsKeys, RuntimeKeys, ScheduleKeys, OptimizerKeys, Wor
 
         TASKS.get(self.task)  # not installed here, or a broken plugin: a clear error
         need(self.optimizer in OPTIMIZERS, "optimizer", f"choose from {', '.join(OPTIMIZERS)}")
+        spec = self.optimizer_spec()  # a broken plugin: its error
+        need(isinstance(self.hyperparameters, dict), "hyperparameters", "a mapping of the optimizer's keys")
+        unknown = sorted(set(self.hyperparameters) - set(spec.keys))
+        if unknown:
+            raise ValueError(f"Invalid {', '.join(unknown)}: optimizer {self.optimizer!r} does not take it")
+        spec.check(self.hyperparameters)  # each key's declared type and bounds
         need(isinstance(self.dataset_options, dict), "dataset_options", "a mapping of option names to values")
         need(isinstance(self.model_options, dict), "model_options", "a mapping of option names to values")
         DATASETS.check_options(self.dataset, self.dataset_options)
         MODELS.check_options(self.model, self.model_build_options())
         need(self.precision in _PRECISIONS, "precision", f"choose from {', '.join(_PRECISIONS)}")
-        need(self.lr_scaling in (None, *_LR_SCALINGS), "lr_scaling", f"choose from {', '.join(_LR_SCALINGS)}")
-        need(self.lr_schedule in (None, *_LR_SCHEDULES), "lr_schedule", f"choose from {', '.join(_LR_SCHEDULES)}")
+        need(self.lr_scaling in (None, *LR_SCALINGS), "lr_scaling", f"choose from {', '.join(LR_SCALINGS)}")
+        need(self.lr_schedule in (None, *LR_SCHEDULES), "lr_schedule", f"choose from {', '.join(LR_SCHEDULES)}")
         need(_positive_int(self.ddp_devices), "ddp_devices", "a positive integer")
         need(isinstance(self.drop_last, bool), "drop_last", "true or false")
-        need(
-            isinstance(self.trust_ratio, bool) and (self.trust_ratio or self.optimizer == "lamb"),
-            "trust_ratio",
-            "true or false; false (Adam mode) only for lamb",
-        )
         need(
             isinstance(self.val_fraction, int | float) and 0 <= self.val_fraction < 0.5,
             "val_fraction",
@@ -212,18 +190,6 @@ class TrialConfig(BarlowTwinsKeys, RuntimeKeys, ScheduleKeys, OptimizerKeys, Wor
             or (_positive_int(self.micro_batch_size) and self.batch_size % self.micro_batch_size == 0),
             "micro_batch_size",
             "a positive divisor of batch_size",
-        )
-        need(math.isfinite(self.lr) and self.lr >= 0, "lr", "a finite number >= 0")
-        need(self.delay_epochs >= 0, "delay_epochs", ">= 0")
-        need(
-            self.lam_steps is None or (math.isfinite(self.lam_steps) and self.lam_steps >= 0),
-            "lam_steps",
-            "a finite number >= 0 (λ × total optimizer steps)",
-        )
-        need(
-            self.delay_fraction is None or 0 <= self.delay_fraction <= 1,
-            "delay_fraction",
-            "a fraction of training in [0, 1]",
         )
         need(self.warmup_epochs is None or 0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", "0..epochs")
         need(_positive_int(self.eval_batch_size, _MAX_BATCH), "eval_batch_size", f"an integer in 1..{_MAX_BATCH}")
@@ -276,8 +242,29 @@ def _seed(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= _SEED_MAX
 
 
-def _takers(argument: str) -> list[str]:
-    return [name for name in OPTIMIZERS if argument in get_optimizer_info(get_recipe(name).optimizer).hyperparameters]
+def _field_names() -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(TrialConfig)) - {"hyperparameters"}
+
+
+def _spec_or_none(name: str) -> OptimizerSpec | None:
+    try:
+        return get_optimizer(name)
+    except ValueError:  # not registered, or a broken plugin: validate() says so
+        return None
+
+
+def _declared_keys() -> dict[str, list[str]]:
+    """Every usable registered optimizer's trial keys: ``{key: [optimizers that take it]}``."""
+    takers: dict[str, list[str]] = {}
+    for entry in OPTIMIZERS.entries()[0]:
+        for key in entry.obj.keys:
+            takers.setdefault(key, []).append(entry.name)
+    return takers
+
+
+def trial_keys() -> list[str]:
+    """Every key a trial config may have: the sections' and every registered optimizer's, sorted."""
+    return sorted(_field_names() | set(_declared_keys()))
 
 
 def dead_keys(config: Mapping[str, Any]) -> dict[str, str]:
@@ -292,13 +279,12 @@ def dead_keys(config: Mapping[str, Any]) -> dict[str, str]:
     """
     dead: dict[str, str] = {}
     optimizer = config.get("optimizer", OptimizerKeys.optimizer)
-    if optimizer in OPTIMIZERS:
-        accepted = get_optimizer_info(get_recipe(optimizer).optimizer).hyperparameters
-        for key in config:
-            argument = OPTIMIZER_KEYS.get(key)
-            if argument is not None and argument not in accepted:
-                owner = ", ".join(_takers(argument)) or "none"
-                dead[key] = f"optimizer {optimizer!r} does not take it (optimizers that take it: {owner})"
+    spec = _spec_or_none(optimizer) if isinstance(optimizer, str) else None
+    if spec is not None:
+        fields = _field_names()
+        for key, owners in _declared_keys().items():
+            if key in config and key not in spec.keys and key not in fields:
+                dead[key] = f"optimizer {optimizer!r} does not take it (optimizers that take it: {', '.join(owners)})"
     task = config.get("task", WorkloadKeys.task)
     loaded = {entry.name: _task_keys(entry.obj) for entry in TASKS.loaded()}
     for key in config:
@@ -333,41 +319,17 @@ def resolve_device(name: str) -> torch.device:
 def build_optimizer(
     cfg: TrialConfig, model: nn.Module, steps_per_epoch: int
 ) -> tuple[torch.optim.Optimizer, WarmupCosine | None]:
-    """The optimizer a config names (through the registry) and its LR schedule, if any.
+    """The optimizer a config names and its LR schedule, if any, both as its declaration says.
 
-    The official warm-up recipe applies to any optimizer: ``lr_scaling: linear_256`` (base LR ``lr · batch / 256``),
-    ``warmup_epochs`` of linear warm-up, then cosine to 0.001× (``lr_schedule: warmup_cosine``). A named recipe
-    (``lars_warmup``: LARS, linear_256, 20 % warm-up; see :data:`tvlars.optim.RECIPES`) gives the defaults.
-    ``delay_epochs`` becomes TVLARS's ``delay`` in optimizer steps; ``lam_steps`` and ``delay_fraction`` (units of
-    training) become ``lam`` and ``delay`` for this trial's total steps, ``epochs × steps_per_epoch``.
+    The declaration converts each trial key to its constructor argument (``lam_steps`` → ``lam`` for this trial's
+    total steps, ``epochs × steps_per_epoch``) and gives the recipe's defaults: the LR scaling rule (``linear_256``:
+    ``lr · batch / 256``), warm-up epochs and schedule, which a trial's ``lr_scaling``, ``warmup_epochs`` and
+    ``lr_schedule`` override. ``warmup_cosine``: linear warm-up, then cosine to 0.001×.
     """
-    recipe = get_recipe(cfg.optimizer)
-    info = get_optimizer_info(recipe.optimizer)
-    scaling = cfg.lr_scaling or recipe.lr_scaling
-    total_steps = cfg.epochs * steps_per_epoch
-    candidates = {
-        "lr": paper_lr(cfg.lr, cfg.batch_size) if scaling == "linear_256" else cfg.lr,
-        "momentum": cfg.momentum,
-        "weight_decay": cfg.weight_decay,
-        "eta": cfg.eta,
-        "lam": cfg.lam if cfg.lam_steps is None else cfg.lam_steps / total_steps,
-        "delay": cfg.delay_epochs * steps_per_epoch if cfg.delay_fraction is None else cfg.delay_fraction * total_steps,
-        "alpha": cfg.alpha,
-        "gamma_min": cfg.gamma_min,
-        "norm_clip": cfg.norm_clip,
-        "exclude_1d": cfg.exclude_1d,
-        "betas": (cfg.beta1, cfg.beta2),
-        "bias_correction": cfg.bias_correction,
-        "adam": not cfg.trust_ratio,
-        "fused": cfg.fused_optimizer or None,
-    }
-    opt = create_optimizer(info.name, model, **{k: v for k, v in candidates.items() if k in info.hyperparameters})
-    warmup = cfg.warmup_epochs
-    if warmup is None:
-        warmup = round(recipe.warmup_fraction * cfg.epochs)
-    schedule = cfg.lr_schedule or (
-        "warmup_cosine" if recipe.lr_schedule == "warmup_cosine" or warmup > 0 else "constant"
-    )
-    scheduled = schedule == "warmup_cosine"
-    sched = WarmupCosine(opt, round(warmup * steps_per_epoch), cfg.epochs * steps_per_epoch) if scheduled else None
+    spec = cfg.optimizer_spec()
+    training = spec.training(cfg.batch_size, cfg.epochs, steps_per_epoch, cfg.lr_scaling)
+    opt = create_optimizer(cfg.optimizer, model, **spec.arguments(cfg.hyperparameters, training))
+    warmup = spec.warmup_epochs(cfg.warmup_epochs, cfg.epochs)
+    scheduled = spec.schedule(cfg.lr_schedule, warmup) == "warmup_cosine"
+    sched = WarmupCosine(opt, round(warmup * steps_per_epoch), training.total_steps) if scheduled else None
     return opt, sched

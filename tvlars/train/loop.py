@@ -20,8 +20,6 @@ from torch.nn import functional as F
 
 from ..data import ArrayDataset, load_dataset, validation_split
 from ..models import build_model
-from ..optim import LARS, TVLARS
-from ..optim._base import LayerwiseOptimizer
 from ..pipeline import Augment, DeviceLoader
 from ..schedules import WarmupCosine
 from .config import TrialConfig, build_optimizer, resolve_device
@@ -217,15 +215,10 @@ class Trial:
 
 
 def _optimizer_readings(opt: torch.optim.Optimizer) -> tuple[float | None, Tensor | None]:
-    """φ at the latest step (a host float, no sync) and the mean trust ratio (a device tensor)."""
-    if isinstance(opt, TVLARS):
-        phi: float | None = opt.current_phi(-1)
-    elif isinstance(opt, LARS):
-        phi = 1.0
-    else:
-        phi = None
-    ratio = opt.last_trust_ratio if isinstance(opt, LayerwiseOptimizer) else None
-    return phi, ratio
+    """φ at the latest step (a host float, no sync) and the mean trust ratio (a device tensor), from the optimizer's
+    ``step_readings()`` where it offers one (TVLARS, LARS, LAMB do); (None, None) otherwise."""
+    readings = getattr(opt, "step_readings", None)
+    return readings() if callable(readings) else (None, None)
 
 
 def _rng_state(trial: Trial) -> dict[str, Any]:

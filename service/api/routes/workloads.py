@@ -8,7 +8,7 @@ that fails to import is listed under ``broken`` with its error.
 from __future__ import annotations
 
 import dataclasses
-import inspect
+import typing
 from typing import Any
 
 from fastapi import APIRouter
@@ -16,14 +16,19 @@ from fastapi import APIRouter
 from service.core.jsondata import jsonable
 from tvlars.data import DATASETS
 from tvlars.models import MODELS
-from tvlars.optim import get_optimizer_info, get_recipe
-from tvlars.registry import BUILT_IN, REQUIRED, Entry
-from tvlars.train import OPTIMIZERS, TASKS
-from tvlars.train.config import OPTIMIZER_KEYS
+from tvlars.optim import OPTIMIZERS, Hyperparameter, OptimizerSpec
+from tvlars.registry import REQUIRED, Entry
+from tvlars.train import TASKS
 
 from ..deps import ReadKey
 from ..errors import COMMON_RESPONSES
-from ..models import BrokenWorkloadPublic, OptimizerPublic, WorkloadPublic, WorkloadsPublic
+from ..models import (
+    BrokenWorkloadPublic,
+    HyperparameterPublic,
+    OptimizerPublic,
+    WorkloadPublic,
+    WorkloadsPublic,
+)
 
 router = APIRouter(prefix="/v1/workloads", tags=["workloads"], responses=COMMON_RESPONSES)
 
@@ -33,11 +38,11 @@ def read_workloads(_: ReadKey) -> WorkloadsPublic:
     """Datasets, models, tasks and optimizers: options, defaults and where each comes from."""
     listed: dict[str, list[WorkloadPublic]] = {}
     broken: list[BrokenWorkloadPublic] = []
-    for key, registry in (("datasets", DATASETS), ("models", MODELS), ("tasks", TASKS)):
+    for key, registry in (("datasets", DATASETS), ("models", MODELS), ("tasks", TASKS), ("optimizers", OPTIMIZERS)):
         entries, failures = registry.entries()
-        listed[key] = [_workload(e) for e in entries]
+        listed[key] = [_optimizer(e) if key == "optimizers" else _workload(e) for e in entries]
         broken += [BrokenWorkloadPublic(kind=b.kind, name=b.name, source=b.source, error=b.error) for b in failures]
-    return WorkloadsPublic(**listed, optimizers=[_optimizer(name) for name in OPTIMIZERS], broken=broken)
+    return WorkloadsPublic(**listed, broken=broken)
 
 
 def _default(value: Any) -> Any:
@@ -61,32 +66,35 @@ def _workload(entry: Entry) -> WorkloadPublic:
     )
 
 
-def _optimizer(name: str) -> OptimizerPublic:
-    recipe = get_recipe(name)
-    info = get_optimizer_info(recipe.optimizer)
-    signature = inspect.signature(info.cls.__init__).parameters
-    hyperparameters = {
-        p: _default(info.defaults.get(p, signature[p].default))
-        for p in info.hyperparameters
-        if p in info.defaults or signature[p].default is not inspect.Parameter.empty
-    }
-    is_recipe = recipe.name != recipe.optimizer
+def _optimizer(entry: Entry) -> OptimizerPublic:
+    spec: OptimizerSpec = entry.obj
+    plain = spec.lr_scaling == "none" and not spec.warmup_fraction and spec.lr_schedule == "constant"
     return OptimizerPublic(
-        name=name,
-        optimizer=info.name,
-        source=BUILT_IN,
-        description=recipe.description,
-        hyperparameters=hyperparameters,
-        trial_keys=[key for key, argument in OPTIMIZER_KEYS.items() if argument in info.hyperparameters],
-        recipe=(
-            {
-                "lr_scaling": recipe.lr_scaling,
-                "warmup_fraction": recipe.warmup_fraction,
-                "lr_schedule": recipe.lr_schedule,
-            }
-            if is_recipe
-            else None
-        ),
+        name=entry.name,
+        optimizer=getattr(spec.factory, "__qualname__", repr(spec.factory)),
+        source=entry.source,
+        description=entry.description,
+        hyperparameters={h.key: _default(h.default) for h in spec.hyperparameters},
+        trial_keys=list(spec.keys),
+        options={h.key: _hyperparameter(h) for h in spec.hyperparameters},
+        recipe=None
+        if plain
+        else {"lr_scaling": spec.lr_scaling, "warmup_fraction": spec.warmup_fraction, "lr_schedule": spec.lr_schedule},
+        references={bs: {k: _default(v) for k, v in spec.reference(bs).items()} for bs in sorted(spec.references)},
+        contains=sorted(spec.contains),
+    )
+
+
+def _hyperparameter(h: Hyperparameter) -> HyperparameterPublic:
+    bounds = h.bounds
+    kind = typing.get_args(h.type)[0] if typing.get_origin(h.type) is typing.Annotated else h.type
+    return HyperparameterPublic(
+        type=getattr(kind, "__name__", None) or str(kind).replace("NoneType", "None"),
+        default=_default(h.default),
+        argument=h.target,
+        bounds={} if bounds is None else {k: v for k, v in vars(bounds).items() if v is not None},
+        search=None if h.search is None else vars(h.search),
+        help=h.help,
     )
 
 

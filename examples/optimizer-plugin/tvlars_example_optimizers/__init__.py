@@ -1,0 +1,1 @@
+"""An example tvlars optimizer plugin: Lion, declared in :mod:`.lion` (entry point ``lion``)."""
