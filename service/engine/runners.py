@@ -53,8 +53,8 @@ __all__ = ["RUNNER_IDLE_S", "RUNNERS", "TrialRunner", "checkpoint_storage", "run
 
 log = logging.getLogger(__name__)
 
-#: An idle runner is kept this long for the next study, then released (``TVLARS_RUNNER_IDLE_S``).
-RUNNER_IDLE_S = float(os.environ.get("TVLARS_RUNNER_IDLE_S", "10"))
+#: An idle runner is kept this long for the next study, then released (``TVLARS_RUNNER_IDLE_S`` overrides it).
+RUNNER_IDLE_S = 10.0
 #: How long the driver waits for news from its runners before it looks at the stop conditions again.
 WAIT_S = 0.1
 #: A runner answers a poll at once when its trial has news, else after this many seconds.
@@ -91,6 +91,11 @@ class TrialRunner:
         self._done = True
         self._trial: str | None = None
         _cache_datasets()
+
+    def current(self) -> tuple[int, str | None]:
+        """Its process id, and the trial it runs (None when idle)."""
+        with self._cond:
+            return os.getpid(), None if self._done else self._trial
 
     def ready(self) -> str:
         """Where it runs (its Ray node id); answered once the actor has started."""
@@ -219,6 +224,12 @@ class RunnerPool:
         self._lock = threading.Lock()
         self._last_used = time.monotonic()
         self._reaper: threading.Thread | None = None
+        self._live: list[_Runner] = []  # every runner this pool started and has not released
+
+    def live(self) -> list[Any]:
+        """The actor handles of the runners this process started and has not released (idle or busy)."""
+        with self._lock:
+            return [r.handle for r in self._live]
 
     def take(self, key: tuple[float, float], n: int) -> list[_Runner]:
         """Up to ``n`` idle runners holding ``key``'s resources; idle runners of other resources are released."""
@@ -226,14 +237,17 @@ class RunnerPool:
             mine = [r for r in self._idle if r.key == key][:n]
             others = [r for r in self._idle if r not in mine]
             self._idle = []
-        _kill(others)
+        self.forget(others)
         return mine
 
     def new(self, key: tuple[float, float]) -> _Runner:
         """A new runner (its actor starts in the background, when Ray has room for it)."""
         actor = ray.remote(TrialRunner).options(num_cpus=key[0], num_gpus=key[1], max_concurrency=4)
         handle = actor.remote()
-        return _Runner(handle, key, handle.ready.remote())
+        runner = _Runner(handle, key, handle.ready.remote())
+        with self._lock:
+            self._live.append(runner)
+        return runner
 
     def give_back(self, runners: list[_Runner]) -> None:
         with self._lock:
@@ -247,16 +261,23 @@ class RunnerPool:
         """Release every idle runner now (before a Ray Tune run, which needs their resources)."""
         with self._lock:
             idle, self._idle = self._idle, []
-        _kill(idle)
+        self.forget(idle)
+
+    def forget(self, runners: list[_Runner]) -> None:
+        """Kill these runners (busy ones of a stopped study, idle ones released) and forget them."""
+        _kill(runners)
+        with self._lock:
+            self._live = [r for r in self._live if r not in runners]
 
     def _reap(self) -> None:
         while True:
             time.sleep(1.0)
             with self._lock:
-                if not self._idle or time.monotonic() - self._last_used < RUNNER_IDLE_S:
+                idle_s = float(os.environ.get("TVLARS_RUNNER_IDLE_S") or RUNNER_IDLE_S)
+                if not self._idle or time.monotonic() - self._last_used < idle_s:
                     continue
                 idle, self._idle = self._idle, []
-            _kill(idle)
+            self.forget(idle)
 
 
 def _kill(runners: list[_Runner]) -> None:
@@ -337,7 +358,7 @@ def run_trials(
         return f"the trials' run failed: {type(e).__name__}: {e}"
     finally:
         busy = {id(a.runner) for a in run.active if a.runner is not None}
-        _kill([r for r in run.runners if id(r) in busy])  # a stopped study's trials stop now
+        RUNNERS.forget([r for r in run.runners if id(r) in busy])  # a stopped study's trials stop now
         RUNNERS.give_back([r for r in run.runners if id(r) not in busy])
 
 
@@ -383,7 +404,9 @@ def _wait(run: _Run) -> None:
     if not waiting_on:
         time.sleep(WAIT_S)
         return
-    done, _ = ray.wait(waiting_on, num_returns=len(waiting_on), timeout=WAIT_S)
+    done, rest = ray.wait(waiting_on, num_returns=1, timeout=WAIT_S)
+    if done and rest:  # whatever else is in as well
+        done += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
     for ref in done:
         if ref in starting:
             runner = starting[ref]
@@ -393,6 +416,7 @@ def _wait(run: _Run) -> None:
             except Exception as e:  # it died before it started (its node went away): another takes its place
                 log.warning("a trial runner failed to start: %s", e)
                 run.runners.remove(runner)
+                RUNNERS.forget([runner])
             continue
         trial = refs[ref]
         try:
@@ -419,6 +443,7 @@ def _runner_died(run: _Run, trial: _Active, error: Exception) -> None:
     run.active.remove(trial)
     if trial.runner in run.runners:
         run.runners.remove(trial.runner)
+        RUNNERS.forget([trial.runner])
     trial.failures += 1
     if trial.failures > RAY_MAX_FAILURES:
         run.errors[trial.trial_id] = f"the trial's runner died {trial.failures} times; the last: {error}"
