@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import sqlite3
 import statistics
@@ -225,8 +226,9 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--preset", default="compare-quick")
-    parser.add_argument("--timeout-s", type=float, default=600)
+    parser.add_argument("--timeout-s", type=float, default=1800, help="per run (a busy machine is slow)")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the server on the way out
     checkout = args.checkout.resolve()
     commit = subprocess.run(
         ["git", "-C", str(checkout), "log", "-1", "--format=%h %s"], capture_output=True, text=True
