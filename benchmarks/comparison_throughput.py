@@ -8,9 +8,12 @@ Runs ``tvlars-tune serve`` (on a loopback port, SQLite in a temp folder) with 1 
   not data loading); ``Σ wall_seconds`` (the trials' own time, data loading and imports included) beside it;
 - ``wall × workers / Σ train``: 1.00 would mean every worker trained all the time;
 - per study: its start-up (its first trial's start minus the claim of the study), and the idle gaps between one
-  trial's end and the next trial's start on the same worker;
+  trial's end and the next trial's start on the same worker. Optuna's trial start is when the trial was asked
+  for; Ray Tune asks before it starts the trial's actor, so each is also given to the trial's own function
+  starting (its end less its ``wall_seconds``), where the actor's start-up shows;
 - every failure: trials FAIL, studies not SUCCEEDED, the comparison not SUCCEEDED.
 
+``--from-db DB...`` reports runs already made from their ``tune.db`` (kept in ``/tmp/tvlars-cmp-bench-*``).
 ``--checkout DIR`` runs another checkout's server (e.g. the code before a change) with the Python running this
 script: ``cd OTHER && .venv/bin/python /path/to/benchmarks/comparison_throughput.py --checkout .``. A checkout whose
 trials record no ``train_seconds`` is measured against ``Σ wall_seconds`` only (said so in its lines).
@@ -154,15 +157,21 @@ def read_storage(db: Path, comparison_id: str) -> dict:
                 **attrs.get(trial_id, {}),
             }
         )
-    startups = []
+    for r in rows:  # when the trial's own function started (its end less its wall_seconds)
+        r["began"] = r["end"] - r["wall_seconds"] if r["end"] and r.get("wall_seconds") is not None else None
+    startups, to_function = [], []
     for name, (_, _, claimed, _) in by_study.items():
-        starts = [r["start"] for r in rows if r["study"] == name and r["start"] is not None]
-        if claimed is not None and starts:
-            startups.append(min(starts) - claimed)
-    gaps = []
+        mine = [r for r in rows if r["study"] == name and r["start"] is not None]
+        if claimed is not None and mine:
+            first = min(mine, key=lambda r: r["start"])
+            startups.append(first["start"] - claimed)
+            if first["began"] is not None:
+                to_function.append(first["began"] - claimed)
+    gaps, function_gaps = [], []
     for worker in {r["worker"] for r in rows}:
         mine = sorted((r for r in rows if r["worker"] == worker and r["start"] and r["end"]), key=lambda r: r["start"])
         gaps += [b["start"] - a["end"] for a, b in zip(mine, mine[1:], strict=False)]
+        function_gaps += [b["began"] - a["end"] for a, b in zip(mine, mine[1:], strict=False) if b["began"]]
     ends = [end for *_, end in by_study.values() if end is not None]
     claims = [claimed for _, _, claimed, _ in by_study.values() if claimed is not None]
     return {
@@ -176,7 +185,9 @@ def read_storage(db: Path, comparison_id: str) -> dict:
         "last_end": max(ends) if ends else None,
         "first_claim": min(claims) if claims else None,
         "startups": startups,
+        "to_function": to_function,
         "gaps": gaps,
+        "function_gaps": function_gaps,
     }
 
 
@@ -204,10 +215,22 @@ def report(r: dict) -> float:
             f"  start-up per study: median {statistics.median(s):.2f} s, mean {statistics.mean(s):.2f} s, "
             f"max {max(s):.2f} s (goal <= {STARTUP_GOAL_S})"
         )
+    if r["to_function"]:
+        f = r["to_function"]
+        print(
+            f"  claim to the first trial's function starting: median {statistics.median(f):.2f} s, "
+            f"mean {statistics.mean(f):.2f} s, max {max(f):.2f} s (Ray Tune asks before its actor starts)"
+        )
     if g:
         print(
             f"  idle gaps between trials: median {statistics.median(g):.2f} s, mean {statistics.mean(g):.2f} s, "
             f"max {max(g):.2f} s, total {sum(g):.1f} s over {len(g)}"
+        )
+    if r["function_gaps"]:
+        fg = r["function_gaps"]
+        print(
+            f"  a trial's end to the next trial's function starting: median {statistics.median(fg):.2f} s, "
+            f"mean {statistics.mean(fg):.2f} s, total {sum(fg):.1f} s"
         )
     print(
         f"  failures: {failures} ({r['trials_failed']} trials not COMPLETE, {r['studies_not_succeeded']} studies "
@@ -226,9 +249,21 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--preset", default="compare-quick")
+    parser.add_argument("--from-db", type=Path, nargs="+", help="report runs already made: their tune.db files")
     parser.add_argument("--timeout-s", type=float, default=1800, help="per run (a busy machine is slow)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the server on the way out
+    if args.from_db:
+        for db in args.from_db:
+            (cid, n), *_ = sqlite3.connect(db).execute(
+                "SELECT c.id, COUNT(DISTINCT s.worker_id) FROM tvlars_comparisons c "
+                "JOIN tvlars_studies s ON s.comparison_id = c.id GROUP BY c.id"
+            )
+            (state,), *_ = sqlite3.connect(db).execute("SELECT state FROM tvlars_comparisons WHERE id = ?", (cid,))
+            workers = int(db.parent.name.split("-")[3].rstrip("w"))  # tvlars-cmp-bench-Nw-*
+            print(f"{db} ({n} worker ids ran studies)")
+            report({"workers": workers, "submitted": 0.0, "state": state, **read_storage(db, cid), "folder": db.parent})
+        return
     checkout = args.checkout.resolve()
     commit = subprocess.run(
         ["git", "-C", str(checkout), "log", "-1", "--format=%h %s"], capture_output=True, text=True
