@@ -34,13 +34,16 @@ __all__ = [
     "get_study_version",
     "get_study",
     "Beat",
+    "has_claimable",
     "heartbeat",
     "list_study_versions",
     "refuse_prefix_in_use",
     "refuse_reserved_name",
     "live_workers",
+    "notify_queued",
     "resume_study",
     "spec_hash",
+    "study_size",
 ]
 
 
@@ -97,6 +100,8 @@ def create_submitted(
     )
     session.add(record)
     session.flush()  # a concurrent insert of the same name or key fails here, inside the caller's transaction
+    if model is StudyRecord:
+        notify_queued(session)
     return record, True
 
 
@@ -140,6 +145,17 @@ def refuse_prefix_in_use(*, session: Session, comparison: ComparisonRecord) -> N
                 f"A {model.kind.lower()} named {taken!r} exists under this comparison's prefix {prefix!r} (the "
                 "comparison's own studies are named so); choose another name"
             )
+
+
+#: The PostgreSQL channel a study going into the queue is announced on (``LISTEN`` by idle workers).
+QUEUE_CHANNEL = "tvlars_study_queued"
+
+
+def notify_queued(session: Session) -> None:
+    """Wake idle workers: a study is (back) in the queue. On PostgreSQL a ``NOTIFY``, sent when the caller's
+    transaction commits; other databases have no such thing (their workers poll briefly)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text(f"NOTIFY {QUEUE_CHANNEL}"))
 
 
 def create_study(
@@ -246,17 +262,32 @@ def resume_study(*, session: Session, study_id: str, n_trials: int | None = None
     record.cancel_requested = False
     record.error = None
     record.finished_at = None
+    notify_queued(session)
     return record
 
 
 # -- the worker's side -------------------------------------------------------------------------------------------
 
 
+#: How many of the oldest claimable studies a claim looks at to pick its comparison's largest.
+CLAIM_WINDOW = 64
+
+
+def study_size(spec: dict[str, Any]) -> int:
+    """A study's size for claiming largest-first: its epoch budget, else trials × epochs per trial."""
+    budget, workload = spec.get("budget") or {}, spec.get("workload") or {}
+    if budget.get("epochs"):
+        return int(budget["epochs"])
+    return int(budget.get("n_trials") or 1) * int(workload.get("epochs") or 1)
+
+
 def claim_next_study(*, session: Session, worker_id: str, stale_after_s: float) -> StudyRecord | None:
     """Claim the oldest QUEUED study, or a RUNNING one whose worker went silent. None when there is none.
 
-    On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets workers pass each other's candidates; the conditional UPDATE
-    then makes the claim exclusive on every database (it matches only if nobody claimed the row meanwhile).
+    Among the oldest study's comparison's claimable studies, the largest (:func:`study_size`) goes first, so that
+    a comparison does not end waiting on one long study started last. On PostgreSQL ``FOR UPDATE SKIP LOCKED``
+    lets workers pass each other's candidates; the conditional UPDATE then makes the claim exclusive on every
+    database (it matches only if nobody claimed the row meanwhile).
     """
     end_requested_cancels(session=session, stale_after_s=stale_after_s)
     stale_before = utcnow() - timedelta(seconds=stale_after_s)
@@ -264,15 +295,21 @@ def claim_next_study(*, session: Session, worker_id: str, stale_after_s: float) 
         StudyRecord.state == StudyState.QUEUED.value,
         sa.and_(StudyRecord.state == StudyState.RUNNING.value, StudyRecord.heartbeat_at < stale_before),
     )
-    candidate = session.scalars(
-        sa.select(StudyRecord)
-        .where(claimable)
-        .order_by(StudyRecord.created_at)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-    ).one_or_none()
-    if candidate is None:
+    candidates = list(
+        session.scalars(
+            sa.select(StudyRecord)
+            .where(claimable)
+            .order_by(StudyRecord.created_at)
+            .limit(CLAIM_WINDOW)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if not candidates:
         return None
+    candidate = candidates[0]
+    if candidate.comparison_id is not None:
+        peers = [c for c in candidates if c.comparison_id == candidate.comparison_id]
+        candidate = max(peers, key=lambda c: study_size(c.spec))  # the first of the largest: oldest on ties
     now = utcnow()
     # `claimable` again: a QUEUED row another worker took is RUNNING now, a stale one has a fresh heartbeat
     result = session.execute(
@@ -292,6 +329,16 @@ def claim_next_study(*, session: Session, worker_id: str, stale_after_s: float) 
         return None
     session.expire(candidate)
     return session.get(StudyRecord, candidate.id)
+
+
+def has_claimable(*, session: Session, stale_after_s: float) -> bool:
+    """Whether a study waits to be claimed (cheap: what an idle worker asks before claiming)."""
+    stale_before = utcnow() - timedelta(seconds=stale_after_s)
+    claimable = sa.or_(
+        StudyRecord.state == StudyState.QUEUED.value,
+        sa.and_(StudyRecord.state == StudyState.RUNNING.value, StudyRecord.heartbeat_at < stale_before),
+    )
+    return session.scalar(sa.select(StudyRecord.id).where(claimable).limit(1)) is not None
 
 
 class Beat(NamedTuple):
@@ -367,6 +414,8 @@ def finish_study(
         )
         .execution_options(synchronize_session=False)
     )
+    if state == StudyState.QUEUED:
+        notify_queued(session)
 
 
 def _cancel_requested(*, session: Session, study_id: str, worker_id: str) -> bool:

@@ -73,6 +73,7 @@ class TrialAttr(StrEnum):
     FINAL_TEST_ACC = "final_test_acc"
     IMAGES_PER_S = "images_per_s"
     WALL_SECONDS = "wall_seconds"
+    TRAIN_SECONDS = "train_seconds"  # the trainer's time in its epochs (training + evaluation, not data loading)
 
 
 class StudyAttr(StrEnum):
@@ -222,5 +223,6 @@ def summary(reports: Sequence[EpochReport]) -> dict[TrialAttr, Any]:
         TrialAttr.FINAL_TEST_ACC: last.metrics.get("test_acc"),
         TrialAttr.IMAGES_PER_S: sum(speeds) / len(speeds) if speeds else None,
         TrialAttr.WALL_SECONDS: last.wall_seconds,
+        TrialAttr.TRAIN_SECONDS: sum(float(r.metrics.get("epoch_seconds") or 0.0) for r in reports),
         TrialAttr.DEVICE: last.metrics.get(TrialAttr.DEVICE),
     }

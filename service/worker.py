@@ -1,6 +1,8 @@
 """The worker: claims queued studies from the database and runs them with the engine, one at a time.
 
 Several workers can share one PostgreSQL database (claims use ``FOR UPDATE SKIP LOCKED`` and a conditional update).
+A worker claims its next study as soon as its study ends. An idle one is woken by PostgreSQL's ``NOTIFY`` when a
+study enters the queue (``LISTEN``); on SQLite it looks for one every :data:`IDLE_POLL_S`.
 A worker heartbeats itself and its study; a RUNNING study whose worker went silent is claimed again and resumed.
 On SIGTERM/SIGINT the running study is stopped and put back in the queue for another worker.
 """
@@ -18,13 +20,16 @@ import uuid
 from ._optuna import Backoff, is_outage
 from .core.config import Settings
 from .core.db import migrate, session_scope
-from .crud import claim_next_study, finish_study, heartbeat, record_epochs_spent
+from .crud import QUEUE_CHANNEL, claim_next_study, finish_study, has_claimable, heartbeat, record_epochs_spent
 from .errors import FencedError, InvalidSpecError, LeaseHeldError, NameTakenError, StorageError
 from .models import StudyState, WorkerRecord, utcnow
 
-__all__ = ["Worker"]
+__all__ = ["IDLE_POLL_S", "Worker"]
 
 log = logging.getLogger(__name__)
+
+#: How often an idle worker on a database without LISTEN/NOTIFY (SQLite) asks whether a study is queued.
+IDLE_POLL_S = 0.1
 
 
 class Worker:
@@ -39,6 +44,8 @@ class Worker:
         self._fenced = threading.Event()  # set by the heartbeat when another worker took the running study over
         self._current: str | None = None
         self._lock = threading.Lock()
+        self._wake = threading.Event()  # a study may have entered the queue (PostgreSQL NOTIFY), or stop()
+        self._listens = self.url.startswith("postgresql")
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
 
@@ -48,6 +55,7 @@ class Worker:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     def run(self, handle_signals: bool = False) -> None:
         """Claim and run studies until :meth:`stop` (or SIGTERM/SIGINT, with ``handle_signals``)."""
@@ -60,21 +68,18 @@ class Worker:
         ensure_ray(self.settings.ray_address)  # up front, so a submitted study starts at once
         if handle_signals:  # after Ray starts: ray.init installs a SIGTERM handler of its own that exits
             self._install_signals()
+        if self._listens:
+            threading.Thread(target=self._listen_loop, name="worker-listen", daemon=True).start()
         log.info("worker %s ready (database %s)", self.id, _safe_url(self.url))
+        advanced = 0.0
         try:
             while not self._stop.is_set():
-                self._advance_comparisons()
-                try:
-                    with session_scope(self.url) as s:
-                        record = claim_next_study(
-                            session=s, worker_id=self.id, stale_after_s=self.settings.worker_stale_s
-                        )
-                        claimed = None if record is None else (record.id, record.name, dict(record.spec), record.resume)
-                except StorageError:
-                    log.warning("could not reach the database; retrying", exc_info=True)
-                    claimed = None
+                if time.monotonic() - advanced >= self.settings.worker_poll_s:
+                    self._advance_comparisons()
+                    advanced = time.monotonic()
+                claimed = self._claim()
                 if claimed is None:
-                    self._stop.wait(self.settings.worker_poll_s)
+                    self._idle()
                     continue
                 try:
                     self._run_one(*claimed)
@@ -83,6 +88,9 @@ class Worker:
                     with self._lock:
                         self._current = None
                     self._stop.wait(self.settings.worker_poll_s)
+                # the study's end may let its comparison move on (and queue studies): at once, then claim at once
+                self._advance_comparisons()
+                advanced = time.monotonic()
         finally:
             try:
                 with session_scope(self.url) as s:
@@ -93,8 +101,52 @@ class Worker:
                 log.warning("could not record that worker %s stopped", self.id, exc_info=True)
             log.info("worker %s stopped", self.id)
 
+    def _claim(self) -> tuple[str, str, dict, bool] | None:
+        try:
+            with session_scope(self.url) as s:
+                record = claim_next_study(session=s, worker_id=self.id, stale_after_s=self.settings.worker_stale_s)
+                return None if record is None else (record.id, record.name, dict(record.spec), record.resume)
+        except StorageError:
+            log.warning("could not reach the database; retrying", exc_info=True)
+            return None
+
+    def _idle(self) -> None:
+        """Wait for a study to claim, up to ``worker_poll_s``: woken by a NOTIFY (PostgreSQL), else by a short poll."""
+        deadline = time.monotonic() + self.settings.worker_poll_s
+        while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            if self._wake.wait(left if self._listens else min(IDLE_POLL_S, left)):
+                self._wake.clear()
+                return
+            if not self._listens and self._queued():
+                return
+
+    def _queued(self) -> bool:
+        try:
+            with session_scope(self.url) as s:
+                return has_claimable(session=s, stale_after_s=self.settings.worker_stale_s)
+        except Exception:  # the database is away: the claim after worker_poll_s reports it
+            return False
+
+    def _listen_loop(self) -> None:
+        """``LISTEN`` for studies entering the queue (PostgreSQL); each notice wakes the idle loop."""
+        import psycopg
+        from sqlalchemy.engine import make_url
+
+        conninfo = make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f"LISTEN {QUEUE_CHANNEL}")
+                    self._wake.set()  # (re)connected: a notice may have been missed meanwhile
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            self._wake.set()
+            except Exception as e:  # the database is away: the idle loop still polls every worker_poll_s
+                log.debug("LISTEN %s: %s; reconnecting", QUEUE_CHANNEL, e)
+                self._stop.wait(2.0)
+
     def _advance_comparisons(self) -> None:
-        """Comparisons move on between studies: re-runs queued after tuning, the result once the re-runs are done."""
+        """Comparisons move on as their studies end: re-runs queued after tuning, the result once re-runs are done."""
         from .comparisons.machine import advance_all
 
         try:

@@ -74,6 +74,8 @@ def ray_address() -> Iterator[str]:
     import ray
 
     os.environ.setdefault("TVLARS_LEASE_TTL_S", "10")
+    # idle warm trial runners hold CPUs of this shared Ray: released after 1 s, not 10 (servers inherit it)
+    os.environ.setdefault("TVLARS_RUNNER_IDLE_S", "1")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     address = ray.get_runtime_context().gcs_address
     os.environ["RAY_ADDRESS"] = address

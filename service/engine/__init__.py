@@ -1,8 +1,10 @@
-"""The study engine: a study spec in, a complete and truthful Optuna study out (Ray Tune runs the trials).
+"""The study engine: a study spec in, a complete and truthful Optuna study out (the trials run on Ray: on the
+worker's warm trial runners when the study has no scheduler, else in a Ray Tune run; see ``docs/engine.md``).
 
 ``study.run_study`` drives one run; ``records`` keeps the study in Optuna; ``lease`` keeps two drivers apart;
 ``factories`` builds samplers, schedulers and distributions; ``searcher`` asks and tells Optuna for Ray Tune;
-``ray_setup`` starts Ray and the Tuner; ``trainable`` is one trial.
+``runners`` keeps trial actors warm across studies; ``ray_setup`` starts Ray and the Tuner; ``trainable`` is one
+trial.
 
 Checkpoints: a trial saves its whole trainer state every ``checkpoint_every`` epochs through Ray Tune
 (``trainable``); Ray retries, HyperBand pauses and PBT exploits restore from it, and a study resumed after its

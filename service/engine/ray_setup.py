@@ -16,7 +16,15 @@ from .._optuna import is_outage
 from ..errors import StorageError
 from .factories import build_scheduler
 
-__all__ = ["RAY_MAX_FAILURES", "STOP_POLL_S", "StopPoller", "ensure_ray", "fit", "resources_unavailable"]
+__all__ = [
+    "RAY_MAX_FAILURES",
+    "STOP_POLL_S",
+    "StopPoller",
+    "ensure_ray",
+    "fit",
+    "resources_unavailable",
+    "storage_location",
+]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +100,15 @@ class StopPoller:
         return None
 
 
+def storage_location(storage_path: str | None, results_dir: str | os.PathLike | None) -> str:
+    """Where a run's checkpoints go: ``storage_path``, else ``TVLARS_CHECKPOINT_PATH``, else ``results_dir``, else a
+    folder under the temp dir."""
+    storage = storage_path or os.environ.get("TVLARS_CHECKPOINT_PATH") or None
+    if storage is None:
+        storage = str(Path(results_dir or Path(tempfile.gettempdir()) / "tvlars-tune-ray").resolve())
+    return storage
+
+
 def fit(
     spec: StudySpec,
     searcher,
@@ -119,9 +136,7 @@ def fit(
     unfit = resources_unavailable(spec)
     if unfit is not None:  # a trial would wait for ever: the study fails now and the worker moves on
         return unfit
-    storage = storage_path or os.environ.get("TVLARS_CHECKPOINT_PATH") or None
-    if storage is None:
-        storage = str(Path(results_dir or Path(tempfile.gettempdir()) / "tvlars-tune-ray").resolve())
+    storage = storage_location(storage_path, results_dir)
     callbacks = [*callbacks, CheckpointLocations(searcher.note_checkpoint, storage)]
     tuner = tune.Tuner(
         tune.with_resources(train_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}),

@@ -1,10 +1,10 @@
 """Run one study: its spec in, a complete and truthful Optuna study out.
 
 The pieces: :mod:`.records` (the study in Optuna, counts, outcome), :mod:`.lease` (one driver per study),
-:mod:`.factories` (sampler, scheduler, distributions), :mod:`.searcher` (asks and tells Optuna for Ray Tune) and
-:mod:`.ray_setup` (Ray and the Tuner). A driver that died leaves a stale lease; the next run continues the trials it
-left RUNNING from their latest checkpoints (the same Optuna trials), fails those that had none, and runs only what
-the budget still lacks.
+:mod:`.factories` (sampler, scheduler, distributions), :mod:`.searcher` (asks and tells Optuna for Ray Tune),
+:mod:`.runners` (warm trial runners, for studies without a scheduler) and :mod:`.ray_setup` (Ray and the Tuner).
+A driver that died leaves a stale lease; the next run continues the trials it left RUNNING from their latest
+checkpoints (the same Optuna trials), fails those that had none, and runs only what the budget still lacks.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from ..errors import FencedError, InvalidSpecError
 from ..models import StudyState
 from ..optuna_queries import epochs_spent, study_counts
 from ..trial_report import FailKind, TrialAttr
-from .factories import build_distributions
+from .factories import CHECKPOINTS_KEPT, build_distributions
 from .lease import Lease
 from .lease import lease_ttl_s as _lease_ttl
-from .ray_setup import StopPoller, fit
+from .ray_setup import StopPoller, ensure_ray, fit, resources_unavailable, storage_location
 from .records import StudyOutcome, create_or_load, fail_orphaned_trials, outcome
 
 __all__ = ["run_study"]
@@ -92,10 +92,11 @@ def run_study(
         if counts["ERRORS"] > spec.budget.max_failed and not resume:
             return outcome(study, spec, StudyState.FAILED, f"{counts['ERRORS']} trials failed (budget.max_failed)")
 
-        from ._tune import TrialErrors
+        from .runners import RUNNERS, run_trials, uses_runners
         from .searcher import OptunaStudySearcher
 
-        poll, errors = StopPoller(should_cancel), TrialErrors()
+        warm = uses_runners(spec)
+        poll, errors = StopPoller(should_cancel), {}
         searcher = OptunaStudySearcher(
             study,
             spec,
@@ -106,24 +107,40 @@ def run_study(
             on_change=(lambda: on_progress(study_counts(study) | {"EPOCHS_SPENT": epochs_spent(study)}))
             if on_progress
             else None,
-            error_text=errors.messages.get,
+            error_text=errors.get,
             resumable=resumable,
             fenced=lambda: (fenced is not None and fenced()) or not lease.holds(),
             driver=lease.driver,
         )
         stop = lambda: searcher.stop_reason or ("fenced" if searcher.fenced else None) or poll()  # noqa: E731
-        failure = fit(
-            spec,
-            searcher,
-            stop_reason=stop,
-            callbacks=[errors],
-            ray_address=ray_address,
-            results_dir=results_dir,
-            storage_path=storage_path,
-        )
+        if warm:  # no scheduler: the worker's warm runners (see .runners), no Tune run to start
+            ensure_ray(ray_address)
+            failure = resources_unavailable(spec) or run_trials(
+                spec,
+                searcher,
+                stop_reason=stop,
+                storage=storage_location(storage_path, results_dir),
+                keep=CHECKPOINTS_KEPT.get(spec.scheduler.name, 2),
+                errors=errors,
+            )
+        else:
+            from ._tune import TrialErrors
+
+            RUNNERS.release()  # Tune's trials need the CPUs idle runners hold
+            tune_errors = TrialErrors()
+            tune_errors.messages = errors
+            failure = fit(
+                spec,
+                searcher,
+                stop_reason=stop,
+                callbacks=[tune_errors],
+                ray_address=ray_address,
+                results_dir=results_dir,
+                storage_path=storage_path,
+            )
         if searcher.fenced:
             raise FencedError(f"study {spec.name!r}: this driver lost the study to another and stopped its run")
-        # trials Tune stopped without a completion callback
+        # trials stopped without a completion callback (a cancel, a run that failed)
         kind = FailKind.CANCELLED if poll.cancelled else FailKind.INFRASTRUCTURE
         searcher.fail_unfinished(kind, failure or "stopped when the tuning run ended")
         if failure is not None:

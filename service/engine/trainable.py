@@ -26,6 +26,7 @@ import tempfile
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from ray import tune
 from ..core.jsondata import jsonable
 from ..trial_report import EpochReport
 
-__all__ = ["STATE_FILE", "train_trial"]
+__all__ = ["STATE_FILE", "run_trial", "train_trial"]
 
 #: Characters of a traceback kept with a failed trial.
 MAX_TRACEBACK_CHARS = 4000
@@ -68,6 +69,30 @@ def _prefer_oom_kill() -> None:
 def train_trial(config: dict[str, Any]) -> None:
     """Tune function trainable. ``config``: ``{"trial": <tvlars.train config>, "number": <Optuna trial number>,
     "searched": [searched keys], "restore": <checkpoint path or URI to start from, optional>}``."""
+
+    def send(result: dict[str, Any], folder: Path | None) -> None:
+        checkpoint = tune.Checkpoint.from_directory(str(folder)) if folder else None
+        tune.report(result, checkpoint=checkpoint)  # returns once Tune has persisted the checkpoint
+
+    checkpoint = tune.get_checkpoint()
+    run_trial(config, send, trial_id=_trial_id(), checkpoint=checkpoint, from_run=checkpoint is not None)
+
+
+def run_trial(
+    config: dict[str, Any],
+    send: Callable[[dict[str, Any], Path | None], None],
+    *,
+    trial_id: str | None,
+    checkpoint: tune.Checkpoint | None = None,
+    from_run: bool = False,
+) -> None:
+    """One trial, for any host: Tune's function trainable or the engine's own trial runners (:mod:`.runners`).
+
+    ``send(result, folder)`` gets each epoch's result (``EpochReport.to_result``), with the folder of the
+    checkpoint saved for that epoch (or None); the folder is deleted once ``send`` returns. ``checkpoint`` (else
+    ``config["restore"]``) is the state to continue from; ``from_run``: it is the host's own checkpoint of this
+    run (a retry, a pause, or another trial's state cloned in by PBT).
+    """
     import torch
 
     from tvlars.train import run  # imported in the worker, so the driver never loads torch for this
@@ -79,7 +104,6 @@ def train_trial(config: dict[str, Any]) -> None:
         trial_config["num_threads"] = max(1, int(os.environ.get("OMP_NUM_THREADS") or 0) or _cpus_assigned())
     epochs = trial_config.get("epochs")
     number = config.get("number")
-    trial_id = _trial_id()
     started = time.perf_counter()
     last_epoch = 0
     # what every report of this attempt carries: where it runs, and (once restored) where it continued from
@@ -99,9 +123,7 @@ def train_trial(config: dict[str, Any]) -> None:
         result.final = result.diverged or epoch == epochs
         folder = pending.pop() if pending else None
         try:
-            checkpoint = tune.Checkpoint.from_directory(str(folder)) if folder else None
-            # returns once Tune has persisted the checkpoint
-            tune.report(jsonable(result.to_result()), checkpoint=checkpoint)
+            send(jsonable(result.to_result()), folder)
         finally:
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -118,8 +140,6 @@ def train_trial(config: dict[str, Any]) -> None:
 
     try:
         state = None
-        checkpoint = tune.get_checkpoint()
-        from_run = checkpoint is not None
         if checkpoint is None and config.get("restore"):
             checkpoint = tune.Checkpoint(config["restore"])
         if checkpoint is not None:
@@ -144,7 +164,7 @@ def train_trial(config: dict[str, Any]) -> None:
             node_id=facts.node_id,
             hostname=facts.hostname,
         )
-        tune.report(failed.to_result())
+        send(failed.to_result(), None)
 
 
 def _trial_id() -> str | None:
