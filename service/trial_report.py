@@ -52,6 +52,7 @@ class TrialAttr(StrEnum):
     HOSTNAME = "hostname"
     DEVICE = "device"
     ENQUEUED = "enqueued"  # a config the spec enqueued, not the sampler's
+    SEED = "seed"  # the seed it trained with (data order, initial weights): checkable from storage alone
     # restarts, checkpoints and PBT
     RESTARTS = "restarts"
     RESUMED_FROM_EPOCH = "resumed_from_epoch"
@@ -119,6 +120,7 @@ SUMMARY_ATTRS = (
     TrialAttr.WALL_SECONDS,
     TrialAttr.DEVICE,
     TrialAttr.ENQUEUED,
+    TrialAttr.SEED,
 )
 #: Characters of a failure's reason kept (``TrialAttr.FAIL_REASON``).
 MAX_REASON_CHARS = 2000

@@ -2,9 +2,10 @@
 
 1. **tune** — submitting creates one QUEUED study per arm × batch size × tuning repeat
    (:func:`search_spaces.comparison.expand`, role ``tune``); any worker runs them, so several workers share the work.
-2. **extend** — once every tuning study SUCCEEDED, :func:`advance` runs the range check
-   (:func:`.reruns.check_ranges`); with ``range_check: extend`` and an optimum on a range's edge at some batch size,
-   every arm × repeat at that batch size gets an extension study (role ``extend``) with the same extra budget.
+2. **extend** — once every tuning study SUCCEEDED, and again once each round of extensions did, :func:`advance`
+   runs the range check (:func:`.reruns.check_ranges`); with ``range_check.mode: extend`` and an optimum on a
+   range's edge at some batch size, every arm × repeat at that batch size gets an extension study (role
+   ``extend``) with a tuning study's budget, up to ``range_check.max_extensions`` rounds.
 3. **rerun** — once tuning (and extensions) SUCCEEDED, :func:`advance` queues the re-runs of each repeat's top-k
    configs on fresh seeds (:func:`.reruns.queue_reruns`).
 4. **done** — once every re-run study SUCCEEDED, :func:`.assembly.build_result` reads the stored trials (no
@@ -29,7 +30,7 @@ from ..core.db import session_scope
 from ..core.jsondata import jsonable
 from ..models import ComparisonPhase, ComparisonRecord, StudyState, utcnow
 from .assembly import build_result
-from .records import studies_of
+from .records import TUNING_ROLES, studies_of
 from .reruns import check_ranges, queue_reruns
 
 __all__ = ["advance", "advance_all"]
@@ -78,9 +79,10 @@ def advance(*, session: Session, comparison_id: str, storage_url: str) -> bool:
     if not current or any(s.state != StudyState.SUCCEEDED for s in current):
         return moved
     spec = ComparisonSpec.model_validate(record.spec)
-    if record.phase == ComparisonPhase.TUNE:
+    if record.phase in (ComparisonPhase.TUNE, ComparisonPhase.EXTEND):
         record.state = StudyState.RUNNING.value
-        if check_ranges(session, record, spec, current, storage_url):
+        # the range check after tuning and after each round of extensions (up to range_check.max_extensions)
+        if check_ranges(session, record, spec, [s for s in studies if s.role in TUNING_ROLES], storage_url):
             record.phase = ComparisonPhase.EXTEND.value
             log.info("comparison %s: tuning done, range-check extensions queued", record.name)
             return True

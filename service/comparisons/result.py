@@ -53,6 +53,11 @@ __all__ = [
     "result_from_json",
 ]
 
+#: How a tuning trial's config was chosen: a reference point the spec enqueued, a quasi-random (Sobol') point, a
+#: random draw (RandomSampler, or TPE's start-up trials), a TPE proposal, another sampler's, or any trial of a
+#: range-check extension study.
+TRIAL_KINDS = ("enqueued", "quasi-random", "random", "tpe", "other", "extension")
+
 #: Optimizer → the optimizers its search space contains as a special case: TVLARS with λ → 0 is LARS (its λ → 0
 #: point is enqueued in every TVLARS arm), so tuned TVLARS below tuned LARS is a failed search, not a worse optimizer.
 SPECIAL_CASES: dict[str, tuple[str, ...]] = {"tvlars": ("lars",)}
@@ -72,6 +77,10 @@ class TrialRecord:
     wall_seconds: float | None = None
     curve: list[dict[str, Any]] = field(default_factory=list)
     repeat: int = 0  # which tuning repeat's study (tuning or range extension) ran it
+    seed: int | None = None  # the seed it trained with (its TrialAttr.SEED); None: stored before the attribute
+    kind: str | None = None  # how its config was chosen: one of TRIAL_KINDS; None: stored before kinds
+    steps: int | None = None  # optimizer steps it ran (the trainer's cumulative count at its last epoch)
+    examples: int | None = None  # training examples it processed: steps × batch size
 
 
 @dataclass(frozen=True)
@@ -89,9 +98,10 @@ class RerunRecord:
 class ParamRange:
     """A searched parameter in one repeat: the range its winner was chosen from, and where the winner sits in it.
 
-    ``position`` is 0 at ``low`` and 1 at ``high`` (log space for a log range); ``edge`` marks a log range's outer
-    10 % at either end, as the range check does (:func:`~service.comparisons.stats.at_edge`; a linear range, such
-    as ``delay_fraction``'s whose 0 is a reference point, is not checked); ``extended``: the range check moved it.
+    ``position`` is 0 at ``low`` and 1 at ``high`` (log space for a log range); ``edge`` marks the outer 10 % at
+    either end of the range the winner was chosen from, log or linear, as the range check does
+    (:func:`~service.comparisons.stats.at_edge`), once no extension is left to widen it; ``extended``: the range
+    check widened it.
     """
 
     low: float
@@ -161,6 +171,26 @@ class ArmResult:
         """Wall seconds of every tuning trial (a trial with unknown time adds 0)."""
         return float(sum(t.wall_seconds for t in self.trials if t.wall_seconds is not None))
 
+    @property
+    def trial_kinds(self) -> dict[str, int]:
+        """How many tuning trials of each kind ran (:data:`TRIAL_KINDS`; ``unknown``: stored before kinds)."""
+        counts = dict.fromkeys(TRIAL_KINDS, 0)
+        for t in self.trials:
+            counts[t.kind or "unknown"] = counts.get(t.kind or "unknown", 0) + 1
+        return counts
+
+    @property
+    def edge_note(self) -> str | None:
+        """"optimum at the edge of the searched range" with where, when a repeat's winner still lies in the outer
+        10 % of a range the range check could not (or may no longer) widen; None otherwise."""
+        where = [
+            f"{name} (repeat {r.repeat}, position {p.position:.2f})"
+            for r in self.repeats
+            for name, p in r.ranges.items()
+            if p.edge and p.position is not None
+        ]
+        return "optimum at the edge of the searched range: " + ", ".join(where) if where else None
+
     def spent_in(self, repeat: int) -> int | None:
         """Epochs the repeat's studies spent, as stored; ``None`` if this arm has no such repeat."""
         return next((r.epochs_spent for r in self.repeats if r.repeat == repeat), None)
@@ -189,6 +219,7 @@ class VerdictRecord:
     difference: Difference | None
     verdict: Verdict
     reason: str | None = None  # why a verdict is inconclusive
+    notes: tuple[str, ...] = ()  # what the verdict carries besides (an optimum at the edge of the searched range)
 
 
 @dataclass
@@ -253,7 +284,13 @@ class ComparisonResult:
         for i, p in zip(tested, adjusted, strict=True):
             diff = replace(records[i].difference, p_adjusted=p)  # type: ignore[type-var]
             records[i] = replace(records[i], difference=diff, verdict=decide(diff))
-        return self._search_check(records)
+        return [self._edge_notes(r) for r in self._search_check(records)]
+
+    def _edge_notes(self, record: VerdictRecord) -> VerdictRecord:
+        """The verdict with its arms' :attr:`ArmResult.edge_note` (the range check's last word)."""
+        arms = (self.arm(record.arm, record.batch_size), self.arm(record.against, record.batch_size))
+        notes = tuple(f"{a.label}: {a.edge_note}" for a in arms if a is not None and a.edge_note)
+        return replace(record, notes=notes) if notes else record
 
     def _search_check(self, records: list[VerdictRecord]) -> list[VerdictRecord]:
         """A tuned arm clearly below an arm its space contains: every verdict at that batch size is a search failure."""

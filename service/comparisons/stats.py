@@ -530,3 +530,15 @@ def lr_sensitivity(lrs: Sequence[float], values: Sequence[float | None], n_bins:
                 )
             )
     return LRSensitivity(lrs=xs, values=ys, bins=bins)
+
+
+def minimum_detectable_difference(
+    sd: float, n: int, alpha: float, df: float | None = None, power: float = 0.8
+) -> float | None:
+    """The smallest true mean difference a two-sided t test at level ``alpha`` on ``n`` paired repeats detects with
+    probability ``power``: ``(t(1 − α/2, ν) + t(power, ν)) · sd / √n``, ν = ``df`` (default ``n − 1``). None where
+    ν < 1. (Part B's copy of R6's formula; the lead keeps one at merge.)"""
+    nu = n - 1 if df is None else df
+    if nu < 1 or n < 1:
+        return None
+    return float((scipy_stats.t.ppf(1 - alpha / 2, nu) + scipy_stats.t.ppf(power, nu)) * sd / math.sqrt(n))

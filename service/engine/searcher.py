@@ -146,8 +146,9 @@ class OptunaStudySearcher(Searcher):
             trial.set_user_attr(TrialAttr.RAY_TRIAL_ID, trial_id)
             self._running[trial_id] = TrialRun(trial)
             self._numbers[trial_id] = trial.number
-            params = dict(trial.params)
-        return self._config(trial.number, params)
+            config = self._config(trial.number, dict(trial.params))
+            trial.set_user_attr(TrialAttr.SEED, config["trial"]["seed"])
+        return config
 
     def _config(self, number: int, params: dict[str, Any], restore: str | None = None) -> dict[str, Any]:
         seed = self.spec.seed + number if self.spec.vary_seed else self.spec.seed
