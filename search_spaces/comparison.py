@@ -175,7 +175,9 @@ class ComparisonWorkload(Workload):
     defaults to true here, so every optimizer step sees a full batch (steps per epoch = train rows // batch size)."""
 
     batch_size: int | None = Field(default=None, exclude=True)  # type: ignore[assignment]
-    drop_last: bool = Field(default=True, description="True: every step sees a full batch (the last partial one is dropped)")
+    drop_last: bool = Field(
+        default=True, description="True: every step sees a full batch (the last partial one is dropped)"
+    )
 
     @field_validator("batch_size")
     @classmethod

@@ -178,7 +178,7 @@ def _epochs_reached():
 
 
 def trial_timings(session: Session, names: list[str]) -> list[dict[str, Any]]:
-    """Per ended trial (COMPLETE or PRUNED) of the studies ``names``: ``{"study", "wall_seconds", "epochs",
+    """Per ended trial (COMPLETE or PRUNED) of the studies ``names``: ``{"study", "seconds", "epochs",
     "steps_per_epoch"}`` from its stored user attrs (``steps_per_epoch``: the trainer's step count after its first
     epoch, from its curves; None where unknown). Trials without a wall time or epochs are left out."""
     if not names:
@@ -201,7 +201,7 @@ def trial_timings(session: Session, names: list[str]) -> list[dict[str, Any]]:
         out.append(
             {
                 "study": row.study_name,
-                "wall_seconds": float(wall),
+                "seconds": float(wall),
                 "epochs": int(epochs),
                 "steps_per_epoch": None if steps[0] is None else int(steps[0]),
             }

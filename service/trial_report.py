@@ -52,7 +52,7 @@ class TrialAttr(StrEnum):
     HOSTNAME = "hostname"
     DEVICE = "device"
     ENQUEUED = "enqueued"  # a config the spec enqueued, not the sampler's
-    SEED = "seed"  # the seed it trained with (data order, initial weights): checkable from storage alone
+    SEED = "train_seed"  # the seed it trained with (data order, initial weights): checkable from storage alone
     # restarts, checkpoints and PBT
     RESTARTS = "restarts"
     RESUMED_FROM_EPOCH = "resumed_from_epoch"

@@ -37,7 +37,9 @@ def _seed(t: FrozenTrial, repeat: int) -> int:
     return int(stored) if stored is not None else rerun_seed_base(repeat) + t.number
 
 
-def _trial_record(t: FrozenTrial, repeat: int = 0, kind: str | None = None, batch_size: int | None = None) -> TrialRecord:
+def _trial_record(
+    t: FrozenTrial, repeat: int = 0, kind: str | None = None, batch_size: int | None = None
+) -> TrialRecord:
     # a PRUNED trial is valued at its last intermediate value (as Optuna records it); a FAIL has none
     last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
     value = t.value if t.state == TrialState.COMPLETE else last
@@ -68,7 +70,7 @@ def trial_kind(t: FrozenTrial, study: StudyRecord) -> str:
     if study.role == ComparisonPhase.EXTEND:
         return "extension"
     if t.user_attrs.get(TrialAttr.ENQUEUED):
-        return "enqueued"
+        return "reference"
     sampler = (study.spec or {}).get("sampler") or {}
     name = sampler.get("name")
     if name in ("sobol", "qmc"):
@@ -125,9 +127,7 @@ def build_result(storage_url: str, spec: ComparisonSpec, studies: list[StudyReco
                 stored = load_study_or_none(storage_url, study.name)
                 for t in stored_trials(stored, (TrialState.COMPLETE,)) if stored else []:
                     curve = _rows(t.user_attrs.get(TrialAttr.CURVES))
-                    reruns.append(
-                        RerunRecord(_seed(t, repeat), float(t.value), curve, study.rank or 1, repeat)
-                    )
+                    reruns.append(RerunRecord(_seed(t, repeat), float(t.value), curve, study.rank or 1, repeat))
         # the trainer's cumulative step count after the first epoch is the steps per epoch
         firsts = [run.curve[0] for run in reruns if run.curve and run.curve[0].get("step")]
         steps = int(firsts[0]["step"]) if firsts else 0

@@ -127,7 +127,7 @@ def plan(session: Session, spec: ComparisonSpec, workers: int = 1) -> Comparison
     for bs in spec.batch_sizes:
         mine = timings.get(bs, [])
         if mine:
-            per_epoch = sum(t["wall_seconds"] for t in mine) / sum(t["epochs"] for t in mine)
+            per_epoch = sum(t["seconds"] for t in mine) / sum(t["epochs"] for t in mine)
             epoch_seconds[bs] = {"seconds": per_epoch, "source": f"stored ({len(mine)} trials)"}
         elif spec.assumed_epoch_s is not None:
             epoch_seconds[bs] = {"seconds": spec.assumed_epoch_s, "source": "assumed_epoch_s"}
@@ -234,7 +234,7 @@ def _stored_timings(session: Session, key: dict[str, Any]) -> tuple[dict[int, li
         out.setdefault(int(s.spec["workload"]["batch_size"]), []).extend(found)
         if found and s.started_at and s.finished_at:
             overheads.append(
-                max(0.0, (s.finished_at - s.started_at).total_seconds() - sum(t["wall_seconds"] for t in found))
+                max(0.0, (s.finished_at - s.started_at).total_seconds() - sum(t["seconds"] for t in found))
             )
     return out, overheads
 

@@ -77,9 +77,7 @@ def queue_reruns(
     for study in (s for s in studies if s.role == ComparisonPhase.TUNE):
         mine = [s for s in tuning if (s.arm, s.batch_size, s.repeat) == (study.arm, study.batch_size, study.repeat)]
         for rank, params in enumerate(top_configs(storage_url, mine, spec.rerun.top_k), start=1):
-            rerun = rerun_spec(
-                StudySpec.model_validate(study.spec), params, rank, spec.rerun.seeds, study.repeat or 0
-            )
+            rerun = rerun_spec(StudySpec.model_validate(study.spec), params, rank, spec.rerun.seeds, study.repeat or 0)
             add_study(
                 session,
                 record,

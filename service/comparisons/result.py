@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from search_spaces.comparison import MAX_RERUN_SEEDS, RERUN_SEED_BASE
+
 from ..trial_report import TrialAttr
 from .stats import (
     MIN_REPEATS,
@@ -53,10 +55,10 @@ __all__ = [
     "result_from_json",
 ]
 
-#: How a tuning trial's config was chosen: a reference point the spec enqueued, a quasi-random (Sobol') point, a
-#: random draw (RandomSampler, or TPE's start-up trials), a TPE proposal, another sampler's, or any trial of a
-#: range-check extension study.
-TRIAL_KINDS = ("enqueued", "quasi-random", "random", "tpe", "other", "extension")
+#: How a tuning trial's config was chosen: a reference point the spec enqueued ("reference"), a quasi-random
+#: (Sobol') point, a random draw (RandomSampler, or TPE's start-up trials), a TPE proposal, another sampler's, or any
+#: trial of a range-check extension study.
+TRIAL_KINDS = ("reference", "quasi-random", "random", "tpe", "other", "extension")
 
 #: Optimizer → the optimizers its search space contains as a special case: TVLARS with λ → 0 is LARS (its λ → 0
 #: point is enqueued in every TVLARS arm), so tuned TVLARS below tuned LARS is a failed search, not a worse optimizer.
@@ -146,11 +148,17 @@ class ArmResult:
 
     @property
     def scores(self) -> dict[int, dict[int, float]]:
-        """``{repeat: {seed: score}}`` of each repeat's winner (rank 1): the numbers every verdict resamples."""
+        """``{repeat: {j: score}}`` of each repeat's winner (rank 1): the numbers every verdict resamples.
+
+        ``j`` is the re-run seed's place in its repeat (seed ``RERUN_SEED_BASE + r · S + j``, R1; S =
+        ``MAX_RERUN_SEEDS``): the seeds are
+        nested in the repeat, so repeat ``r``'s ``j`` is the same seed in every arm (arms pair on it) and another
+        seed in every other repeat."""
         table: dict[int, dict[int, float]] = {}
         for r in self.reruns:
             if r.rank == 1:
-                table.setdefault(r.repeat, {})[r.seed] = r.score
+                j = (r.seed - RERUN_SEED_BASE) % MAX_RERUN_SEEDS  # (a result from before R1: RERUN_SEED_BASE + j)
+                table.setdefault(r.repeat, {})[j] = r.score
         return table
 
     @property
@@ -181,7 +189,7 @@ class ArmResult:
 
     @property
     def edge_note(self) -> str | None:
-        """"optimum at the edge of the searched range" with where, when a repeat's winner still lies in the outer
+        """ "optimum at the edge of the searched range" with where, when a repeat's winner still lies in the outer
         10 % of a range the range check could not (or may no longer) widen; None otherwise."""
         where = [
             f"{name} (repeat {r.repeat}, position {p.position:.2f})"

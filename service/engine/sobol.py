@@ -67,7 +67,9 @@ class SobolSampler(optuna.samplers.BaseSampler):
         """The Sobol index of ``trial``: how many earlier trials of the study the sampler drew (not enqueued)."""
         if trial.number not in self._index:
             earlier = study.get_trials(deepcopy=False)
-            self._index[trial.number] = sum(1 for t in earlier if t.number < trial.number and _FIXED not in t.system_attrs)
+            self._index[trial.number] = sum(
+                1 for t in earlier if t.number < trial.number and _FIXED not in t.system_attrs
+            )
         return self._index[trial.number]
 
     def unit(self, index: int, dim: int) -> float:

@@ -101,9 +101,10 @@ def test_an_edge_is_extended_twice_then_reported(sqlite_url) -> None:
     lr0 = by_name["edge-tvlars-bs64-t0"].spec["search_space"]["lr"]
     lr2 = by_name["edge-tvlars-bs64-t0-x2"].spec["search_space"]["lr"]
     assert (lr2["low"], lr2["high"]) == pytest.approx((lr0["low"], lr0["high"] * 100))
-    assert by_name["edge-lars_warmup-bs64-t0-x2"].spec["search_space"] == by_name["edge-lars_warmup-bs64-t0"].spec[
-        "search_space"
-    ]
+    assert (
+        by_name["edge-lars_warmup-bs64-t0-x2"].spec["search_space"]
+        == by_name["edge-lars_warmup-bs64-t0"].spec["search_space"]
+    )
     # the last word: still on the edge after 2 extensions, recorded on the tuning study
     check = by_name["edge-tvlars-bs64-t0"].outcome["range_check"]["lr"]
     assert check["edge"] == "high" and check["extensions"] == 2 and check["edge_final"] is True

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from search_spaces import merge
 from search_spaces.comparison import ComparisonSpec, load_comparison_data
 
+from ...comparisons.plan import plan
 from ...comparisons.records import (
     TUNING_ROLES,
     arm_studies,
@@ -23,7 +24,6 @@ from ...comparisons.records import (
     resume_comparison,
     studies_of,
 )
-from ...comparisons.plan import plan
 from ...comparisons.report import render_html
 from ...comparisons.result import result_from_json
 from ...core.config import Settings
