@@ -159,6 +159,8 @@ def plan(session: Session, spec: ComparisonSpec, workers: int = 1) -> Comparison
             if epoch_seconds[bs]["seconds"] is not None:
                 for i in (0, 1):
                     seconds[i] += spent[i] * epoch_seconds[bs]["seconds"] + studies[i] * overhead
+    order = [a.name for a in spec.arms]
+    arms.sort(key=lambda a: (order.index(a.arm), a.batch_size))  # arms outer, as the comparison's resource lists them
     if any(a.steps is None for a in arms):
         notes.append(
             "steps per epoch are known once a trial of this workload has run at that batch size on this service"
