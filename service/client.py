@@ -252,6 +252,7 @@ def _body(
         body["name"] = name
     return body
 
+
 Progress = Callable[[dict[str, Any]], None]
 
 
