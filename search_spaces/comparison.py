@@ -24,20 +24,34 @@ steps, log 0.05–50) and ``delay_fraction`` (d_e as a share of the steps, 0–0
 batch size and epochs at hand, so one range means one family of φ curves over training at every batch size. Raw
 ``lam``/``delay_epochs`` remain for the paper presets (and for an arm's own ``search_space``).
 
-**Range check** (``range_check``, :func:`range_check`): after tuning, a log-scaled parameter whose best value lies in
-the outer 10 % (log space) of its range is on the edge. With ``extend`` (default) every arm × repeat at that batch
-size gets one extension study (:func:`extension_spec`) of ``budget.extension_epochs``: the edge parameters' ranges
-moved one decade that way, the others unchanged; ``flag`` only records it. No arm's range is moved by hand.
+**Range check that can fail** (``range_check: {mode, max_extensions}``, :func:`range_check`; R9): after tuning,
+each arm × repeat's winner is placed in the range last searched (log space for a log range); a value in the outer
+10 % of a range, log or linear, is on the edge. With ``mode: extend`` (default), at a batch size where some winner
+lies on an edge that can widen, every arm × repeat there gets an extension study (:func:`extension_spec`) with a
+tuning study's trials and epochs over its ranges widened at the edge: one decade that way for a log range, to the
+hard bound (:data:`HARD_BOUNDS`) for a linear one (``delay_fraction`` at 0 is already at its bound: it stays a
+flagged edge). The check runs again after each round of extensions, up to ``max_extensions`` (default 2); a winner
+still on an edge then makes the verdict carry "optimum at the edge of the searched range". ``mode: flag`` only
+records it. Extension ``e`` of repeat ``r`` is ``<study>-x<e>``, trains with seeds ``seed + r · 10 000 + e · 1 000 +
+n`` and samples with ``sampler.seed + e · 160``: no collision with another repeat's or extension's seeds. (An
+extension spends what a tuning study does, so ``budget.extension_epochs`` is no longer used: a submit that sets it
+is refused; a stored spec that has it still loads.) No arm's range is moved by hand.
 
-**Tuning variance.** ``tuning_repeats`` independent tunings per arm × batch size: repeat ``r`` samples with seed
-``sampler.seed + r · MAX_BATCH_SIZES + i`` and trains trial ``n`` with seed ``seed + r · REPEAT_SEED_STRIDE + n``,
-the same in every arm; each repeat's winner is re-run on the shared fresh seeds.
+**Tuning variance, and the unit of replication** (R1). ``tuning_repeats`` independent tunings per arm × batch size:
+repeat ``r`` samples with seed ``sampler.seed + r · MAX_BATCH_SIZES + i`` and trains trial ``n`` with seed ``seed + r
+· REPEAT_SEED_STRIDE + n``, the same in every arm. The tuning repeat is the unit of replication: each repeat's winner
+is re-run on seeds nested in the repeat and shared by every arm, ``RERUN_SEED_BASE + r · S + j`` (S =
+:data:`MAX_RERUN_SEEDS`, :func:`rerun_seeds`), never used while tuning; so two repeats never share a seed effect,
+and the arms of one repeat are compared seed by seed. Every trial stores the seed it trained with (the trial
+attribute ``train_seed``), so all of this can be checked from storage alone.
 
-**Same random stream.** Within a repeat, the study at batch-size index ``i`` gets the same sampler seed in every
-arm, and trial ``n`` of each arm starts from the same initial weights and sees the same data order. Where two arms'
-spaces have the same shape (``lr`` alone) a random or QMC sampler proposes them the same quantiles, so differences
-between arms come from the optimizers rather than from the draw. The re-runs use seeds ``RERUN_SEED_BASE + j``
-(:func:`rerun_seeds`), never used while tuning, identical across arms, so arms can be compared seed by seed.
+**Same random stream, tuning you can describe** (R8). Within a repeat, the study at batch-size index ``i`` gets the
+same sampler seed in every arm, and trial ``n`` of each arm starts from the same initial weights and sees the same
+data order. The default sampler is ``sobol``: scrambled Sobol' points with dimensions in the space's order (``lr``
+first, then the arm's others), each dimension scrambled from (seed, dimension), one scramble per repeat; so every
+arm of a repeat draws the same ``lr`` quantiles whatever else it searches, and enqueued reference points use no
+point. TPE (``sampler: {name: tpe}``) stays a choice. The report counts the trials of each kind (reference,
+quasi-random, random, TPE, extension) per arm.
 
 **Matched search widths.** The ``lr`` range of every arm is a log range ``lr_decades`` decades wide (default 2),
 centred on the arm's reference LR at that batch size, ``[c · 10^(−w/2), c · 10^(+w/2)]``. The centre ``c`` follows
