@@ -226,7 +226,7 @@ def _span(r: list | None, scale: float = 1.0, fmt: str = "{:,.0f}") -> str:
 def show_plan(p: dict) -> None:
     """A comparison's plan (dry run) as tables: spending per arm × batch size, then each verdict's MDD."""
     out = _whole_lines()
-    spend = Table(title=f"{p['name']}: plan ([min–max]: repeats, extensions and stopping depend on the data)")
+    spend = Table(title=f"{p['name']}: plan (min–max: repeats, extensions and stopping depend on the data)")
     for col in ("arm", "batch size", "studies", "trials", "epochs", "steps"):
         spend.add_column(col, justify="left" if col == "arm" else "right")
     for a in p["arms"]:

@@ -17,7 +17,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from search_spaces.comparison import expand, load_comparison_preset
+from search_spaces.comparison import expand, load_comparison_preset, rerun_seed_base
 from service.comparisons.assembly import build_result
 from service.comparisons.result import (
     ArmResult,
@@ -137,6 +137,13 @@ def test_build_result_reads_what_is_stored(spec, stored, sqlite_url):
     assert contains(tv, lars)
     (verdict,) = result.verdicts()
     assert verdict.verdict is Verdict.SEARCH_FAILURE and "clearly below tuned lars" in verdict.reason
+    # tvlars's repeat-1 winner is still on lr's edge of the range last searched: the verdict carries it
+    assert verdict.notes == ("tvlars: optimum at the edge of the searched range: lr (repeat 1, position 1.00)",)
+    # re-run seeds nested in the repeat (stored before the train_seed attribute: the re-run study's seed rule)
+    seeds = [(k, rerun_seed_base(k) + j) for k in (0, 1) for j in range(SEEDS)]
+    assert [(r.repeat, r.seed) for r in tv.reruns] == seeds
+        (k, rerun_seed_base(k) + j) for k in (0, 1) for j in range(SEEDS)
+    ]
     assert verdict.difference.mean == pytest.approx(-0.10) and verdict.difference.p_adjusted < 0.05
 
 
@@ -234,3 +241,26 @@ def test_budget_curves_and_lr_sensitivity_draw_on_completed_trials_only():
     ]
     arm = ArmResult("tvlars", "tvlars", 64, [], {}, {}, epochs=20, steps_per_epoch=16, trials=trials)
     assert [(t.repeat, t.number) for t in arm.tuning_draws] == [(0, 0), (1, 0)]
+
+
+@pytest.mark.parametrize(
+    ("role", "sampler", "number", "enqueued", "kind"),
+    [
+        ("tune", {"name": "sobol"}, 0, True, "reference"),
+        ("tune", {"name": "sobol"}, 2, False, "quasi-random"),
+        ("tune", {"name": "tpe", "options": {"n_startup_trials": 3}}, 2, False, "random"),
+        ("tune", {"name": "tpe", "options": {"n_startup_trials": 3}}, 3, False, "tpe"),
+        ("tune", {"name": "tpe"}, 9, False, "random"),  # Optuna's default: 10 start-up trials
+        ("extend", {"name": "sobol"}, 0, False, "extension"),
+    ],
+)
+def test_each_trial_says_how_its_config_was_chosen(role, sampler, number, enqueued, kind):
+    from service.comparisons.assembly import trial_kind
+    from service.trial_report import TrialAttr
+
+    dist = {"lr": FloatDistribution(0.1, 1.0, log=True)}
+    attrs = {TrialAttr.ENQUEUED.value: True} if enqueued else {}
+    t = create_trial(params={"lr": 0.3}, distributions=dist, value=0.5, user_attrs=attrs)
+    t.number = number
+    study = StudyRecord(name="s", spec={"sampler": sampler}, role=role)
+    assert trial_kind(t, study) == kind

@@ -154,6 +154,17 @@ def test_a_small_compare_quick_end_to_end(server, pg_url, tmp_path):
     for arm in c["arms"]:
         assert format_summary(summarize_from(arm)) in md
 
+    # `tvlars-tune compare --plan`: the plan as tables (now with this workload's stored times), nothing queued
+    with server.client() as client:
+        total = client.get("/v1/comparisons").json()["total"]
+        out = subprocess.run(
+            [sys.executable, "-m", "service.cli", "compare", "--preset", "compare-quick", "--plan", "--workers", "2"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert "MDD" in out.stdout and "wall time with 2 worker(s)" in out.stdout, out.stdout
+        assert client.get("/v1/comparisons").json()["total"] == total
+
 
 def spec_seed(study: dict, trial: optuna.trial.FrozenTrial) -> int:
     """The seed a trial trained with, as it stored it: the study spec's seed + trial number (vary_seed)."""
