@@ -142,8 +142,6 @@ def test_build_result_reads_what_is_stored(spec, stored, sqlite_url):
     # re-run seeds nested in the repeat (stored before the train_seed attribute: the re-run study's seed rule)
     seeds = [(k, rerun_seed_base(k) + j) for k in (0, 1) for j in range(SEEDS)]
     assert [(r.repeat, r.seed) for r in tv.reruns] == seeds
-        (k, rerun_seed_base(k) + j) for k in (0, 1) for j in range(SEEDS)
-    ]
     assert verdict.difference.mean == pytest.approx(-0.10) and verdict.difference.p_adjusted < 0.05
 
 
