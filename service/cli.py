@@ -237,7 +237,7 @@ def show_plan(p: dict) -> None:
     t = p["totals"]
     spend.add_row("all", "", _span(t["studies"]), _span(t["trials"]), _span(t["epochs"]), _span(t["steps"]))
     out.print(spend)
-    wall = _span(p["wall_seconds"], 1 / 60, "{:,.1f}")
+    wall = _span(p["wall_time_s"], 1 / 60, "{:,.1f}")
     sources = ", ".join(f"bs {bs}: {e['source']}" for bs, e in p["epoch_seconds"].items())
     out.print(f"wall time with {p['workers']} worker(s): {wall} min (epoch times: {sources})")
     mdd = Table(title="smallest difference each verdict detects at 80 % power (MDD, percentage points)")

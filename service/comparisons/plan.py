@@ -92,7 +92,7 @@ class ComparisonPlan:
     arms: list[ArmPlan]
     verdicts: list[VerdictPlan]
     totals: dict[str, Range | None]
-    wall_seconds: list[float] | None
+    wall_time_s: list[float] | None
     epoch_seconds: dict[int, dict[str, Any]]  # batch size -> {"seconds", "source"}
     study_overhead_s: float
     notes: list[str] = field(default_factory=list)
@@ -183,7 +183,7 @@ def plan(session: Session, spec: ComparisonSpec, workers: int = 1) -> Comparison
         arms=arms,
         verdicts=verdicts,
         totals=totals,
-        wall_seconds=[seconds[0] / workers, seconds[1] / workers] if wall_known else None,
+        wall_time_s=[seconds[0] / workers, seconds[1] / workers] if wall_known else None,
         epoch_seconds=epoch_seconds,
         study_overhead_s=overhead,
         notes=notes,

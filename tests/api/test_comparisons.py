@@ -109,7 +109,7 @@ def test_a_dry_run_answers_the_plan_and_stores_nothing(client):
         assert a["steps"] is None and a["steps_per_epoch"] is None  # no stored trial of this workload yet
     assert p["totals"]["epochs"] == [4 * 360, 4 * 360]
     # wall: every epoch at assumed_epoch_s plus 10 s per study, shared by 2 workers
-    assert p["wall_seconds"] == pytest.approx([(4 * 360 * 2.0 + 4 * 6 * 10.0) / 2] * 2)
+    assert p["wall_time_s"] == pytest.approx([(4 * 360 * 2.0 + 4 * 6 * 10.0) / 2] * 2)
     assert {e["source"] for e in p["epoch_seconds"].values()} == {"assumed_epoch_s"}
     # MDD: m = 2 verdicts, a fixed number of repeats (α/m), n = 3, ν = 2, s = 1 pp: (6.2053 + 1.0607) / √3
     t = scipy_stats.t
@@ -122,7 +122,7 @@ def test_a_dry_run_answers_the_plan_and_stores_nothing(client):
     assert again.status_code == 200
     # without assumptions or history, the plan says what it cannot estimate
     bare = client.post("/v1/comparisons", json={**SMALL, "name": "bare", "dry_run": True}).json()
-    assert bare["wall_seconds"] is None and all(v["mdd_pp"] is None for v in bare["verdicts"]) and bare["notes"]
+    assert bare["wall_time_s"] is None and all(v["mdd_pp"] is None for v in bare["verdicts"]) and bare["notes"]
 
 
 def test_idempotency_and_names(client):
