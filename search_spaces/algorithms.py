@@ -92,6 +92,12 @@ SAMPLERS: dict[str, Algorithm] = {
         },
         multi_objective=True,
     ),
+    "sobol": Algorithm(
+        "scrambled Sobol' points (tvlars-tune's own, over scipy.stats.qmc): dimensions in the search space's order, "
+        "each scrambled from (seed, dimension), so studies with one seed draw a shared parameter alike; enqueued "
+        "trials use no point",
+        {"scramble": bool},
+    ),
     "nsga2": Algorithm(
         "Optuna NSGAIISampler (multi-objective)",
         {

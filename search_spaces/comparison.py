@@ -67,20 +67,34 @@ steps, log 0.05–50) and ``delay_fraction`` (d_e as a share of the steps, 0–0
 batch size and epochs at hand, so one range means one family of φ curves over training at every batch size. Raw
 ``lam``/``delay_epochs`` remain for the paper presets (and for an arm's own ``search_space``).
 
-**Range check** (``range_check``, :func:`range_check`): after tuning, a log-scaled parameter whose best value lies in
-the outer 10 % (log space) of its range is on the edge. With ``extend`` (default) every arm × repeat at that batch
-size gets one extension study (:func:`extension_spec`) of ``budget.extension_epochs``: the edge parameters' ranges
-moved one decade that way, the others unchanged; ``flag`` only records it. No arm's range is moved by hand.
+**Range check that can fail** (``range_check: {mode, max_extensions}``, :func:`range_check`; R9): after tuning,
+each arm × repeat's winner is placed in the range last searched (log space for a log range); a value in the outer
+10 % of a range, log or linear, is on the edge. With ``mode: extend`` (default), at a batch size where some winner
+lies on an edge that can widen, every arm × repeat there gets an extension study (:func:`extension_spec`) with a
+tuning study's trials and epochs over its ranges widened at the edge: one decade that way for a log range, to the
+hard bound (:data:`HARD_BOUNDS`) for a linear one (``delay_fraction`` at 0 is already at its bound: it stays a
+flagged edge). The check runs again after each round of extensions, up to ``max_extensions`` (default 2); a winner
+still on an edge then makes the verdict carry "optimum at the edge of the searched range". ``mode: flag`` only
+records it. Extension ``e`` of repeat ``r`` is ``<study>-x<e>``, trains with seeds ``seed + r · 10 000 + e · 1 000 +
+n`` and samples with ``sampler.seed + e · 160``: no collision with another repeat's or extension's seeds. (An
+extension spends what a tuning study does, so ``budget.extension_epochs`` is no longer used: a submit that sets it
+is refused; a stored spec that has it still loads.) No arm's range is moved by hand.
 
-**Tuning variance.** ``tuning_repeats`` independent tunings per arm × batch size: repeat ``r`` samples with seed
-``sampler.seed + r · MAX_BATCH_SIZES + i`` and trains trial ``n`` with seed ``seed + r · REPEAT_SEED_STRIDE + n``,
-the same in every arm; each repeat's winner is re-run on the shared fresh seeds.
+**Tuning variance, and the unit of replication** (R1). ``tuning_repeats`` independent tunings per arm × batch size:
+repeat ``r`` samples with seed ``sampler.seed + r · MAX_BATCH_SIZES + i`` and trains trial ``n`` with seed ``seed + r
+· REPEAT_SEED_STRIDE + n``, the same in every arm. The tuning repeat is the unit of replication: each repeat's winner
+is re-run on seeds nested in the repeat and shared by every arm, ``RERUN_SEED_BASE + r · S + j`` (S =
+:data:`MAX_RERUN_SEEDS`, :func:`rerun_seeds`), never used while tuning; so two repeats never share a seed effect,
+and the arms of one repeat are compared seed by seed. Every trial stores the seed it trained with (the trial
+attribute ``train_seed``), so all of this can be checked from storage alone.
 
-**Same random stream.** Within a repeat, the study at batch-size index ``i`` gets the same sampler seed in every
-arm, and trial ``n`` of each arm starts from the same initial weights and sees the same data order. Where two arms'
-spaces have the same shape (``lr`` alone) a random or QMC sampler proposes them the same quantiles, so differences
-between arms come from the optimizers rather than from the draw. The re-runs use seeds ``RERUN_SEED_BASE + j``
-(:func:`rerun_seeds`), never used while tuning, identical across arms, so arms can be compared seed by seed.
+**Same random stream, tuning you can describe** (R8). Within a repeat, the study at batch-size index ``i`` gets the
+same sampler seed in every arm, and trial ``n`` of each arm starts from the same initial weights and sees the same
+data order. The default sampler is ``sobol``: scrambled Sobol' points with dimensions in the space's order (``lr``
+first, then the arm's others), each dimension scrambled from (seed, dimension), one scramble per repeat; so every
+arm of a repeat draws the same ``lr`` quantiles whatever else it searches, and enqueued reference points use no
+point. TPE (``sampler: {name: tpe}``) stays a choice. The report counts the trials of each kind (reference,
+quasi-random, random, TPE, extension) per arm.
 
 **Matched search widths.** The ``lr`` range of every arm is a log range ``lr_decades`` decades wide (default 2),
 centred on the arm's reference LR at that batch size, ``[c · 10^(−w/2), c · 10^(+w/2)]``. The centre ``c`` follows
@@ -147,6 +161,10 @@ __all__ = [
     "ComparisonSampler",
     "ComparisonSpec",
     "ComparisonWorkload",
+    "EXTENSION_SEED_STRIDE",
+    "HARD_BOUNDS",
+    "MAX_EXTENSIONS",
+    "RangeCheck",
     "Rerun",
     "TuningRepeats",
     "default_lr_center",
@@ -155,8 +173,10 @@ __all__ = [
     "load_comparison_preset",
     "lr_range",
     "extension_spec",
+    "widened",
     "range_check",
     "reference_points",
+    "rerun_seed_base",
     "rerun_seeds",
 ]
 
@@ -175,8 +195,13 @@ MAX_TUNING_REPEATS = 10
 MIN_LOOK_REPEATS = 2
 #: Tuning repeat ``r`` trains trial ``n`` with seed ``seed + r · REPEAT_SEED_STRIDE + n`` (below the re-run seeds).
 REPEAT_SEED_STRIDE = 10_000
-#: What the range check does with an optimum in the outer 10 % of its log range.
+#: What the range check does with an optimum in the outer 10 % of its range.
 RANGE_CHECKS = ("extend", "flag")
+#: At most this many range-check extensions per tuning study (``range_check.max_extensions``).
+MAX_EXTENSIONS = 5
+#: Extension ``e`` of repeat ``r`` trains trial ``n`` with seed ``seed + r · REPEAT_SEED_STRIDE + e ·
+#: EXTENSION_SEED_STRIDE + n``: above every tuning trial (``n`` < 1000) and below repeat ``r + 1``'s seeds.
+EXTENSION_SEED_STRIDE = 1_000
 #: Comparison names leave room for "-<arm>-bs<batch size>-t<repeat>-x-r<rank>" within a study name's 128 characters.
 COMPARISON_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,71}$"
 ARM_LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"
@@ -187,9 +212,13 @@ class _Strict(BaseModel):
 
 
 class ComparisonWorkload(Workload):
-    """The workload every study trains; its batch size comes from the comparison's ``batch_sizes``."""
+    """The workload every study trains; its batch size comes from the comparison's ``batch_sizes``. ``drop_last``
+    defaults to true here, so every optimizer step sees a full batch (steps per epoch = train rows // batch size)."""
 
     batch_size: int | None = Field(default=None, exclude=True)  # type: ignore[assignment]
+    drop_last: bool = Field(
+        default=True, description="True: every step sees a full batch (the last partial one is dropped)"
+    )
 
     @field_validator("batch_size")
     @classmethod
@@ -273,17 +302,20 @@ class ComparisonBudget(_Strict):
         default=None,
         ge=1,
         le=100_000_000,
-        description="Epochs each range-check extension study may spend; None: half of epochs (at least one trial)",
+        description="Deprecated and ignored (kept so stored specs still load): a range-check extension spends what a "
+        "tuning study does (epochs, n_trials). A submit that sets it is refused",
     )
     max_concurrent: int = Field(default=1, ge=1, le=1024)
     max_failed: int = Field(default=3, ge=0, le=1_000)
 
 
 class ComparisonSampler(_Strict):
-    """The Optuna sampler of every study; batch-size index ``i`` samples with ``seed + i`` in every arm."""
+    """The Optuna sampler of every study; batch-size index ``i`` of repeat ``r`` samples with ``seed + r · 16 + i``
+    in every arm. ``sobol`` (default): scrambled Sobol' points, dimensions in the space's order (``lr`` first), one
+    scramble per repeat, so every arm of a repeat draws the same ``lr`` quantiles (``service.engine.sobol``)."""
 
-    name: Literal["tpe", "random", "cmaes", "gp", "qmc"] = "tpe"
-    seed: int = Field(default=0, ge=0, le=2**31 - 1 - MAX_BATCH_SIZES * MAX_TUNING_REPEATS)
+    name: Literal["sobol", "tpe", "random", "cmaes", "gp", "qmc"] = "sobol"
+    seed: int = Field(default=0, ge=0, le=2**31 - 1 - MAX_BATCH_SIZES * MAX_TUNING_REPEATS * (MAX_EXTENSIONS + 1))
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -325,6 +357,17 @@ class TuningRepeats(_Strict):
         if self.min > self.max:
             raise ValueError(f"min ({self.min}) exceeds max ({self.max})")
         return self
+
+
+class RangeCheck(_Strict):
+    """What the range check does with an optimum on its range's edge (module docstring)."""
+
+    mode: Literal[RANGE_CHECKS] = Field(  # type: ignore[valid-type]
+        default="extend", description="extend: search the widened range; flag: mark the edge only"
+    )
+    max_extensions: int = Field(
+        default=2, ge=0, le=MAX_EXTENSIONS, description="Extensions per tuning study before the edge is reported"
+    )
 
 
 #: Schedulers a comparison may use. Pruning is fair only where a rung compares peers: synchronous HyperBand pauses
@@ -371,11 +414,29 @@ class ComparisonSpec(_Strict):
         description="Labels of the arms whose verdicts against the first arm share the family's α (Bonferroni over "
         "them × batch sizes); the others are secondary, tested uncorrected at α and reported so. None: every arm",
     )
-    range_check: Literal[RANGE_CHECKS] = Field(  # type: ignore[valid-type]
-        default="extend",
-        description="An optimum in the outer 10 % of a log range: extend (one decade that way, the same extra "
-        "budget for every arm at that batch size) or flag (mark it only)",
+    assumed_epoch_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="For the plan (dry run): seconds per training epoch where this service has no stored trial of "
+        "the workload at a batch size; None: the plan gives no wall time there",
     )
+    assumed_sd_pp: float | None = Field(
+        default=None,
+        gt=0,
+        description="For the plan (dry run): the SD (percentage points) of a verdict's per-repeat differences where "
+        "no stored comparison of the workload at a batch size has one; None: the plan gives no MDD there",
+    )
+    range_check: RangeCheck = Field(
+        default_factory=lambda: RangeCheck(),
+        description="{mode, max_extensions} (or the mode alone): an optimum in the outer 10 % of a range is extended "
+        "(extend: a tuning study's trials over the range widened that way, for every arm × repeat at that batch "
+        "size; up to max_extensions times) or only flagged (flag)",
+    )
+
+    @field_validator("range_check", mode="before")
+    @classmethod
+    def _range_check_mode(cls, v: Any) -> Any:
+        return {"mode": v} if isinstance(v, str) else v
 
     @field_validator("batch_sizes")
     @classmethod
@@ -439,22 +500,26 @@ class ComparisonSpec(_Strict):
                     StudySpec.model_validate(tuned)
                 except ValidationError as e:
                     raise ValueError(f"arms[{i}] ({arm.name}) at batch size {bs}: {_errors(e)}") from None
-                if self.range_check == "extend":
+                if self.range_check.mode == "extend":
                     self._check_extensions(i, arm, bs, tuned)
         return self
 
     def _check_extensions(self, i: int, arm: Arm, bs: int, tuned: dict[str, Any]) -> None:
         """The range-check extension studies this tuning study may need, validated now: a comparison whose later
-        study would be refused is refused at submit (every log range moved a decade up, and every one down)."""
-        logs = [k for k, p in tuned["search_space"].items() if p.get("log")]
+        study would be refused is refused at submit (every range widened at its high end, and every one at its low
+        end, as many times as ``range_check.max_extensions`` allows)."""
         for edge in ("high", "low"):
-            try:
-                StudySpec.model_validate(extension_spec(tuned, dict.fromkeys(logs, edge), self.extension_budget))
-            except ValidationError as e:
-                raise ValueError(
-                    f"arms[{i}] ({arm.name}) at batch size {bs}: its range-check extension study (log ranges "
-                    f"moved a decade {edge}er, {self.extension_budget} epochs) would be invalid: {_errors(e)}"
-                ) from None
+            searched = None
+            for index in range(1, self.range_check.max_extensions + 1):
+                extension = extension_spec(tuned, dict.fromkeys(tuned["search_space"], edge), index, searched)
+                try:
+                    StudySpec.model_validate(extension)
+                except ValidationError as e:
+                    raise ValueError(
+                        f"arms[{i}] ({arm.name}) at batch size {bs}: its range-check extension {index} (ranges "
+                        f"widened at their {edge} end) would be invalid: {_errors(e)}"
+                    ) from None
+                searched = extension["search_space"]
 
     @property
     def repeats_min(self) -> int:
@@ -483,8 +548,9 @@ class ComparisonSpec(_Strict):
 
     @property
     def extension_budget(self) -> int:
-        """The epochs of each range-check extension study: as given, else half the tuning budget, >= one trial."""
-        return self.budget.extension_epochs or max(self.workload.epochs, self.epoch_budget // 2)
+        """The epochs of each range-check extension study: a tuning study's (``budget.extension_epochs`` is
+        ignored)."""
+        return self.epoch_budget
 
     def canonical(self) -> dict[str, Any]:
         """The spec as plain JSON data: what is stored and compared to detect a changed spec."""
@@ -529,9 +595,16 @@ def expand(spec: ComparisonSpec, repeats: range | None = None, batch_sizes: list
     ]
 
 
-def rerun_seeds(spec: ComparisonSpec) -> list[int]:
-    """The fresh seeds every arm's top configs are re-trained on: the same for every arm, none used in tuning."""
-    return [RERUN_SEED_BASE + j for j in range(spec.rerun.seeds)]
+def rerun_seed_base(repeat: int) -> int:
+    """The first re-run seed of tuning repeat ``repeat``: ``RERUN_SEED_BASE + repeat · MAX_RERUN_SEEDS``."""
+    return RERUN_SEED_BASE + repeat * MAX_RERUN_SEEDS
+
+
+def rerun_seeds(spec: ComparisonSpec, repeat: int = 0) -> list[int]:
+    """The fresh seeds every arm's repeat-``repeat`` winner is re-trained on: ``RERUN_SEED_BASE + r · S + j`` (S =
+    :data:`MAX_RERUN_SEEDS`), nested in the repeat (no two repeats share one) and shared by every arm; none is
+    used in tuning."""
+    return [rerun_seed_base(repeat) + j for j in range(spec.rerun.seeds)]
 
 
 def lr_range(center: float, decades: float) -> tuple[float, float]:
@@ -636,50 +709,100 @@ def _clip(param: dict[str, Any], value: Any) -> Any:
 
 # --- the range check ---------------------------------------------------------------------------------------------
 
-#: An optimum within this share of a log range's ends (in log space) is on the edge.
+#: An optimum within this share of a range's ends (in log space for a log range) is on the edge.
 RANGE_EDGE = 0.1
+#: The hard bounds of linear parameters the comparison searches: a linear range on its edge is widened to these
+#: (a linear parameter not listed here, or already at its bound, stays a flagged edge).
+HARD_BOUNDS: dict[str, tuple[float, float]] = {"delay_fraction": (0.0, 1.0), "momentum": (0.0, 1.0)}
 
 
 def range_check(space: dict[str, Any], best: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Where the best value of each log-scaled searched parameter sits in its range.
+    """Where the best value of each searched numeric parameter sits in its range.
 
-    ``{param: {"low", "high", "best", "position", "edge"}}``: ``position`` in log space (0 at ``low``, 1 at
-    ``high``); ``edge`` is ``"low"`` or ``"high"`` when it lies in the outer :data:`RANGE_EDGE` of the range, else
-    None. Parameters that are not log-scaled, or that ``best`` lacks, are left out.
+    ``{param: {"low", "high", "log", "best", "position", "edge", "extendable"}}``: ``position`` 0 at ``low``, 1 at
+    ``high`` (in log space for a log range); ``edge`` is ``"low"`` or ``"high"`` when it lies in the outer
+    :data:`RANGE_EDGE` of the range, else None; ``extendable`` whether :func:`widened` can widen the range that way
+    (a log range always can; a linear one up to its :data:`HARD_BOUNDS`). Categorical parameters, and those ``best``
+    lacks, are left out.
     """
     out = {}
     for key, p in space.items():
-        if not (isinstance(p, dict) and p.get("log") and key in best):
+        if not (isinstance(p, dict) and "low" in p and key in best):
             continue
-        low, high, value = float(p["low"]), float(p["high"]), float(best[key])
-        position = (math.log(value) - math.log(low)) / (math.log(high) - math.log(low))
+        low, high, value, log = float(p["low"]), float(p["high"]), float(best[key]), bool(p.get("log"))
+        if high <= low:
+            continue
+        if log:
+            position = (math.log(value) - math.log(low)) / (math.log(high) - math.log(low))
+        else:
+            position = (value - low) / (high - low)
         edge = "low" if position < RANGE_EDGE else "high" if position > 1 - RANGE_EDGE else None
-        out[key] = {"low": p["low"], "high": p["high"], "best": best[key], "position": position, "edge": edge}
+        out[key] = {
+            "low": p["low"],
+            "high": p["high"],
+            "log": log,
+            "best": best[key],
+            "position": position,
+            "edge": edge,
+            "extendable": edge is not None and widened(key, p, edge) is not None,
+        }
     return out
 
 
-def extension_spec(tuned: dict[str, Any], edges: dict[str, str], epochs: int) -> dict[str, Any]:
-    """The study that extends a tuning study's search: each parameter in ``edges`` moved one decade that way
-    (``"high"``: ``[low · 10, high · 10]``), the others as they were, ``epochs`` to spend, its own sampler and
-    trial seeds (never the tuning's), nothing enqueued. Every arm at a batch size gets one, edges or not."""
+def widened(key: str, p: dict[str, Any], edge: str) -> dict[str, Any] | None:
+    """Parameter ``p``'s range widened at ``edge``: one decade that way for a log range, to the hard bound
+    (:data:`HARD_BOUNDS`) for a linear one; None where it cannot widen (a linear range without a known bound, or
+    already at it)."""
+    q = dict(p)
+    if p.get("log"):
+        if edge == "high":
+            q["high"] = _moved(p, p["high"] * 10.0)
+        else:
+            q["low"] = _moved(p, p["low"] / 10.0)
+        return q
+    bound = HARD_BOUNDS.get(key)
+    if bound is None:
+        return None
+    target = bound[1] if edge == "high" else bound[0]
+    if (edge == "high" and p["high"] >= target) or (edge == "low" and p["low"] <= target):
+        return None
+    q["high" if edge == "high" else "low"] = int(target) if p.get("type") == "int" else float(target)
+    return q
+
+
+def extension_spec(
+    tuned: dict[str, Any], edges: dict[str, str], index: int = 1, searched: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Range-check extension ``index`` (1, 2, ...) of a tuning study: the same trials and epochs as the tuning
+    study (its ``budget``), over ``searched`` (the last searched ranges, the tuning study's by default) with each
+    parameter in ``edges`` widened that way (:func:`widened`; one it cannot widen stays as it was), its own
+    sampler and trial seeds, nothing enqueued. Every arm × repeat at a batch size gets one, edges or not.
+
+    Name ``<tuning study>-x<index>``. Trial seeds ``tuned.seed + index · EXTENSION_SEED_STRIDE + n``: above the
+    tuning study's (``n`` < 1000) and below the next repeat's (``REPEAT_SEED_STRIDE`` = 10 000 ≥ (MAX_EXTENSIONS +
+    1) · 1 000). Sampler seed ``tuned + index · MAX_BATCH_SIZES · MAX_TUNING_REPEATS``: above every tuning study's,
+    the same in every arm.
+    """
+    if not 1 <= index <= MAX_EXTENSIONS:
+        raise ValueError(f"extension index {index} outside 1..{MAX_EXTENSIONS}")
     data = copy.deepcopy(tuned)
+    space = copy.deepcopy(searched if searched is not None else tuned["search_space"])
+    moved = {}
     for key, edge in edges.items():
-        p = data["search_space"][key]
-        factor = 10.0 if edge == "high" else 0.1
-        p["low"], p["high"] = _moved(p, p["low"] * factor), _moved(p, p["high"] * factor)
-    per_trial = data["scheduler"]["grace_period"] if data["scheduler"]["name"] == "hyperband" else None
+        wider = widened(key, space[key], edge)
+        if wider is not None:
+            space[key], moved[key] = wider, edge
     data.update(
-        name=f"{tuned['name']}-x",
-        description=f"Range-check extension of {tuned['name']}"
-        + (f": {', '.join(f'{k} one decade {v}er' for k, v in sorted(edges.items()))}." if edges else "."),
+        name=f"{tuned['name']}-x{index}",
+        description=f"Range-check extension {index} of {tuned['name']}"
+        + (f": {', '.join(f'{k} widened at its {v} end' for k, v in sorted(moved.items()))}." if moved else "."),
+        search_space=space,
         enqueue=[],
-        seed=tuned["seed"] + REPEAT_SEED_STRIDE // 2,
+        seed=tuned["seed"] + index * EXTENSION_SEED_STRIDE,
     )
-    data["sampler"] = {**data["sampler"], "seed": data["sampler"]["seed"] + MAX_BATCH_SIZES * MAX_TUNING_REPEATS}
-    data["budget"] = {
-        **data["budget"],
-        "epochs": epochs,
-        "n_trials": max(1, epochs // (per_trial or data["workload"]["epochs"])),
+    data["sampler"] = {
+        **data["sampler"],
+        "seed": data["sampler"]["seed"] + index * MAX_BATCH_SIZES * MAX_TUNING_REPEATS,
     }
     return data
 

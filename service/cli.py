@@ -157,16 +157,29 @@ def compare(
     name: Annotated[str | None, typer.Option(help="Comparison name (overrides the spec's)")] = None,
     set_: SetOpt = [],  # noqa: B006
     wait: Annotated[bool, typer.Option(help="Show progress until it ends, then the verdicts")] = False,
+    plan: Annotated[
+        bool, typer.Option("--plan", help="Show what it would spend and detect; store and queue nothing")
+    ] = False,
+    workers: Annotated[int, typer.Option(min=1, help="Workers the plan's wall time assumes")] = 1,
     idempotency_key: IdempotencyOpt = None,
     url: UrlOpt = DEFAULT_URL,
     api_key: KeyOpt = None,
 ) -> None:
-    """Compare optimizers fairly: one budget per arm × batch size, re-runs on fresh seeds, verdicts with CIs."""
+    """Compare optimizers fairly: one budget per arm × batch size, re-runs on fresh seeds, verdicts with CIs.
+    With --plan: only the plan (spending, wall time, each verdict's minimum detectable difference)."""
     if file and preset:
         err.print("[red]give a spec file or --preset, not both[/red]")
         raise typer.Exit(2)
     body: dict[str, Any] = yaml.safe_load(file.read_text()) if file else {"preset": preset or DEFAULT_COMPARISON}
     client = Client(url, api_key)
+    if plan:
+        try:
+            body = search_spaces.apply_overrides(body, set_)
+        except ValueError as e:
+            err.print(f"[red]--set: {e}[/red]")
+            raise typer.Exit(2) from None
+        show_plan(client.comparisons.plan(body, name=name, workers=workers))
+        return
     comparison = post_spec(client.comparisons, body, set_, name, idempotency_key)
     console.print(f"comparison [bold]{comparison['name']}[/bold] id {comparison['id']}: {comparison['state']}")
     if wait:
@@ -201,6 +214,44 @@ def watch_comparison(client: Client, comparison_id: str, poll_s: float = 2.0) ->
         poll_s,
         lambda c: (c["progress"]["finished"], c["progress"]["studies"], f"{c['state']}, {c['phase']}"),
     )
+
+
+def _span(r: list | None, scale: float = 1.0, fmt: str = "{:,.0f}") -> str:
+    if r is None:
+        return "-"
+    low, high = (fmt.format(x * scale) for x in r)
+    return low if low == high else f"{low}–{high}"
+
+
+def show_plan(p: dict) -> None:
+    """A comparison's plan (dry run) as tables: spending per arm × batch size, then each verdict's MDD."""
+    out = _whole_lines()
+    spend = Table(title=f"{p['name']}: plan (min–max: repeats, extensions and stopping depend on the data)")
+    for col in ("arm", "batch size", "studies", "trials", "epochs", "steps"):
+        spend.add_column(col, justify="left" if col == "arm" else "right")
+    for a in p["arms"]:
+        spend.add_row(
+            a["arm"], str(a["batch_size"]), _span(a["studies"]), _span(a["trials"]), _span(a["epochs"]),
+            _span(a["steps"]),
+        )  # fmt: skip
+    t = p["totals"]
+    spend.add_row("all", "", _span(t["studies"]), _span(t["trials"]), _span(t["epochs"]), _span(t["steps"]))
+    out.print(spend)
+    wall = _span(p["wall_time_s"], 1 / 60, "{:,.1f}")
+    sources = ", ".join(f"bs {bs}: {e['source']}" for bs, e in p["epoch_seconds"].items())
+    out.print(f"wall time with {p['workers']} worker(s): {wall} min (epoch times: {sources})")
+    mdd = Table(title="smallest difference each verdict detects at 80 % power (MDD, percentage points)")
+    for col in ("batch size", "arm", "against", "primary", "alpha", "repeats", "SD (pp)", "from", "MDD (pp)"):
+        mdd.add_column(col)
+    for v in p["verdicts"]:
+        mdd.add_row(
+            str(v["batch_size"]), v["arm"], v["against"], "yes" if v["primary"] else "no", f"{v['alpha']:.3g}",
+            str(v["n_max"]), "-" if v["sd_pp"] is None else f"{v['sd_pp']:.2f}", v["sd_source"],
+            "-" if v["mdd_pp"] is None else f"{v['mdd_pp']:.2f}",
+        )  # fmt: skip
+    out.print(mdd)
+    for note in p["notes"]:
+        out.print(f"note: {note}")
 
 
 def show_verdicts(comparison: dict) -> None:

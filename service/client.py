@@ -231,6 +231,28 @@ def retry_delay(attempt: int, retry_after: str | None = None) -> float:
 
 # -- resources ---------------------------------------------------------------------------------------------------
 
+
+def _body(
+    spec_or_preset: str | Path | Mapping[str, Any], name: str | None, overrides: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """A submit's body from a preset's name, a spec file (YAML or JSON) or a spec as a dict."""
+    if isinstance(spec_or_preset, Path):
+        import yaml  # JSON is YAML too
+
+        body: dict[str, Any] = yaml.safe_load(spec_or_preset.read_text())
+    elif isinstance(spec_or_preset, str):
+        body = {"preset": spec_or_preset}
+    else:
+        body = json.loads(json.dumps(dict(spec_or_preset)))  # a deep copy: the caller's dict is left as it was
+    if overrides:
+        from search_spaces import merge
+
+        body = merge(body, dict(overrides))
+    if name:
+        body["name"] = name
+    return body
+
+
 Progress = Callable[[dict[str, Any]], None]
 
 
@@ -257,20 +279,7 @@ class _Resource:
         The ``Idempotency-Key`` (generated unless given) makes the client's own retries safe; pass your own to make
         your retries safe too. Returns the resource, ``state`` QUEUED.
         """
-        if isinstance(spec_or_preset, Path):
-            import yaml  # JSON is YAML too
-
-            body: dict[str, Any] = yaml.safe_load(spec_or_preset.read_text())
-        elif isinstance(spec_or_preset, str):
-            body = {"preset": spec_or_preset}
-        else:
-            body = json.loads(json.dumps(dict(spec_or_preset)))  # a deep copy: the caller's dict is left as it was
-        if overrides:
-            from search_spaces import merge
-
-            body = merge(body, dict(overrides))
-        if name:
-            body["name"] = name
+        body = _body(spec_or_preset, name, overrides)
         key = idempotency_key or uuid.uuid4().hex
         return self._client.request("POST", self.path, json=body, headers={"Idempotency-Key": key})
 
@@ -348,6 +357,20 @@ class Comparisons(_Resource):
     def list(self, *, limit: int = 20, offset: int = 0) -> dict[str, Any]:
         """A page of comparisons, newest first."""
         return super().list(limit=limit, offset=offset)
+
+    def plan(
+        self,
+        spec_or_preset: str | Path | Mapping[str, Any],
+        *,
+        name: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        workers: int = 1,
+    ) -> dict[str, Any]:
+        """The comparison's plan, nothing stored or queued (``dry_run``): per arm × batch size the studies, trials,
+        epochs and optimizer steps as ``[min, max]``, the wall time for ``workers`` workers and each verdict's MDD
+        (see :mod:`service.comparisons.plan`)."""
+        body = {**_body(spec_or_preset, name, overrides), "dry_run": True}
+        return self._client.request("POST", self.path, json=body, params={"workers": workers})
 
     def result(self, id: str) -> dict[str, Any]:
         """A finished comparison's result: the JSON its report is drawn from (404 until it SUCCEEDED)."""

@@ -47,6 +47,7 @@ __all__ = [
     "study_counts",
     "trial_counts",
     "trial_epochs",
+    "trial_timings",
     "trials_page",
 ]
 
@@ -174,6 +175,38 @@ def _epochs_reached():
         .scalar_subquery()
         .label("epochs")
     )
+
+
+def trial_timings(session: Session, names: list[str]) -> list[dict[str, Any]]:
+    """Per ended trial (COMPLETE or PRUNED) of the studies ``names``: ``{"study", "seconds", "epochs",
+    "steps_per_epoch"}`` from its stored user attrs (``steps_per_epoch``: the trainer's step count after its first
+    epoch, from its curves; None where unknown). Trials without a wall time or epochs are left out."""
+    if not names:
+        return []
+    rows = session.execute(
+        sa.select(trials.c.trial_id, studies.c.study_name)
+        .select_from(trials.join(studies, studies.c.study_id == trials.c.study_id))
+        .where(studies.c.study_name.in_(names), _state_in(("COMPLETE", "PRUNED")))
+    ).all()
+    ids = [r.trial_id for r in rows]
+    attrs = _attrs_of(session, ids, (TrialAttr.WALL_SECONDS.value, TrialAttr.EPOCHS_RUN.value))
+    curves = _attrs_of(session, ids[:1], (TrialAttr.CURVES.value,))  # one trial's curves: the bulk of its data
+    out = []
+    for row in rows:
+        a = attrs.get(row.trial_id, {})
+        wall, epochs = a.get(TrialAttr.WALL_SECONDS.value), a.get(TrialAttr.EPOCHS_RUN.value)
+        if wall is None or not epochs:
+            continue
+        steps = (curves.get(row.trial_id, {}).get(TrialAttr.CURVES.value) or {}).get("step") or [None]
+        out.append(
+            {
+                "study": row.study_name,
+                "seconds": float(wall),
+                "epochs": int(epochs),
+                "steps_per_epoch": None if steps[0] is None else int(steps[0]),
+            }
+        )
+    return out
 
 
 #: Leaderboards computed lately, keyed by the study and its number of finished trials (see :func:`leaderboard`).

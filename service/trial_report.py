@@ -54,6 +54,7 @@ class TrialAttr(StrEnum):
     ENQUEUED = "enqueued"  # a config the spec enqueued, not the sampler's
     DRIVER = "driver"  # the worker (driver) that asked for the trial, or continued it
     TOLD_BY = "told_by"  # the driver that told Optuna how the trial ended (a fenced driver never does)
+    SEED = "train_seed"  # the seed it trained with (data order, initial weights): checkable from storage alone
     # restarts, checkpoints and PBT
     RESTARTS = "restarts"
     RESUMED_FROM_EPOCH = "resumed_from_epoch"
@@ -122,6 +123,7 @@ SUMMARY_ATTRS = (
     TrialAttr.WALL_SECONDS,
     TrialAttr.DEVICE,
     TrialAttr.ENQUEUED,
+    TrialAttr.SEED,
 )
 #: Characters of a failure's reason kept (``TrialAttr.FAIL_REASON``).
 MAX_REASON_CHARS = 2000

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from optuna.trial import TrialState
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from search_spaces.spec import MAX_ENQUEUED, MAX_N_TRIALS, StudySpec
 
@@ -255,9 +255,28 @@ class ComparisonCreate(BaseModel):
     primary: list[str] | None = Field(
         default=None, description="Arm labels whose verdicts share α/m; others are secondary (uncorrected)"
     )
-    range_check: str | None = Field(
-        default=None, description="extend (default) or flag: an optimum in the outer 10 % of a log range"
+    range_check: str | dict[str, Any] | None = Field(
+        default=None,
+        description="{mode: extend|flag, max_extensions} or the mode alone: an optimum in the outer 10 % of a range",
     )
+    assumed_epoch_s: float | None = Field(default=None, description="The plan's seconds per epoch without history")
+    assumed_sd_pp: float | None = Field(default=None, description="The plan's spread (pp) without history")
+    dry_run: bool = Field(
+        default=False,
+        description="true: answer 200 with the plan (spending, wall time, each verdict's MDD); nothing is stored or "
+        "queued and an Idempotency-Key has no effect",
+    )
+    workers: int | None = Field(default=None, ge=1, le=1024, description="The plan's workers (default 1)")
+
+    @field_validator("budget")
+    @classmethod
+    def _no_extension_epochs(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v and v.get("extension_epochs") is not None:
+            raise ValueError(
+                "budget.extension_epochs is no longer used: a range-check extension spends what a tuning study "
+                "does (budget.epochs); drop it (range_check.max_extensions bounds the extensions)"
+            )
+        return v
 
 
 class SummaryPublic(BaseModel):

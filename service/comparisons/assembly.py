@@ -8,7 +8,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from search_spaces.comparison import RERUN_SEED_BASE, ComparisonSpec
+from search_spaces.comparison import ComparisonSpec, rerun_seed_base
 from search_spaces.spec import StudySpec
 
 from ..models import ComparisonPhase, StudyRecord, StudyState
@@ -19,7 +19,7 @@ from .reruns import RERUN_METRIC
 from .result import ArmResult, ComparisonResult, ParamRange, RepeatRecord, RerunRecord, TrialRecord
 from .stats import at_edge, range_position
 
-__all__ = ["build_result"]
+__all__ = ["build_result", "trial_kind"]
 
 
 def _rows(curves: dict[str, list[Any]] | None) -> list[dict[str, Any]]:
@@ -30,12 +30,24 @@ def _rows(curves: dict[str, list[Any]] | None) -> list[dict[str, Any]]:
     return [{k: curves[k][i] for k in keys if i < len(curves[k])} for i in range(len(curves["epoch"]))]
 
 
-def _trial_record(t: FrozenTrial, repeat: int = 0) -> TrialRecord:
+def _seed(t: FrozenTrial, repeat: int) -> int:
+    """The seed a trial trained with, as it stored it (``TrialAttr.SEED``); a trial stored before the attribute
+    existed: its re-run study's seed rule."""
+    stored = t.user_attrs.get(TrialAttr.SEED)
+    return int(stored) if stored is not None else rerun_seed_base(repeat) + t.number
+
+
+def _trial_record(
+    t: FrozenTrial, repeat: int = 0, kind: str | None = None, batch_size: int | None = None
+) -> TrialRecord:
     # a PRUNED trial is valued at its last intermediate value (as Optuna records it); a FAIL has none
     last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
     value = t.value if t.state == TrialState.COMPLETE else last
     if t.state == TrialState.FAIL or (value is not None and not math.isfinite(value)):
         value = None
+    curve = _rows(t.user_attrs.get(TrialAttr.CURVES))
+    steps = int(curve[-1]["step"]) if curve and curve[-1].get("step") is not None else None
+    seed = t.user_attrs.get(TrialAttr.SEED)
     return TrialRecord(
         number=t.number,
         state=t.state.name,
@@ -43,9 +55,36 @@ def _trial_record(t: FrozenTrial, repeat: int = 0) -> TrialRecord:
         value=value,
         epochs=trial_epochs(t),
         wall_seconds=t.user_attrs.get(TrialAttr.WALL_SECONDS),
-        curve=_rows(t.user_attrs.get(TrialAttr.CURVES)),
+        curve=curve,
         repeat=repeat,
+        seed=None if seed is None else int(seed),
+        kind=kind,
+        steps=steps,
+        examples=None if steps is None or batch_size is None else steps * batch_size,
     )
+
+
+def trial_kind(t: FrozenTrial, study: StudyRecord) -> str:
+    """How a tuning trial's config was chosen (:data:`.result.TRIAL_KINDS`), from its study's role and sampler and
+    its ``enqueued`` attribute. TPE's first ``n_startup_trials`` trials (Optuna's default 10) are random draws."""
+    if study.role == ComparisonPhase.EXTEND:
+        return "extension"
+    if t.user_attrs.get(TrialAttr.ENQUEUED):
+        return "reference"
+    sampler = (study.spec or {}).get("sampler") or {}
+    name = sampler.get("name")
+    if name in ("sobol", "qmc"):
+        return "quasi-random"
+    if name == "random":
+        return "random"
+    if name == "tpe":
+        startup = int((sampler.get("options") or {}).get("n_startup_trials", _TPE_STARTUP))
+        return "random" if t.number < startup else "tpe"
+    return "other"
+
+
+#: Optuna TPESampler's default ``n_startup_trials``.
+_TPE_STARTUP = 10
 
 
 def build_result(storage_url: str, spec: ComparisonSpec, studies: list[StudyRecord]) -> ComparisonResult:
@@ -76,7 +115,11 @@ def build_result(storage_url: str, spec: ComparisonSpec, studies: list[StudyReco
                 if stored is None:
                     problems.append(f"study {study.name} has no trials stored")
                     continue
-                found += [_trial_record(t, repeat) for t in stored_trials(stored) if t.state.is_finished()]
+                found += [
+                    _trial_record(t, repeat, trial_kind(t, study), bs)
+                    for t in stored_trials(stored)
+                    if t.state.is_finished()
+                ]
                 if study.role == ComparisonPhase.TUNE:
                     importances.append(param_importances(stored))
             trials += found
@@ -85,9 +128,7 @@ def build_result(storage_url: str, spec: ComparisonSpec, studies: list[StudyReco
                 stored = load_study_or_none(storage_url, study.name)
                 for t in stored_trials(stored, (TrialState.COMPLETE,)) if stored else []:
                     curve = _rows(t.user_attrs.get(TrialAttr.CURVES))
-                    reruns.append(
-                        RerunRecord(RERUN_SEED_BASE + t.number, float(t.value), curve, study.rank or 1, repeat)
-                    )
+                    reruns.append(RerunRecord(_seed(t, repeat), float(t.value), curve, study.rank or 1, repeat))
         # the trainer's cumulative step count after the first epoch is the steps per epoch
         firsts = [run.curve[0] for run in reruns if run.curve and run.curve[0].get("step")]
         steps = int(firsts[0]["step"]) if firsts else 0
@@ -120,7 +161,7 @@ def build_result(storage_url: str, spec: ComparisonSpec, studies: list[StudyReco
         rerun_metric=RERUN_METRIC,
         curve_metric="val_acc",
         tuning_repeats=spec.repeats_max,
-        range_check=spec.range_check,
+        range_check=spec.range_check.mode,
         repeats_min=spec.repeats_min,
         margin=spec.margin,
         primary=spec.primary,
@@ -154,7 +195,7 @@ def _repeat_record(repeat: int, tuning: list[StudyRecord], trials: list[TrialRec
             bool(p.log),
             value,
             position,
-            bool(p.log) and position is not None and at_edge(position),  # the range check's rule: log ranges only
+            position is not None and at_edge(position),  # the range check's rule, log or linear
             bool(record.get("extended")),
         )
     return RepeatRecord(

@@ -6,9 +6,10 @@ A **round** is one or more tuning repeats of every arm at every batch size still
 
 1. **tune** — one QUEUED study per arm × batch size × repeat of the round (:func:`search_spaces.comparison.expand`,
    role ``tune``); any worker runs them, so several workers share the work.
-2. **extend** — once the round's tuning studies SUCCEEDED, :func:`advance` runs the range check on them
-   (:func:`.reruns.check_ranges`); with ``range_check: extend`` and an optimum on a range's edge at some batch size,
-   every arm × repeat of the round at that batch size gets an extension study (role ``extend``).
+2. **extend** — once the round's tuning studies SUCCEEDED, and again once each of its rounds of extensions did,
+   :func:`advance` runs the range check on them (:func:`.reruns.check_ranges`); with ``range_check.mode: extend``
+   and an optimum on a range's edge at some batch size, every arm × repeat of the round at that batch size gets an
+   extension study (role ``extend``) with a tuning study's budget, up to ``range_check.max_extensions`` times.
 3. **rerun** — once the round's tuning (and extensions) SUCCEEDED, :func:`advance` queues the re-runs of each of its
    repeats' top-k configs on fresh seeds (:func:`.reruns.queue_reruns`).
 4. **look** — once every re-run study SUCCEEDED, :func:`.assembly.build_result` reads the stored trials (no
@@ -138,10 +139,10 @@ def advance(*, session: Session, comparison_id: str, storage_url: str) -> bool:
         return moved
     spec = ComparisonSpec.model_validate(record.spec)
     this_round = _this_round(studies)
-    if record.phase == ComparisonPhase.TUNE:
+    if record.phase in (ComparisonPhase.TUNE, ComparisonPhase.EXTEND):
         record.state = StudyState.RUNNING.value
-        tuning = [s for s in this_round if s.role == ComparisonPhase.TUNE]
-        if check_ranges(session, record, spec, tuning, storage_url):
+        # the range check after the round's tuning and after each of its rounds of extensions (R9)
+        if check_ranges(session, record, spec, this_round, storage_url):
             record.phase = ComparisonPhase.EXTEND.value
             log.info("comparison %s: tuning done, range-check extensions queued", record.name)
             return True

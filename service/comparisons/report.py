@@ -331,14 +331,15 @@ def _plot_learning_curves(result: ComparisonResult) -> Figure:
 
 def _plot_budget_curves(result: ComparisonResult) -> Figure:
     fig, axes = _panels(
-        len(result.batch_sizes), f"expected best {result.objective} after n completed trials (95 % bootstrap)"
+        len(result.batch_sizes),
+        f"expected best {result.objective} after n drawn trials (not reference points; repeats pooled; 95 % bootstrap)",
     )
     colors = _colors(result)
     rng = np.random.default_rng(0)
     for ax, bs in zip(axes, result.batch_sizes, strict=True):
         for label in result.labels:
             arm = result.arm(label, bs)
-            draws = arm.tuning_draws if arm else []
+            draws = _drawn(arm) if arm else []
             if not draws:
                 continue
             eb = expected_best([t.value for t in draws], n_boot=_N_BOOT, rng=rng)
@@ -457,7 +458,7 @@ def _spending_rows(result: ComparisonResult) -> list[list[str]]:
 
 
 _RANGE_HEAD = ["batch size", "arm", "parameter", "range searched", "tuned value per repeat", "position (0..1)",
-               "extended", f"outer {RANGE_EDGE:.0%} (log ranges)"]  # fmt: skip
+               "extended", f"outer {RANGE_EDGE:.0%} after the last extension"]  # fmt: skip
 
 
 def _range_rows(result: ComparisonResult) -> list[list[str]]:
@@ -494,22 +495,85 @@ def _arm_rows(result: ComparisonResult) -> list[list[str]]:
                     metric=result.curve_metric,
                     steps_per_epoch=arm.steps_per_epoch,
                 )
-                reached = sorted(h.epochs for h in hits if h is not None)
-                reach = f"{len(reached)}/{len(hits)} seeds" + (
-                    f", median epoch {np.median(reached):g}" if reached else ""
-                )
+                reach = _reach(hits)
             params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(arm.best_params.items()))
             summary = arm.rerun
+            steps = sum(t.steps for t in arm.trials if t.steps is not None)
+            examples = sum(t.examples for t in arm.trials if t.examples is not None)
+            per_trial = arm.epochs * arm.steps_per_epoch
             rows.append(
                 [str(bs), label, format_summary(summary), format_spread(summary), params,
-                 f"{arm.epochs_spent} ({_trial_counts(arm)})", f"{arm.wall_seconds:.0f}", reach]
+                 f"{arm.epochs_spent} ({_trial_counts(arm)})",
+                 f"{steps:,} steps, {examples:,} examples ({per_trial:,} steps, {per_trial * bs:,} examples per "
+                 "full trial)" if steps else f"{per_trial:,} per full trial",
+                 f"{arm.wall_seconds:.0f}", reach]
             )  # fmt: skip
     return rows
 
 
+def _reach(hits: list) -> str:
+    """Seeds that reached the target, and the median time to it over every seed with "never reached" as ∞
+    (AlgoPerf's rule: a median beyond the reached half is ∞)."""
+    if not hits:
+        return "—"
+    reached = [h for h in hits if h is not None]
+
+    def median(values: list[float | None]) -> str:
+        inf = [math.inf if v is None else float(v) for v in values]
+        m = float(np.median(inf))
+        return "∞" if math.isinf(m) else f"{m:,.4g}"
+
+    epochs = median([h.epochs if h else None for h in hits])
+    steps = median([h.steps if h else None for h in hits]) if all(h is None or h.steps for h in hits) else "?"
+    seconds = median([h.wall_seconds if h else None for h in hits])
+    return f"{len(reached)}/{len(hits)} seeds; median (never = ∞) {epochs} epochs, {steps} steps, {seconds} s"
+
+
 def _trial_counts(arm: ArmResult) -> str:
     failed = sum(t.state == "FAIL" for t in arm.trials)
-    return f"{len(arm.trials)} trials" + (f", {failed} failed" if failed else "")
+    kinds = ", ".join(f"{n} {kind}" for kind, n in arm.trial_kinds.items() if n)
+    return f"{len(arm.trials)} trials: {kinds}" + (f"; {failed} failed" if failed else "")
+
+
+def _drawn(arm: ArmResult) -> list:
+    """The completed tuning trials a sampler drew: not reference points (enqueued), not extensions (another range);
+    a result from before trial kinds: every completed tuning trial."""
+    return [t for t in arm.tuning_draws if t.kind not in ("reference", "extension")]
+
+
+_TUNING = "Tuning: trials of each kind, and what more drawn trials would have given"
+_TUNING_HEAD = ["batch size", "arm", "trials by kind", "drawn per repeat (n)", "expected best of n/2",
+                "expected best of n (95 % bootstrap)", "gain n/2 → n", "saturation"]  # fmt: skip
+
+
+def _tuning_rows(result: ComparisonResult) -> list[list[str]]:
+    """Per arm × batch size: how many trials of each kind ran, and the expected best of n/2 and n drawn trials
+    (repeats pooled, reference points left out). Saturated where the gain from n/2 to n is within the half-width
+    of the bootstrap interval of the expected best of n: the curve's own spread, not a fixed threshold."""
+    rows = []
+    rng = np.random.default_rng(0)
+    for bs in result.batch_sizes:
+        for label in result.labels:
+            arm = result.arm(label, bs)
+            if arm is None:
+                continue
+            draws = _drawn(arm)
+            repeats = max(1, len({t.repeat for t in draws}))
+            n = len(draws) // repeats
+            kinds = ", ".join(f"{k} {kind}" for kind, k in arm.trial_kinds.items() if k) or "—"
+            if n < 2:
+                rows.append([str(bs), label, kinds, str(n), "—", "—", "—", "too few drawn trials to tell"])
+                continue
+            eb = expected_best([t.value for t in draws], n_max=n, n_boot=_N_BOOT, rng=rng)
+            half, full = eb.mean[n // 2 - 1], eb.mean[n - 1]
+            spread = (eb.high[n - 1] - eb.low[n - 1]) / 2
+            note = "saturated (gain within the spread)" if full - half <= spread else "still rising: more trials pay"
+            rows.append(
+                [str(bs), label, kinds, str(n), f"{_pct(half)} %",
+                 f"{_pct(full)} % [{_pct(eb.low[n - 1])}, {_pct(eb.high[n - 1])}]",
+                 f"{(full - half) * 100:+.2f} pp (spread ±{spread * 100:.2f})", note]
+            )  # fmt: skip
+    return rows
 
 
 _VERDICT_HEAD = [
@@ -531,7 +595,7 @@ _VERDICT_COL = _VERDICT_HEAD.index("verdict")
 def _arm_head(result: ComparisonResult) -> list[str]:
     target = "time to target" if result.target_val_acc is None else f"reached {_pct(result.target_val_acc)} %"
     return ["batch size", "arm", f"{result.rerun_metric} (re-runs)", "tuning spread", "best params",
-            "epochs spent (tuning)", "seconds", target]  # fmt: skip
+            "epochs spent (tuning)", "optimizer steps and examples (tuning)", "seconds", target]  # fmt: skip
 
 
 def _short(v: Any) -> str:
@@ -651,6 +715,8 @@ def render_html(result: ComparisonResult, figures: dict[str, bytes] | None = Non
         _html_table(_spending_head(result), _spending_rows(result)),
         f"<h2>{_RANGES}</h2>",
         _html_table(_RANGE_HEAD, _range_rows(result)),
+        f"<h2>{html.escape(_TUNING)}</h2>",
+        _html_table(_TUNING_HEAD, _tuning_rows(result)),
     ]
     for key, heading in PLOTS.items():
         data = base64.b64encode(figures[key]).decode("ascii")
@@ -699,6 +765,10 @@ def render_markdown(result: ComparisonResult, image_names: dict[str, str]) -> st
         f"## {_RANGES}",
         "",
         _md_table(_RANGE_HEAD, _range_rows(result)),
+        "",
+        f"## {_TUNING}",
+        "",
+        _md_table(_TUNING_HEAD, _tuning_rows(result)),
         "",
     ]
     for key, heading in PLOTS.items():

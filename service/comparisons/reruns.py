@@ -1,29 +1,30 @@
 """Planning after tuning: the range check (and its extension studies), then the re-runs of each repeat's winners.
 
-**Range check** (after tuning, before the re-runs): the result is stored on every tuning study's record, in
-``outcome["range_check"]``: ``{param: {"low", "high", "best", "position", "edge", "extended", "final_low",
-"final_high"}}`` for each log-scaled searched parameter (``position`` of the best value in log space, 0..1;
-``edge`` "low"/"high" when it lies in the outer 10 %, else None; ``extended`` whether an extension study searched
-a moved range; ``final_*`` the range the repeat's winner was finally chosen from). An extension study (role
-``extend``, same arm, batch size and repeat) holds the moved ranges in its spec's ``search_space``; the repeat's
-winner is the best COMPLETE trial over its tuning and extension studies.
+**Range check** (after tuning, and again after each round of extensions, before the re-runs:
+:func:`check_ranges`): the result is stored on every tuning study's record, in ``outcome["range_check"]`` (see
+:func:`check_ranges`) for each numeric searched parameter, log or linear. An extension study (role ``extend``, same
+arm, batch size and repeat, name ``<tuning study>-x<e>``) holds the widened ranges in its spec's ``search_space``
+and spends what a tuning study does; the repeat's winner is the best COMPLETE trial over its tuning and extension
+studies.
 
 **Re-runs**: per arm × batch size × repeat and per rank ``1..top_k``, a re-run study (role ``rerun``, its rank in
 the study record's ``rank`` column): the tuned config as single-choice categoricals (so every trial trains exactly
-it and Optuna records every re-run as a trial), ``seed`` = :data:`RERUN_SEED_BASE` with ``vary_seed`` (trial ``j``
-trains seed ``RERUN_SEED_BASE + j``: :func:`search_spaces.comparison.rerun_seeds`, the same in every arm, never
-used while tuning), no scheduler (never pruned), ``max_failed`` 0, and as objective ``test_acc_at_best_val``
-(nothing is selected on it: it is the number the re-run reports).
+it and Optuna records every re-run as a trial), ``seed`` = ``RERUN_SEED_BASE + r · S`` with ``vary_seed`` (trial
+``j`` of repeat ``r`` trains seed ``RERUN_SEED_BASE + r · S + j``: :func:`search_spaces.comparison.rerun_seeds`,
+nested in the repeat, the same in every arm, never used while tuning; each trial stores it as ``TrialAttr.SEED``),
+no scheduler (never pruned), ``max_failed`` 0, and as objective ``test_acc_at_best_val`` (nothing is selected on
+it: it is the number the re-run reports).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from search_spaces.comparison import RERUN_SEED_BASE, ComparisonSpec, extension_spec, range_check
+from search_spaces.comparison import ComparisonSpec, extension_spec, range_check, rerun_seed_base
 from search_spaces.spec import StudySpec
 
 from ..errors import ConflictError
@@ -32,7 +33,7 @@ from ..optuna_queries import load_study, ranked_trials
 from ..trial_report import TrialAttr
 from .records import TUNING_ROLES, add_study
 
-__all__ = ["RERUN_METRIC", "check_ranges", "queue_reruns", "rerun_spec", "top_configs"]
+__all__ = ["RERUN_METRIC", "check_ranges", "extension_index", "queue_reruns", "rerun_spec", "top_configs"]
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 RERUN_METRIC = TrialAttr.TEST_ACC_AT_BEST_VAL.value
 
 
-def rerun_spec(tuned: StudySpec, params: dict[str, Any], rank: int, seeds: int) -> StudySpec:
+def rerun_spec(tuned: StudySpec, params: dict[str, Any], rank: int, seeds: int, repeat: int = 0) -> StudySpec:
     """The study that re-trains one tuned config on the fresh seeds: see the module docstring."""
     data = tuned.canonical()
     data.update(
@@ -52,7 +53,7 @@ def rerun_spec(tuned: StudySpec, params: dict[str, Any], rank: int, seeds: int) 
         scheduler={"name": "none"},
         budget={"n_trials": seeds, "max_concurrent": tuned.budget.max_concurrent, "max_failed": 0},
         enqueue=[],
-        seed=RERUN_SEED_BASE,
+        seed=rerun_seed_base(repeat),
         vary_seed=True,
     )
     return StudySpec.model_validate(data)
@@ -76,7 +77,7 @@ def queue_reruns(
     for study in (s for s in studies if s.role == ComparisonPhase.TUNE):
         mine = [s for s in tuning if (s.arm, s.batch_size, s.repeat) == (study.arm, study.batch_size, study.repeat)]
         for rank, params in enumerate(top_configs(storage_url, mine, spec.rerun.top_k), start=1):
-            rerun = rerun_spec(StudySpec.model_validate(study.spec), params, rank, spec.rerun.seeds)
+            rerun = rerun_spec(StudySpec.model_validate(study.spec), params, rank, spec.rerun.seeds, study.repeat or 0)
             add_study(
                 session,
                 record,
@@ -89,33 +90,84 @@ def queue_reruns(
             )
 
 
+def extension_index(study: StudyRecord) -> int:
+    """0 for a tuning study, ``e`` for its range-check extension ``e`` (name ``...-x<e>``; a bare ``-x``, from
+    before several extensions, is 1)."""
+    if study.role != ComparisonPhase.EXTEND:
+        return 0
+    match = re.search(r"-x(\d*)$", study.name)
+    return int(match.group(1) or 1) if match else 1
+
+
 def check_ranges(
     session: Session, record: ComparisonRecord, spec: ComparisonSpec, tuning: list[StudyRecord], storage_url: str
 ) -> bool:
-    """The range check (module docstring), recorded on each tuning study's ``outcome["range_check"]``; with
-    ``range_check: extend``, one extension study per tuning study at every batch size where any arm's optimum lies
-    on an edge. Returns whether it queued extensions."""
-    checks = {}
+    """One round of the range check over ``tuning`` (every tuning and extension study so far, all SUCCEEDED).
+
+    Per arm × batch size × repeat, the winner over its studies so far is placed in the range last searched (each
+    extension widens the one before, so it holds every earlier range: the range the winner was found in, or a wider
+    one searched as hard). With ``range_check.mode: extend``, at a batch size where some arm × repeat's winner lies
+    on an edge that can widen (:func:`search_spaces.comparison.widened`) and fewer than
+    ``range_check.max_extensions`` extensions ran, every arm × repeat there gets the next extension
+    (:func:`search_spaces.comparison.extension_spec`: a tuning study's trials and epochs). Recorded on each tuning
+    study's ``outcome["range_check"]``: ``{param: {"low", "high", "log", "best", "position", "edge", "extendable",
+    "extended", "extensions", "final_low", "final_high", "edge_final"}}`` (``final_*``: the range the winner is
+    chosen from once queued extensions ran; ``edge_final``: still on an edge with no extension left to run).
+    Returns whether it queued extensions.
+    """
+    groups: dict[tuple[str, int, int], list[StudyRecord]] = {}
     for study in tuning:
-        (best,) = top_configs(storage_url, [study], 1)
-        checks[study.id] = range_check(study.spec["search_space"], best)
-    on_edge = {s.batch_size for s in tuning if any(c["edge"] for c in checks[s.id].values())}
-    extend = on_edge if spec.range_check == "extend" else set()
-    for study in tuning:
-        edges = {k: c["edge"] for k, c in checks[study.id].items() if c["edge"]} if study.batch_size in extend else {}
-        final = study.spec["search_space"]
-        if study.batch_size in extend:
-            data = extension_spec(study.spec, edges, spec.extension_budget)
+        groups.setdefault((study.arm or "", study.batch_size or 0, study.repeat or 0), []).append(study)
+    checks, last, done = {}, {}, {}
+    for key, mine in groups.items():
+        mine.sort(key=extension_index)
+        last[key], done[key] = mine[-1], extension_index(mine[-1])
+        (best,) = top_configs(storage_url, mine, 1)
+        checks[key] = range_check(last[key].spec["search_space"], best)
+    mode, most = spec.range_check.mode, spec.range_check.max_extensions
+    on_edge = {k[1] for k, c in checks.items() if any(x["edge"] for x in c.values())}
+    extend = {
+        k[1]
+        for k, c in checks.items()
+        if mode == "extend" and done[k] < most and any(x["extendable"] for x in c.values())
+    }
+    for key, mine in groups.items():
+        tune = next(s for s in mine if s.role == ComparisonPhase.TUNE)
+        final = last[key].spec["search_space"]
+        queued = key[1] in extend
+        if queued:
+            edges = {k: c["edge"] for k, c in checks[key].items() if c["extendable"]}
+            data = extension_spec(tune.spec, edges, done[key] + 1, final)
             final = data["search_space"]
-            ext = StudySpec.model_validate(data)
             add_study(
-                session, record, ext, study.arm or "", study.batch_size or 0, ComparisonPhase.EXTEND, study.repeat or 0
+                session,
+                record,
+                StudySpec.model_validate(data),
+                tune.arm or "",
+                tune.batch_size or 0,
+                ComparisonPhase.EXTEND,
+                tune.repeat or 0,
             )
-        checked = {
-            k: {**c, "extended": k in edges, "final_low": final[k]["low"], "final_high": final[k]["high"]}
-            for k, c in checks[study.id].items()
+        extensions = done[key] + int(queued)
+        tune.outcome = {
+            **(tune.outcome or {}),
+            "range_check": {
+                k: {
+                    **c,
+                    "extended": final[k] != tune.spec["search_space"][k],
+                    "extensions": extensions,
+                    "final_low": final[k]["low"],
+                    "final_high": final[k]["high"],
+                    "edge_final": bool(c["edge"]) and not queued,
+                }
+                for k, c in checks[key].items()
+            },
         }
-        study.outcome = {**(study.outcome or {}), "range_check": checked}
     if on_edge:
-        log.info("comparison %s: optima on a range's edge at batch sizes %s", record.name, sorted(on_edge))
+        log.info(
+            "comparison %s: optima on a range's edge at batch sizes %s; extending at %s",
+            record.name,
+            sorted(on_edge),
+            sorted(extend),
+        )
     return bool(extend)

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from search_spaces.comparison import MAX_RERUN_SEEDS, RERUN_SEED_BASE
 from tvlars.optim import get_optimizer
 
 from ..trial_report import TrialAttr
@@ -68,6 +69,10 @@ __all__ = [
     "result_from_json",
 ]
 
+#: How a tuning trial's config was chosen: a reference point the spec enqueued ("reference"), a quasi-random
+#: (Sobol') point, a random draw (RandomSampler, or TPE's start-up trials), a TPE proposal, another sampler's, or any
+#: trial of a range-check extension study.
+TRIAL_KINDS = ("reference", "quasi-random", "random", "tpe", "other", "extension")
 #: Fixed keys that give plain LARS a schedule TVLARS's φ cannot express (warm-up, cosine decay).
 _SCHEDULE_KEYS = {"lr_schedule": "constant", "warmup_epochs": 0}
 
@@ -84,6 +89,10 @@ class TrialRecord:
     wall_seconds: float | None = None
     curve: list[dict[str, Any]] = field(default_factory=list)
     repeat: int = 0  # which tuning repeat's study (tuning or range extension) ran it
+    seed: int | None = None  # the seed it trained with (its TrialAttr.SEED); None: stored before the attribute
+    kind: str | None = None  # how its config was chosen: one of TRIAL_KINDS; None: stored before kinds
+    steps: int | None = None  # optimizer steps it ran (the trainer's cumulative count at its last epoch)
+    examples: int | None = None  # training examples it processed: steps × batch size
 
 
 @dataclass(frozen=True)
@@ -101,9 +110,10 @@ class RerunRecord:
 class ParamRange:
     """A searched parameter in one repeat: the range its winner was chosen from, and where the winner sits in it.
 
-    ``position`` is 0 at ``low`` and 1 at ``high`` (log space for a log range); ``edge`` marks a log range's outer
-    10 % at either end, as the range check does (:func:`~service.comparisons.stats.at_edge`; a linear range, such
-    as ``delay_fraction``'s whose 0 is a reference point, is not checked); ``extended``: the range check moved it.
+    ``position`` is 0 at ``low`` and 1 at ``high`` (log space for a log range); ``edge`` marks the outer 10 % at
+    either end of the range the winner was chosen from, log or linear, as the range check does
+    (:func:`~service.comparisons.stats.at_edge`), once no extension is left to widen it; ``extended``: the range
+    check widened it.
     """
 
     low: float
@@ -148,11 +158,17 @@ class ArmResult:
 
     @property
     def scores(self) -> dict[int, dict[int, float]]:
-        """``{repeat: {seed: score}}`` of each repeat's winner (rank 1): the numbers every verdict resamples."""
+        """``{repeat: {j: score}}`` of each repeat's winner (rank 1): the numbers every verdict resamples.
+
+        ``j`` is the re-run seed's place in its repeat (seed ``RERUN_SEED_BASE + r · S + j``, R1; S =
+        ``MAX_RERUN_SEEDS``): the seeds are
+        nested in the repeat, so repeat ``r``'s ``j`` is the same seed in every arm (arms pair on it) and another
+        seed in every other repeat."""
         table: dict[int, dict[int, float]] = {}
         for r in self.reruns:
             if r.rank == 1:
-                table.setdefault(r.repeat, {})[r.seed] = r.score
+                j = (r.seed - RERUN_SEED_BASE) % MAX_RERUN_SEEDS  # (a result from before R1: RERUN_SEED_BASE + j)
+                table.setdefault(r.repeat, {})[j] = r.score
         return table
 
     @property
@@ -172,6 +188,26 @@ class ArmResult:
     def wall_seconds(self) -> float:
         """Wall seconds of every tuning trial (a trial with unknown time adds 0)."""
         return float(sum(t.wall_seconds for t in self.trials if t.wall_seconds is not None))
+
+    @property
+    def trial_kinds(self) -> dict[str, int]:
+        """How many tuning trials of each kind ran (:data:`TRIAL_KINDS`; ``unknown``: stored before kinds)."""
+        counts = dict.fromkeys(TRIAL_KINDS, 0)
+        for t in self.trials:
+            counts[t.kind or "unknown"] = counts.get(t.kind or "unknown", 0) + 1
+        return counts
+
+    @property
+    def edge_note(self) -> str | None:
+        """ "optimum at the edge of the searched range" with where, when a repeat's winner still lies in the outer
+        10 % of a range the range check could not (or may no longer) widen; None otherwise."""
+        where = [
+            f"{name} (repeat {r.repeat}, position {p.position:.2f})"
+            for r in self.repeats
+            for name, p in r.ranges.items()
+            if p.edge and p.position is not None
+        ]
+        return "optimum at the edge of the searched range: " + ", ".join(where) if where else None
 
     def spent_in(self, repeat: int) -> int | None:
         """Epochs the repeat's studies spent, as stored; ``None`` if this arm has no such repeat."""
@@ -358,6 +394,8 @@ class ComparisonResult:
             notes.append(f"within the margin: |{100 * d.mean:.2f}| pp < δ = {self.margin:g} pp")
         if not r.primary:
             notes.append(f"secondary: tested at α = {self.alpha:g} per verdict, not corrected for the {self.m} primary")
+        arms = (self.arm(r.arm, r.batch_size), self.arm(r.against, r.batch_size))
+        notes += [f"{a.label}: {a.edge_note}" for a in arms if a is not None and a.edge_note]  # the range check's
         if r.verdict is Verdict.UNDECIDED and d is not None:
             n_max = self.looks.stop - 1
             if d.n < n_max:

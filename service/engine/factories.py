@@ -9,6 +9,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from search_spaces.spec import CategoricalParam, FloatParam, IntParam, StudySpec
 
 from ..errors import InvalidSpecError
+from .sobol import SobolSampler
 
 __all__ = [
     "CHECKPOINTS_KEPT",
@@ -27,6 +28,7 @@ SAMPLER_CLASSES: dict[str, type[optuna.samplers.BaseSampler]] = {
     "gp": optuna.samplers.GPSampler,
     "qmc": optuna.samplers.QMCSampler,
     "nsga2": optuna.samplers.NSGAIISampler,
+    "sobol": SobolSampler,
 }
 
 
@@ -59,6 +61,8 @@ def build_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
         return _AskTellGridSampler(spec.grid(), seed=s.seed, **kwargs)
     if s.name == "tpe":
         kwargs.setdefault("multivariate", True)
+    if s.name == "sobol":  # dimensions in the spec's order (lr first in a comparison), not by name
+        kwargs["order"] = list(spec.search_space)
     try:
         return SAMPLER_CLASSES[s.name](seed=s.seed, **kwargs)
     except (TypeError, ValueError) as e:  # a value the table's types allow but the sampler refuses

@@ -171,8 +171,9 @@ class OptunaStudySearcher(Searcher):
                 trial.set_user_attr(TrialAttr.DRIVER, self._driver)
             self._running[trial_id] = TrialRun(trial)
             self._numbers[trial_id] = trial.number
-            params = dict(trial.params)
-        return self._config(trial.number, params)
+            config = self._config(trial.number, dict(trial.params))
+            trial.set_user_attr(TrialAttr.SEED, config["trial"]["seed"])
+        return config
 
     def _config(self, number: int, params: dict[str, Any], restore: str | None = None) -> dict[str, Any]:
         seed = self.spec.seed + number if self.spec.vary_seed else self.spec.seed

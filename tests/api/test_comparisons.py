@@ -6,11 +6,19 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
+from scipy import stats as scipy_stats
 
-from search_spaces.comparison import RERUN_SEED_BASE
+from search_spaces.comparison import (
+    MAX_RERUN_SEEDS,
+    RERUN_SEED_BASE,
+    load_comparison_preset,
+    rerun_seed_base,
+    rerun_seeds,
+)
 from service._optuna import open_storage
 from service.comparisons.machine import advance_all
 from service.comparisons.report import PLOTS
@@ -77,6 +85,9 @@ BAD = [
     ({"margin": 0}, "margin", "greater than 0"),
     ({"primary": ["lars"]}, "", "primary: 'lars' is not an arm compared with the first (choose from lamb)"),
     ({"primary": ["tvlars"]}, "", "'tvlars' is not an arm compared with the first"),
+    ({"budget": {"extension_epochs": 5}}, "budget", "extension_epochs is no longer used"),
+    ({"range_check": {"mode": "extend", "max_extensions": 9}}, "range_check.max_extensions", "less than or equal"),
+    ({"dry_run": True, "batch_sizes": [4000, 256]}, "batch_sizes", "small to large"),  # a plan validates too
 ]
 
 
@@ -88,6 +99,38 @@ def test_a_bad_comparison_is_422_with_the_fields_location(client, override, loc,
     assert any(k.startswith(loc) and message in msg for k, msg in where.items()), where
     assert client.get("/v1/comparisons").json()["total"] == 0
     assert client.get("/v1/studies").json()["total"] == 0  # nothing was queued
+
+
+def test_a_dry_run_answers_the_plan_and_stores_nothing(client):
+    body = {**SMALL, "tuning_repeats": 3, "dry_run": True, "assumed_epoch_s": 2.0, "assumed_sd_pp": 1.0}
+    r = client.post("/v1/comparisons", json=body, params={"workers": 2}, headers={"Idempotency-Key": "k-plan"})
+    assert r.status_code == 200, r.text
+    p = r.json()
+    assert p["dry_run"] is True and p["workers"] == 2 and "id" not in p
+    assert client.get("/v1/comparisons").json()["total"] == 0 and client.get("/v1/studies").json()["total"] == 0
+    # by hand: 3 repeats × (3 tuning trials × 20 epochs + 1 re-run × 3 seeds × 20 epochs), no extension (flag)
+    assert [(a["arm"], a["batch_size"]) for a in p["arms"]] == [
+        ("tvlars", 256), ("tvlars", 4000), ("lamb", 256), ("lamb", 4000)
+    ]  # fmt: skip
+    for a in p["arms"]:
+        assert a["studies"] == [6, 6] and a["trials"] == [18, 18] and a["epochs"] == [360, 360]
+        assert a["steps"] is None and a["steps_per_epoch"] is None  # no stored trial of this workload yet
+    assert p["totals"]["epochs"] == [4 * 360, 4 * 360]
+    # wall: every epoch at assumed_epoch_s plus 10 s per study, shared by 2 workers
+    assert p["wall_time_s"] == pytest.approx([(4 * 360 * 2.0 + 4 * 6 * 10.0) / 2] * 2)
+    assert {e["source"] for e in p["epoch_seconds"].values()} == {"assumed_epoch_s"}
+    # MDD: m = 2 verdicts, a fixed number of repeats (α/m), n = 3, ν = 2, s = 1 pp: (6.2053 + 1.0607) / √3
+    t = scipy_stats.t
+    mdd = (t.ppf(1 - 0.025 / 2, 2) + t.ppf(0.8, 2)) * 1.0 / math.sqrt(3)
+    assert [v["mdd_pp"] for v in p["verdicts"]] == pytest.approx([mdd, mdd]) and mdd == pytest.approx(4.195, abs=0.001)
+    assert {(v["alpha"], v["n_max"], v["sd_source"]) for v in p["verdicts"]} == {(0.025, 3, "assumed_sd_pp")}
+    # the Idempotency-Key of the dry run had no effect: a real submit with it is new (201), then a replay (200)
+    assert submit(client, SMALL, **{"Idempotency-Key": "k-plan"})["state"] == "QUEUED"
+    again = client.post("/v1/comparisons", json=SMALL, headers={"Idempotency-Key": "k-plan"})
+    assert again.status_code == 200
+    # without assumptions or history, the plan says what it cannot estimate
+    bare = client.post("/v1/comparisons", json={**SMALL, "name": "bare", "dry_run": True}).json()
+    assert bare["wall_time_s"] is None and all(v["mdd_pp"] is None for v in bare["verdicts"]) and bare["notes"]
 
 
 def test_idempotency_and_names(client):
@@ -179,8 +222,9 @@ def test_the_worker_step_queues_reruns_on_fresh_seeds_then_stores_the_result(cli
         reruns = list(s.query(StudyRecord).filter_by(comparison_id=c["id"], role="rerun"))
         specs = {r.name: r.spec for r in reruns}
     assert len(specs) == 8
-    for spec in specs.values():
-        assert spec["seed"] == RERUN_SEED_BASE and spec["vary_seed"] and spec["scheduler"]["name"] == "none"
+    for name, spec in specs.items():
+        repeat = int(name.rsplit("-t", 1)[1].split("-")[0])  # seeds nested in the repeat (R1)
+        assert spec["seed"] == rerun_seed_base(repeat) and spec["vary_seed"] and spec["scheduler"]["name"] == "none"
         assert spec["budget"]["n_trials"] == 3 and spec["objective"]["metric"] == "test_acc_at_best_val"
         (lr,) = spec["search_space"]["lr"]["choices"]  # the tuned config: the best trial's (value 0.6 + ...)
         assert all(len(p["choices"]) == 1 for p in spec["search_space"].values())
@@ -202,7 +246,7 @@ def test_the_worker_step_queues_reruns_on_fresh_seeds_then_stores_the_result(cli
     assert done["state"] == "SUCCEEDED" and done["phase"] == "done", done["error"]
     for arm in done["arms"]:
         names = [n for n in specs if n.startswith(f"small-{arm['label']}-bs{arm['batch_size']}-")]
-        table = {int(n.rsplit("-t", 1)[1].split("-")[0]): dict(enumerate(scores[n], RERUN_SEED_BASE)) for n in names}
+        table = {int(n.rsplit("-t", 1)[1].split("-")[0]): dict(enumerate(scores[n])) for n in names}
         assert sorted(table) == [0, 1]
         assert arm["rerun"] == bootstrap_mean(table).to_dict()
         assert arm["epochs_spent"] == 2 * 3 * 2  # the records' stored epochs_spent: 2 repeats × 3 trials × 2 epochs
@@ -217,13 +261,33 @@ def test_the_worker_step_queues_reruns_on_fresh_seeds_then_stores_the_result(cli
         assert d["repeat_differences"] == pytest.approx([0.044, 0.044]) and d["mean"] == pytest.approx(0.044)
         assert [(lk["n"], lk["verdict"]) for lk in d["looks"]] == [(2, "better")] and d["n_seeds"] == 3
         assert d["mdd"] is not None and d["margin"] == 0.01
+        assert d["n_seeds"] == 3  # arms pair on each seed's place j in its repeat (RERUN_SEED_BASE + r·S + j)
     result = client.get(f"/v1/comparisons/{c['id']}/result").json()
     reruns = result["arms"][0]["reruns"]
-    assert [(r["repeat"], r["seed"]) for r in reruns] == [(k, RERUN_SEED_BASE + j) for k in (0, 1) for j in range(3)]
+    spec = load_comparison_preset("compare-mnist1d-cpu", _overrides())
+    assert [(r["repeat"], r["seed"]) for r in reruns] == [(k, s) for k in (0, 1) for s in rerun_seeds(spec, k)]
+    assert rerun_seeds(spec, 1)[0] == RERUN_SEED_BASE + MAX_RERUN_SEEDS  # no seed shared between repeats
     assert [r["repeat"] for r in result["arms"][0]["repeats"]] == [0, 1]
     assert result["arms"][0]["steps_per_epoch"] == 4
     page = client.get(f"/v1/comparisons/{c['id']}/report")
     assert page.status_code == 200 and page.text.count("data:image/png;base64,") == len(PLOTS)
+
+    # a plan of the same workload now draws on this comparison's spread: per batch size the SD of the repeats'
+    # differences (tvlars − lamb, mean over each repeat's seeds), with ν = repeats − 1
+    plan = client.post("/v1/comparisons", json={**SMALL, "name": "again", "dry_run": True}).json()
+    for v in plan["verdicts"]:
+        tv, lamb = (result_arm(result, label, v["batch_size"]) for label in ("tvlars", "lamb"))
+        d = [np.mean([tv[r][j] - lamb[r][j] for j in tv[r]]) for r in sorted(tv)]
+        assert v["sd_source"] == "stored (1 verdicts)" and v["df"] == 1
+        assert v["sd_pp"] == pytest.approx(np.std(d, ddof=1) * 100)
+
+
+def result_arm(result: dict, label: str, bs: int) -> dict[int, dict[int, float]]:
+    (arm,) = [a for a in result["arms"] if (a["label"], a["batch_size"]) == (label, bs)]
+    table: dict[int, dict[int, float]] = {}
+    for r in arm["reruns"]:
+        table.setdefault(r["repeat"], {})[r["seed"]] = r["score"]
+    return table
 
 
 def _overrides() -> dict:
@@ -291,12 +355,12 @@ def test_an_optimum_on_the_edge_extends_every_arm_at_that_batch_size(client, set
         assert (key in extensions) == extended  # every arm x repeat at batch 256, the same extra budget
         assert checked["extended"] == (extended and key == ("tvlars", 256, 1))
         lr = study.spec["search_space"]["lr"]
-        moved = 10 if checked["extended"] else 1
-        assert (checked["final_low"], checked["final_high"]) == pytest.approx((lr["low"] * moved, lr["high"] * moved))
+        wider = 10 if checked["extended"] else 1  # widened one decade up, not moved
+        assert (checked["final_low"], checked["final_high"]) == pytest.approx((lr["low"], lr["high"] * wider))
         if extended:
             ext = extensions[key].spec
-            assert ext["search_space"]["lr"]["low"] == pytest.approx(lr["low"] * moved)
-            assert ext["budget"]["epochs"] == 20 and ext["budget"]["n_trials"] == 1  # half of 60, in whole trials
+            assert ext["search_space"]["lr"]["high"] == pytest.approx(lr["high"] * wider)
+            assert ext["budget"]["epochs"] == 60 and ext["budget"]["n_trials"] == 3  # what a tuning study spends
     if mode == "flag":
         assert got["phase"] == "rerun" and not extensions
         return

@@ -101,7 +101,7 @@ def test_mnist1d_cpu_is_a_real_workload_with_a_ladder_to_4096_and_100_steps_ther
     train_rows, _ = validation_split(data.train_y, cfg.val_fraction, cfg.split_seed)
     largest = spec.batch_sizes[-1]
     assert largest >= 4096 and math.ceil(len(train_rows) / largest) * spec.workload.epochs >= 100
-    assert spec.tuning_repeats >= 2 and spec.scheduler.name == "none" and spec.range_check == "extend"
+    assert spec.tuning_repeats >= 2 and spec.scheduler.name == "none" and spec.range_check.mode == "extend"
     assert load_comparison_preset("compare-cifar10-resnet18").batch_sizes == [512, 1024, 2048, 4096, 8192, 16384, 32768]
     assert load_comparison_data("compare-mnist1d-cpu")["name"] == "compare-mnist1d-cpu"
 

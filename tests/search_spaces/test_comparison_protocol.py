@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from search_spaces.comparison import (
+    EXTENSION_SEED_STRIDE,
     MAX_BATCH_SIZES,
     REPEAT_SEED_STRIDE,
     ComparisonSpec,
@@ -138,32 +139,40 @@ def test_tuning_repeats_use_other_seeds_the_same_in_every_arm():
     assert len(set(seen.values())) == 9  # no two tunings share a seed
 
 
-def test_range_check_marks_optima_in_the_outer_tenth_of_a_log_range():
+def test_range_check_marks_optima_in_the_outer_tenth_of_a_range_log_or_linear():
     space = {
         "lr": {"type": "float", "low": 0.1, "high": 10.0, "log": True},
         "lam_steps": {"type": "float", "low": 0.05, "high": 50.0, "log": True},
         "delay_fraction": {"type": "float", "low": 0.0, "high": 0.5, "log": False},
     }
     checked = range_check(space, {"lr": 10**0.85, "lam_steps": 0.06, "delay_fraction": 0.5})
-    assert set(checked) == {"lr", "lam_steps"}  # only log-scaled parameters
+    assert set(checked) == {"lr", "lam_steps", "delay_fraction"}  # linear ranges are checked too
     assert checked["lr"]["position"] == pytest.approx(0.925) and checked["lr"]["edge"] == "high"
-    assert checked["lam_steps"]["edge"] == "low"
-    inside = range_check(space, {"lr": 10**0.75, "lam_steps": 0.05 * 10**0.31})
-    assert inside["lr"]["edge"] is None and inside["lam_steps"]["edge"] is None
+    assert checked["lam_steps"]["edge"] == "low" and checked["lam_steps"]["extendable"]
+    # delay_fraction at 0.5 can widen to its hard bound 1.0; at 0 it is at the bound: a flagged edge only
+    assert checked["delay_fraction"]["edge"] == "high" and checked["delay_fraction"]["extendable"]
+    at_zero = range_check(space, {"delay_fraction": 0.0})["delay_fraction"]
+    assert at_zero["edge"] == "low" and not at_zero["extendable"]
+    inside = range_check(space, {"lr": 10**0.75, "lam_steps": 0.05 * 10**0.31, "delay_fraction": 0.25})
+    assert all(c["edge"] is None for c in inside.values())
 
 
-def test_an_extension_moves_edge_ranges_one_decade_and_keeps_the_others():
+def test_an_extension_widens_edge_ranges_one_decade_and_keeps_the_others():
     tuned = expand(_spec())[0].spec
-    ext = extension_spec(tuned, {"lr": "high", "lam_steps": "low"}, 20)
+    ext = extension_spec(tuned, {"lr": "high", "lam_steps": "low", "delay_fraction": "low"})
     StudySpec.model_validate(ext)
     lr, lam = tuned["search_space"]["lr"], tuned["search_space"]["lam_steps"]
-    assert ext["search_space"]["lr"]["low"] == pytest.approx(lr["low"] * 10)
+    assert ext["search_space"]["lr"]["low"] == pytest.approx(lr["low"])  # widened, not moved
     assert ext["search_space"]["lr"]["high"] == pytest.approx(lr["high"] * 10)
-    assert ext["search_space"]["lam_steps"] == {**lam, "low": 0.005, "high": 5.0}
-    assert ext["search_space"]["delay_fraction"] == tuned["search_space"]["delay_fraction"]
-    assert ext["budget"]["epochs"] == 20 and ext["budget"]["n_trials"] == 2
-    assert ext["name"] == tuned["name"] + "-x" and ext["enqueue"] == []
-    assert ext["seed"] != tuned["seed"] and ext["sampler"]["seed"] != tuned["sampler"]["seed"]
-    # an arm with nothing on the edge gets the same extra budget over its unchanged space
-    same = extension_spec(tuned, {}, 20)
+    assert ext["search_space"]["lam_steps"] == {**lam, "low": 0.005}
+    assert ext["search_space"]["delay_fraction"] == tuned["search_space"]["delay_fraction"]  # at its hard bound
+    assert ext["budget"] == tuned["budget"]  # a tuning study's trials and epochs
+    assert ext["name"] == tuned["name"] + "-x1" and ext["enqueue"] == []
+    assert ext["seed"] == tuned["seed"] + EXTENSION_SEED_STRIDE and ext["sampler"]["seed"] != tuned["sampler"]["seed"]
+    # the second extension widens the first's ranges again, with seeds below the next repeat's
+    ext2 = extension_spec(tuned, {"lr": "high"}, 2, ext["search_space"])
+    assert ext2["search_space"]["lr"]["high"] == pytest.approx(lr["high"] * 100) and ext2["name"].endswith("-x2")
+    assert tuned["seed"] < ext["seed"] < ext2["seed"] < tuned["seed"] + REPEAT_SEED_STRIDE
+    # an arm with nothing on the edge gets the same budget over its unchanged space
+    same = extension_spec(tuned, {})
     assert same["search_space"] == tuned["search_space"] and same["budget"] == ext["budget"]

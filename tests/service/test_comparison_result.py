@@ -17,7 +17,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from search_spaces.comparison import RERUN_SEED_BASE, expand, load_comparison_preset
+from search_spaces.comparison import expand, load_comparison_preset, rerun_seed_base
 from service.comparisons.assembly import build_result
 from service.comparisons.result import (
     ArmResult,
@@ -109,7 +109,7 @@ def stored(spec, sqlite_url):
 
 def test_build_result_reads_what_is_stored(spec, stored, sqlite_url):
     result = build_result(sqlite_url, spec, stored)
-    assert (result.tuning_repeats, result.range_check) == (2, spec.range_check)
+    assert (result.tuning_repeats, result.range_check) == (2, spec.range_check.mode)
     tv, lars = result.arm("tvlars", 64), result.arm("lars", 64)
     for arm in (tv, lars):
         assert arm.epochs_spent == 2 * 52 and [r.epochs_spent for r in arm.repeats] == [52, 52]
@@ -118,8 +118,7 @@ def test_build_result_reads_what_is_stored(spec, stored, sqlite_url):
         ]
         assert all(r.best_value == 0.70 for r in arm.repeats)  # the pruned trial's 0.90 is an early epoch's, not a win
         assert arm.scores == {
-            r: {RERUN_SEED_BASE + j: pytest.approx(LEVEL[arm.label] + 0.01 * r + 0.002 * j) for j in range(SEEDS)}
-            for r in (0, 1)
+            r: {j: pytest.approx(LEVEL[arm.label] + 0.01 * r + 0.002 * j) for j in range(SEEDS)} for r in (0, 1)
         }
         assert arm.steps_per_epoch == 16 and not arm.problems
         # budget curves and LR sensitivity draw on finished draws only: the pruned trials are not among them
@@ -142,6 +141,11 @@ def test_build_result_reads_what_is_stored(spec, stored, sqlite_url):
     d = verdict.difference
     assert d.mean == pytest.approx(-0.10) and d.ci_high == pytest.approx(-0.10) and d.alpha == 0.05
     assert d.repeat_differences == pytest.approx([-0.10, -0.10]) and d.look == 2 and d.n_seeds == SEEDS
+    # tvlars's repeat-1 winner is still on lr's edge of the range last searched: the verdict carries it
+    assert "tvlars: optimum at the edge of the searched range: lr (repeat 1, position 1.00)" in verdict.notes
+    # re-run seeds nested in the repeat (stored before the train_seed attribute: the re-run study's seed rule)
+    seeds = [(k, rerun_seed_base(k) + j) for k in (0, 1) for j in range(SEEDS)]
+    assert [(r.repeat, r.seed) for r in tv.reruns] == seeds
 
 
 def test_the_stored_json_round_trips(spec, stored, sqlite_url):
@@ -304,3 +308,26 @@ def test_budget_curves_and_lr_sensitivity_draw_on_completed_trials_only():
     ]
     arm = ArmResult("tvlars", "tvlars", 64, [], {}, {}, epochs=20, steps_per_epoch=16, trials=trials)
     assert [(t.repeat, t.number) for t in arm.tuning_draws] == [(0, 0), (1, 0)]
+
+
+@pytest.mark.parametrize(
+    ("role", "sampler", "number", "enqueued", "kind"),
+    [
+        ("tune", {"name": "sobol"}, 0, True, "reference"),
+        ("tune", {"name": "sobol"}, 2, False, "quasi-random"),
+        ("tune", {"name": "tpe", "options": {"n_startup_trials": 3}}, 2, False, "random"),
+        ("tune", {"name": "tpe", "options": {"n_startup_trials": 3}}, 3, False, "tpe"),
+        ("tune", {"name": "tpe"}, 9, False, "random"),  # Optuna's default: 10 start-up trials
+        ("extend", {"name": "sobol"}, 0, False, "extension"),
+    ],
+)
+def test_each_trial_says_how_its_config_was_chosen(role, sampler, number, enqueued, kind):
+    from service.comparisons.assembly import trial_kind
+    from service.trial_report import TrialAttr
+
+    dist = {"lr": FloatDistribution(0.1, 1.0, log=True)}
+    attrs = {TrialAttr.ENQUEUED.value: True} if enqueued else {}
+    t = create_trial(params={"lr": 0.3}, distributions=dist, value=0.5, user_attrs=attrs)
+    t.number = number
+    study = StudyRecord(name="s", spec={"sampler": sampler}, role=role)
+    assert trial_kind(t, study) == kind

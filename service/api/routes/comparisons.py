@@ -15,6 +15,7 @@ from search_spaces import merge
 from search_spaces.comparison import ComparisonSpec, expand, load_comparison_data
 from search_spaces.spec import StudySpec
 
+from ...comparisons.plan import plan
 from ...comparisons.records import (
     TUNING_ROLES,
     arm_studies,
@@ -30,6 +31,8 @@ from ...comparisons.report import render_html
 from ...comparisons.reruns import rerun_spec
 from ...comparisons.result import result_from_json
 from ...core.config import Settings
+from ...core.db import session_scope
+from ...core.jsondata import jsonable
 from ...models import ComparisonPhase, ComparisonRecord, StudyState
 from ..cache import CACHED_RESPONSES, cached_read
 from ..deps import Offset, ReadKey, SettingsDep, WriteKey
@@ -135,7 +138,10 @@ def to_public(session: Session, record: ComparisonRecord) -> ComparisonPublic:
     status_code=status.HTTP_201_CREATED,
     response_model=ComparisonPublic,
     responses={
-        200: {"model": ComparisonPublic, "description": "Replay: same Idempotency-Key and spec"},
+        200: {
+            "model": ComparisonPublic,
+            "description": "Replay: same Idempotency-Key and spec; or, with dry_run, the plan (nothing stored)",
+        },
         409: {"description": "Name taken (the comparison's or one of its studies'), or Idempotency-Key reused"},
     },
 )
@@ -145,10 +151,20 @@ def submit_comparison(
     key: WriteKey,
     body: Annotated[ComparisonCreate, Body()],
     idempotency_key: IdempotencyKey = None,
-) -> ComparisonPublic:
-    """Validate and queue a comparison: one tuning study per arm × batch size, re-runs and the result after."""
-    spec = validate_comparison(body.model_dump(exclude_none=True))
+    workers: Annotated[int | None, Query(ge=1, le=1024, description="The plan's workers (dry run)")] = None,
+) -> ComparisonPublic | JSONResponse:
+    """Validate and queue a comparison: one tuning study per arm × batch size, re-runs and the result after.
+
+    With ``dry_run: true``: validate and answer 200 with the plan (:mod:`service.comparisons.plan`) for ``workers``
+    workers (the query parameter or the body's field, default 1); nothing is stored or queued, and an
+    ``Idempotency-Key`` has no effect."""
+    data = body.model_dump(exclude_none=True, exclude={"dry_run", "workers"})
+    spec = validate_comparison(data)
     check_studies(spec, settings.max_trial_gb)
+    if body.dry_run:
+        with session_scope(settings.database_url) as session:
+            planned = plan(session, spec, workers or body.workers or 1)
+        return JSONResponse(jsonable(planned.to_dict()), status_code=status.HTTP_200_OK)
     owner = key.fingerprint if key else None
     return submitted(
         response,
