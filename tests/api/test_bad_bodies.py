@@ -250,16 +250,29 @@ def test_the_memory_limit_is_configurable_and_says_how_much_a_trial_needs(settin
 
 COMPARISON_CASES = [
     (
-        "budget.extension_epochs 1e12",
+        "budget.extension_epochs 1e12 (no longer used: an extension spends a tuning study's budget)",
         merge(SMALL, {"budget": {"extension_epochs": 10**12}, "range_check": "extend"}),
-        ["body", "budget", "extension_epochs"],
-        "less than or equal to 100000000",
+        ["body", "budget"],
+        "extension_epochs is no longer used",
     ),
     (
-        "an extension study that would ask for too many trials",
-        merge(SMALL, {"budget": {"extension_epochs": 90_000_000}, "range_check": "extend"}),
+        "an extension study that would be invalid (momentum's log range widened past 1)",
+        merge(
+            SMALL,
+            {
+                "arms": [
+                    {"optimizer": "tvlars"},
+                    {
+                        "optimizer": "lars",
+                        "search_space": {"momentum": {"type": "float", "low": 0.5, "high": 0.99, "log": True}},
+                        "fixed": {"weight_decay": 5e-4},
+                    },
+                ],
+                "range_check": "extend",
+            },
+        ),
         ["body"],
-        "range-check extension study",
+        "range-check extension 1 (ranges widened at their high end) would be invalid",
     ),
     ("sampler.seed -1", merge(SMALL, {"sampler": {"seed": -1}}), ["body", "sampler", "seed"], ""),
     (
