@@ -249,6 +249,13 @@ class RunnerPool:
             self._live.append(runner)
         return runner
 
+    def prestart(self, key: tuple[float, float] = (1.0, 0.0)) -> None:
+        """Start one runner now and keep it idle (released after :data:`RUNNER_IDLE_S` unused, as any idle one): a
+        worker calls this as it starts, so its first study does not wait for an actor to start and import torch."""
+        if os.environ.get("TVLARS_WARM_RUNNERS", "1") == "0":
+            return
+        self.give_back([self.new(key)])
+
     def give_back(self, runners: list[_Runner]) -> None:
         with self._lock:
             self._idle.extend(runners)
