@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 
 DEFAULT_PG = "postgresql+psycopg://root@127.0.0.1:5432/test"
 #: Fixtures that make a test part of the real-process tier (PostgreSQL, Ray, a uvicorn server).
-INTEGRATION_FIXTURES = {"pg_url", "ray_address", "server", "idle_server"}
+INTEGRATION_FIXTURES = {"pg_url", "own_pg_url", "ray_address", "server", "idle_server"}
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -49,6 +49,26 @@ def pg_url() -> Iterator[str]:
     yield url
     from service.core.db import dispose
 
+    dispose(url)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture
+def own_pg_url(pg_url) -> Iterator[str]:
+    """A PostgreSQL database of this test's own, migrated: for tests that claim studies by hand, which the session's
+    ``server`` worker (on ``pg_url``, woken at once by NOTIFY) would otherwise race for."""
+    from service.core.db import dispose, migrate
+
+    base = make_url(pg_url)
+    name = f"{base.database}_{uuid.uuid4().hex[:6]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = base.set(database=name).render_as_string(hide_password=False)
+    migrate(url)
+    yield url
     dispose(url)
     with admin.connect() as conn:
         conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

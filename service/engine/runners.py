@@ -90,6 +90,7 @@ class TrialRunner:
         self._results: list[dict[str, Any]] = []
         self._done = True
         self._trial: str | None = None
+        self._copies: _CheckpointCopies | None = None
         _cache_datasets()
 
     def current(self) -> tuple[int, str | None]:
@@ -112,11 +113,15 @@ class TrialRunner:
             target=self._run, args=(config, trial_id, storage, folder, keep), name="trial", daemon=True
         ).start()
 
-    def poll(self, trial_id: str, timeout: float) -> tuple[list[dict[str, Any]], bool]:
+    def poll(self, trial_id: str, timeout: float, recorded: str | None = None) -> tuple[list[dict[str, Any]], bool]:
         """The trial's results since the last poll (waiting up to ``timeout`` for one), and whether it has ended.
+        ``recorded``: the checkpoint the driver has recorded as the trial's latest (older copies may go now).
 
         (A threaded actor may run a poll before the ``start`` sent ahead of it: the poll then waits for it.)
         """
+        copies = self._copies
+        if recorded is not None and copies is not None and self._trial == trial_id:
+            copies.recorded(recorded)
         with self._cond:
             self._cond.wait_for(lambda: self._trial == trial_id and (self._results or self._done), timeout)
             if self._trial != trial_id:
@@ -127,7 +132,7 @@ class TrialRunner:
     def _run(self, config: dict[str, Any], trial_id: str, storage: str, folder: str, keep: int) -> None:
         from .trainable import run_trial
 
-        saved = _CheckpointCopies(storage, folder, keep)
+        saved = self._copies = _CheckpointCopies(storage, folder, keep)
 
         def send(result: dict[str, Any], checkpoint: Path | None) -> None:
             if checkpoint is not None:
@@ -151,14 +156,18 @@ class TrialRunner:
 
 class _CheckpointCopies:
     """Copies a trial's checkpoint folders to ``storage``/``folder``/``checkpoint_NNNNNN``, keeping the last
-    ``keep``. Returns each copy's path or URI (what ``ray.tune.Checkpoint`` opens)."""
+    ``keep`` — and never one the driver may still restore from: a copy is deleted only once the driver has recorded
+    a newer one (a runner outliving a killed driver goes on for a few epochs; the checkpoint in storage must stay).
+    Returns each copy's path or URI (what ``ray.tune.Checkpoint`` opens)."""
 
     def __init__(self, storage: str, folder: str, keep: int) -> None:
         import pyarrow.fs
 
         self.fs, root = pyarrow.fs.FileSystem.from_uri(storage)
         self.root, self.storage, self.folder, self.keep = root.rstrip("/"), storage.rstrip("/"), folder, keep
-        self.saved: list[str] = []
+        self.saved: list[tuple[str, str]] = []  # (URI, path) of each copy kept, oldest first
+        self.lock = threading.Lock()
+        self.kept = 0  # copies before this index may go (older than the latest the driver recorded)
 
     def add(self, local: Path, epoch: int | None) -> str:
         import pyarrow.fs
@@ -169,13 +178,31 @@ class _CheckpointCopies:
         pyarrow.fs.copy_files(
             str(local), target, source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=self.fs
         )
-        self.saved.append(target)
-        while len(self.saved) > max(1, self.keep):
+        uri = f"{self.storage}/{relative}"
+        with self.lock:
+            self.saved.append((uri, target))
+        self._prune()
+        return uri
+
+    def recorded(self, uri: str) -> None:
+        """The driver recorded ``uri`` as the trial's latest checkpoint: the copies before it may go."""
+        with self.lock:
+            uris = [u for u, _ in self.saved]
+            if uri in uris:
+                self.kept = max(self.kept, uris.index(uri))
+        self._prune()
+
+    def _prune(self) -> None:
+        while True:
+            with self.lock:
+                if len(self.saved) <= max(1, self.keep) or self.kept <= 0:
+                    return
+                _, target = self.saved.pop(0)
+                self.kept -= 1
             try:
-                self.fs.delete_dir(self.saved.pop(0))
+                self.fs.delete_dir(target)
             except OSError:  # already gone: nothing to keep tidy
                 pass
-        return f"{self.storage}/{relative}"
 
 
 def _cache_datasets() -> None:
@@ -399,7 +426,7 @@ def _start(run: _Run, trial: _Active, runner: _Runner) -> None:
     trial.runner = runner
     folder = f"{run.folder}/{trial.trial_id}"
     runner.handle.start.remote(config, trial.trial_id, run.storage, folder, run.keep)
-    trial.poll_ref = runner.handle.poll.remote(trial.trial_id, POLL_S)
+    trial.poll_ref = runner.handle.poll.remote(trial.trial_id, POLL_S, trial.checkpoint)
     run.active.append(trial)
 
 
@@ -442,7 +469,7 @@ def _wait(run: _Run) -> None:
             run.active.remove(trial)
             run.searcher.on_trial_complete(trial.trial_id, trial.last)
         else:
-            trial.poll_ref = trial.runner.handle.poll.remote(trial.trial_id, POLL_S)
+            trial.poll_ref = trial.runner.handle.poll.remote(trial.trial_id, POLL_S, trial.checkpoint)
 
 
 def _runner_died(run: _Run, trial: _Active, error: Exception) -> None:

@@ -67,13 +67,14 @@ def test_asha_study_prunes_and_records_every_epoch(storage_url):
 
 
 def test_raising_trial_is_fail_with_its_message(sqlite_url):
-    # a grid over micro_batch_size: 100 divides the batch, 7 does not and makes the trial raise
+    # a grid over micro_batch_size: 100 and 200 divide the batch, 7 does not and makes the trial raise (in the
+    # middle of the choices: the spec's own check at submit runs the space's two corners, which would refuse it)
     spec = quick_spec(
         unique_name("raise"),
-        search_space={"micro_batch_size": {"type": "categorical", "choices": [100, 7]}},
+        search_space={"micro_batch_size": {"type": "categorical", "choices": [100, 7, 200]}},
         sampler={"name": "grid"},
         scheduler={"name": "none"},
-        budget={"n_trials": 2, "max_concurrent": 1, "max_failed": 1},
+        budget={"n_trials": 3, "max_concurrent": 1, "max_failed": 1},
         workload={"epochs": 1},
     )
     outcome = run_study(spec, sqlite_url)
@@ -85,8 +86,8 @@ def test_raising_trial_is_fail_with_its_message(sqlite_url):
     assert failed.user_attrs["fail_kind"] == FailKind.ERROR
     assert "Invalid micro_batch_size: 7" in failed.user_attrs["fail_reason"]
     assert "Traceback" in failed.user_attrs["traceback"]
-    # one error is within max_failed=1, but the grid's second point never completed
-    assert outcome.state == FAILED and "1 of 2" in outcome.reason
+    # one error is within max_failed=1, but one of the grid's points never completed
+    assert outcome.state == FAILED and "2 of 3" in outcome.reason, outcome.reason
 
 
 def test_max_failed_ends_the_study_failed(sqlite_url):
@@ -223,7 +224,7 @@ def test_killed_driver_then_resume_finishes_the_study(storage_url, tmp_path):
     assert not [t for t in study.get_trials() if t.user_attrs.get("fail_kind") == FailKind.ORPHANED]
     # the killed trial continued from its checkpoint as the same Optuna trial, its earlier epochs kept
     continued = study.trials[killed.number]
-    assert continued.state == TrialState.COMPLETE and len(study.trials) == 5
+    assert continued.state == TrialState.COMPLETE and len(study.trials) == 5, continued.user_attrs
     assert continued.user_attrs["resumed_from_epoch"] >= saved_epoch
     assert continued.user_attrs["curves"]["epoch"] == list(range(1, 13))
     assert sorted(continued.intermediate_values) == list(range(1, 13))

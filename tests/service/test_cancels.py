@@ -30,6 +30,15 @@ from ..utils.server import start_worker, wait_until
 from ..utils.specs import quick_spec
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request, tmp_path) -> str:
+    """Both storages, the PostgreSQL one a database of the test's own: these tests claim studies by hand, which the
+    session's ``server`` worker (on the shared ``pg_url``) would race for."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'studies.db'}"
+    return request.getfixturevalue("own_pg_url")
+
+
 def _submit(url: str, **overrides) -> tuple[str, StudySpec]:
     migrate(url)
     spec = StudySpec.model_validate(quick_spec(unique_name("c"), **overrides))

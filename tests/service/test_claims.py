@@ -39,9 +39,9 @@ def test_a_comparisons_largest_study_is_claimed_first_and_other_studies_oldest_f
     assert [_claim(sqlite_url) for _ in range(6)] == [plain_old, large, middle, small, plain_new, None]
 
 
-def test_an_idle_worker_is_woken_by_notify_when_a_study_is_queued_or_requeued(pg_url):
-    migrate(pg_url)
-    worker = Worker(Settings(database_url=pg_url, worker_poll_s=30))
+def test_an_idle_worker_is_woken_by_notify_when_a_study_is_queued_or_requeued(own_pg_url):
+    migrate(own_pg_url)
+    worker = Worker(Settings(database_url=own_pg_url, worker_poll_s=30))
     listener = threading.Thread(target=worker._listen_loop, daemon=True)
     listener.start()
     try:
@@ -49,15 +49,15 @@ def test_an_idle_worker_is_woken_by_notify_when_a_study_is_queued_or_requeued(pg
         worker._wake.clear()
         assert not worker._wake.wait(0.5)  # nothing queued: no wake-up
         started = time.monotonic()
-        study_id = _queue(pg_url, 6)
+        study_id = _queue(own_pg_url, 6)
         assert worker._wake.wait(5), "no NOTIFY for a submitted study"
         assert time.monotonic() - started < 2
         worker._wake.clear()
-        assert _claim(pg_url) == study_id
-        with session_scope(pg_url) as s:  # the worker stopping puts it back in the queue: another is woken
+        assert _claim(own_pg_url) == study_id
+        with session_scope(own_pg_url) as s:  # the worker stopping puts it back in the queue: another is woken
             finish_study(session=s, study_id=study_id, worker_id="w1", state=StudyState.QUEUED)
         assert worker._wake.wait(5), "no NOTIFY for a requeued study"
-        with session_scope(pg_url) as s:
+        with session_scope(own_pg_url) as s:
             assert s.get(StudyRecord, study_id).state == StudyState.QUEUED
     finally:
         worker.stop()
