@@ -71,7 +71,9 @@ def _trials(storage, name: str) -> list[optuna.trial.FrozenTrial]:
 def test_a_paused_worker_whose_study_was_taken_over_tells_optuna_nothing_when_resumed(fault_db, tmp_path):
     say = Timeline()
     api = start_server(fault_db, tmp_path, workers=0, ready=False)
-    workers = {name: start_worker(fault_db, tmp_path, name, **FAST) for name in ("one", "two")}
+    # each worker on a Ray of its own (as when this test runs alone): on the session's shared 2-CPU Ray, the paused
+    # worker's runner and another test's trial can hold every CPU, and the new driver then waits for one
+    workers = {name: start_worker(fault_db, tmp_path, name, RAY_ADDRESS="local", **FAST) for name in ("one", "two")}
     spec = quick_spec(
         unique_name("fence"),
         budget={"n_trials": 2, "max_concurrent": 1},
