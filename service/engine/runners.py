@@ -480,7 +480,10 @@ def _runner_died(run: _Run, trial: _Active, error: Exception) -> None:
         RUNNERS.forget([trial.runner])
     trial.failures += 1
     if trial.failures > RAY_MAX_FAILURES:
-        run.errors[trial.trial_id] = f"the trial's runner died {trial.failures} times; the last: {error}"
+        from ._tune import out_of_memory
+
+        text = f"the trial's runner died {trial.failures} times; the last: {error}"
+        run.errors[trial.trial_id] = f"out of memory: {text}" if out_of_memory(str(error)) else text
         run.searcher.on_trial_complete(trial.trial_id, None, error=True)
         return
     log.warning(
