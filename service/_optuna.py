@@ -21,7 +21,7 @@ from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from .core.db import TRANSIENT_ERRORS, engine_kwargs, normalize_url
+from .core.db import TRANSIENT_ERRORS, engine_kwargs, normalize_url, on_dispose
 
 __all__ = [
     "Backoff",
@@ -189,6 +189,9 @@ def close_storage(url: str) -> None:
         storage = _STORAGES.pop(normalize_url(url), None)
     if storage is not None:
         storage.engine.dispose()
+
+
+on_dispose(close_storage)
 
 
 def fail_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, attrs: dict[str, Any]) -> bool:

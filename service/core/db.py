@@ -7,7 +7,7 @@ Optuna already owns the default ``alembic_version``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,6 +40,14 @@ _ENGINES: dict[str, Engine] = {}
 _SESSIONS: dict[str, sessionmaker[Session]] = {}
 _READ_SESSIONS: dict[str, sessionmaker[Session]] = {}
 _LOCK = threading.Lock()
+#: What else :func:`dispose` closes (Optuna's storages register here when ``service._optuna`` is imported, so this
+#: module needs nothing of that one: the dependency points one way).
+_ON_DISPOSE: list[Callable[[str], None]] = []
+
+
+def on_dispose(close: Callable[[str], None]) -> None:
+    """Have :func:`dispose` also call ``close(url)`` (another owner of pooled connections to the same databases)."""
+    _ON_DISPOSE.append(close)
 
 
 def normalize_url(url: str) -> str:
@@ -96,8 +104,6 @@ def get_engine(url: str) -> Engine:
 
 def dispose(url: str) -> None:
     """Close this process's pooled connections to ``url`` (ours and Optuna's), e.g. before dropping the database."""
-    from .._optuna import close_storage
-
     url = normalize_url(url)
     with _LOCK:
         _SESSIONS.pop(url, None)
@@ -105,7 +111,8 @@ def dispose(url: str) -> None:
         engine = _ENGINES.pop(url, None)
     if engine is not None:
         engine.dispose()
-    close_storage(url)
+    for close in _ON_DISPOSE:
+        close(url)
 
 
 @contextmanager
