@@ -62,12 +62,13 @@ class Worker:
         from .engine import ensure_ray
         from .engine.runners import RUNNERS
 
+        ensure_ray(self.settings.ray_address)  # up front, so a submitted study starts at once
+        RUNNERS.prestart()  # and a warm trial runner with it (a 1-CPU one, released if no study comes soon)
+        # registered once it can run a trial at once: /readyz counts it from here
         if not self._stored(self._register, "register the worker", forever=True):
             return  # stopped before the database ever answered
         beat = threading.Thread(target=self._heartbeat_loop, name="worker-heartbeat", daemon=True)
         beat.start()
-        ensure_ray(self.settings.ray_address)  # up front, so a submitted study starts at once
-        RUNNERS.prestart()  # and a warm trial runner with it (a 1-CPU one, released if no study comes soon)
         if handle_signals:  # after Ray starts: ray.init installs a SIGTERM handler of its own that exits
             self._install_signals()
         if self._listens:

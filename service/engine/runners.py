@@ -63,6 +63,8 @@ POLL_S = 1.0
 _CHECKPOINT_KEY = "_checkpoint_uri"
 #: Datasets a runner keeps in memory, the most recently used first.
 DATASETS_KEPT = 2
+#: A worker waits this long for its warm runner before it says it is ready (:meth:`RunnerPool.prestart`).
+PRESTART_WAIT_S = 30.0
 
 
 def uses_runners(spec: StudySpec) -> bool:
@@ -92,6 +94,7 @@ class TrialRunner:
         self._trial: str | None = None
         self._copies: _CheckpointCopies | None = None
         _cache_datasets()
+        from . import trainable  # noqa: F401  (imported now, while the runner waits: not under its first trial)
 
     def current(self) -> tuple[int, str | None]:
         """Its process id, and the trial it runs (None when idle)."""
@@ -276,12 +279,26 @@ class RunnerPool:
             self._live.append(runner)
         return runner
 
-    def prestart(self, key: tuple[float, float] = (1.0, 0.0)) -> None:
+    def prestart(self, key: tuple[float, float] = (1.0, 0.0), wait_s: float = PRESTART_WAIT_S) -> None:
         """Start one runner now and keep it idle (released after :data:`RUNNER_IDLE_S` unused, as any idle one): a
-        worker calls this as it starts, so its first study does not wait for an actor to start and import torch."""
+        worker calls this as it starts, so its first study does not wait for an actor to start and import torch.
+
+        Waits up to ``wait_s`` for it to be up (the worker says it is ready only then); a runner Ray has no room for
+        yet (a busy cluster) comes up in the background, as any other.
+        """
         if os.environ.get("TVLARS_WARM_RUNNERS", "1") == "0":
             return
-        self.give_back([self.new(key)])
+        runner = self.new(key)
+        try:
+            ray.get(runner.ready_ref, timeout=wait_s)
+            runner.ready = True
+        except ray.exceptions.GetTimeoutError:
+            log.info("the warm trial runner is not up after %.0f s: it starts in the background", wait_s)
+        except Exception as e:  # it died starting: the first study starts one of its own
+            log.warning("the warm trial runner failed to start: %s", e)
+            self.forget([runner])
+            return
+        self.give_back([runner])
 
     def give_back(self, runners: list[_Runner]) -> None:
         with self._lock:

@@ -274,8 +274,9 @@ class OptunaStudySearcher(Searcher):
         trial = run.optuna_trial
         report = EpochReport.from_result(result)
         where = (report.node_id, report.hostname)
-        if where[0] is not None and where != run.where:
-            trial.set_user_attr(TrialAttr.NODE_ID, where[0])
+        if where != run.where and where != (None, None):  # (no node id: the trial ran outside Ray, in a test)
+            if where[0] is not None:
+                trial.set_user_attr(TrialAttr.NODE_ID, where[0])
             trial.set_user_attr(TrialAttr.HOSTNAME, where[1])
             run.where = where
         if report.error is not None or report.epoch is None:

@@ -174,20 +174,26 @@ def _trial_id() -> str | None:
         return None
 
 
-def _node_id() -> str | None:
-    try:
-        import ray
+def _in_ray() -> bool:
+    """Whether this process is a Ray worker or driver. Asking Ray's runtime context outside Ray would start (or,
+    with ``RAY_ADDRESS`` set, connect to) a Ray of its own: never for a trial run directly (tests, ``run_trial``)."""
+    import ray
 
-        return ray.get_runtime_context().get_node_id()
-    except Exception:  # outside Ray (tests calling this directly)
+    return ray.is_initialized()
+
+
+def _node_id() -> str | None:
+    if not _in_ray():
         return None
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
 
 
 def _cpus_assigned() -> int:
-    try:
-        import ray
-
-        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-        return max(1, math.ceil(cpus))
-    except Exception:  # outside Ray (tests calling this directly): one thread
+    if not _in_ray():  # a trial run directly: one thread
         return 1
+    import ray
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    return max(1, math.ceil(cpus))
