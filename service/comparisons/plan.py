@@ -15,8 +15,8 @@ depends on the data): studies, trials, epochs and optimizer steps.
 **Wall time** for ``workers`` workers: every epoch above at the mean seconds per epoch of the stored trials of the
 same workload key (``wall_seconds / epochs_run``), else the spec's ``assumed_epoch_s``; plus each study's overhead
 beyond its trials (start-up, storage; measured on the same stored studies as ``finished_at − started_at`` minus its
-trials' seconds, else :data:`STUDY_OVERHEAD_S`); divided by ``workers`` (the phases wait for each other, so with many
-workers this is a lower bound).
+trials' seconds, else :data:`WARM_STUDY_OVERHEAD_S` with ``scheduler: none``, :data:`STUDY_OVERHEAD_S` with one);
+divided by ``workers`` (the phases wait for each other, so with many workers this is a lower bound).
 
 **MDD** per verdict (R6): ``(t(1 − α_K/2, ν) + t(0.8, ν)) · s / √n_max`` with ``α_K`` the final look's level (0.9 ·
 α/m when ``repeats_min < repeats_max``, else α/m; m the number of primary verdicts, or of all verdicts),
@@ -35,15 +35,27 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from search_spaces.comparison import ComparisonSpec
+from search_spaces.spec import Workload
 
 from ..models import ComparisonRecord, StudyRecord, StudyState
 from ..optuna_queries import trial_timings
 from .stats import ALPHA, look_alphas, minimum_detectable_difference, pooled_sd
 
-__all__ = ["STUDY_OVERHEAD_S", "ArmPlan", "ComparisonPlan", "VerdictPlan", "plan", "workload_key"]
+__all__ = [
+    "STUDY_OVERHEAD_S",
+    "WARM_STUDY_OVERHEAD_S",
+    "ArmPlan",
+    "ComparisonPlan",
+    "VerdictPlan",
+    "plan",
+    "workload_key",
+]
 
-#: Seconds a study costs beyond its trials where no stored study of the workload says (a Ray Tune run's start-up).
+#: Seconds a study costs beyond its trials where no stored study of the workload says: a Ray Tune run's start-up
+#: (a study with a scheduler), or the warm runners' hand-over (``scheduler: none``; measured 0.02 s median start-up,
+#: plus the claim and the comparison's advance: ``benchmarks/comparison_throughput.py``).
 STUDY_OVERHEAD_S = 10.0
+WARM_STUDY_OVERHEAD_S = 1.0
 #: Stored studies (newest first) and comparisons read for timings and spreads.
 _HISTORY = 500
 
@@ -106,6 +118,15 @@ def workload_key(workload: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in workload.items() if k not in ("epochs", "batch_size")}
 
 
+def _stored_key(workload: dict[str, Any]) -> dict[str, Any] | None:
+    """The :func:`workload_key` of a stored workload, read as this version reads it (fields added since it was
+    stored take their defaults, so a service keeps its history across upgrades); None if it no longer validates."""
+    try:
+        return workload_key(Workload.model_validate(workload).model_dump(mode="json"))
+    except ValueError:
+        return None
+
+
 def plan(session: Session, spec: ComparisonSpec, workers: int = 1) -> ComparisonPlan:
     """The plan of ``spec`` from what this service has stored (module docstring). Reads only."""
     key = workload_key(spec.workload.model_dump(mode="json"))
@@ -121,7 +142,8 @@ def plan(session: Session, spec: ComparisonSpec, workers: int = 1) -> Comparison
     notes = []
     arms, seconds = [], [0.0, 0.0]
     epoch_seconds: dict[int, dict[str, Any]] = {}
-    overhead = float(np.mean(overheads)) if overheads else STUDY_OVERHEAD_S
+    default = WARM_STUDY_OVERHEAD_S if spec.scheduler.name == "none" else STUDY_OVERHEAD_S
+    overhead = float(np.mean(overheads)) if overheads else default
     wall_known = True
     for bs in spec.batch_sizes:
         mine = timings.get(bs, [])
@@ -221,7 +243,7 @@ def _stored_timings(session: Session, key: dict[str, Any]) -> tuple[dict[int, li
         .order_by(StudyRecord.created_at.desc())
         .limit(_HISTORY)
     ).all()
-    mine = [s for s in rows if workload_key(s.spec.get("workload") or {}) == key]
+    mine = [s for s in rows if _stored_key(s.spec.get("workload") or {}) == key]
     timings = trial_timings(session, [s.name for s in mine])
     by_study: dict[str, list[dict[str, Any]]] = {}
     for t in timings:
@@ -250,7 +272,7 @@ def _stored_spreads(session: Session, key: dict[str, Any]) -> dict[int, list[tup
     out: dict[int, list[tuple[float, int]]] = {}
     for record in rows:
         result = record.result or {}
-        if workload_key(result.get("workload") or {}) != key:
+        if _stored_key(result.get("workload") or {}) != key:
             continue
         arms = result.get("arms") or []
         labels = list(dict.fromkeys(a["label"] for a in arms))
