@@ -66,13 +66,15 @@ def check_owner(key: ApiKey | None, record: StudyRecord | ComparisonRecord, acti
     may anyone on a server without keys. A 403 otherwise, saying who may."""
     if key is None or key.role == "admin" or (record.owner is not None and record.owner in _owners(key)):
         return
-    kind = record.kind.lower()
-    submitted = f"was submitted with another API key (owner {record.owner})" if record.owner else "has no owner"
-    raise HTTPException(
-        403,
-        f"This {kind} {submitted}: only the key that submitted it or an admin key (KEY:admin in TVLARS_API_KEYS) "
-        f"may {action} it",
-    )
+    kind, admin = record.kind.lower(), "an admin key (KEY:admin in TVLARS_API_KEYS)"
+    if record.owner is None:
+        detail = f"This {kind} has no owner (submitted while the server had no API keys): only {admin} may {action} it"
+    else:
+        detail = (
+            f"This {kind} was submitted with another API key (owner {record.owner}): only that key or {admin} "
+            f"may {action} it"
+        )
+    raise HTTPException(403, detail)
 
 
 def _owners(key: ApiKey) -> tuple[str, ...]:

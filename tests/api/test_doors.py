@@ -252,3 +252,13 @@ def test_a_study_stored_with_the_unsalted_owner_is_still_its_keys(keyed, db_url)
         conn.execute(sa.text("UPDATE tvlars_studies SET owner = :o WHERE id = :i"), {"o": unsalted, "i": study["id"]})
     assert keyed.post(f"/v1/studies/{study['id']}/cancel", headers=bearer(OTHER_KEY)).status_code == 403
     assert keyed.post(f"/v1/studies/{study['id']}/cancel", headers=bearer(WRITE_KEY)).status_code == 202
+
+
+def test_a_study_submitted_without_keys_is_an_admins_to_change_once_keys_are_set(db_url):
+    with TestClient(create_app(Settings(database_url=db_url)), base_url=LOOPBACK_URL) as c:
+        study = c.post("/v1/studies", json=quick_spec("before-keys")).json()
+    assert study["owner"] is None
+    with TestClient(create_app(Settings(database_url=db_url, api_keys=KEYS))) as c:
+        r = c.post(f"/v1/studies/{study['id']}/cancel", headers=bearer(WRITE_KEY))
+        assert r.status_code == 403 and "has no owner" in r.json()["detail"] and "KEY:admin" in r.json()["detail"]
+        assert c.post(f"/v1/studies/{study['id']}/cancel", headers=bearer(ADMIN_KEY)).status_code == 202
