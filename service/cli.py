@@ -22,6 +22,7 @@ import search_spaces
 from . import processes
 from .client import DEFAULT_URL, APIConnectionError, APIError, Client, Comparisons, Studies, describe
 from .core.config import Settings
+from .core.loopback import is_loopback
 from .models import StudyState
 from .trial_report import SUMMARY_METRICS
 
@@ -72,7 +73,7 @@ def serve(
 ) -> None:
     """The API, plus worker process(es) running local Ray (or joining RAY_ADDRESS), on TVLARS_DATABASE_URL."""
     settings = Settings()
-    if not settings.auth_enabled and host not in processes.LOOPBACK:
+    if not settings.auth_enabled and not is_loopback(host):
         err.print(f"[red]refusing to bind {host} without API keys[/red]: set TVLARS_API_KEYS, or bind 127.0.0.1")
         raise typer.Exit(2)
     console.print(
@@ -90,13 +91,21 @@ def worker() -> None:
 
 @app.command()
 def dashboard(
-    host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Bind address; only loopback unless API keys are set")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 8080,
 ) -> None:
-    """optuna-dashboard on the same storage (TVLARS_DATABASE_URL)."""
+    """optuna-dashboard on the same storage (TVLARS_DATABASE_URL). With API keys: sign in with any user name and a
+    key as the password, read-only. Without: loopback only."""
     settings = Settings()
+    if not settings.auth_enabled and not is_loopback(host):
+        err.print(
+            f"[red]refusing to bind {host} without API keys[/red]: optuna-dashboard has no login of its own. Set "
+            "TVLARS_API_KEYS (it then asks for a key as the password, and is read-only), or bind 127.0.0.1"
+        )
+        raise typer.Exit(2)
+    signing_in = "; sign in with any user name and an API key as the password (read-only)" if settings.keys else ""
     console.print(
-        f"optuna-dashboard on http://{host}:{port}/dashboard/ (storage {processes.safe_url(settings)})",
+        f"optuna-dashboard on http://{host}:{port}/dashboard/ (storage {processes.safe_url(settings)}){signing_in}",
         highlight=False,
     )
     processes.run_dashboard(settings, host, port)

@@ -198,6 +198,8 @@ class Client:
         an ``Idempotency-Key``.
         """
         headers = {**self._headers, **(headers or {})}
+        if method != "GET" and json is None:  # a server without keys takes only JSON writes, bodyless ones too
+            headers.setdefault("Content-Type", "application/json")
         repeatable = method == "GET" or "Idempotency-Key" in headers
         for attempt in range(self.max_retries + 1):
             last = attempt == self.max_retries

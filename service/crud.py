@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import uuid
 from datetime import timedelta
 from typing import Any, NamedTuple, TypeVar
@@ -19,7 +20,7 @@ from search_spaces.comparison import ComparisonSpec
 from search_spaces.spec import StudySpec
 
 from .errors import ConflictError, InvalidSpecError, NotFoundError
-from .models import ComparisonRecord, StudyRecord, StudyState, WorkerRecord, utcnow
+from .models import ComparisonRecord, SecretRecord, StudyRecord, StudyState, WorkerRecord, utcnow
 
 __all__ = [
     "cancel_study",
@@ -41,10 +42,26 @@ __all__ = [
     "refuse_reserved_name",
     "live_workers",
     "notify_queued",
+    "owner_salt",
     "resume_study",
     "spec_hash",
     "study_size",
 ]
+
+
+#: The name of the owner ids' salt in ``tvlars_secrets``.
+OWNER_SALT = "owner_salt"
+
+
+def owner_salt(*, session: Session) -> str:
+    """The salt of the ``owner`` ids (:func:`service.core.config.owner_id`), made at random on first use and kept
+    in the database, so every API process and every restart agree. Two processes making it at once: one commit
+    fails (ConflictError) and that caller reads the other's on a retry."""
+    record = session.get(SecretRecord, OWNER_SALT)
+    if record is None:
+        record = SecretRecord(name=OWNER_SALT, value=secrets.token_hex(32))
+        session.add(record)
+    return record.value
 
 
 def spec_hash(canonical: dict[str, Any]) -> str:

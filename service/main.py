@@ -5,6 +5,7 @@ uvicorn --factory service.main:create_app
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from contextlib import asynccontextmanager
 
@@ -16,12 +17,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __doc__ as service_doc
+from . import crud
 from ._optuna import open_storage
 from .api.cache import ReadCache
 from .api.limits import BodyLimits
+from .api.loopback import AllowedHosts, LoopbackOnly
 from .api.routes import comparisons, health, search_spaces, studies, workloads
-from .core.config import Settings, get_settings
-from .core.db import migrate
+from .core.config import ApiKey, Settings, get_settings, owner_id
+from .core.db import migrate, session_scope
 from .errors import ConflictError, InvalidSpecError, NotFoundError, StorageError
 from .metrics import AppMetrics, MetricsMiddleware
 
@@ -45,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         anyio.to_thread.current_default_thread_limiter().total_tokens = get_settings().api_threads
         migrate(settings.database_url)
         open_storage(settings.database_url)  # Optuna's tables too: trial reads must find them from the start
+        app.state.api_keys = with_owners(settings)
         yield
 
     app = FastAPI(
@@ -52,11 +56,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Tune TVLARS and its large-batch baselines with Ray Tune + Optuna.",
         description=(service_doc or "")
-        + "\n\nSend `Authorization: Bearer <key>` when the server has API keys (TVLARS_API_KEYS).",
+        + "\n\nSend `Authorization: Bearer <key>` when the server has API keys (TVLARS_API_KEYS). Without keys it "
+        "answers only on loopback, and writes must be JSON (`Content-Type: application/json`, bodyless ones too).",
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.api_keys = settings.keys  # parsed once
+    app.state.api_keys = settings.keys  # parsed once; their owner ids once the lifespan knows the salt
     app.state.metrics = AppMetrics(settings.database_url)
     app.state.read_cache = ReadCache(settings.api_cache_ttl_s)
 
@@ -96,4 +101,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes)
+    # the outermost checks (added last): a refused request costs nothing further
+    if settings.host_patterns is not None:
+        app.add_middleware(AllowedHosts, patterns=settings.host_patterns, open_server=not settings.auth_enabled)
+    if not settings.auth_enabled:
+        app.add_middleware(LoopbackOnly)
     return app
+
+
+def with_owners(settings: Settings) -> list[ApiKey]:
+    """The configured keys, each with its ``owner`` id under the owner salt: TVLARS_OWNER_SALT, else the one the
+    database keeps (made on first use; :func:`service.crud.owner_salt`)."""
+    keys = settings.keys
+    if not keys:
+        return keys
+    salt = settings.owner_salt or _stored_owner_salt(settings.database_url)
+    return [dataclasses.replace(key, owner=owner_id(key.secret, salt)) for key in keys]
+
+
+def _stored_owner_salt(database_url: str, tries: int = 3) -> str:
+    for attempt in range(tries):
+        try:
+            with session_scope(database_url) as session:
+                stored = crud.owner_salt(session=session)
+            return stored  # committed: the salt every process reads
+        except ConflictError:  # another process made it at the same moment: read theirs
+            if attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")

@@ -16,7 +16,16 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from .errors import NotFoundError
 
-__all__ = ["Base", "ComparisonPhase", "ComparisonRecord", "StudyRecord", "StudyState", "WorkerRecord", "utcnow"]
+__all__ = [
+    "Base",
+    "ComparisonPhase",
+    "ComparisonRecord",
+    "SecretRecord",
+    "StudyRecord",
+    "StudyState",
+    "WorkerRecord",
+    "utcnow",
+]
 
 
 def utcnow() -> datetime:
@@ -109,7 +118,7 @@ class StudyRecord(_Submitted, Base):
     spec_hash: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16), default=StudyState.QUEUED.value)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
-    owner: Mapped[str | None] = mapped_column(String(16))  # the submitting key's fingerprint, never the key
+    owner: Mapped[str | None] = mapped_column(String(16))  # the submitting key's salted owner id, never the key
     resume: Mapped[bool] = mapped_column(Boolean, default=False)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     worker_id: Mapped[str | None] = mapped_column(String(64))
@@ -180,3 +189,14 @@ class WorkerRecord(Base):
         """Workers that heartbeated since ``since`` and have not stopped."""
         query = sa.select(sa.func.count()).select_from(cls).where(cls.heartbeat_at >= since, cls.stopped_at.is_(None))
         return session.scalar(query) or 0
+
+
+class SecretRecord(Base):
+    """A secret the service makes for itself and keeps in the database, shared by every API process: the salt of
+    the ``owner`` ids (``owner_salt``) unless TVLARS_OWNER_SALT gives one."""
+
+    __tablename__ = "tvlars_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

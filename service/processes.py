@@ -14,10 +14,8 @@ from contextlib import contextmanager
 
 from .core.config import Settings
 
-__all__ = ["LOOPBACK", "free_port", "run_api", "run_dashboard", "run_worker", "safe_url", "server_subprocess"]
+__all__ = ["free_port", "run_api", "run_dashboard", "run_worker", "safe_url", "server_subprocess"]
 
-#: Addresses ``serve`` may bind without API keys.
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _CLI = [sys.executable, "-m", "service.cli"]
 
 
@@ -79,12 +77,13 @@ def run_worker(settings: Settings) -> None:
 
 
 def run_dashboard(settings: Settings, host: str, port: int) -> None:
-    """optuna-dashboard on the service's storage, until stopped."""
-    from optuna_dashboard import run_server
+    """optuna-dashboard on the service's storage, behind :class:`service.dashboard.DashboardGuard`, until stopped
+    (bottle's wsgiref server, as optuna-dashboard's own ``run_server``)."""
+    from bottle import run
 
-    from .core.db import normalize_url
+    from .dashboard import dashboard_app
 
-    run_server(normalize_url(settings.database_url), host=host, port=port)
+    run(dashboard_app(settings), host=host, port=port)
 
 
 @contextmanager

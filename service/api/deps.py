@@ -1,4 +1,5 @@
-"""Typed dependencies: settings, API-key authentication, and paging (``Idempotency-Key`` is in :mod:`.writes`)."""
+"""Typed dependencies: settings, API-key authentication (roles read ⊆ write ⊆ admin, and who may change a study or
+comparison), and paging (``Idempotency-Key`` is in :mod:`.writes`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request
 
-from ..core.config import ApiKey, Settings
+from ..core.config import ApiKey, Role, Settings
+from ..models import ComparisonRecord, StudyRecord
 
 # The dependencies are ``async def``: they do no I/O, and a sync one would cost each request a hop to the threadpool
 # and back (FastAPI runs sync dependencies there), as many hops as dependencies.
@@ -26,7 +28,7 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 # the connections wait for a thread (the known starvation). ``service.main`` caps the threads at the pool's size.
 
 
-def _authenticate(request: Request, settings: Settings, needed: str) -> ApiKey | None:
+def _authenticate(request: Request, settings: Settings, needed: Role) -> ApiKey | None:
     if not settings.auth_enabled:
         return None
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -38,8 +40,12 @@ def _authenticate(request: Request, settings: Settings, needed: str) -> ApiKey |
             match = key
     if match is None:
         raise HTTPException(401, "Invalid API key", {"WWW-Authenticate": "Bearer"})
-    if not match.allows(needed):  # type: ignore[arg-type]
-        raise HTTPException(403, f"This API key has {match.scope} scope; this request needs {needed}")
+    if not match.allows(needed):
+        raise HTTPException(
+            403,
+            f"This API key has {match.role} scope; this request needs {needed} "
+            "(roles in TVLARS_API_KEYS: KEY:read, KEY:write, KEY:admin)",
+        )
     return match
 
 
@@ -53,6 +59,26 @@ async def require_write(request: Request, settings: SettingsDep) -> ApiKey | Non
 
 ReadKey = Annotated[ApiKey | None, Depends(require_read)]
 WriteKey = Annotated[ApiKey | None, Depends(require_write)]
+
+
+def check_owner(key: ApiKey | None, record: StudyRecord | ComparisonRecord, action: str) -> None:
+    """A write key may cancel or resume only what it submitted (its ``owner`` id); an admin key anything, and so
+    may anyone on a server without keys. A 403 otherwise, saying who may."""
+    if key is None or key.role == "admin" or (record.owner is not None and record.owner in _owners(key)):
+        return
+    kind, admin = record.kind.lower(), "an admin key (KEY:admin in TVLARS_API_KEYS)"
+    if record.owner is None:
+        detail = f"This {kind} has no owner (submitted while the server had no API keys): only {admin} may {action} it"
+    else:
+        detail = (
+            f"This {kind} was submitted with another API key (owner {record.owner}): only that key or {admin} "
+            f"may {action} it"
+        )
+    raise HTTPException(403, detail)
+
+
+def _owners(key: ApiKey) -> tuple[str, ...]:
+    return (key.owner, key.unsalted_owner) if key.owner else (key.unsalted_owner,)
 
 
 #: The largest ``offset`` a list accepts (a bound, so a huge number is a 422 rather than a database error).

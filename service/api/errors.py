@@ -20,8 +20,12 @@ Responses = dict[int | str, dict[str, Any]]
 COMMON_RESPONSES: Responses = {
     400: {"description": "The body is not valid JSON"},
     401: {"description": "Missing or invalid API key"},
-    403: {"description": "The API key's scope does not allow this"},
+    403: {
+        "description": "The API key's role does not allow this; without keys: a Host, address or cross-site write "
+        "this server refuses (the detail says what to do)"
+    },
     413: {"description": "The body is too large"},
+    415: {"description": "Without API keys: a write not sent as JSON (Content-Type: application/json)"},
     503: {"description": "The database is unavailable"},
 }
 

@@ -124,7 +124,9 @@ class StudyPublic(BaseModel):
     progress: Progress
     best: Best | None
     error: str | None
-    owner: str | None = Field(description="fingerprint of the API key that submitted it")
+    owner: str | None = Field(
+        description="who submitted it: a salted hash of its API key (12 hex digits; null without keys)"
+    )
     worker_id: str | None
     created_at: UtcDatetime
     updated_at: UtcDatetime
@@ -366,7 +368,9 @@ class ComparisonPublic(BaseModel):
     arms: list[ArmPublic]
     verdicts: dict[int, list[VerdictPublic]] = Field(description="per batch size: arms[0] against each other arm")
     error: str | None
-    owner: str | None
+    owner: str | None = Field(
+        description="who submitted it: a salted hash of its API key (12 hex digits; null without keys)"
+    )
     created_at: UtcDatetime
     updated_at: UtcDatetime
     finished_at: UtcDatetime | None

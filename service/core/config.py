@@ -2,34 +2,47 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ApiKey", "Settings", "get_settings"]
+from .loopback import LOOPBACK_HOSTS, host_pattern
 
-Scope = Literal["read", "write"]
+__all__ = ["ROLES", "ApiKey", "Role", "Settings", "get_settings", "owner_id"]
+
+Role = Literal["read", "write", "admin"]
+#: The roles a key may have, each allowing what those before it allow: admin ⊇ write ⊇ read.
+ROLES: tuple[Role, ...] = ("read", "write", "admin")
 
 
+def owner_id(secret: str, salt: str) -> str:
+    """Who submitted a study or comparison, as every reader sees it (``owner``): HMAC-SHA256 of the key under the
+    owner salt, 12 hex digits. Without the salt, which readers never see, no guess of a key can be tested against
+    it."""
+    return hmac.new(salt.encode(), secret.encode(), hashlib.sha256).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
 class ApiKey:
-    """One configured key: its secret, its scope, and a short fingerprint that is safe to log and store."""
+    """One configured key: its secret, its role, and once the server knows its owner salt, its ``owner`` id."""
 
-    __slots__ = ("fingerprint", "scope", "secret")
+    secret: str = field(repr=False)  # never in a repr, a log line or a traceback's locals
+    role: Role
+    owner: str | None = None
 
-    def __init__(self, secret: str, scope: Scope) -> None:
-        import hashlib
+    def allows(self, needed: Role) -> bool:
+        return ROLES.index(self.role) >= ROLES.index(needed)
 
-        self.secret = secret
-        self.scope = scope
-        self.fingerprint = hashlib.sha256(secret.encode()).hexdigest()[:12]
-
-    def allows(self, needed: Scope) -> bool:
-        return self.scope == "write" or needed == "read"
-
-    def __repr__(self) -> str:  # never the secret
-        return f"ApiKey({self.fingerprint}, {self.scope})"
+    @property
+    def unsalted_owner(self) -> str:
+        """The ``owner`` that studies submitted before owners were salted carry (a bare SHA-256 prefix of the key):
+        the key still counts as their owner."""
+        return hashlib.sha256(self.secret.encode()).hexdigest()[:12]
 
 
 class Settings(BaseSettings):
@@ -38,7 +51,22 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TVLARS_", extra="ignore")
 
     database_url: str = "sqlite:///./tvlars-tune.db"
-    api_keys: str = Field(default="", repr=False, description="comma list of KEY[:read|write] (default scope write)")
+    api_keys: str = Field(
+        default="",
+        repr=False,
+        description="comma list of KEY[:read|write|admin] (default write); empty: no keys, loopback only",
+    )
+    allowed_hosts: str | None = Field(
+        default=None,
+        description="comma list of the Host names the API and the dashboard answer (`*.example.com`, `*` any); "
+        "default: loopback names (localhost, 127.0.0.1, ::1) without API keys, any name with keys",
+    )
+    owner_salt: str | None = Field(
+        default=None,
+        repr=False,
+        min_length=16,
+        description="secret salt of the `owner` ids; default: a random salt the database keeps (tvlars_secrets)",
+    )
     data_dir: str | None = None
     ray_address: str | None = Field(default=None, validation_alias="RAY_ADDRESS")
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
@@ -89,17 +117,25 @@ class Settings(BaseSettings):
         cls.parse_keys(value)
         return value
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, value: str | None) -> str | None:
+        for name in _items(value or ""):
+            if "*" in name[1:] or (name.startswith("*") and name != "*" and not name.startswith("*.")):
+                raise ValueError(f"TVLARS_ALLOWED_HOSTS: {name!r}: a wildcard must be '*' or lead as '*.example.com'")
+        return value
+
     @staticmethod
     def parse_keys(value: str) -> list[ApiKey]:
         keys = []
-        for item in filter(None, (part.strip() for part in value.split(","))):
-            secret, _, scope = item.partition(":")
-            scope = scope or "write"
-            if scope not in ("read", "write"):
-                raise ValueError(f"TVLARS_API_KEYS: scope must be read or write, got {scope!r}")
+        for item in _items(value):
+            secret, _, role = item.partition(":")
+            role = role or "write"
+            if role not in ROLES:
+                raise ValueError(f"TVLARS_API_KEYS: a key's role must be read, write or admin, got {role!r}")
             if len(secret) < 8:
                 raise ValueError("TVLARS_API_KEYS: keys must be at least 8 characters")
-            keys.append(ApiKey(secret, scope))  # type: ignore[arg-type]
+            keys.append(ApiKey(secret, role))  # type: ignore[arg-type]
         return keys
 
     @property
@@ -109,6 +145,21 @@ class Settings(BaseSettings):
     @property
     def auth_enabled(self) -> bool:
         return bool(self.api_keys.strip())
+
+    @property
+    def host_patterns(self) -> list[str] | None:
+        """The Host names to answer (Starlette's ``TrustedHostMiddleware`` patterns), or None for any:
+        TVLARS_ALLOWED_HOSTS if set, else the loopback names when there are no API keys."""
+        names = list(_items(self.allowed_hosts or ""))
+        if not names and not self.auth_enabled:
+            names = list(LOOPBACK_HOSTS)
+        if not names or "*" in names:
+            return None
+        return [host_pattern(n) for n in names]
+
+
+def _items(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 @lru_cache

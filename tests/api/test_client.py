@@ -134,7 +134,8 @@ def test_503_is_retried_after_retry_after_then_raised(tmp_path):
     settings = Settings(
         database_url=f"postgresql+psycopg://root@127.0.0.1:{free_port()}/none", db_connect_timeout_s=1, api_keys=""
     )
-    http = TestClient(create_app(settings))  # no lifespan: nothing migrates the missing database
+    # no lifespan: nothing migrates the missing database; no keys: the app answers a loopback address only
+    http = TestClient(create_app(settings), base_url="http://127.0.0.1")
     sent = []
     http.event_hooks["request"].append(lambda request: sent.append(time.monotonic()))
     with pytest.raises(ServiceUnavailableError) as e:

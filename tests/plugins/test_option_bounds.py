@@ -49,7 +49,8 @@ def test_the_workloads_listing_shows_the_bounds():
     from service.core.config import Settings
     from service.main import create_app
 
-    with TestClient(create_app(Settings(database_url="sqlite://"))) as c:
+    # no API keys: the app answers loopback only, so the client calls 127.0.0.1 (not "testserver")
+    with TestClient(create_app(Settings(database_url="sqlite://")), base_url="http://127.0.0.1") as c:
         listing = c.get("/v1/workloads").json()
     mnist1d = next(d for d in listing["datasets"] if d["name"] == "mnist1d")
     assert mnist1d["bounds"]["num_samples"] == {"ge": 10, "le": 1_000_000}

@@ -21,7 +21,8 @@ from service.core.config import Settings
 from service.main import create_app
 
 db = tempfile.mkdtemp() + "/api.db"
-with TestClient(create_app(Settings(database_url="sqlite:///" + db))) as c:
+# no API keys: the app answers loopback only, so the client calls 127.0.0.1 (not "testserver")
+with TestClient(create_app(Settings(database_url="sqlite:///" + db)), base_url="http://127.0.0.1") as c:
     listed = c.get("/v1/workloads")
     spec = {"name": "s", "workload": {"dataset": "broken_data", "model": "mlp", "epochs": 1, "batch_size": 8},
             "search_space": {"lr": {"type": "float", "low": 0.1, "high": 1.0}}}

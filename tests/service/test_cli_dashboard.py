@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from ..conftest import unique_name
-from ..utils.server import REPO, WRITE_KEY, free_port, service_env, start_server
+from ..utils.server import READ_KEY, REPO, WRITE_KEY, free_port, service_env, start_server
 from ..utils.specs import quick_spec
 
 
@@ -82,7 +82,8 @@ def test_dashboard_lists_the_studies(server, pg_url):
         deadline = time.monotonic() + 60
         while True:
             try:
-                r = httpx.get(f"http://127.0.0.1:{port}/api/studies", timeout=5)
+                # the server has keys: the dashboard asks for one as the Basic password
+                r = httpx.get(f"http://127.0.0.1:{port}/api/studies", auth=("me", READ_KEY), timeout=5)
                 if r.status_code == 200:
                     break
             except httpx.HTTPError:

@@ -25,7 +25,7 @@ def test_migrations_match_models_and_leave_optunas_version_table_alone(storage_u
             },
         )
         assert compare_metadata(ctx, Base.metadata) == []
-        assert ctx.get_current_revision() == "0004"
+        assert ctx.get_current_revision() == "0005"
         tables = set(sa.inspect(conn).get_table_names())
-    ours = {"tvlars_studies", "tvlars_workers", "tvlars_comparisons"}
+    ours = {"tvlars_studies", "tvlars_workers", "tvlars_comparisons", "tvlars_secrets"}
     assert ours | {VERSION_TABLE, "alembic_version", "trials"} <= tables

@@ -35,7 +35,7 @@ from ...core.db import session_scope
 from ...core.jsondata import jsonable
 from ...models import ComparisonPhase, ComparisonRecord, StudyState
 from ..cache import CACHED_RESPONSES, cached_read
-from ..deps import Offset, ReadKey, SettingsDep, WriteKey
+from ..deps import Offset, ReadKey, SettingsDep, WriteKey, check_owner
 from ..errors import COMMON_RESPONSES, conflict, not_found, validate_body
 from ..limits import check_resources, check_trial_memory
 from ..models import ArmPublic, ComparisonCreate, ComparisonPublic, ComparisonsPublic
@@ -165,7 +165,7 @@ def submit_comparison(
         with session_scope(settings.database_url) as session:
             planned = plan(session, spec, workers or body.workers or 1)
         return JSONResponse(jsonable(planned.to_dict()), status_code=status.HTTP_200_OK)
-    owner = key.fingerprint if key else None
+    owner = key.owner if key else None
     return submitted(
         response,
         settings.database_url,
@@ -226,28 +226,39 @@ def read_comparison(request: Request, comparison_id: str, settings: SettingsDep,
     return _cached_read(request, settings, comparison_id, ("comparison",), to_public)
 
 
+_FORBIDDEN = {403: {"description": "Another key's comparison (only its submitter or an admin key may change it)"}}
+
+
 @router.post(
-    "/{comparison_id}/cancel", status_code=202, response_model=ComparisonPublic, responses=_NOT_FOUND | _CONFLICT
+    "/{comparison_id}/cancel",
+    status_code=202,
+    response_model=ComparisonPublic,
+    responses=_NOT_FOUND | _CONFLICT | _FORBIDDEN,
 )
-def cancel(comparison_id: str, settings: SettingsDep, _: WriteKey) -> ComparisonPublic:
+def cancel(comparison_id: str, settings: SettingsDep, key: WriteKey) -> ComparisonPublic:
     """Stop a comparison and its studies; finished trials are kept."""
-    return written(
-        settings.database_url,
-        lambda session: cancel_comparison(session=session, comparison_id=comparison_id),
-        to_public,
-    )
+
+    def write(session: Session) -> ComparisonRecord:
+        check_owner(key, ComparisonRecord.find_or_raise_by_id(session, comparison_id), "cancel")
+        return cancel_comparison(session=session, comparison_id=comparison_id)
+
+    return written(settings.database_url, write, to_public)
 
 
 @router.post(
-    "/{comparison_id}/resume", status_code=202, response_model=ComparisonPublic, responses=_NOT_FOUND | _CONFLICT
+    "/{comparison_id}/resume",
+    status_code=202,
+    response_model=ComparisonPublic,
+    responses=_NOT_FOUND | _CONFLICT | _FORBIDDEN,
 )
-def resume(comparison_id: str, settings: SettingsDep, _: WriteKey) -> ComparisonPublic:
+def resume(comparison_id: str, settings: SettingsDep, key: WriteKey) -> ComparisonPublic:
     """Carry on a cancelled or failed comparison: its unfinished studies are queued again."""
-    return written(
-        settings.database_url,
-        lambda session: resume_comparison(session=session, comparison_id=comparison_id),
-        to_public,
-    )
+
+    def write(session: Session) -> ComparisonRecord:
+        check_owner(key, ComparisonRecord.find_or_raise_by_id(session, comparison_id), "resume")
+        return resume_comparison(session=session, comparison_id=comparison_id)
+
+    return written(settings.database_url, write, to_public)
 
 
 def _result(record: ComparisonRecord) -> dict[str, Any]:

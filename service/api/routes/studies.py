@@ -18,7 +18,7 @@ from ...models import StudyRecord, StudyState
 from ...optuna_queries import TRIAL_STATES, leaderboard, trial_counts, trials_page
 from ...trial_report import SUMMARY_METRICS
 from ..cache import CACHED_RESPONSES, cached_read
-from ..deps import Offset, ReadKey, SettingsDep, WriteKey
+from ..deps import Offset, ReadKey, SettingsDep, WriteKey, check_owner
 from ..errors import COMMON_RESPONSES, conflict, not_found, validate_body
 from ..limits import check_resources, check_trial_memory
 from ..models import (
@@ -139,7 +139,7 @@ def submit_study(
     spec = validate_spec(body.model_dump(exclude_none=True))
     check_trial_memory(spec, settings.max_trial_gb)
     check_resources(spec)
-    owner = key.fingerprint if key else None
+    owner = key.owner if key else None
     return submitted(
         response,
         settings.database_url,
@@ -180,23 +180,36 @@ def read_study(request: Request, study_id: str, settings: SettingsDep, _: ReadKe
     return _cached_read(request, settings, study_id, ("study",), _one)
 
 
-@router.post("/{study_id}/cancel", status_code=202, response_model=StudyPublic, responses=_NOT_FOUND | _CONFLICT)
-def cancel(study_id: str, settings: SettingsDep, _: WriteKey) -> StudyPublic:
+_FORBIDDEN = {403: {"description": "Another key's study (only its submitter or an admin key may change it)"}}
+
+
+@router.post(
+    "/{study_id}/cancel", status_code=202, response_model=StudyPublic, responses=_NOT_FOUND | _CONFLICT | _FORBIDDEN
+)
+def cancel(study_id: str, settings: SettingsDep, key: WriteKey) -> StudyPublic:
     """Stop a study: a queued one at once, a running one within seconds. Finished trials are kept."""
-    return written(settings.database_url, lambda session: crud.cancel_study(session=session, study_id=study_id), _one)
+
+    def write(session: Session) -> StudyRecord:
+        check_owner(key, crud.get_study(session=session, study_id=study_id), "cancel")
+        return crud.cancel_study(session=session, study_id=study_id)
+
+    return written(settings.database_url, write, _one)
 
 
-@router.post("/{study_id}/resume", status_code=202, response_model=StudyPublic, responses=_NOT_FOUND | _CONFLICT)
+@router.post(
+    "/{study_id}/resume", status_code=202, response_model=StudyPublic, responses=_NOT_FOUND | _CONFLICT | _FORBIDDEN
+)
 def resume(
-    study_id: str, settings: SettingsDep, _: WriteKey, body: Annotated[ResumeRequest | None, Body()] = None
+    study_id: str, settings: SettingsDep, key: WriteKey, body: Annotated[ResumeRequest | None, Body()] = None
 ) -> StudyPublic:
     """Queue a cancelled or failed study again (or a finished one with a larger ``n_trials``)."""
     n_trials = body.n_trials if body else None
-    return written(
-        settings.database_url,
-        lambda session: crud.resume_study(session=session, study_id=study_id, n_trials=n_trials),
-        _one,
-    )
+
+    def write(session: Session) -> StudyRecord:
+        check_owner(key, crud.get_study(session=session, study_id=study_id), "resume")
+        return crud.resume_study(session=session, study_id=study_id, n_trials=n_trials)
+
+    return written(settings.database_url, write, _one)
 
 
 @router.get("/{study_id}/trials", response_model=TrialsPublic, responses=_NOT_FOUND | CACHED_RESPONSES)
