@@ -20,8 +20,8 @@ from . import __doc__ as service_doc
 from . import crud
 from ._optuna import open_storage
 from .api.cache import ReadCache
+from .api.doors import AllowedHosts, LoopbackOnly
 from .api.limits import BodyLimits
-from .api.loopback import AllowedHosts, LoopbackOnly
 from .api.routes import comparisons, health, search_spaces, studies, workloads
 from .core.config import ApiKey, Settings, get_settings, owner_id
 from .core.db import migrate, session_scope

@@ -1,5 +1,5 @@
 """What counts as this machine: loopback addresses and names. A server without API keys answers only these (the
-API: :mod:`service.api.loopback`; optuna-dashboard: :mod:`service.dashboard`)."""
+API: :mod:`service.api.doors`; optuna-dashboard: :mod:`service.dashboard`)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from service.api.loopback import refusal
+from service.api.doors import refusal
 from service.client import Client
 from service.core.config import Settings, owner_id
 from service.core.db import dispose, get_engine
