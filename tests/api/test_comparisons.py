@@ -34,6 +34,8 @@ SMALL = {
     "preset": "compare-mnist1d-cpu",
     "name": "small",
     "arms": [{"optimizer": "tvlars"}, {"optimizer": "lamb", "lr_center": 0.03}],
+    "primary": None,  # the preset's primary arm is not among these
+    "workload": {"epochs": 20},
     "batch_sizes": [256, 4000],
     "budget": {"epochs": 60, "max_concurrent": 1},
     "rerun": {"top_k": 1, "seeds": 3},

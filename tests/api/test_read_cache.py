@@ -108,6 +108,8 @@ COMPARISON = {
     "preset": "compare-mnist1d-cpu",
     "name": "cached-comparison",
     "arms": [{"optimizer": "tvlars"}, {"optimizer": "lamb", "lr_center": 0.03}],
+    "primary": None,  # the preset's primary arm is not among these
+    "workload": {"epochs": 20},
     "batch_sizes": [256],
     "budget": {"epochs": 60, "max_concurrent": 1},
     "rerun": {"top_k": 1, "seeds": 3},

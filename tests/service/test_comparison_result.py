@@ -45,7 +45,8 @@ def spec():
     return load_comparison_preset(
         "compare-mnist1d-cpu",
         {"name": "stored", "arms": [{"optimizer": "tvlars"}, {"optimizer": "lars"}], "batch_sizes": [64],
-         "tuning_repeats": 2, "scheduler": {"name": "none"}, "rerun": {"top_k": 1, "seeds": SEEDS}},
+         "primary": None, "workload": {"epochs": 20}, "tuning_repeats": 2, "scheduler": {"name": "none"},
+         "rerun": {"top_k": 1, "seeds": SEEDS}},
     )  # fmt: skip
 
 
