@@ -211,12 +211,12 @@ class _CheckpointCopies:
 def _cache_datasets() -> None:
     """Keep the datasets this process loads (the last :data:`DATASETS_KEPT`), keyed by name, folder and options.
 
-    The trainer reads its dataset through ``tvlars.train.loop.load_dataset``; in a runner, that name is given a
+    The trainer reads its dataset through ``tvlars.train.trial.load_dataset``; in a runner, that name is given a
     cache in front, so a runner's next trial on the same data starts training at once.
     """
-    from tvlars.train import loop
+    from tvlars.train import trial as trial_module
 
-    load = loop.load_dataset
+    load = trial_module.load_dataset
     if getattr(load, "runner_cache", False):
         return
     kept: dict[str, Any] = {}
@@ -232,7 +232,7 @@ def _cache_datasets() -> None:
         return kept[key]
 
     cached.runner_cache = True  # type: ignore[attr-defined]
-    loop.load_dataset = cached
+    trial_module.load_dataset = cached
 
 
 # -- the driver's side: the pool ----------------------------------------------------------------------------------
