@@ -28,6 +28,8 @@ from optuna.distributions import json_to_distribution
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.orm import Session
 
+from tvlars.train.metrics import Metric
+
 from ._optuna import open_storage
 from .errors import NotFoundError
 from .trial_report import BOARD_ATTRS, SUMMARY_ATTRS, FailKind, TrialAttr
@@ -197,7 +199,7 @@ def trial_timings(session: Session, names: list[str]) -> list[dict[str, Any]]:
         wall, epochs = a.get(TrialAttr.WALL_SECONDS.value), a.get(TrialAttr.EPOCHS_RUN.value)
         if wall is None or not epochs:
             continue
-        steps = (curves.get(row.trial_id, {}).get(TrialAttr.CURVES.value) or {}).get("step") or [None]
+        steps = (curves.get(row.trial_id, {}).get(TrialAttr.CURVES.value) or {}).get(Metric.STEP) or [None]
         out.append(
             {
                 "study": row.study_name,

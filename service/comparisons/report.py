@@ -45,6 +45,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from search_spaces.comparison import RANGE_EDGE  # noqa: E402
 from tvlars.optim import OptimizerSpec, get_optimizer  # noqa: E402
 from tvlars.schedules import warmup_cosine_factor  # noqa: E402
+from tvlars.train.metrics import Metric  # noqa: E402
 
 from .result import ArmResult, ComparisonResult  # noqa: E402
 from .stats import (  # noqa: E402
@@ -321,11 +322,11 @@ def _plot_learning_curves(result: ComparisonResult) -> Figure:
                 continue
             n = min(len(c) for c in curves)
             y = np.array([[float(row.get(result.curve_metric, np.nan)) for row in c[:n]] for c in curves]) * 100
-            x = [int(row["epoch"]) for row in curves[0][:n]]
+            x = [int(row[Metric.EPOCH]) for row in curves[0][:n]]
             mean, std = np.nanmean(y, axis=0), np.nanstd(y, axis=0)
             ax.plot(x, mean, color=colors[label], label=label)
             ax.fill_between(x, mean - std, mean + std, color=colors[label], alpha=0.2)
-        _label_batch_panel(ax, bs, "epoch", f"{result.curve_metric} (%)")
+        _label_batch_panel(ax, bs, Metric.EPOCH.value, f"{result.curve_metric} (%)")
     return _with_legend(fig, axes)
 
 

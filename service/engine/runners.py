@@ -43,6 +43,7 @@ import ray
 from ray.tune.search import Searcher
 
 from search_spaces.spec import StudySpec
+from tvlars.train.metrics import Metric
 
 from .._optuna import is_outage
 from ..errors import StorageError
@@ -139,7 +140,7 @@ class TrialRunner:
 
         def send(result: dict[str, Any], checkpoint: Path | None) -> None:
             if checkpoint is not None:
-                result = {**result, _CHECKPOINT_KEY: saved.add(checkpoint, result.get("epoch"))}
+                result = {**result, _CHECKPOINT_KEY: saved.add(checkpoint, result.get(Metric.EPOCH))}
             with self._cond:
                 self._results.append(result)
                 self._cond.notify_all()
@@ -480,7 +481,7 @@ def _wait(run: _Run) -> None:
             run.searcher.on_trial_result(trial.trial_id, result)
             if uri is not None:
                 trial.checkpoint = uri
-                run.searcher.note_checkpoint(trial.trial_id, uri, result.get("epoch"))
+                run.searcher.note_checkpoint(trial.trial_id, uri, result.get(Metric.EPOCH))
             trial.last = result
         if ended:
             run.active.remove(trial)
