@@ -22,7 +22,7 @@ import search_spaces
 from . import processes
 from .client import DEFAULT_URL, APIConnectionError, APIError, Client, Comparisons, Studies, describe
 from .core.config import Settings
-from .models import StudyState
+from .states import StudyState
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 console = Console(soft_wrap=True)  # URLs and paths stay on one line, whatever the width

@@ -61,7 +61,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -127,7 +127,7 @@ MIN_SEEDS = 1
 ScoreTable = Mapping[int, Mapping[int, float]]
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     """What a comparison says about the arm under test against another arm at one batch size (R5).
 
     ``better``/``worse``/``equivalent``/``undecided`` come from the interval at the look that decided
