@@ -39,6 +39,38 @@ def test_imports_stay_in_their_layer(code, forbidden):
     assert not [m for m in loaded if m.split(".")[0] in forbidden or m in forbidden], code
 
 
+#: What the client must work without: the server's packages (and the trainer's).
+SERVER_PACKAGES = ("sqlalchemy", "fastapi", "starlette", "ray", "optuna", "alembic", "uvicorn", "psycopg", "torch")
+_CLIENT_ALONE = f"""
+import importlib.abc, json, sys
+
+class Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {SERVER_PACKAGES!r}:
+            raise ImportError(f"blocked: {{name}} (the client must not need it)")
+        return None
+
+sys.meta_path.insert(0, Blocked())
+import httpx
+from service.client import Client
+
+study = {{"id": "s1", "name": "n", "state": "SUCCEEDED", "progress": {{}}, "error": None}}
+def answer(request):
+    return httpx.Response(201 if request.method == "POST" else 200, json=study)
+
+http = httpx.Client(transport=httpx.MockTransport(answer), base_url="http://api.test")
+client = Client(api_key="k", http_client=http)
+client.studies.submit("mnist1d-quick", name="s", overrides={{"budget": {{"n_trials": 2}}}})
+print(json.dumps(client.studies.wait("s1", poll_s=0.01)["state"]))
+"""
+
+
+def test_the_client_works_without_the_server_packages():
+    out = subprocess.run([sys.executable, "-c", _CLIENT_ALONE], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == '"SUCCEEDED"'
+
+
 # -- no import cycles among the project's modules -----------------------------------------------------------------
 
 PACKAGES = ("tvlars", "search_spaces", "service")

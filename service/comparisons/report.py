@@ -32,6 +32,7 @@ import html
 import io
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ from .stats import (  # noqa: E402
 
 __all__ = [
     "PLOTS",
+    "Plot",
     "effective_lr",
     "format_difference",
     "format_p",
@@ -71,17 +73,6 @@ __all__ = [
     "write_markdown",
 ]
 
-#: The plots in the order the report shows them, with their headings.
-PLOTS: dict[str, str] = {
-    "verdicts": "Verdicts: differences with their t intervals (α at the deciding look) and the margin",
-    "accuracy_vs_batch_size": "Accuracy against batch size",
-    "tuning_spread": "Tuning spread: each repeat's winner",
-    "learning_curves": "Learning curves of the re-runs",
-    "budget_curves": "Expected best against number of trials",
-    "lr_sensitivity": "LR sensitivity",
-    "schedules": "Tuned schedules",
-    "importances": "Parameter importances",
-}
 _DPI = 100
 _N_BOOT = 500
 
@@ -406,23 +397,34 @@ def _plot_importances(result: ComparisonResult) -> Figure:
     return fig
 
 
-_DRAW: dict[str, Callable[[ComparisonResult], Figure]] = {
-    "verdicts": _plot_verdicts,
-    "accuracy_vs_batch_size": _plot_accuracy_vs_batch_size,
-    "tuning_spread": _plot_tuning_spread,
-    "learning_curves": _plot_learning_curves,
-    "budget_curves": _plot_budget_curves,
-    "lr_sensitivity": _plot_lr_sensitivity,
-    "schedules": _plot_schedules,
-    "importances": _plot_importances,
+@dataclass(frozen=True)
+class Plot:
+    """One plot of the report: its heading, and what draws it from a result."""
+
+    title: str
+    draw: Callable[[ComparisonResult], Figure]
+
+
+#: The plots in the order the report shows them, by key (a plot's PNG is ``KEY.png``).
+PLOTS: dict[str, Plot] = {
+    "verdicts": Plot(
+        "Verdicts: differences with their t intervals (α at the deciding look) and the margin", _plot_verdicts
+    ),
+    "accuracy_vs_batch_size": Plot("Accuracy against batch size", _plot_accuracy_vs_batch_size),
+    "tuning_spread": Plot("Tuning spread: each repeat's winner", _plot_tuning_spread),
+    "learning_curves": Plot("Learning curves of the re-runs", _plot_learning_curves),
+    "budget_curves": Plot("Expected best against number of trials", _plot_budget_curves),
+    "lr_sensitivity": Plot("LR sensitivity", _plot_lr_sensitivity),
+    "schedules": Plot("Tuned schedules", _plot_schedules),
+    "importances": Plot("Parameter importances", _plot_importances),
 }
 
 
 def render_figures(result: ComparisonResult) -> dict[str, bytes]:
     """Every plot as PNG bytes, keyed as :data:`PLOTS`."""
     out = {}
-    for key in PLOTS:
-        fig = _DRAW[key](result)
+    for key, plot in PLOTS.items():
+        fig = plot.draw(result)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=_DPI)
         plt.close(fig)
@@ -719,7 +721,8 @@ def render_html(result: ComparisonResult, figures: dict[str, bytes] | None = Non
         f"<h2>{html.escape(_TUNING)}</h2>",
         _html_table(_TUNING_HEAD, _tuning_rows(result)),
     ]
-    for key, heading in PLOTS.items():
+    for key, plot in PLOTS.items():
+        heading = plot.title
         data = base64.b64encode(figures[key]).decode("ascii")
         parts.append(f'<h2>{html.escape(heading)}</h2><img alt="{html.escape(heading)}" id="plot-{key}" '
                      f'src="data:image/png;base64,{data}">')  # fmt: skip
@@ -772,8 +775,8 @@ def render_markdown(result: ComparisonResult, image_names: dict[str, str]) -> st
         _md_table(_TUNING_HEAD, _tuning_rows(result)),
         "",
     ]
-    for key, heading in PLOTS.items():
-        parts += [f"## {heading}", "", f"![{heading}]({image_names[key]})", ""]
+    for key, plot in PLOTS.items():
+        parts += [f"## {plot.title}", "", f"![{plot.title}]({image_names[key]})", ""]
     return "\n".join(parts)
 
 
