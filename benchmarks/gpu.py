@@ -38,7 +38,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -759,7 +759,7 @@ SECTIONS: list[tuple[str, str, Callable[[Context], SectionResult]]] = [
 def environment(ctx: Context, argv: list[str]) -> dict[str, Any]:
     env: dict[str, Any] = {
         "command": " ".join(["python", "benchmarks/gpu.py", *argv]),
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "dry_run": ctx.dry_run,
         "device": str(ctx.device),
         "gpu": torch.cuda.get_device_name() if ctx.cuda else None,

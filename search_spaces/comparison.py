@@ -135,6 +135,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from tvlars.optim import LOW, LR_SCALINGS, OptimizerSpec, get_optimizer, interpolate, round_sig
+from tvlars.train.metrics import Metric
 
 from . import merge
 from .spec import (
@@ -182,9 +183,8 @@ __all__ = [
 
 _DIR = Path(__file__).resolve().parent / "comparisons"
 
-#: Comparisons select on validation; the trainer's held-out split reports ``val_acc``. Where this trainer predates
-#: the split, the study specs' vocabulary lacks it and the default is the test accuracy the trainer does report.
-DEFAULT_METRIC = "val_acc" if "val_acc" in METRICS else "test_acc"
+#: Comparisons select on validation: the trainer's held-out split reports ``val_acc``.
+DEFAULT_METRIC = Metric.VAL_ACC.value
 #: Re-run seeds start here: tuning trials use ``seed + trial number``, far below it.
 RERUN_SEED_BASE = 1_000_000
 MAX_ARMS = 8

@@ -20,6 +20,7 @@ from tvlars.optim import OPTIMIZERS
 from tvlars.registry import Registry, WorkloadNotInstalledError
 from tvlars.train import TASKS, TrialConfig, dead_keys
 from tvlars.train.config import trial_keys
+from tvlars.train.metrics import DIRECTIONS, VALIDATION, Metric
 
 from .algorithms import MULTI_OBJECTIVE_SAMPLERS, SAMPLERS, SCHEDULERS, check_options
 
@@ -57,20 +58,9 @@ SEED_MAX = 2**31 - 1
 INT_BOUND = 2**31 - 1
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
-#: Trial results a study can optimise, and which way each is better by default.
-METRICS: dict[str, str] = {
-    "val_acc": "maximize",
-    "best_val_acc": "maximize",
-    "val_loss": "minimize",
-    "test_acc_at_best_val": "maximize",
-    "test_acc": "maximize",
-    "best_test_acc": "maximize",
-    "test_loss": "minimize",
-    "train_loss": "minimize",
-    "wall_seconds": "minimize",
-    "images_per_s": "maximize",
-}
-_VALIDATION_METRICS = ("val_acc", "best_val_acc", "val_loss", "test_acc_at_best_val")
+#: Trial results a study can optimise (by name), and which way each is better by default
+#: (:data:`tvlars.train.metrics.DIRECTIONS`).
+METRICS: dict[str, str] = {m.value: direction for m, direction in DIRECTIONS.items()}
 #: The only top-level fields a resume may change: a study can be given more trials; anything else is another study.
 RESUMABLE_FIELDS = frozenset({"budget"})
 
@@ -197,7 +187,7 @@ def _registered(registry: Registry, name: str) -> str:
 class Objective(_Strict):
     """A trial result to optimise. ``direction`` defaults to the metric's natural one."""
 
-    metric: Literal[tuple(METRICS)] = "val_acc"  # type: ignore[valid-type]  # select on validation, report test
+    metric: Literal[tuple(METRICS)] = Metric.VAL_ACC.value  # type: ignore[valid-type]  # select on validation
     direction: Literal["maximize", "minimize"] | None = None
 
     @model_validator(mode="after")
@@ -304,7 +294,7 @@ class StudySpec(_Strict):
                         "delay_epochs": {"type": "int", "low": 0, "high": 10},
                     },
                     "fixed": {"weight_decay": 5e-4, "momentum": 0.9},
-                    "objective": {"metric": "val_acc", "direction": "maximize"},
+                    "objective": {"metric": Metric.VAL_ACC.value, "direction": "maximize"},
                     "sampler": {"name": "tpe", "seed": 0},
                     "scheduler": {"name": "asha", "grace_period": 2, "reduction_factor": 3},
                     "budget": {"n_trials": 24, "max_concurrent": 4, "max_failed": 5},
@@ -415,7 +405,7 @@ class StudySpec(_Strict):
                 f"scheduler {self.scheduler.name!r} pauses and resumes trials from checkpoints: "
                 f"checkpoint_every must be 1 (got {corner.checkpoint_every})"
             )
-        on_val = [o.metric for o in objectives if o.metric in _VALIDATION_METRICS]
+        on_val = [o.metric for o in objectives if o.metric in VALIDATION]
         if on_val and corner.val_fraction == 0 and "val_fraction" not in self.search_space:
             raise ValueError(f"objective {on_val[0]!r} needs a validation split: val_fraction is 0")
         return self

@@ -23,8 +23,7 @@ from . import processes
 from .client import DEFAULT_URL, APIConnectionError, APIError, Client, Comparisons, Studies, describe
 from .core.config import Settings
 from .core.loopback import is_loopback
-from .models import StudyState
-from .trial_report import SUMMARY_METRICS
+from .states import StudyState
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 console = Console(soft_wrap=True)  # URLs and paths stay on one line, whatever the width
@@ -468,8 +467,11 @@ def _watch(
     return final
 
 
-#: Leaderboard columns beside the objective: validation selects, test is reported (never used to choose).
-BOARD_COLUMNS = dict(zip(SUMMARY_METRICS, ("best val", "test @ best val", "best test"), strict=True))
+def board_columns() -> dict[str, str]:
+    """Leaderboard columns beside the objective: validation selects, test is reported (never used to choose)."""
+    from .trial_report import SUMMARY_METRICS  # here: the vocabulary loads the trainer (torch), no other view needs it
+
+    return dict(zip(SUMMARY_METRICS, ("best val", "test @ best val", "best test"), strict=True))
 
 
 def show_leaderboard(client: Client, study_id: str, limit: int = 10) -> None:
@@ -479,7 +481,8 @@ def show_leaderboard(client: Client, study_id: str, limit: int = 10) -> None:
         title=f"{board['name']}: best {board['metric']} ({board['direction']})",
         caption="selected on validation; test is reported beside it, never used to choose",
     )
-    for name in ("rank", "trial", "state", "epochs", board["metric"], *BOARD_COLUMNS.values()):
+    columns = board_columns()
+    for name in ("rank", "trial", "state", "epochs", board["metric"], *columns.values()):
         table.add_column(name, justify="left" if name == "state" else "right")
     params = sorted({k for row in board["items"] for k in row["params"]})
     for k in params:
@@ -492,7 +495,7 @@ def show_leaderboard(client: Client, study_id: str, limit: int = 10) -> None:
             row["state"],
             str(row["epochs"]),
             _fmt(row["value"], 4),
-            *(_fmt(row.get(k), 4) for k in BOARD_COLUMNS),
+            *(_fmt(row.get(k), 4) for k in columns),
             *(_fmt(row["params"].get(k)) for k in params),
             style="dim" if pruned else None,
         )

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from .models import StudyState
+from .states import StudyState  # the client imports nothing of the server
 
 __all__ = [
     "DEFAULT_URL",

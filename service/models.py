@@ -1,13 +1,13 @@
-"""The service's own tables (study records, workers), next to Optuna's in the same database, and the study states.
+"""The service's own tables (study records, workers), next to Optuna's in the same database.
 
 One class per table, with its constraints in ``__table_args__`` and its finders as classmethods (the layout of
-Optuna's ``storages/_rdb/models.py``). Engines, sessions and migrations are in :mod:`service.core.db`.
+Optuna's ``storages/_rdb/models.py``). Engines, sessions and migrations are in :mod:`service.core.db`. The states
+they store (:class:`StudyState`, :class:`ComparisonPhase`) are defined in :mod:`service.states`.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import Enum, StrEnum
 from typing import Any, ClassVar, Self
 
 import sqlalchemy as sa
@@ -15,6 +15,7 @@ from sqlalchemy import JSON, Boolean, DateTime, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from .errors import NotFoundError
+from .states import ComparisonPhase, StudyState
 
 __all__ = [
     "Base",
@@ -30,38 +31,6 @@ __all__ = [
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class StudyState(str, Enum):
-    """A study's life: QUEUED → RUNNING → SUCCEEDED | FAILED | CANCELLED (and back to QUEUED on resume)."""
-
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @classmethod
-    def finished(cls) -> frozenset[StudyState]:
-        """The states a study ends in (until a resume queues it again)."""
-        return frozenset((cls.SUCCEEDED, cls.FAILED, cls.CANCELLED))
-
-    @property
-    def is_finished(self) -> bool:
-        return self in StudyState.finished()
-
-
-class ComparisonPhase(StrEnum):
-    """A comparison's phase: TUNE → (EXTEND) → RERUN → DONE (:mod:`service.comparisons.machine`). A comparison's
-    study has as its ``role`` the phase it was created for (TUNE, EXTEND or RERUN)."""
-
-    TUNE = "tune"
-    EXTEND = "extend"
-    RERUN = "rerun"
-    DONE = "done"
 
 
 class Base(DeclarativeBase):

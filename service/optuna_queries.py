@@ -18,7 +18,8 @@ import logging
 import math
 import threading
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +29,8 @@ from optuna.distributions import json_to_distribution
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.orm import Session
 
+from tvlars.train.metrics import Metric
+
 from ._optuna import open_storage
 from .errors import NotFoundError
 from .trial_report import BOARD_ATTRS, SUMMARY_ATTRS, FailKind, TrialAttr
@@ -35,6 +38,7 @@ from .trial_report import BOARD_ATTRS, SUMMARY_ATTRS, FailKind, TrialAttr
 __all__ = [
     "ENDED",
     "TRIAL_STATES",
+    "StudyCounts",
     "best_trial",
     "epochs_spent",
     "finished_count",
@@ -84,6 +88,34 @@ user_attrs = sa.table("trial_user_attributes", sa.column("trial_id"), sa.column(
 TRIAL_STATES = tuple(s.name for s in TrialState)
 
 
+@dataclass(frozen=True)
+class StudyCounts:
+    """A study's trials by state (one field per Optuna ``TrialState``, lower case), and what its budget reads.
+
+    ``errors``: the FAIL trials whose kind counts against ``budget.max_failed`` (:func:`study_counts` reads each
+    trial's kind; None where nothing read it). ``epochs_spent``: :func:`epochs_spent`, where the engine's progress
+    report adds it.
+    """
+
+    running: int = 0
+    waiting: int = 0
+    complete: int = 0
+    pruned: int = 0
+    fail: int = 0
+    errors: int | None = None
+    epochs_spent: int | None = None
+
+    @property
+    def finished(self) -> int:
+        """COMPLETE + PRUNED: what ``budget.n_trials`` counts."""
+        return self.complete + self.pruned
+
+    @classmethod
+    def of_states(cls, by_state: Mapping[str, int], **more: int) -> StudyCounts:
+        """From counts keyed by ``TrialState`` name (states not given are 0)."""
+        return cls(**{name.lower(): n for name, n in by_state.items()}, **more)
+
+
 def _state_in(states: tuple[str, ...]):
     """``state IN ('A', 'B')`` with inline literals: PostgreSQL stores Optuna's states as an enum, and an untyped
     literal compares as that enum (and uses its index order), where a VARCHAR parameter or a cast would not."""
@@ -125,11 +157,11 @@ def _finite(v: float | None) -> float | None:
     return v if v is not None and math.isfinite(v) else None
 
 
-def trial_counts(session: Session, names: list[str]) -> dict[str, dict[str, int]]:
-    """Trials by state for each study name (one grouped query for all of them)."""
+def trial_counts(session: Session, names: list[str]) -> dict[str, StudyCounts]:
+    """Trials by state for each study name (one grouped query for all of them; ``errors`` is not read)."""
     out = {name: dict.fromkeys(TRIAL_STATES, 0) for name in names}
     if not names:
-        return out
+        return {}
     rows = session.execute(
         sa.select(studies.c.study_name, trials.c.state, sa.func.count())
         .select_from(trials.join(studies, studies.c.study_id == trials.c.study_id))
@@ -138,7 +170,7 @@ def trial_counts(session: Session, names: list[str]) -> dict[str, dict[str, int]
     )
     for name, state, n in rows:
         out[name][str(state.name if hasattr(state, "name") else state)] = n
-    return out
+    return {name: StudyCounts.of_states(by_state) for name, by_state in out.items()}
 
 
 def _params_of(session: Session, trial_ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -197,7 +229,7 @@ def trial_timings(session: Session, names: list[str]) -> list[dict[str, Any]]:
         wall, epochs = a.get(TrialAttr.WALL_SECONDS.value), a.get(TrialAttr.EPOCHS_RUN.value)
         if wall is None or not epochs:
             continue
-        steps = (curves.get(row.trial_id, {}).get(TrialAttr.CURVES.value) or {}).get("step") or [None]
+        steps = (curves.get(row.trial_id, {}).get(TrialAttr.CURVES.value) or {}).get(Metric.STEP) or [None]
         out.append(
             {
                 "study": row.study_name,
@@ -385,16 +417,15 @@ def epochs_spent(study: optuna.Study, *, running: bool = True) -> int:
     return sum(trial_epochs(t) for t in stored_trials(study, states))
 
 
-def study_counts(study: optuna.Study) -> dict[str, int]:
-    """Trials by state (Optuna's ``TrialState`` names), and FAIL trials whose kind counts against ``max_failed``."""
+def study_counts(study: optuna.Study) -> StudyCounts:
+    """Trials by state, and the FAIL trials whose kind counts against ``max_failed``."""
     counts = dict.fromkeys(TRIAL_STATES, 0)
     errors = 0
     for t in stored_trials(study):
         counts[t.state.name] += 1
         if t.state == TrialState.FAIL and t.user_attrs.get(TrialAttr.FAIL_KIND) == FailKind.ERROR:
             errors += 1
-    counts["ERRORS"] = errors
-    return counts
+    return StudyCounts.of_states(counts, errors=errors)
 
 
 def best_trial(study: optuna.Study, directions: list[str]) -> FrozenTrial | None:

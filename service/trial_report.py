@@ -14,24 +14,15 @@ No other module spells an attribute key as a string (``tests/test_trial_report.p
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    from enum import StrEnum
-else:  # pragma: no cover - Python 3.10
-
-    class StrEnum(str, Enum):
-        def __str__(self) -> str:
-            return self.value
-
+from tvlars.train.metrics import CURVES, SUMMARIES, Metric
 
 __all__ = [
     "BOARD_ATTRS",
-    "CURVE_KEYS",
     "SUMMARY_ATTRS",
     "SUMMARY_METRICS",
     "EpochReport",
@@ -50,7 +41,7 @@ class TrialAttr(StrEnum):
     RAY_TRIAL_ID = "ray_trial_id"
     NODE_ID = "node_id"  # the Ray node it ran on (the last one, if it moved)
     HOSTNAME = "hostname"
-    DEVICE = "device"
+    DEVICE = Metric.DEVICE
     ENQUEUED = "enqueued"  # a config the spec enqueued, not the sampler's
     DRIVER = "driver"  # the worker (driver) that asked for the trial, or continued it
     TOLD_BY = "told_by"  # the driver that told Optuna how the trial ended (a fenced driver never does)
@@ -64,16 +55,16 @@ class TrialAttr(StrEnum):
     FAIL_KIND = "fail_kind"
     FAIL_REASON = "fail_reason"
     TRACEBACK = "traceback"
-    DIVERGED = "diverged"
-    # its summary, stored at the end
-    CURVES = "curves"  # {"epoch": [...], each of CURVE_KEYS: [...]}
-    EPOCHS_RUN = "epochs_run"
-    BEST_VAL_ACC = "best_val_acc"
-    TEST_ACC_AT_BEST_VAL = "test_acc_at_best_val"
-    BEST_TEST_ACC = "best_test_acc"
-    FINAL_TEST_ACC = "final_test_acc"
-    IMAGES_PER_S = "images_per_s"
-    WALL_SECONDS = "wall_seconds"
+    DIVERGED = Metric.DIVERGED
+    # its summary, stored at the end: each metric's under the metric's name
+    CURVES = "curves"  # {"epoch": [...], each of tvlars.train.metrics.CURVES: [...]}
+    EPOCHS_RUN = Metric.EPOCHS_RUN
+    BEST_VAL_ACC = Metric.BEST_VAL_ACC
+    TEST_ACC_AT_BEST_VAL = Metric.TEST_ACC_AT_BEST_VAL
+    BEST_TEST_ACC = Metric.BEST_TEST_ACC
+    FINAL_TEST_ACC = Metric.FINAL_TEST_ACC
+    IMAGES_PER_S = Metric.IMAGES_PER_S  # the mean over its epochs
+    WALL_SECONDS = Metric.WALL_SECONDS
     TRAIN_SECONDS = "train_seconds"  # the trainer's time in its epochs (training + evaluation, not data loading)
 
 
@@ -94,21 +85,9 @@ class FailKind(StrEnum):
     NOT_FINITE = "not_finite"  # finished, but its objective is NaN/inf
 
 
-#: Per-epoch values kept as curves (``TrialAttr.CURVES``), beside ``epoch``.
-CURVE_KEYS = (
-    "step",
-    "train_loss",
-    "val_loss",
-    "val_acc",
-    "test_loss",
-    "test_acc",
-    "lr",
-    "phi",
-    "mean_trust_ratio",
-    "images_per_s",
-)
-#: A trial's summary numbers: validation (what a study selects on) beside test (what is reported).
-SUMMARY_METRICS = (TrialAttr.BEST_VAL_ACC, TrialAttr.TEST_ACC_AT_BEST_VAL, TrialAttr.BEST_TEST_ACC)
+#: The attribute keys of a trial's summary numbers (:data:`tvlars.train.metrics.SUMMARIES`): validation (what a
+#: study selects on) beside test (what is reported).
+SUMMARY_METRICS = tuple(TrialAttr(m) for m in SUMMARIES)
 #: What a leaderboard row shows beside the objective.
 BOARD_ATTRS = (*SUMMARY_METRICS, TrialAttr.FINAL_TEST_ACC, TrialAttr.DIVERGED, TrialAttr.WALL_SECONDS)
 #: User attrs shown with each trial (curves only when asked: they are the bulk of a trial's data).
@@ -155,39 +134,29 @@ class EpochReport:
 
     @property
     def diverged(self) -> bool:
-        return bool(self.metrics.get("diverged"))
+        return bool(self.metrics.get(Metric.DIVERGED))
 
     def value(self, name: str) -> Any:
-        """A metric by name (an objective may also be ``wall_seconds``)."""
-        if name == "wall_seconds":
+        """A metric by name (an objective may also be ``wall_seconds``, this report's fact)."""
+        if name == Metric.WALL_SECONDS:
             return self.wall_seconds
         return self.metrics.get(name)
 
     def to_result(self) -> dict[str, Any]:
-        """The flat dict ``tune.report`` takes (Tune flattens nested dicts, so the clone's params go as JSON)."""
-        facts = {
-            "final": self.final,
-            "attempt": self.attempt,
-            "wall_seconds": self.wall_seconds,
-            "node_id": self.node_id,
-            "hostname": self.hostname,
-            "resumed_from_epoch": self.resumed_from_epoch,
-            "cloned_from": self.cloned_from,
-            "params": json.dumps(self.new_params) if self.new_params is not None else None,
-            "restored_history": self.restored_history,
-            "error": self.error,
-            "traceback": self.traceback,
-        }
-        return {**self.metrics, "epoch": self.epoch, **{k: v for k, v in facts.items() if v is not None}}
+        """The flat dict ``tune.report`` takes, with plain ``str`` keys (Tune flattens nested dicts, so the clone's
+        params go as JSON under ``params``)."""
+        facts = {name: getattr(self, name) for name in _FACTS}
+        facts[_PARAMS] = json.dumps(self.new_params) if self.new_params is not None else None
+        return {**self.metrics, Metric.EPOCH.value: self.epoch, **{k: v for k, v in facts.items() if v is not None}}
 
     @classmethod
     def from_result(cls, result: Mapping[str, Any]) -> EpochReport:
         """A result as the driver gets it (Tune adds keys of its own; they stay in ``metrics``)."""
         row = dict(result)
-        params = row.pop("params", None)
+        params = row.pop(_PARAMS, None)
         facts = {name: row.pop(name, None) for name in _FACTS}
         return cls(
-            epoch=row.pop("epoch", None),
+            epoch=row.pop(Metric.EPOCH, None),
             metrics=row,
             final=bool(facts.pop("final")),
             new_params=json.loads(params) if isinstance(params, str) else params,
@@ -195,36 +164,32 @@ class EpochReport:
         )
 
 
-_FACTS = (
-    "final",
-    "attempt",
-    "wall_seconds",
-    "node_id",
-    "hostname",
-    "resumed_from_epoch",
-    "cloned_from",
-    "restored_history",
-    "error",
-    "traceback",
-)
+#: The facts a result carries beside the trainer's row: the fields after ``metrics``, each under its own name
+#: (``new_params`` as JSON, under :data:`_PARAMS`).
+_NAMES = [f.name for f in fields(EpochReport)]
+_FACTS = tuple(name for name in _NAMES[_NAMES.index("metrics") + 1 :] if name != "new_params")
+_PARAMS = "params"
 
 
 def curves(reports: Sequence[EpochReport]) -> dict[str, list[Any]]:
-    """``TrialAttr.CURVES``: each curve key's value per reported epoch."""
-    return {"epoch": [r.epoch for r in reports], **{k: [r.metrics.get(k) for r in reports] for k in CURVE_KEYS}}
+    """``TrialAttr.CURVES``: ``epoch`` and each of :data:`tvlars.train.metrics.CURVES` per reported epoch."""
+    return {
+        Metric.EPOCH.value: [r.epoch for r in reports],
+        **{k.value: [r.metrics.get(k) for r in reports] for k in CURVES},
+    }
 
 
 def summary(reports: Sequence[EpochReport]) -> dict[TrialAttr, Any]:
     """The user attrs stored at a trial's end, from its last report (and its mean throughput)."""
     last = reports[-1]
-    speeds = [r.metrics[TrialAttr.IMAGES_PER_S] for r in reports if r.metrics.get(TrialAttr.IMAGES_PER_S)]
+    speeds = [r.metrics[Metric.IMAGES_PER_S] for r in reports if r.metrics.get(Metric.IMAGES_PER_S)]
     return {
         TrialAttr.EPOCHS_RUN: last.epoch,
         TrialAttr.DIVERGED: last.diverged,
-        **{k: last.metrics.get(k) for k in SUMMARY_METRICS},
-        TrialAttr.FINAL_TEST_ACC: last.metrics.get("test_acc"),
+        **{TrialAttr(m): last.metrics.get(m) for m in SUMMARIES},
+        TrialAttr.FINAL_TEST_ACC: last.metrics.get(Metric.TEST_ACC),
         TrialAttr.IMAGES_PER_S: sum(speeds) / len(speeds) if speeds else None,
         TrialAttr.WALL_SECONDS: last.wall_seconds,
-        TrialAttr.TRAIN_SECONDS: sum(float(r.metrics.get("epoch_seconds") or 0.0) for r in reports),
-        TrialAttr.DEVICE: last.metrics.get(TrialAttr.DEVICE),
+        TrialAttr.TRAIN_SECONDS: sum(float(r.metrics.get(Metric.EPOCH_SECONDS) or 0.0) for r in reports),
+        TrialAttr.DEVICE: last.metrics.get(Metric.DEVICE),
     }

@@ -209,7 +209,7 @@ class Worker:
                 self.url,
                 resume=resume,
                 should_cancel=lambda: self._cancel.is_set() or self._stop.is_set(),
-                on_progress=lambda counts: self._record_spent(study_id, counts["EPOCHS_SPENT"]),
+                on_progress=lambda counts: self._record_spent(study_id, counts.epochs_spent),
                 results_dir=self.settings.ray_results_dir,
                 storage_path=self.settings.checkpoint_path,
                 fenced=self._fenced.is_set,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
@@ -75,3 +76,17 @@ class WarmupCosine(LambdaLR):
         if not 0.0 <= final_ratio <= 1.0:
             raise ValueError(f"Invalid final_ratio: {final_ratio}")
         super().__init__(optimizer, _WarmupCosineLambda(warmup_steps, total_steps, final_ratio), last_epoch)
+
+    def restore(self, state_dict: dict[str, Any]) -> None:
+        """Continue at a saved position (``state_dict()``'s) with this optimizer's own base LRs.
+
+        The step count comes from ``state_dict``; the base LRs are the groups' ``initial_lr`` now (a
+        population-based-training member that cloned another's state keeps its own LR), and each group's ``lr`` is
+        set to what the schedule gives at that step.
+        """
+        self.load_state_dict(state_dict)
+        self.base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
+        lrs = [base * self.lr_lambdas[i](self.last_epoch) for i, base in enumerate(self.base_lrs)]
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
+        self._last_lr = lrs  # what get_last_lr() answers: set here as LRScheduler.step() sets it

@@ -12,6 +12,7 @@ from search_spaces.spec import MAX_ENQUEUED, MAX_N_TRIALS, StudySpec
 
 from ..comparisons.stats import Verdict
 from ..models import ComparisonPhase, StudyState
+from ..optuna_queries import StudyCounts
 
 __all__ = [
     "ArmPublic",
@@ -104,6 +105,20 @@ class Progress(BaseModel):
     running: int
     waiting: int
     fraction: float
+
+    @classmethod
+    def of(cls, counts: StudyCounts, n_trials: int) -> Progress:
+        """A study's progress from its trial counts and its budget's ``n_trials``."""
+        return cls(
+            n_trials=n_trials,
+            finished=counts.finished,
+            complete=counts.complete,
+            pruned=counts.pruned,
+            failed=counts.fail,
+            running=counts.running,
+            waiting=counts.waiting,
+            fraction=min(1.0, counts.finished / n_trials) if n_trials else 0.0,
+        )
 
 
 class Best(BaseModel):
@@ -281,8 +296,16 @@ class ComparisonCreate(BaseModel):
         return v
 
 
+# The models of a comparison's numbers are read from :mod:`service.comparisons.stats`'s dataclasses (``Summary``,
+# ``Look``, ``Difference``) and :mod:`service.comparisons.result`'s ``VerdictRecord`` by attribute: the same fields
+# (tests/api/test_public_models.py checks), with their descriptions for the OpenAPI docs.
+_FROM_STATS = ConfigDict(from_attributes=True)
+
+
 class SummaryPublic(BaseModel):
     """Re-run scores (test accuracy at best validation) over tuning repeats × seeds: mean, std, 95 % bootstrap CI."""
+
+    model_config = _FROM_STATS
 
     n_seeds: int
     mean: float
@@ -313,6 +336,8 @@ class ArmPublic(BaseModel):
 class LookPublic(BaseModel):
     """One look at a verdict (R4): after ``n`` tuning repeats, at the α spent there."""
 
+    model_config = _FROM_STATS
+
     n: int = Field(description="tuning repeats at this look")
     alpha: float = Field(description="α spent at this look (its share of α/m, or of α for a secondary verdict)")
     mean: float = Field(description="d̄: mean over the n repeats of d_r (arm minus against, a fraction)")
@@ -325,6 +350,8 @@ class LookPublic(BaseModel):
 
 class DifferencePublic(BaseModel):
     """Arm minus against at one batch size, as its verdict reads it (at the look that decided, else the last)."""
+
+    model_config = _FROM_STATS
 
     mean: float = Field(description="d̄ over the repeats of that look (fractions: 0.01 is 1 pp)")
     sd: float | None = Field(description="SD of d_r over those repeats")
@@ -349,6 +376,10 @@ class DifferencePublic(BaseModel):
 
 
 class VerdictPublic(BaseModel):
+    """The arm under test against another at one batch size (its batch size is the key it is listed under)."""
+
+    model_config = _FROM_STATS
+
     arm: str
     against: str
     difference: DifferencePublic | None = Field(description="None when a rule could not be checked")

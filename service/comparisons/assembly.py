@@ -10,6 +10,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search_spaces.comparison import ComparisonSpec, rerun_seed_base
 from search_spaces.spec import StudySpec
+from tvlars.train.metrics import Metric
 
 from ..models import ComparisonPhase, StudyRecord, StudyState
 from ..optuna_queries import load_study_or_none, param_importances, stored_trials, trial_epochs
@@ -24,10 +25,10 @@ __all__ = ["build_result", "trial_kind"]
 
 def _rows(curves: dict[str, list[Any]] | None) -> list[dict[str, Any]]:
     """A trial's column-wise curves (user attr ``curves``) as one row per epoch."""
-    if not curves or not curves.get("epoch"):
+    if not curves or not curves.get(Metric.EPOCH):
         return []
     keys = list(curves)
-    return [{k: curves[k][i] for k in keys if i < len(curves[k])} for i in range(len(curves["epoch"]))]
+    return [{k: curves[k][i] for k in keys if i < len(curves[k])} for i in range(len(curves[Metric.EPOCH]))]
 
 
 def _seed(t: FrozenTrial, repeat: int) -> int:
@@ -46,7 +47,7 @@ def _trial_record(
     if t.state == TrialState.FAIL or (value is not None and not math.isfinite(value)):
         value = None
     curve = _rows(t.user_attrs.get(TrialAttr.CURVES))
-    steps = int(curve[-1]["step"]) if curve and curve[-1].get("step") is not None else None
+    steps = int(curve[-1][Metric.STEP]) if curve and curve[-1].get(Metric.STEP) is not None else None
     seed = t.user_attrs.get(TrialAttr.SEED)
     return TrialRecord(
         number=t.number,
@@ -130,8 +131,8 @@ def build_result(storage_url: str, spec: ComparisonSpec, studies: list[StudyReco
                     curve = _rows(t.user_attrs.get(TrialAttr.CURVES))
                     reruns.append(RerunRecord(_seed(t, repeat), float(t.value), curve, study.rank or 1, repeat))
         # the trainer's cumulative step count after the first epoch is the steps per epoch
-        firsts = [run.curve[0] for run in reruns if run.curve and run.curve[0].get("step")]
-        steps = int(firsts[0]["step"]) if firsts else 0
+        firsts = [run.curve[0] for run in reruns if run.curve and run.curve[0].get(Metric.STEP)]
+        steps = int(firsts[0][Metric.STEP]) if firsts else 0
         tune = next((s for s in mine if s.role == ComparisonPhase.TUNE), None)
         best = min((r for r in repeats if r.best_value is not None), key=lambda r: sign * r.best_value, default=None)  # type: ignore[operator]
         arms.append(
@@ -159,7 +160,7 @@ def build_result(storage_url: str, spec: ComparisonSpec, studies: list[StudyReco
         arms=arms,
         target_val_acc=spec.target_val_acc,
         rerun_metric=RERUN_METRIC,
-        curve_metric="val_acc",
+        curve_metric=Metric.VAL_ACC.value,
         tuning_repeats=spec.repeats_max,
         range_check=spec.range_check.mode,
         repeats_min=spec.repeats_min,

@@ -32,6 +32,7 @@ import html
 import io
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from search_spaces.comparison import RANGE_EDGE  # noqa: E402
 from tvlars.optim import OptimizerSpec, get_optimizer  # noqa: E402
 from tvlars.schedules import warmup_cosine_factor  # noqa: E402
+from tvlars.train.metrics import Metric  # noqa: E402
 
 from .result import ArmResult, ComparisonResult  # noqa: E402
 from .stats import (  # noqa: E402
@@ -58,6 +60,7 @@ from .stats import (  # noqa: E402
 
 __all__ = [
     "PLOTS",
+    "Plot",
     "effective_lr",
     "format_difference",
     "format_p",
@@ -70,17 +73,6 @@ __all__ = [
     "write_markdown",
 ]
 
-#: The plots in the order the report shows them, with their headings.
-PLOTS: dict[str, str] = {
-    "verdicts": "Verdicts: differences with their t intervals (α at the deciding look) and the margin",
-    "accuracy_vs_batch_size": "Accuracy against batch size",
-    "tuning_spread": "Tuning spread: each repeat's winner",
-    "learning_curves": "Learning curves of the re-runs",
-    "budget_curves": "Expected best against number of trials",
-    "lr_sensitivity": "LR sensitivity",
-    "schedules": "Tuned schedules",
-    "importances": "Parameter importances",
-}
 _DPI = 100
 _N_BOOT = 500
 
@@ -321,11 +313,11 @@ def _plot_learning_curves(result: ComparisonResult) -> Figure:
                 continue
             n = min(len(c) for c in curves)
             y = np.array([[float(row.get(result.curve_metric, np.nan)) for row in c[:n]] for c in curves]) * 100
-            x = [int(row["epoch"]) for row in curves[0][:n]]
+            x = [int(row[Metric.EPOCH]) for row in curves[0][:n]]
             mean, std = np.nanmean(y, axis=0), np.nanstd(y, axis=0)
             ax.plot(x, mean, color=colors[label], label=label)
             ax.fill_between(x, mean - std, mean + std, color=colors[label], alpha=0.2)
-        _label_batch_panel(ax, bs, "epoch", f"{result.curve_metric} (%)")
+        _label_batch_panel(ax, bs, Metric.EPOCH.value, f"{result.curve_metric} (%)")
     return _with_legend(fig, axes)
 
 
@@ -405,23 +397,34 @@ def _plot_importances(result: ComparisonResult) -> Figure:
     return fig
 
 
-_DRAW: dict[str, Callable[[ComparisonResult], Figure]] = {
-    "verdicts": _plot_verdicts,
-    "accuracy_vs_batch_size": _plot_accuracy_vs_batch_size,
-    "tuning_spread": _plot_tuning_spread,
-    "learning_curves": _plot_learning_curves,
-    "budget_curves": _plot_budget_curves,
-    "lr_sensitivity": _plot_lr_sensitivity,
-    "schedules": _plot_schedules,
-    "importances": _plot_importances,
+@dataclass(frozen=True)
+class Plot:
+    """One plot of the report: its heading, and what draws it from a result."""
+
+    title: str
+    draw: Callable[[ComparisonResult], Figure]
+
+
+#: The plots in the order the report shows them, by key (a plot's PNG is ``KEY.png``).
+PLOTS: dict[str, Plot] = {
+    "verdicts": Plot(
+        "Verdicts: differences with their t intervals (α at the deciding look) and the margin", _plot_verdicts
+    ),
+    "accuracy_vs_batch_size": Plot("Accuracy against batch size", _plot_accuracy_vs_batch_size),
+    "tuning_spread": Plot("Tuning spread: each repeat's winner", _plot_tuning_spread),
+    "learning_curves": Plot("Learning curves of the re-runs", _plot_learning_curves),
+    "budget_curves": Plot("Expected best against number of trials", _plot_budget_curves),
+    "lr_sensitivity": Plot("LR sensitivity", _plot_lr_sensitivity),
+    "schedules": Plot("Tuned schedules", _plot_schedules),
+    "importances": Plot("Parameter importances", _plot_importances),
 }
 
 
 def render_figures(result: ComparisonResult) -> dict[str, bytes]:
     """Every plot as PNG bytes, keyed as :data:`PLOTS`."""
     out = {}
-    for key in PLOTS:
-        fig = _DRAW[key](result)
+    for key, plot in PLOTS.items():
+        fig = plot.draw(result)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=_DPI)
         plt.close(fig)
@@ -718,7 +721,8 @@ def render_html(result: ComparisonResult, figures: dict[str, bytes] | None = Non
         f"<h2>{html.escape(_TUNING)}</h2>",
         _html_table(_TUNING_HEAD, _tuning_rows(result)),
     ]
-    for key, heading in PLOTS.items():
+    for key, plot in PLOTS.items():
+        heading = plot.title
         data = base64.b64encode(figures[key]).decode("ascii")
         parts.append(f'<h2>{html.escape(heading)}</h2><img alt="{html.escape(heading)}" id="plot-{key}" '
                      f'src="data:image/png;base64,{data}">')  # fmt: skip
@@ -771,8 +775,8 @@ def render_markdown(result: ComparisonResult, image_names: dict[str, str]) -> st
         _md_table(_TUNING_HEAD, _tuning_rows(result)),
         "",
     ]
-    for key, heading in PLOTS.items():
-        parts += [f"## {heading}", "", f"![{heading}]({image_names[key]})", ""]
+    for key, plot in PLOTS.items():
+        parts += [f"## {plot.title}", "", f"![{plot.title}]({image_names[key]})", ""]
     return "\n".join(parts)
 
 

@@ -26,11 +26,11 @@ from sqlalchemy.orm import Session
 
 from search_spaces.comparison import ComparisonSpec, extension_spec, range_check, rerun_seed_base
 from search_spaces.spec import StudySpec
+from tvlars.train.metrics import Metric
 
 from ..errors import ConflictError
 from ..models import ComparisonPhase, ComparisonRecord, StudyRecord
 from ..optuna_queries import load_study, ranked_trials
-from ..trial_report import TrialAttr
 from .records import TUNING_ROLES, add_study
 
 __all__ = ["RERUN_METRIC", "check_ranges", "extension_index", "queue_reruns", "rerun_spec", "top_configs"]
@@ -38,7 +38,7 @@ __all__ = ["RERUN_METRIC", "check_ranges", "extension_index", "queue_reruns", "r
 log = logging.getLogger(__name__)
 
 #: What a re-run trial reports as its value: test accuracy at the epoch of best validation accuracy.
-RERUN_METRIC = TrialAttr.TEST_ACC_AT_BEST_VAL.value
+RERUN_METRIC = Metric.TEST_ACC_AT_BEST_VAL.value
 
 
 def rerun_spec(tuned: StudySpec, params: dict[str, Any], rank: int, seeds: int, repeat: int = 0) -> StudySpec:

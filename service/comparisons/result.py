@@ -32,8 +32,8 @@ from typing import Any
 
 from search_spaces.comparison import MAX_RERUN_SEEDS, RERUN_SEED_BASE
 from tvlars.optim import get_optimizer
+from tvlars.train.metrics import Metric
 
-from ..trial_report import TrialAttr
 from .stats import (
     ALPHA,
     MIN_REPEATS,
@@ -258,8 +258,8 @@ class ComparisonResult:
     state: str = "SUCCEEDED"
     target_val_acc: float | None = None
     title: str | None = None  # the page's title; says "example" for fabricated data
-    rerun_metric: str = TrialAttr.TEST_ACC_AT_BEST_VAL.value
-    curve_metric: str = "val_acc"
+    rerun_metric: str = Metric.TEST_ACC_AT_BEST_VAL.value
+    curve_metric: str = Metric.VAL_ACC.value
     tuning_repeats: int = 1  # the last look's repeats (repeats_max)
     range_check: str | None = None  # "extend" | "flag"; None: a result stored before the range check
     repeats_min: int | None = None  # the first look's repeats; None: tuning_repeats (one look)

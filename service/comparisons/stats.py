@@ -61,15 +61,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
 from scipy import stats as scipy_stats
 
 from search_spaces.comparison import RANGE_EDGE
-
-from ..trial_report import TrialAttr
+from tvlars.train.metrics import Metric
 
 __all__ = [
     "ALPHA",
@@ -128,7 +127,7 @@ MIN_SEEDS = 1
 ScoreTable = Mapping[int, Mapping[int, float]]
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     """What a comparison says about the arm under test against another arm at one batch size (R5).
 
     ``better``/``worse``/``equivalent``/``undecided`` come from the interval at the look that decided
@@ -643,7 +642,7 @@ def time_to_target(
     curves: Sequence[Sequence[Mapping[str, Any]]],
     target: float,
     *,
-    metric: str = "val_acc",
+    metric: str = Metric.VAL_ACC,
     steps_per_epoch: int | None = None,
 ) -> list[TimeToTarget | None]:
     """For each curve (per-epoch report rows), when ``metric`` first reached ``target``; ``None``: never.
@@ -657,16 +656,17 @@ def time_to_target(
         seconds: float | None = 0.0
         for row in curve:
             if seconds is not None:
-                seconds = seconds + float(row["epoch_seconds"]) if row.get("epoch_seconds") is not None else None
+                spent = row.get(Metric.EPOCH_SECONDS)
+                seconds = seconds + float(spent) if spent is not None else None
             value = row.get(metric)
             if value is None or not math.isfinite(float(value)) or float(value) < target:
                 continue
-            epoch = int(row["epoch"])
-            if row.get("step") is not None:
-                steps: int | None = int(row["step"])
+            epoch = int(row[Metric.EPOCH])
+            if row.get(Metric.STEP) is not None:
+                steps: int | None = int(row[Metric.STEP])
             else:
                 steps = epoch * steps_per_epoch if steps_per_epoch is not None else None
-            wall = float(row[TrialAttr.WALL_SECONDS]) if row.get(TrialAttr.WALL_SECONDS) is not None else seconds
+            wall = float(row[Metric.WALL_SECONDS]) if row.get(Metric.WALL_SECONDS) is not None else seconds
             hit = TimeToTarget(epochs=epoch, steps=steps, wall_seconds=wall)
             break
         out.append(hit)

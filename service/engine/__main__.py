@@ -6,6 +6,7 @@ Exit status: 0 SUCCEEDED, 1 FAILED, 2 bad input, 3 CANCELLED (SIGINT/SIGTERM).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import signal
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             resume=args.resume,
             should_cancel=stop.is_set,
             on_progress=lambda counts: logging.info(
-                "progress: %s", {k: v for k, v in counts.items() if v and k != "ERRORS"}
+                "progress: %s", {k: v for k, v in dataclasses.asdict(counts).items() if v}
             ),
         )
     except (TvlarsTuneError, ValueError) as e:

@@ -10,6 +10,8 @@ from typing import Any
 from ray import tune
 from ray.tune.schedulers import MedianStoppingRule, PopulationBasedTraining, TrialScheduler
 
+from tvlars.train.metrics import Metric
+
 
 class StopAll(tune.Stopper):
     """Ends the whole run when ``reason()`` says so (a cancel request, the failure budget spent)."""
@@ -83,7 +85,7 @@ class CheckpointLocations(tune.Callback):
         if not isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
             root = trial.storage.storage_fs_path.rstrip("/")
             path = self.storage_uri.rstrip("/") + "/" + path[len(root) :].lstrip("/")
-        epoch = (trial.last_result or {}).get("epoch")
+        epoch = (trial.last_result or {}).get(Metric.EPOCH)
         self.note(trial.trial_id, path, epoch)
 
     def __getstate__(self) -> dict[str, Any]:

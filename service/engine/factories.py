@@ -7,6 +7,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from search_spaces.spec import CategoricalParam, FloatParam, IntParam, StudySpec
+from tvlars.train.metrics import Metric
 
 from ..errors import InvalidSpecError
 from .sobol import SobolSampler
@@ -88,9 +89,8 @@ def build_scheduler(spec: StudySpec):
     if s.name == "none":
         return None
     objective = spec.objectives[0]
-    common = dict(
-        time_attr="epoch", metric=objective.metric, mode="max" if objective.direction == "maximize" else "min"
-    )
+    mode = "max" if objective.direction == "maximize" else "min"
+    common = dict(time_attr=Metric.EPOCH.value, metric=objective.metric, mode=mode)
     max_t = s.max_t or spec.workload.epochs
     try:
         if s.name == "asha":

@@ -104,7 +104,7 @@ def fail_orphaned_trials(study: optuna.Study, reason: str) -> tuple[int, list[Re
 def outcome(study: optuna.Study, spec: StudySpec, state: StudyState | None, reason: str | None) -> StudyOutcome:
     """The run's outcome; ``state`` None: SUCCEEDED if the budget is met, else FAILED saying how far it got."""
     counts = study_counts(study)
-    n_finished = counts["COMPLETE"] + counts["PRUNED"]
+    n_finished = counts.finished
     if state is None:
         state = StudyState.SUCCEEDED if n_finished >= spec.budget.n_trials else StudyState.FAILED  # type: ignore[operator]
         if state == StudyState.FAILED:
@@ -115,9 +115,9 @@ def outcome(study: optuna.Study, spec: StudySpec, state: StudyState | None, reas
         spec.name,
         state,
         reason,
-        counts["COMPLETE"],
-        counts["PRUNED"],
-        counts["FAIL"],
+        counts.complete,
+        counts.pruned,
+        counts.fail,
         best_value,
         best.params if best is not None else None,
         best.number if best is not None else None,

@@ -43,6 +43,7 @@ import ray
 from ray.tune.search import Searcher
 
 from search_spaces.spec import StudySpec
+from tvlars.train.metrics import Metric
 
 from .._optuna import is_outage
 from ..errors import StorageError
@@ -139,7 +140,7 @@ class TrialRunner:
 
         def send(result: dict[str, Any], checkpoint: Path | None) -> None:
             if checkpoint is not None:
-                result = {**result, _CHECKPOINT_KEY: saved.add(checkpoint, result.get("epoch"))}
+                result = {**result, _CHECKPOINT_KEY: saved.add(checkpoint, result.get(Metric.EPOCH))}
             with self._cond:
                 self._results.append(result)
                 self._cond.notify_all()
@@ -211,12 +212,12 @@ class _CheckpointCopies:
 def _cache_datasets() -> None:
     """Keep the datasets this process loads (the last :data:`DATASETS_KEPT`), keyed by name, folder and options.
 
-    The trainer reads its dataset through ``tvlars.train.loop.load_dataset``; in a runner, that name is given a
+    The trainer reads its dataset through ``tvlars.train.trial.load_dataset``; in a runner, that name is given a
     cache in front, so a runner's next trial on the same data starts training at once.
     """
-    from tvlars.train import loop
+    from tvlars.train import trial as trial_module
 
-    load = loop.load_dataset
+    load = trial_module.load_dataset
     if getattr(load, "runner_cache", False):
         return
     kept: dict[str, Any] = {}
@@ -232,7 +233,7 @@ def _cache_datasets() -> None:
         return kept[key]
 
     cached.runner_cache = True  # type: ignore[attr-defined]
-    loop.load_dataset = cached
+    trial_module.load_dataset = cached
 
 
 # -- the driver's side: the pool ----------------------------------------------------------------------------------
@@ -480,7 +481,7 @@ def _wait(run: _Run) -> None:
             run.searcher.on_trial_result(trial.trial_id, result)
             if uri is not None:
                 trial.checkpoint = uri
-                run.searcher.note_checkpoint(trial.trial_id, uri, result.get("epoch"))
+                run.searcher.note_checkpoint(trial.trial_id, uri, result.get(Metric.EPOCH))
             trial.last = result
         if ended:
             run.active.remove(trial)

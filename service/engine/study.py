@@ -9,6 +9,7 @@ checkpoints (the same Optuna trials), fails those that had none, and runs only w
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from search_spaces.spec import StudySpec
 
 from ..errors import FencedError, InvalidSpecError
 from ..models import StudyState
-from ..optuna_queries import epochs_spent, study_counts
+from ..optuna_queries import StudyCounts, epochs_spent, study_counts
 from ..trial_report import FailKind, TrialAttr
 from .factories import CHECKPOINTS_KEPT, build_distributions
 from .lease import Lease
@@ -37,7 +38,7 @@ def run_study(
     *,
     resume: bool = False,
     should_cancel: Callable[[], bool] | None = None,
-    on_progress: Callable[[dict[str, int]], None] | None = None,
+    on_progress: Callable[[StudyCounts], None] | None = None,
     ray_address: str | None = None,
     results_dir: str | os.PathLike | None = None,
     lease_ttl_s: float | None = None,
@@ -53,7 +54,7 @@ def run_study(
         resume: allow the stored spec's ``budget`` to differ (to extend a study); other fields must match.
         should_cancel: polled about every 0.5 s; True stops running trials (FAIL, kind ``cancelled``) and ends
             the run CANCELLED, keeping every finished trial.
-        on_progress: called with the study's counts after each trial ends, ``EPOCHS_SPENT`` among them
+        on_progress: called with the study's counts after each trial ends, ``epochs_spent`` among them
             (:func:`..optuna_queries.epochs_spent`).
         ray_address: a Ray cluster to join (default: ``RAY_ADDRESS``, else a local Ray).
         results_dir: where Ray Tune keeps its per-run files (default: a folder under the temp dir).
@@ -81,7 +82,7 @@ def run_study(
             for params in spec.enqueue:
                 study.enqueue_trial(params, user_attrs={TrialAttr.ENQUEUED: True}, skip_if_exists=True)
         counts = study_counts(study)
-        n_finished = counts["COMPLETE"] + counts["PRUNED"]
+        n_finished = counts.finished
         if n_finished >= spec.budget.n_trials:  # type: ignore[operator]
             return outcome(study, spec, StudyState.SUCCEEDED, None)
         if (
@@ -89,8 +90,9 @@ def run_study(
             and epochs_spent(study, running=False) + spec.workload.epochs > spec.budget.epochs
         ):
             return outcome(study, spec, StudyState.SUCCEEDED, "the epoch budget is spent")
-        if counts["ERRORS"] > spec.budget.max_failed and not resume:
-            return outcome(study, spec, StudyState.FAILED, f"{counts['ERRORS']} trials failed (budget.max_failed)")
+        n_errors = counts.errors or 0
+        if n_errors > spec.budget.max_failed and not resume:
+            return outcome(study, spec, StudyState.FAILED, f"{n_errors} trials failed (budget.max_failed)")
 
         from .runners import RUNNERS, run_trials, uses_runners
         from .searcher import OptunaStudySearcher
@@ -102,9 +104,9 @@ def run_study(
             spec,
             build_distributions(spec),
             n_finished=n_finished,
-            n_errors=0 if resume else counts["ERRORS"],
+            n_errors=0 if resume else n_errors,
             should_stop=poll,
-            on_change=(lambda: on_progress(study_counts(study) | {"EPOCHS_SPENT": epochs_spent(study)}))
+            on_change=(lambda: on_progress(dataclasses.replace(study_counts(study), epochs_spent=epochs_spent(study))))
             if on_progress
             else None,
             error_text=errors.get,

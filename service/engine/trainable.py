@@ -32,6 +32,8 @@ from typing import Any
 
 from ray import tune
 
+from tvlars.train.metrics import Metric
+
 from ..core.jsondata import jsonable
 from ..trial_report import EpochReport
 
@@ -115,7 +117,7 @@ def run_trial(
     def report(row: dict[str, Any]) -> None:
         nonlocal last_epoch
         metrics = dict(row)
-        epoch = metrics.pop("epoch")
+        epoch = metrics.pop(Metric.EPOCH)
         result = dataclasses.replace(facts, epoch=epoch, metrics=metrics, wall_seconds=time.perf_counter() - started)
         if history and not last_epoch:
             result.restored_history = history

@@ -12,8 +12,9 @@ import sys
 from typing import Any
 
 from ..optim import OPTIMIZERS
-from .config import SECTIONS
+from .keys import SECTIONS
 from .loop import run
+from .metrics import SUMMARIES, Metric
 
 
 def _parse_value(text: str) -> Any:
@@ -47,7 +48,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: expected key=value, got {arg!r}", file=sys.stderr)
             return 2
         config[key] = _parse_value(value)
-    columns = ("epoch", "train_loss", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "phi", "images_per_s")
+    columns = (
+        Metric.EPOCH,
+        Metric.TRAIN_LOSS,
+        Metric.VAL_LOSS,
+        Metric.VAL_ACC,
+        Metric.TEST_LOSS,
+        Metric.TEST_ACC,
+        Metric.LR,
+        Metric.PHI,
+        Metric.IMAGES_PER_S,
+    )
     print("  ".join(f"{c:>12s}" for c in columns))
 
     def show(row: dict[str, Any]) -> None:
@@ -59,16 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    keys = (
-        "best_val_acc",
-        "test_acc_at_best_val",
-        "best_test_acc",
-        "final_test_acc",
-        "epochs_run",
-        "diverged",
-        "device",
-    )
-    summary = {k: result[k] for k in keys if k in result}
+    keys = (*SUMMARIES, Metric.FINAL_TEST_ACC, Metric.EPOCHS_RUN, Metric.DIVERGED, Metric.DEVICE)
+    summary = {str(k): result[k] for k in keys if k in result}
     print(json.dumps(summary))
     return 0
 

@@ -38,7 +38,7 @@ from ..cache import CACHED_RESPONSES, cached_read
 from ..deps import Offset, ReadKey, SettingsDep, WriteKey, check_owner
 from ..errors import COMMON_RESPONSES, conflict, not_found, validate_body
 from ..limits import check_resources, check_trial_memory
-from ..models import ArmPublic, ComparisonCreate, ComparisonPublic, ComparisonsPublic
+from ..models import ArmPublic, ComparisonCreate, ComparisonPublic, ComparisonsPublic, SummaryPublic, VerdictPublic
 from ..writes import IdempotencyKey, submitted, written
 
 router = APIRouter(prefix="/v1/comparisons", tags=["comparisons"], responses=COMMON_RESPONSES)
@@ -96,22 +96,12 @@ def to_public(session: Session, record: ComparisonRecord) -> ComparisonPublic:
                 epochs_budget=sum(s.spec["budget"]["epochs"] for s in tuning),
                 epochs_spent=sum(s.epochs_spent for s in tuning),
                 best_params=best,
-                rerun=summary.to_dict() if summary else None,
+                rerun=SummaryPublic.model_validate(summary) if summary else None,
             )
         )
-    verdicts: dict[int, list[dict[str, Any]]] = {}
+    verdicts: dict[int, list[VerdictPublic]] = {}
     for v in result.verdicts() if result else []:
-        verdicts.setdefault(v.batch_size, []).append(
-            {
-                "arm": v.arm,
-                "against": v.against,
-                "difference": v.difference.to_dict() if v.difference else None,
-                "verdict": v.verdict,
-                "reason": v.reason,
-                "primary": v.primary,
-                "notes": v.notes,
-            }
-        )
+        verdicts.setdefault(v.batch_size, []).append(VerdictPublic.model_validate(v))
     return ComparisonPublic(
         id=record.id,
         name=record.name,

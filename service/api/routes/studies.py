@@ -23,6 +23,7 @@ from ..errors import COMMON_RESPONSES, conflict, not_found, validate_body
 from ..limits import check_resources, check_trial_memory
 from ..models import (
     LeaderboardPublic,
+    Progress,
     ResumeRequest,
     StudiesPublic,
     StudyCreate,
@@ -64,9 +65,7 @@ def to_public(session: Session, records: list[StudyRecord]) -> list[StudyPublic]
     out = []
     for r in records:
         c = counts[r.name]
-        n_trials = r.spec["budget"]["n_trials"]
-        finished = c["COMPLETE"] + c["PRUNED"]
-        best = _best(session, r, c["COMPLETE"], finished)
+        best = _best(session, r, c.complete, c.finished)
         out.append(
             StudyPublic(
                 id=r.id,
@@ -74,16 +73,7 @@ def to_public(session: Session, records: list[StudyRecord]) -> list[StudyPublic]
                 state=r.state,
                 cancel_requested=r.cancel_requested,
                 spec=r.spec,
-                progress={
-                    "n_trials": n_trials,
-                    "finished": finished,
-                    "complete": c["COMPLETE"],
-                    "pruned": c["PRUNED"],
-                    "failed": c["FAIL"],
-                    "running": c["RUNNING"],
-                    "waiting": c["WAITING"],
-                    "fraction": min(1.0, finished / n_trials) if n_trials else 0.0,
-                },
+                progress=Progress.of(c, r.spec["budget"]["n_trials"]),
                 best=best,
                 error=r.error,
                 owner=r.owner,

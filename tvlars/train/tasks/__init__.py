@@ -1,6 +1,6 @@
 """Training tasks: what a trial trains its model to do, behind one small protocol, registered like datasets.
 
-A task turns a prepared :class:`~tvlars.train.loop.Trial` (data on the device, loaders, the config) into a
+A task turns a prepared :class:`~tvlars.train.trial.Trial` (data on the device, loaders, the config) into a
 :class:`Training`: the model, the optimizer and LR schedule (from ``trial.build_optimizer``), one optimizer step,
 and the per-epoch evaluation. The loop does the rest (epochs, instrumentation, divergence, checkpoints, reports).
 Built in: ``classification`` and ``barlow_twins``; an installed distribution adds one with an entry point in
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from ...registry import Registry
+from ..keys import defaults
 
 if TYPE_CHECKING:
     import torch
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
     from ...pipeline import DeviceLoader
     from ...schedules import WarmupCosine
-    from ..loop import Trial
+    from ..trial import Trial
 
 __all__ = ["TASKS", "Task", "Training", "register_task", "task_options"]
 
@@ -55,12 +56,8 @@ class Task(Protocol):
 
 def task_options(task: Any) -> Mapping[str, Any]:
     """A task's options as listed: its own trial config keys with their defaults."""
-    import dataclasses
-
-    from ..config import TrialConfig  # here: the config module imports this one
-
-    defaults = {f.name: f.default for f in dataclasses.fields(TrialConfig) if f.default is not dataclasses.MISSING}
-    return {key: defaults.get(key) for key in getattr(task, "keys", ())}
+    given = defaults()
+    return {key: given.get(key) for key in getattr(task, "keys", ())}
 
 
 #: Every task by name: the built-ins and the ``tvlars.tasks`` entry points of installed distributions.

@@ -9,8 +9,9 @@ from torch import Tensor
 
 from ...barlow import BarlowTwins, barlow_twins_loss, linear_probe, ridge_probe_accuracy
 from ...pipeline import Augment, augment_batch, barlow_twins_views
-from ..config import BarlowTwinsKeys
-from ..loop import Trial, features
+from ..keys import BarlowTwinsKeys
+from ..metrics import Metric
+from ..trial import Trial, features
 from . import Training, register_task
 
 __all__ = ["BarlowTwinsTask"]
@@ -18,6 +19,8 @@ __all__ = ["BarlowTwinsTask"]
 #: The official Barlow Twins projector; the small MLP/CNN workloads get a smaller one.
 _BT_PROJECTOR_RESNET = [4096, 4096, 4096]
 _BT_PROJECTOR_SMALL = [512, 512, 512]
+#: The accuracy each evaluated split reports.
+_ACCURACY = {"val": Metric.VAL_ACC, "test": Metric.TEST_ACC}
 
 
 class BarlowTwinsTask:
@@ -79,7 +82,7 @@ class BarlowTwinsTask:
             if epoch < cfg.epochs:
                 out: dict[str, Any] = {"probe": "ridge"}
                 for s in eval_splits:
-                    out[f"{s}_acc"] = ridge_probe_accuracy(
+                    out[_ACCURACY[s]] = ridge_probe_accuracy(
                         feats["train"], trial.train_y, feats[s], labels[s], trial.data.num_classes
                     )
                 return out
@@ -113,7 +116,7 @@ class BarlowTwinsTask:
                 batch_size=min(cfg.probe_batch_size, len(trial.train_y)),
                 generator=trial.generator,
             )
-            return {**{f"{s}_acc": final[s] for s in eval_splits}, "probe": "sgd", "probe_best_acc": best["test"]}
+            return {**{_ACCURACY[s]: final[s] for s in eval_splits}, "probe": "sgd", "probe_best_acc": best["test"]}
 
         return Training(model, loader, opt, sched, train_step, evaluate)
 

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ..loop import Trial, evaluate_classifier
+from ..metrics import Metric
+from ..trial import Trial, evaluate_classifier
 from . import Training, register_task
 
 __all__ = ["Classification"]
@@ -44,8 +45,10 @@ class Classification:
             metrics: dict[str, Any] = {}
             loaders = trial.eval_loaders
             if "val" in loaders:
-                metrics["val_loss"], metrics["val_acc"] = evaluate_classifier(model, loaders["val"], trial.autocast)
-            metrics["test_loss"], metrics["test_acc"] = evaluate_classifier(model, loaders["test"], trial.autocast)
+                val = evaluate_classifier(model, loaders["val"], trial.autocast)
+                metrics[Metric.VAL_LOSS], metrics[Metric.VAL_ACC] = val
+            test = evaluate_classifier(model, loaders["test"], trial.autocast)
+            metrics[Metric.TEST_LOSS], metrics[Metric.TEST_ACC] = test
             return metrics
 
         return Training(model, loader, opt, sched, train_step, evaluate)
