@@ -34,7 +34,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from search_spaces.comparison import ComparisonSpec
+from search_spaces.comparison import ComparisonSpec, ComparisonWorkload
 from search_spaces.spec import Workload
 
 from ..models import ComparisonRecord, StudyRecord, StudyState
@@ -118,11 +118,11 @@ def workload_key(workload: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in workload.items() if k not in ("epochs", "batch_size")}
 
 
-def _stored_key(workload: dict[str, Any]) -> dict[str, Any] | None:
+def _stored_key(workload: dict[str, Any], model: type[Workload] = Workload) -> dict[str, Any] | None:
     """The :func:`workload_key` of a stored workload, read as this version reads it (fields added since it was
     stored take their defaults, so a service keeps its history across upgrades); None if it no longer validates."""
     try:
-        return workload_key(Workload.model_validate(workload).model_dump(mode="json"))
+        return workload_key(model.model_validate(workload).model_dump(mode="json"))
     except ValueError:
         return None
 
@@ -272,7 +272,7 @@ def _stored_spreads(session: Session, key: dict[str, Any]) -> dict[int, list[tup
     out: dict[int, list[tuple[float, int]]] = {}
     for record in rows:
         result = record.result or {}
-        if _stored_key(result.get("workload") or {}) != key:
+        if _stored_key(result.get("workload") or {}, ComparisonWorkload) != key:
             continue
         arms = result.get("arms") or []
         labels = list(dict.fromkeys(a["label"] for a in arms))

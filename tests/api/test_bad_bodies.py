@@ -268,6 +268,7 @@ COMPARISON_CASES = [
                         "fixed": {"weight_decay": 5e-4},
                     },
                 ],
+                "primary": ["lars"],
                 "range_check": "extend",
             },
         ),

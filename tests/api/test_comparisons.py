@@ -21,6 +21,7 @@ from search_spaces.comparison import (
 )
 from service._optuna import open_storage
 from service.comparisons.machine import advance_all
+from service.comparisons.plan import WARM_STUDY_OVERHEAD_S
 from service.comparisons.report import PLOTS
 from service.comparisons.stats import bootstrap_mean
 from service.core.db import session_scope
@@ -34,7 +35,7 @@ SMALL = {
     "preset": "compare-mnist1d-cpu",
     "name": "small",
     "arms": [{"optimizer": "tvlars"}, {"optimizer": "lamb", "lr_center": 0.03}],
-    "primary": None,  # the preset's primary arm is not among these
+    "primary": ["lamb"],  # the preset's primary arm (lars_warmup) is not among these
     "workload": {"epochs": 20},
     "batch_sizes": [256, 4000],
     "budget": {"epochs": 60, "max_concurrent": 1},
@@ -118,8 +119,8 @@ def test_a_dry_run_answers_the_plan_and_stores_nothing(client):
         assert a["studies"] == [6, 6] and a["trials"] == [18, 18] and a["epochs"] == [360, 360]
         assert a["steps"] is None and a["steps_per_epoch"] is None  # no stored trial of this workload yet
     assert p["totals"]["epochs"] == [4 * 360, 4 * 360]
-    # wall: every epoch at assumed_epoch_s plus 10 s per study, shared by 2 workers
-    assert p["wall_time_s"] == pytest.approx([(4 * 360 * 2.0 + 4 * 6 * 10.0) / 2] * 2)
+    # wall: every epoch at assumed_epoch_s plus a warm runner's 1 s per study (scheduler: none), shared by 2 workers
+    assert p["wall_time_s"] == pytest.approx([(4 * 360 * 2.0 + 4 * 6 * WARM_STUDY_OVERHEAD_S) / 2] * 2)
     assert {e["source"] for e in p["epoch_seconds"].values()} == {"assumed_epoch_s"}
     # MDD: m = 2 verdicts, a fixed number of repeats (α/m), n = 3, ν = 2, s = 1 pp: (6.2053 + 1.0607) / √3
     t = scipy_stats.t
@@ -131,7 +132,8 @@ def test_a_dry_run_answers_the_plan_and_stores_nothing(client):
     again = client.post("/v1/comparisons", json=SMALL, headers={"Idempotency-Key": "k-plan"})
     assert again.status_code == 200
     # without assumptions or history, the plan says what it cannot estimate
-    bare = client.post("/v1/comparisons", json={**SMALL, "name": "bare", "dry_run": True}).json()
+    bare_spec = {**SMALL, "preset": "compare-quick", "name": "bare", "dry_run": True}  # a preset without assumptions
+    bare = client.post("/v1/comparisons", json=bare_spec).json()
     assert bare["wall_time_s"] is None and all(v["mdd_pp"] is None for v in bare["verdicts"]) and bare["notes"]
 
 

@@ -108,7 +108,7 @@ COMPARISON = {
     "preset": "compare-mnist1d-cpu",
     "name": "cached-comparison",
     "arms": [{"optimizer": "tvlars"}, {"optimizer": "lamb", "lr_center": 0.03}],
-    "primary": None,  # the preset's primary arm is not among these
+    "primary": ["lamb"],  # the preset's primary arm (lars_warmup) is not among these
     "workload": {"epochs": 20},
     "batch_sizes": [256],
     "budget": {"epochs": 60, "max_concurrent": 1},
