@@ -29,9 +29,9 @@ def test_reads_agree_with_optuna(storage_url):
         total, page = trials_page(s, spec["name"], limit=2, offset=1, curves=True)
         _, pruned = trials_page(s, spec["name"], limit=100, offset=0, state="PRUNED")
         assert leaderboard(s, "no-such-study", 3) is None and trials_page(s, "no-such-study", 1, 0) is None
-    assert counts[spec["name"]]["COMPLETE"] == sum(t.state == TrialState.COMPLETE for t in trials)
-    assert counts[spec["name"]]["PRUNED"] == sum(t.state == TrialState.PRUNED for t in trials)
-    assert counts["no-such-study"]["COMPLETE"] == 0
+    assert counts[spec["name"]].complete == sum(t.state == TrialState.COMPLETE for t in trials)
+    assert counts[spec["name"]].pruned == sum(t.state == TrialState.PRUNED for t in trials)
+    assert counts["no-such-study"].complete == 0
     complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (-t.value, t.number))
     assert [(r["number"], r["value"], r["params"]) for r in board] == [
         (t.number, t.value, t.params) for t in complete[:3]
