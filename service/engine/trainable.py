@@ -197,5 +197,8 @@ def _cpus_assigned() -> int:
         return 1
     import ray
 
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    try:
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    except AssertionError:  # a Ray driver, not a worker (a test running the trial in its own process): one thread
+        return 1
     return max(1, math.ceil(cpus))
