@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._clients import gather  # noqa: E402
 from benchmarks._seed import fresh_pg_database, seed_study  # noqa: E402
-from tests.utils.server import WRITE_KEY, start_server  # noqa: E402
-from tests.utils.specs import quick_spec  # noqa: E402
+from service.testing.server import WRITE_KEY, start_server  # noqa: E402
+from service.testing.specs import quick_spec  # noqa: E402
 
 
 def percentiles(samples: list[float]) -> tuple[float, float, float]:

@@ -51,11 +51,11 @@ sys.path.insert(0, str(ROOT))  # a bare copy of the repository runs this without
 
 from benchmarks.optimizer_step import make_params, measure  # noqa: E402
 from benchmarks.trainer_throughput import MEAN, STD, ours_data_seconds  # noqa: E402
-from tests.optim.cases import ALL_INPUTS, run_case  # noqa: E402
-from tests.optim.official import OfficialTVLARS  # noqa: E402
 from tvlars import LAMB, LARS, TVLARS  # noqa: E402
 from tvlars.data import load_dataset  # noqa: E402
 from tvlars.models import build_model, resnet18, resnet50  # noqa: E402
+from tvlars.testing.cases import ALL_INPUTS, run_case  # noqa: E402
+from tvlars.testing.official import OfficialTVLARS  # noqa: E402
 from tvlars.train import run  # noqa: E402
 
 #: Dense tensor-core peaks (TFLOP/s) from the vendors' datasheets: (bf16, tf32). The first name contained wins.
@@ -250,7 +250,7 @@ def correctness(ctx: Context) -> SectionResult:
     matched = sum(r["match"] == "yes" for r in checked)
     out.summary.append(
         f"{matched} of {len(checked)} runs on {ctx.device} match the float64 CPU reference "
-        f"(6 float64 steps of tests/optim's TinyNet, rtol {RTOL:g}, atol {ATOL:g})"
+        f"(6 float64 steps of tvlars.testing's TinyNet, rtol {RTOL:g}, atol {ATOL:g})"
     )
     out.figures["matched"], out.figures["checked"] = matched, len(checked)
     return out

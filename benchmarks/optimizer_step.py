@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the official-style loop lives with the tests
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root holds tvlars
 
-from tests.optim.official import OfficialTVLARS  # noqa: E402
 from tvlars import LAMB, LARS, TVLARS  # noqa: E402
 from tvlars.models import resnet18, resnet50  # noqa: E402
+from tvlars.testing.official import OfficialTVLARS  # noqa: E402
 
 
 def make_params(model_fn: Callable, device: str) -> list[torch.nn.Parameter]:

@@ -110,7 +110,7 @@ def private_pg() -> Iterator[PrivatePostgres]:  # noqa: F821 (imported below: on
 
     Tests that stop it must leave it running (``private_pg.start()`` in a ``finally``); it is removed at the end.
     """
-    from tests.utils.pg import PrivatePostgres, unavailable_reason
+    from service.testing.pg import PrivatePostgres, unavailable_reason
 
     reason = unavailable_reason()
     if reason:

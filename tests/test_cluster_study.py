@@ -14,10 +14,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from service.testing.server import start_server, wait_state
+from service.testing.specs import quick_spec
 from tests.conftest import unique_name
 from tests.utils.ray_cluster import RayTestCluster
-from tests.utils.server import start_server, wait_state
-from tests.utils.specs import quick_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 

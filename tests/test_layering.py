@@ -232,3 +232,15 @@ def test_no_trainer_module_is_too_long():
         if (n := len(p.read_text().splitlines())) > MAX_TRAINER_LINES
     }
     assert long == {}, f"split these by concern (at most {MAX_TRAINER_LINES} lines each): {long}"
+
+
+def test_nothing_outside_the_tests_imports_them():
+    """Benchmarks and the packages share their harness through ``service.testing`` and ``tvlars.testing``: a
+    benchmark that imported ``tests`` would break when the tests move, and would not run from an installed tree."""
+    offenders = []
+    for path in sorted(p for top in (*PACKAGES, "benchmarks") for p in (REPO / top).rglob("*.py")):
+        for node in _imports(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            if not getattr(node, "level", 0) and any(n == "tests" or n.startswith("tests.") for n in names):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not offenders, offenders

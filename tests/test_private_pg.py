@@ -52,7 +52,7 @@ def test_stop_fails_connections_fast_and_start_keeps_the_data(private_pg, mode):
 
 
 def test_close_removes_everything():
-    from tests.utils.pg import PrivatePostgres, unavailable_reason
+    from service.testing.pg import PrivatePostgres, unavailable_reason
 
     if unavailable_reason():
         pytest.skip(f"private PostgreSQL: {unavailable_reason()}")

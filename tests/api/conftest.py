@@ -17,9 +17,8 @@ from service._optuna import open_storage
 from service.core.config import Settings
 from service.core.db import dispose
 from service.main import create_app
-
-from ..utils.server import READ_KEY, WRITE_KEY
-from ..utils.specs import quick_spec
+from service.testing.server import READ_KEY, WRITE_KEY
+from service.testing.specs import quick_spec
 
 AUTH = {"Authorization": f"Bearer {WRITE_KEY}"}
 READ_AUTH = {"Authorization": f"Bearer {READ_KEY}"}

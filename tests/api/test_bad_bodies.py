@@ -11,8 +11,8 @@ import pytest
 
 from search_spaces import merge
 from service.api.limits import MAX_JSON_DEPTH, json_depth
+from service.testing.specs import quick_spec
 
-from ..utils.specs import quick_spec
 from .test_comparisons import SMALL
 
 

@@ -21,9 +21,9 @@ from service.client import (
 )
 from service.core.config import Settings
 from service.main import RETRY_AFTER_S, create_app
+from service.testing.server import READ_KEY, WRITE_KEY, free_port
+from service.testing.specs import quick_spec
 
-from ..utils.server import READ_KEY, WRITE_KEY, free_port
-from ..utils.specs import quick_spec
 from .conftest import seed_trials
 from .test_comparisons import SMALL
 

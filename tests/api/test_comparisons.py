@@ -27,8 +27,8 @@ from service.comparisons.stats import bootstrap_mean
 from service.core.db import session_scope
 from service.models import StudyRecord, StudyState
 from service.optuna_queries import epochs_spent
+from service.testing.specs import quick_spec
 
-from ..utils.specs import quick_spec
 from .conftest import READ_AUTH
 
 SMALL = {

@@ -19,9 +19,9 @@ from service.client import Client
 from service.core.config import Settings, owner_id
 from service.core.db import dispose, get_engine
 from service.main import create_app
+from service.testing.server import READ_KEY, WRITE_KEY
+from service.testing.specs import quick_spec
 
-from ..utils.server import READ_KEY, WRITE_KEY
-from ..utils.specs import quick_spec
 from .test_comparisons import SMALL
 
 #: Where an in-process client of an app without keys says it connected: a loopback address (TestClient's default,

@@ -11,8 +11,8 @@ from search_spaces.spec import StudySpec
 from service.core.db import session_scope
 from service.crud import claim_next_study
 from service.models import StudyRecord, StudyState
+from service.testing.specs import quick_spec
 
-from ..utils.specs import quick_spec
 from .conftest import READ_AUTH, seed_trials, submit
 
 # -- submit -------------------------------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from service.testing.specs import quick_spec
+
 from ..utils.plugins import ensure_example_plugin
-from ..utils.specs import quick_spec
 
 EXAMPLE = "tvlars-example-workloads 0.1.0"
 

@@ -10,9 +10,9 @@ import pytest
 from optuna.trial import TrialState
 
 from service.engine import SUCCEEDED, load_study, run_study
+from service.testing.specs import quick_spec
 
 from ..conftest import unique_name
-from ..utils.specs import quick_spec
 
 pytestmark = [pytest.mark.usefixtures("ray_address"), pytest.mark.slow]
 

@@ -15,9 +15,9 @@ from optuna.trial import TrialState
 
 from service.engine import CANCELLED, FAILED, SUCCEEDED, FailKind, load_study, run_study
 from service.errors import InvalidSpecError, NameTakenError
+from service.testing.specs import quick_spec
 
 from ..conftest import unique_name
-from ..utils.specs import quick_spec
 
 pytestmark = pytest.mark.usefixtures("ray_address")
 REPO = Path(__file__).resolve().parents[2]

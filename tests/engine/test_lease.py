@@ -12,10 +12,10 @@ from service._optuna import open_storage, read_study_system_attr, write_study_sy
 from service.engine.lease import Lease
 from service.engine.records import create_or_load
 from service.errors import ConflictError, LeaseHeldError, NameTakenError
+from service.testing.specs import quick_spec
 from service.trial_report import StudyAttr
 
 from ..conftest import unique_name
-from ..utils.specs import quick_spec
 
 
 def test_a_live_lease_keeps_a_second_driver_out_until_released(sqlite_url):

@@ -12,9 +12,9 @@ from optuna.trial import TrialState
 from search_spaces.spec import StudySpec
 from service.api.limits import check_resources
 from service.engine import FAILED, SUCCEEDED, load_study, run_study
+from service.testing.specs import quick_spec
 
 from ..conftest import unique_name
-from ..utils.specs import quick_spec
 
 pytestmark = pytest.mark.usefixtures("ray_address")
 

@@ -15,9 +15,9 @@ from optuna.trial import TrialState
 from service.engine import SUCCEEDED, load_study, run_study
 from service.engine.runners import RUNNERS
 from service.errors import NotFoundError
+from service.testing.specs import quick_spec
 
 from ..conftest import unique_name
-from ..utils.specs import quick_spec
 
 pytestmark = pytest.mark.usefixtures("ray_address")
 

@@ -13,9 +13,9 @@ from search_spaces.spec import StudySpec
 from service.engine import SUCCEEDED, build_distributions, build_sampler, load_study, run_study
 from service.engine.factories import SAMPLER_CLASSES
 from service.errors import InvalidSpecError
+from service.testing.specs import quick_spec
 
 from ..conftest import unique_name
-from ..utils.specs import quick_spec
 
 SPACE = {
     "lr": {"type": "float", "low": 1.0, "high": 20.0, "log": True},

@@ -17,9 +17,8 @@ from service.engine import trainable
 from service.engine.factories import build_distributions
 from service.engine.records import create_or_load
 from service.engine.searcher import OptunaStudySearcher
+from service.testing.specs import quick_spec
 from service.trial_report import SUMMARY_METRICS, EpochReport, FailKind, TrialAttr
-
-from ..utils.specs import quick_spec
 
 
 class TuneSession:

@@ -11,9 +11,8 @@ import torch
 
 from tvlars import LAMB, LARS, TVLARS
 from tvlars.models import resnet18
+from tvlars.testing.cases import ALL_INPUTS, assert_same_parameters, case_id, run_case
 from tvlars.train import run
-
-from .cases import ALL_INPUTS, assert_same_parameters, case_id, run_case
 
 pytestmark = pytest.mark.cuda
 

@@ -10,8 +10,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from tvlars import LARS, TVLARS
-
-from .cases import (
+from tvlars.testing.cases import (
     ALL_ERRORS,
     ALL_INPUTS,
     CASES,

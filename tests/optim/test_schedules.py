@@ -7,8 +7,7 @@ import torch
 
 from tvlars import LARS
 from tvlars.schedules import WarmupCosine, paper_lr, warmup_cosine_factor
-
-from .official import official_warmup_lr
+from tvlars.testing.official import official_warmup_lr
 
 
 def test_matches_official_schedule_step_by_step():

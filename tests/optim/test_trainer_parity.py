@@ -9,10 +9,9 @@ import torch
 from torch import nn
 
 import search_spaces
+from tvlars.testing.cases import TinyNet, assert_same_parameters, batches, step_together
+from tvlars.testing.official import OfficialLAMB, OfficialLARS, OfficialTVLARS, official_warmup_lr
 from tvlars.train import TrialConfig, build_optimizer
-
-from .cases import TinyNet, assert_same_parameters, batches, step_together
-from .official import OfficialLAMB, OfficialLARS, OfficialTVLARS, official_warmup_lr
 
 BATCH_SIZES = (512, 1024, 2048, 4096, 8192, 16384, 32768)
 STEPS = 40

@@ -14,9 +14,8 @@ from torch import nn
 
 from tvlars import LAMB, LARS, TVLARS, create_optimizer, param_groups, phi
 from tvlars.optim import get_optimizer_info, list_optimizers
-
-from .cases import TinyNet, assert_same_parameters, batches, step_together
-from .official import OfficialLAMB, OfficialTVLARS
+from tvlars.testing.cases import TinyNet, assert_same_parameters, batches, step_together
+from tvlars.testing.official import OfficialLAMB, OfficialTVLARS
 
 
 # float32 at a milder lr: at lr 3 the 1-D parameters (plain SGD) grow to hundreds and amplify float32 rounding

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from service.testing.server import start_server
+
 from ..utils.plugins import FIXTURE_PACKAGES, ensure_example_plugin, pip_install
-from ..utils.server import start_server
 
 # the fixture distributions' sources are installed, never imported from here (one fails at import on purpose)
 collect_ignore_glob = ["packages/*"]

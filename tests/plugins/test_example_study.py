@@ -11,10 +11,10 @@ import yaml
 
 from search_spaces import merge
 from search_spaces.spec import StudySpec
+from service.testing.server import READ_KEY, wait_state
 
 from ..conftest import unique_name
 from ..utils.plugins import EXAMPLE
-from ..utils.server import READ_KEY, wait_state
 
 SPEC = yaml.safe_load((EXAMPLE / "study.yaml").read_text())
 

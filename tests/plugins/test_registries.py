@@ -123,8 +123,7 @@ def test_a_worker_without_the_plugin_refuses_the_study_at_claim_naming_its_host(
     # what the API accepted where the plugin is installed, a worker here (without it) re-validates before any trial
     from service.engine import run_study
     from service.errors import InvalidSpecError
-
-    from ..utils.specs import quick_spec
+    from service.testing.specs import quick_spec
 
     spec = quick_spec("elsewhere", workload={"dataset": "broken_data"})
     with pytest.raises(InvalidSpecError) as info:

@@ -7,8 +7,7 @@ from pydantic import ValidationError
 
 from search_spaces import merge
 from search_spaces.spec import StudySpec
-
-from ..utils.specs import quick_spec
+from service.testing.specs import quick_spec
 
 
 def test_quick_spec_is_valid_and_builds_trial_configs():

@@ -8,8 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from service.core.db import dispose
-
-from ..utils.server import start_server
+from service.testing.server import start_server
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from ..utils.specs import quick_spec
+from service.testing.specs import quick_spec
 
 
 def test_a_chunked_body_over_256_kib_is_413(server):

@@ -23,11 +23,11 @@ from service.crud import cancel_study, claim_next_study, create_study, finish_st
 from service.engine.lease import Lease
 from service.engine.records import create_or_load
 from service.models import StudyRecord, StudyState, utcnow
+from service.testing.server import start_worker, wait_until
+from service.testing.specs import quick_spec
 from service.worker import Worker
 
 from ..conftest import unique_name
-from ..utils.server import start_worker, wait_until
-from ..utils.specs import quick_spec
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

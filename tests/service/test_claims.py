@@ -11,10 +11,10 @@ from service.core.config import Settings
 from service.core.db import migrate, session_scope
 from service.crud import claim_next_study, create_study, finish_study
 from service.models import StudyRecord, StudyState
+from service.testing.specs import quick_spec
 from service.worker import Worker
 
 from ..conftest import unique_name
-from ..utils.specs import quick_spec
 
 
 def _queue(url: str, epochs: int, comparison: str | None = None) -> str:

@@ -11,9 +11,10 @@ import httpx
 import pytest
 import yaml
 
+from service.testing.server import READ_KEY, REPO, WRITE_KEY, free_port, service_env, start_server
+from service.testing.specs import quick_spec
+
 from ..conftest import unique_name
-from ..utils.server import READ_KEY, REPO, WRITE_KEY, free_port, service_env, start_server
-from ..utils.specs import quick_spec
 
 
 def cli(server, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:

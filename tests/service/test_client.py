@@ -4,10 +4,10 @@ waited on with a progress callback, its leaderboard; a small comparison's result
 from __future__ import annotations
 
 from service.client import Client
+from service.testing.server import WRITE_KEY
+from service.testing.specs import quick_spec
 
 from ..conftest import unique_name
-from ..utils.server import WRITE_KEY
-from ..utils.specs import quick_spec
 from .test_cli_dashboard import cli
 
 #: The smallest comparison there is: two arms at one batch size, one 1-epoch tuning trial each, two re-run seeds.

@@ -20,11 +20,11 @@ from service.comparisons.report import PLOTS, format_summary
 from service.core.db import session_scope
 from service.models import StudyRecord
 from service.optuna_queries import trial_epochs
+from service.testing.server import REPO, WRITE_KEY, service_env
 from service.trial_report import TrialAttr
 
 from ..conftest import unique_name
 from ..utils.comparisons import chromium, rendered_image_widths
-from ..utils.server import REPO, WRITE_KEY, service_env
 
 #: compare-quick, smaller: 2 arms × 1 batch size × 2 tuning repeats of 2 full 3-epoch trials, range check flagging
 #: only.

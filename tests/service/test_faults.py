@@ -17,9 +17,10 @@ import httpx
 import optuna
 import pytest
 
+from service.testing.server import Server, start_server, start_worker, wait_state, wait_until
+from service.testing.specs import quick_spec
+
 from ..conftest import unique_name
-from ..utils.server import Server, start_server, start_worker, wait_state, wait_until
-from ..utils.specs import quick_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_address")]
 

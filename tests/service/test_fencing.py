@@ -19,11 +19,11 @@ import pytest
 import sqlalchemy as sa
 
 from service.models import StudyRecord, WorkerRecord
+from service.testing.server import start_server, start_worker, wait_state, wait_until
+from service.testing.specs import quick_spec
 from service.trial_report import TrialAttr
 
 from ..conftest import unique_name
-from ..utils.server import start_server, start_worker, wait_state, wait_until
-from ..utils.specs import quick_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_address")]
 

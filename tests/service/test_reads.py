@@ -11,9 +11,9 @@ from optuna.trial import TrialState
 from service.core.db import session_scope
 from service.engine import run_study
 from service.optuna_queries import leaderboard, trial_counts, trials_page
+from service.testing.specs import quick_spec
 
 from ..conftest import unique_name
-from ..utils.specs import quick_spec
 
 
 @pytest.mark.usefixtures("ray_address")

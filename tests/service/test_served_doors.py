@@ -19,8 +19,7 @@ import pytest
 
 from service._optuna import open_storage
 from service.core.db import dispose
-
-from ..utils.server import READ_KEY, REPO, WRITE_KEY, free_port
+from service.testing.server import READ_KEY, REPO, WRITE_KEY, free_port
 
 KEYS = f"{WRITE_KEY}:write,{READ_KEY}:read"
 

@@ -10,11 +10,11 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from search_spaces import merge
+from service.testing.server import READ_KEY, WRITE_KEY, start_worker, wait_state
+from service.testing.specs import quick_spec
 
 from ..conftest import unique_name
 from ..search_spaces.test_spec import BAD
-from ..utils.server import READ_KEY, WRITE_KEY, start_worker, wait_state
-from ..utils.specs import quick_spec
 
 
 def tiny(name: str, **overrides) -> dict:

@@ -13,10 +13,10 @@ from search_spaces.spec import StudySpec
 from service.core.db import migrate, session_scope
 from service.crud import create_study
 from service.models import StudyRecord
+from service.testing.server import start_server, start_worker, wait_until
+from service.testing.specs import quick_spec
 
 from ..conftest import unique_name
-from ..utils.server import start_server, start_worker, wait_until
-from ..utils.specs import quick_spec
 
 pytestmark = pytest.mark.usefixtures("ray_address")
 

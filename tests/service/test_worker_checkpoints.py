@@ -6,7 +6,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from ..utils.server import start_worker, wait_until
+from service.testing.server import start_worker, wait_until
+
 from .test_worker import _submit, _takeover
 
 pytestmark = [pytest.mark.usefixtures("ray_address"), pytest.mark.slow]

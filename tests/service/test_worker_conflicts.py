@@ -12,10 +12,10 @@ from service.crud import claim_next_study, create_study
 from service.engine.lease import Lease
 from service.engine.records import create_or_load
 from service.models import StudyRecord
+from service.testing.specs import quick_spec
 from service.worker import Worker
 
 from ..conftest import unique_name
-from ..utils.specs import quick_spec
 
 
 def _claimed(url: str, spec: StudySpec, worker: Worker) -> StudyRecord:

@@ -1,4 +1,4 @@
-"""Real servers for the service tests: ``tvlars-tune serve`` (uvicorn + workers) and workers alone, as subprocesses."""
+"""Real servers for tests and benchmarks: `tvlars-tune serve` (uvicorn + workers) and workers alone, as subprocesses."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 WRITE_KEY = "write-key-0123456789"
@@ -101,7 +100,7 @@ def wait_for(server: Server, path: str, timeout_s: float) -> None:
 
 
 def wait_until(predicate, timeout_s: float, what: str, poll_s: float = 0.2):
-    """``predicate()``'s first truthy value, polled every ``poll_s`` for up to ``timeout_s``; else the test fails,
+    """``predicate()``'s first truthy value, polled every ``poll_s`` for up to ``timeout_s``; else ``TimeoutError``
     naming ``what`` it waited for."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -109,7 +108,7 @@ def wait_until(predicate, timeout_s: float, what: str, poll_s: float = 0.2):
         if value:
             return value
         time.sleep(poll_s)
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+    raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def wait_state(client: httpx.Client, study_id: str, states: tuple[str, ...], timeout_s: float = 120) -> dict:

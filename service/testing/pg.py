@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from tests.utils.server import free_port
+from service.testing.server import free_port
 
 PG_USER = "postgres"
 
