@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .server import REPO
+from service.testing.server import REPO
 
 EXAMPLE = REPO / "examples" / "workload-plugin"
 EXAMPLE_OPTIMIZER = REPO / "examples" / "optimizer-plugin"
