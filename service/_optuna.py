@@ -12,16 +12,19 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import optuna
 import sqlalchemy as sa
 from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages._rdb import models as _rdb_models
+from optuna.storages._rdb import storage as _rdb_storage
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from .core.db import TRANSIENT_ERRORS, engine_kwargs, normalize_url, on_dispose
+from .core.db import TRANSIENT_ERRORS, engine_kwargs, normalize_url, on_dispose, sqlite_synchronous
 
 __all__ = [
     "Backoff",
@@ -34,6 +37,7 @@ __all__ = [
     "read_study_system_attr",
     "reopen_trial",
     "set_intermediate_value",
+    "set_user_attrs",
     "stored_intermediate_values",
     "study_system_attr_json",
     "swap_study_system_attr",
@@ -136,6 +140,19 @@ class RetryingRDBStorage(RDBStorage):
                 log.warning("database back after %d retries (%s)", backoff.failures, name)
             return result
 
+    def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
+        """Several user attrs of one trial in one transaction: one commit where ``set_trial_user_attr`` makes one
+        per key (a trial's end writes a dozen; each commit of a SQLite file waits for its disk)."""
+
+        def write() -> None:
+            with _rdb_storage._create_scoped_session(self.scoped_session, True) as session:
+                for key, value in attrs.items():
+                    self._set_trial_attr_without_commit(
+                        session, _rdb_models.TrialUserAttributeModel, trial_id, key, value
+                    )
+
+        self._retrying("set_trial_user_attrs", write)
+
 
 def _wrap(name: str):
     method = getattr(RDBStorage, name)
@@ -173,11 +190,16 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     with _LOCK:
         storage = _STORAGES.get(url)
         if storage is None:
-            if make_url(url).get_backend_name() == "sqlite" and make_url(url).database not in (None, "", ":memory:"):
+            parsed = make_url(url)
+            sqlite_file = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
+            if sqlite_file:
                 _enable_sqlite_wal(url)
             from .core.config import get_settings
 
             storage = RetryingRDBStorage(url, engine_kwargs=engine_kwargs(url))
+            if sqlite_file:
+                sqlite_synchronous(storage.engine)
+                storage.engine.dispose()  # the connections made while creating its tables: opened again with it
             storage.retry_s = get_settings().db_outage_retry_s
             _STORAGES[url] = storage
         return storage
@@ -200,9 +222,26 @@ def fail_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, attrs: dict
     Returns whether this call made it FAIL (False: it had finished meanwhile).
     """
     storage = study._storage
-    for key, value in attrs.items():
-        storage.set_trial_user_attr(trial._trial_id, key, value)
+    backend = getattr(storage, "_backend", storage)
+    if isinstance(backend, RetryingRDBStorage):
+        backend.set_trial_user_attrs(trial._trial_id, attrs)
+    else:
+        for key, value in attrs.items():
+            storage.set_trial_user_attr(trial._trial_id, key, value)
     return storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+
+
+def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+    """``trial.set_user_attr`` for each of ``attrs``, written in one transaction where the storage is ours."""
+    if not attrs:
+        return
+    backend = getattr(trial.storage, "_backend", trial.storage)  # Optuna wraps an RDB storage in a cache
+    if not isinstance(backend, RetryingRDBStorage):
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return
+    backend.set_trial_user_attrs(trial._trial_id, attrs)
+    trial._cached_frozen_trial.user_attrs.update(attrs)  # what Trial.set_user_attr keeps for the trial's reads
 
 
 def set_intermediate_value(study: optuna.Study, trial: optuna.Trial, step: int, value: float) -> None:

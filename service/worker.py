@@ -214,6 +214,7 @@ class Worker:
                 storage_path=self.settings.checkpoint_path,
                 fenced=self._fenced.is_set,
                 driver=self.id,
+                checkpoint_interval_s=self.settings.checkpoint_interval_s,
             )
             outcome = result.as_dict()
             state, error = result.state, result.reason if result.state != StudyState.SUCCEEDED else None

@@ -11,6 +11,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 DEFAULT_PG = "postgresql+psycopg://root@127.0.0.1:5432/test"
+# The tests kill trials mid-way and check that they continue from their last epoch: a checkpoint after every epoch
+# (the service's default saves one per 10 s of a trial; tests/unit/service/test_storage_writes.py tests that).
+os.environ.setdefault("TVLARS_CHECKPOINT_INTERVAL_S", "0")
 #: Fixtures that make a test part of the real-process tier (PostgreSQL, Ray, a uvicorn server).
 INTEGRATION_FIXTURES = {"pg_url", "own_pg_url", "ray_address", "server", "idle_server"}
 

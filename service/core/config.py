@@ -105,6 +105,21 @@ class Settings(BaseSettings):
     db_outage_retry_s: float = Field(
         default=600.0, ge=0, description="how long the worker and engine retry through a database outage"
     )
+    checkpoint_interval_s: float = Field(
+        default=10.0,
+        ge=0,
+        description=(
+            "least time between two checkpoints of a trial on a warm runner (0: every epoch); a runner killed under "
+            "its trial loses at most this much of it"
+        ),
+    )
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
+        default="NORMAL",
+        description=(
+            "PRAGMA synchronous of a SQLite file in WAL mode: NORMAL keeps every commit through a killed process "
+            "(not through a power loss) at half the disk waits of FULL"
+        ),
+    )
 
     @property
     def api_threads(self) -> int:

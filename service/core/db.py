@@ -89,12 +89,35 @@ def engine_kwargs(url: str) -> dict:
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, SATimeoutError)
 
 
+def sqlite_synchronous(engine: Engine) -> Engine:
+    """``engine``, which sets ``PRAGMA synchronous`` (``TVLARS_SQLITE_SYNCHRONOUS``) on each new connection to a SQLite
+    file in WAL mode. NORMAL syncs the WAL at checkpoints, not at every commit: a commit survives the process
+    being killed (the OS has the file), not a power loss; FULL waits for the disk at every commit (a trial's end
+    makes a few; on a slow disk each is milliseconds). Other journal modes and other databases are left alone."""
+    if engine.dialect.name != "sqlite":
+        return engine
+    from .config import get_settings
+
+    level = get_settings().sqlite_synchronous
+
+    @sa.event.listens_for(engine, "connect")
+    def _set_synchronous(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                cursor.execute(f"PRAGMA synchronous={level}")
+        finally:
+            cursor.close()
+
+    return engine
+
+
 def get_engine(url: str) -> Engine:
     """The process's engine for ``url`` (one pool per database)."""
     url = normalize_url(url)
     with _LOCK:
         if url not in _ENGINES:
-            _ENGINES[url] = sa.create_engine(url, **engine_kwargs(url))
+            _ENGINES[url] = sqlite_synchronous(sa.create_engine(url, **engine_kwargs(url)))
             _SESSIONS[url] = sessionmaker(_ENGINES[url], expire_on_commit=False)
             # reads in autocommit: no BEGIN and COMMIT round trips (each statement of a read-committed transaction
             # sees its own snapshot anyway, so a multi-statement read sees nothing different)

@@ -85,6 +85,18 @@ def checkpoint_storage(storage: str) -> str:
 # -- the actor ----------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Checkpoints:
+    """How a warm runner checkpoints its trials: at most one per ``interval_s`` seconds of a trial (0: after every
+    epoch), the last ``keep`` kept. A runner killed under its trial starts it again from its latest checkpoint, so
+    it loses at most ``interval_s`` of training (a trial shorter than that, all of it); a checkpoint of a small
+    model costs tens of milliseconds (a save, a copy to the study's storage, a record in Optuna), which a trial of
+    one second per epoch would otherwise pay every epoch."""
+
+    keep: int = 2
+    interval_s: float = 0.0
+
+
 class TrialRunner:
     """A Ray actor that runs one trial at a time in a thread of its own and hands back its results when polled."""
 
@@ -106,7 +118,7 @@ class TrialRunner:
         """Where it runs (its Ray node id); answered once the actor has started."""
         return ray.get_runtime_context().get_node_id()
 
-    def start(self, config: dict[str, Any], trial_id: str, storage: str, folder: str, keep: int) -> None:
+    def start(self, config: dict[str, Any], trial_id: str, storage: str, folder: str, policy: Checkpoints) -> None:
         """Start a trial (see :func:`.trainable.run_trial`); checkpoints go to ``storage``/``folder``."""
         with self._cond:
             if not self._done:
@@ -114,7 +126,7 @@ class TrialRunner:
             self._results, self._done, self._trial = [], False, trial_id
             self._cond.notify_all()
         threading.Thread(
-            target=self._run, args=(config, trial_id, storage, folder, keep), name="trial", daemon=True
+            target=self._run, args=(config, trial_id, storage, folder, policy), name="trial", daemon=True
         ).start()
 
     def poll(self, trial_id: str, timeout: float, recorded: str | None = None) -> tuple[list[dict[str, Any]], bool]:
@@ -133,10 +145,10 @@ class TrialRunner:
             out, self._results = self._results, []
             return out, self._done
 
-    def _run(self, config: dict[str, Any], trial_id: str, storage: str, folder: str, keep: int) -> None:
+    def _run(self, config: dict[str, Any], trial_id: str, storage: str, folder: str, policy: Checkpoints) -> None:
         from .trainable import run_trial
 
-        saved = self._copies = _CheckpointCopies(storage, folder, keep)
+        saved = self._copies = _CheckpointCopies(storage, folder, policy.keep)
 
         def send(result: dict[str, Any], checkpoint: Path | None) -> None:
             if checkpoint is not None:
@@ -146,7 +158,7 @@ class TrialRunner:
                 self._cond.notify_all()
 
         try:
-            run_trial(config, send, trial_id=trial_id)
+            run_trial(config, send, trial_id=trial_id, checkpoint_interval_s=policy.interval_s)
         except BaseException as e:  # run_trial reports the trial's own errors; this is the runner's (a full disk)
             log.exception("trial %s: the runner failed", trial_id)
             failed = EpochReport(0, final=True, error=f"the trial runner failed: {type(e).__name__}: {e}")
@@ -366,7 +378,7 @@ class _Run:
     searcher: Any
     storage: str
     folder: str
-    keep: int
+    checkpoints: Checkpoints
     errors: dict[str, str]
     runners: list[_Runner] = field(default_factory=list)
     active: list[_Active] = field(default_factory=list)
@@ -381,7 +393,7 @@ def run_trials(
     *,
     stop_reason: Callable[[], str | None],
     storage: str,
-    keep: int,
+    checkpoints: Checkpoints,
     errors: dict[str, str],
 ) -> str | None:
     """Run a study's trials on warm runners until the searcher has no more or ``stop_reason`` says stop.
@@ -391,7 +403,8 @@ def run_trials(
     """
     key = (float(spec.resources.cpu), float(spec.resources.gpu))
     n = spec.budget.max_concurrent
-    run = _Run(spec, searcher, checkpoint_storage(storage), f"{spec.name}-{uuid.uuid4().hex[:8]}", keep, errors)
+    folder = f"{spec.name}-{uuid.uuid4().hex[:8]}"
+    run = _Run(spec, searcher, checkpoint_storage(storage), folder, checkpoints, errors)
     run.runners = RUNNERS.take(key, n)
     try:
         while True:
@@ -443,7 +456,7 @@ def _start(run: _Run, trial: _Active, runner: _Runner) -> None:
         config["restore"] = trial.checkpoint
     trial.runner = runner
     folder = f"{run.folder}/{trial.trial_id}"
-    runner.handle.start.remote(config, trial.trial_id, run.storage, folder, run.keep)
+    runner.handle.start.remote(config, trial.trial_id, run.storage, folder, run.checkpoints)
     trial.poll_ref = runner.handle.poll.remote(trial.trial_id, POLL_S, trial.checkpoint)
     run.active.append(trial)
 

@@ -23,7 +23,7 @@ from ray.tune.search import Searcher
 
 from search_spaces.spec import StudySpec
 
-from .._optuna import reopen_trial, set_intermediate_value, stored_intermediate_values
+from .._optuna import reopen_trial, set_intermediate_value, set_user_attrs, stored_intermediate_values
 from ..core.jsondata import jsonable
 from ..optuna_queries import epochs_spent, stored_trials
 from ..trial_report import MAX_REASON_CHARS, EpochReport, FailKind, TrialAttr, curves, summary
@@ -145,8 +145,7 @@ class OptunaStudySearcher(Searcher):
         if self.fenced:
             return 0
         for run in runs:
-            self._mark_told(run.optuna_trial)
-            self._fail(run.optuna_trial, kind, reason)
+            self._fail(run.optuna_trial, kind, reason, self._told_by())
         return len(runs)
 
     # -- Searcher API ---------------------------------------------------------------------------------------------
@@ -166,14 +165,15 @@ class OptunaStudySearcher(Searcher):
                 # enough trials are under way; a failure (or a pruned trial's unspent epochs) may call for another
                 return None if self._running else Searcher.FINISHED
             trial = self.study.ask(self._distributions)
-            trial.set_user_attr(TrialAttr.RAY_TRIAL_ID, trial_id)
-            if self._driver is not None:
-                trial.set_user_attr(TrialAttr.DRIVER, self._driver)
             self._running[trial_id] = TrialRun(trial)
             self._numbers[trial_id] = trial.number
             config = self._config(trial.number, dict(trial.params))
-            trial.set_user_attr(TrialAttr.SEED, config["trial"]["seed"])
+            set_user_attrs(trial, {**self._driven_by(trial_id), TrialAttr.SEED: config["trial"]["seed"]})
         return config
+
+    def _driven_by(self, trial_id: str) -> dict[str, Any]:
+        """The attrs that say who runs a trial: its Ray trial id, and this driver where it has a name."""
+        return {TrialAttr.RAY_TRIAL_ID: trial_id, **({TrialAttr.DRIVER: self._driver} if self._driver else {})}
 
     def _config(self, number: int, params: dict[str, Any], restore: str | None = None) -> dict[str, Any]:
         seed = self.spec.seed + number if self.spec.vary_seed else self.spec.seed
@@ -190,11 +190,8 @@ class OptunaStudySearcher(Searcher):
         """The config that continues a RUNNING trial of a dead driver from its checkpoint (lock held)."""
         frozen = resumable.trial
         trial = reopen_trial(self.study, frozen)
-        trial.set_user_attr(TrialAttr.RAY_TRIAL_ID, trial_id)
-        if self._driver is not None:
-            trial.set_user_attr(TrialAttr.DRIVER, self._driver)
         run = TrialRun(trial, restarts=int(frozen.user_attrs.get(TrialAttr.RESTARTS, 0)) + 1)
-        trial.set_user_attr(TrialAttr.RESTARTS, run.restarts)
+        set_user_attrs(trial, {**self._driven_by(trial_id), TrialAttr.RESTARTS: run.restarts})
         run.lineage = list(frozen.user_attrs.get(TrialAttr.PBT_LINEAGE, []))
         self._running[trial_id] = run
         self._numbers[trial_id] = frozen.number
@@ -275,9 +272,8 @@ class OptunaStudySearcher(Searcher):
         report = EpochReport.from_result(result)
         where = (report.node_id, report.hostname)
         if where != run.where and where != (None, None):  # (no node id: the trial ran outside Ray, in a test)
-            if where[0] is not None:
-                trial.set_user_attr(TrialAttr.NODE_ID, where[0])
-            trial.set_user_attr(TrialAttr.HOSTNAME, where[1])
+            node = {TrialAttr.NODE_ID: where[0]} if where[0] is not None else {}
+            set_user_attrs(trial, {**node, TrialAttr.HOSTNAME: where[1]})
             run.where = where
         if report.error is not None or report.epoch is None:
             return
@@ -331,18 +327,20 @@ class OptunaStudySearcher(Searcher):
                     set_intermediate_value(self.study, trial, int(r.epoch), value)
 
     def _tell(self, trial_id: str, run: TrialRun, result: dict[str, Any] | None, error: bool) -> None:
+        """Store how the trial ended: its attrs (who told it, its curves and summary, why it failed) in one write,
+        then its state."""
         trial = run.optuna_trial
-        self._mark_told(trial)
-        trial.set_user_attr(TrialAttr.CHECKPOINT, None)  # ended: nothing to continue
+        attrs: dict[str, Any] = {**self._told_by(), TrialAttr.CHECKPOINT: None}  # ended: nothing to continue
         last = run.results[-1] if run.results else None
-        self._save_curves(trial, run)
+        if run.results:
+            attrs[TrialAttr.CURVES] = jsonable(curves(run.results))
+            attrs.update(jsonable(summary(run.results)))
         report = EpochReport.from_result(result) if result is not None else None
         if error:
             reason = self._error_text(trial_id) or "the trial's Ray actor failed (after retries)"
-            self._fail(trial, FailKind.INFRASTRUCTURE, reason)
+            self._fail(trial, FailKind.INFRASTRUCTURE, reason, attrs)
         elif report is not None and report.error is not None:
-            trial.set_user_attr(TrialAttr.TRACEBACK, report.traceback or "")
-            self._fail(trial, FailKind.ERROR, report.error)
+            self._fail(trial, FailKind.ERROR, report.error, {**attrs, TrialAttr.TRACEBACK: report.traceback or ""})
             with self._lock:
                 self._n_errors += 1
                 if self._n_errors > self.spec.budget.max_failed and self._stop_reason is None:
@@ -352,34 +350,30 @@ class OptunaStudySearcher(Searcher):
         elif last is not None and last.final:
             values = [last.value(o.metric) for o in self.spec.objectives]
             if all(v is not None and math.isfinite(v) for v in values):
+                set_user_attrs(trial, attrs)
                 self.study.tell(trial, values[0] if self._single_objective else values)
                 with self._lock:
                     self._n_finished += 1
             else:
-                self._fail(trial, FailKind.NOT_FINITE, f"objective not finite at the end: {values}")
+                self._fail(trial, FailKind.NOT_FINITE, f"objective not finite at the end: {values}", attrs)
         elif self._stop_reason is not None or self._should_stop() is not None:
-            self._fail(trial, FailKind.CANCELLED, f"stopped before finishing: {self._stop_reason or 'cancelled'}")
+            reason = f"stopped before finishing: {self._stop_reason or 'cancelled'}"
+            self._fail(trial, FailKind.CANCELLED, reason, attrs)
         elif self._single_objective and run.results:
             # stopped by the scheduler before its last epoch: PRUNED, valued at its last intermediate value
+            set_user_attrs(trial, attrs)
             self.study.tell(trial, state=TrialState.PRUNED)
             with self._lock:
                 self._n_finished += 1
         else:
-            self._fail(trial, FailKind.INFRASTRUCTURE, "the trial ended without a final result")
+            self._fail(trial, FailKind.INFRASTRUCTURE, "the trial ended without a final result", attrs)
 
-    def _mark_told(self, trial: optuna.Trial) -> None:
-        if self._driver is not None:
-            trial.set_user_attr(TrialAttr.TOLD_BY, self._driver)
+    def _told_by(self) -> dict[str, Any]:
+        return {TrialAttr.TOLD_BY: self._driver} if self._driver is not None else {}
 
-    def _fail(self, trial: optuna.Trial, kind: str, reason: str) -> None:
-        trial.set_user_attr(TrialAttr.FAIL_KIND, kind)
-        trial.set_user_attr(TrialAttr.FAIL_REASON, reason[:MAX_REASON_CHARS])
+    def _fail(self, trial: optuna.Trial, kind: str, reason: str, attrs: dict[str, Any] | None = None) -> None:
+        """FAIL the trial with its kind and reason, written with ``attrs`` in one go."""
+        failure = {TrialAttr.FAIL_KIND: kind, TrialAttr.FAIL_REASON: reason[:MAX_REASON_CHARS]}
+        set_user_attrs(trial, {**(attrs or {}), **failure})
         self.study.tell(trial, state=TrialState.FAIL)
         log.info("trial %d FAIL (%s): %s", trial.number, kind, reason.splitlines()[0] if reason else "")
-
-    def _save_curves(self, trial: optuna.Trial, run: TrialRun) -> None:
-        if not run.results:
-            return
-        trial.set_user_attr(TrialAttr.CURVES, jsonable(curves(run.results)))
-        for key, value in jsonable(summary(run.results)).items():
-            trial.set_user_attr(key, value)

@@ -32,6 +32,12 @@ __all__ = ["run_study"]
 log = logging.getLogger(__name__)
 
 
+def _checkpoint_interval(given: float | None) -> float:
+    from ..core.config import get_settings
+
+    return given if given is not None else get_settings().checkpoint_interval_s
+
+
 def run_study(
     spec: StudySpec | dict[str, Any],
     storage_url: str,
@@ -45,6 +51,7 @@ def run_study(
     storage_path: str | None = None,
     fenced: Callable[[], bool] | None = None,
     driver: str | None = None,
+    checkpoint_interval_s: float | None = None,
 ) -> StudyOutcome:
     """Run (or resume) a study to the end of its budget.
 
@@ -61,6 +68,8 @@ def run_study(
         storage_path: where trial checkpoints go, a folder every Ray node can reach or a URI (``s3://...``);
             default ``TVLARS_CHECKPOINT_PATH``, else ``results_dir``.
         lease_ttl_s: seconds after which a silent driver's lease counts as stale (default 30; ``TVLARS_LEASE_TTL_S``).
+        checkpoint_interval_s: least seconds between two checkpoints of a trial on warm runners (0: every epoch;
+            default ``TVLARS_CHECKPOINT_INTERVAL_S``, 10).
         fenced: polled before every write to the study: True when this driver's caller learned it lost the study
             (a worker whose claim another worker took over). A lost lease fences the run the same way.
         driver: who drives (a worker's id), stored on the lease and on each trial asked for or told.
@@ -94,7 +103,7 @@ def run_study(
         if n_errors > spec.budget.max_failed and not resume:
             return outcome(study, spec, StudyState.FAILED, f"{n_errors} trials failed (budget.max_failed)")
 
-        from .runners import RUNNERS, run_trials, uses_runners
+        from .runners import RUNNERS, Checkpoints, run_trials, uses_runners
         from .searcher import OptunaStudySearcher
 
         warm = uses_runners(spec)
@@ -122,7 +131,10 @@ def run_study(
                 searcher,
                 stop_reason=stop,
                 storage=storage_location(storage_path, results_dir),
-                keep=CHECKPOINTS_KEPT.get(spec.scheduler.name, 2),
+                checkpoints=Checkpoints(
+                    keep=CHECKPOINTS_KEPT.get(spec.scheduler.name, 2),
+                    interval_s=_checkpoint_interval(checkpoint_interval_s),
+                ),
                 errors=errors,
             )
         else:

@@ -87,13 +87,16 @@ def run_trial(
     trial_id: str | None,
     checkpoint: tune.Checkpoint | None = None,
     from_run: bool = False,
+    checkpoint_interval_s: float = 0.0,
 ) -> None:
     """One trial, for any host: Tune's function trainable or the engine's own trial runners (:mod:`.runners`).
 
     ``send(result, folder)`` gets each epoch's result (``EpochReport.to_result``), with the folder of the
     checkpoint saved for that epoch (or None); the folder is deleted once ``send`` returns. ``checkpoint`` (else
     ``config["restore"]``) is the state to continue from; ``from_run``: it is the host's own checkpoint of this
-    run (a retry, a pause, or another trial's state cloned in by PBT).
+    run (a retry, a pause, or another trial's state cloned in by PBT). ``checkpoint_interval_s``: an epoch's state
+    is saved only when at least this long has passed since the trial started or was last saved (0: every epoch,
+    as Tune's schedulers need).
     """
     import torch
 
@@ -112,6 +115,7 @@ def run_trial(
     facts = EpochReport(None, node_id=_node_id(), hostname=socket.gethostname())
     facts.attempt = uuid.uuid4().hex[:12]  # tells the driver that the trial's function started again
     pending: list[Path] = []  # the checkpoint folder to report with the next result
+    last_saved = started
     history: list[dict[str, Any]] = []
 
     def report(row: dict[str, Any]) -> None:
@@ -131,10 +135,14 @@ def run_trial(
                 shutil.rmtree(folder, ignore_errors=True)
 
     def save_state(epoch: int, state: dict[str, Any]) -> None:
+        nonlocal last_saved
         if epoch == epochs:
             # the trial is done: nothing to continue, and PBT must not clone a finished model into a member that
             # then reports it as its own result
             return
+        if time.perf_counter() - last_saved < checkpoint_interval_s:
+            return  # the last one is recent enough
+        last_saved = time.perf_counter()
         folder = Path(tempfile.mkdtemp(prefix=f"tvlars-ckpt-{number}-{epoch}-"))
         torch.save(state, folder / STATE_FILE)
         (folder / META_FILE).write_text(json.dumps({"trial_id": trial_id, "number": number, "epoch": epoch}))
