@@ -54,6 +54,9 @@ __all__ = [
 ]
 
 DATA_DIR_ENV = "TVLARS_DATA_DIR"
+#: Where generated datasets (MNIST-1D) are cached when no data directory is configured: ``TVLARS_CACHE_DIR``, else
+#: ``$XDG_CACHE_HOME/tvlars``, else ``~/.cache/tvlars``; an empty ``TVLARS_CACHE_DIR`` turns the cache off.
+CACHE_DIR_ENV = "TVLARS_CACHE_DIR"
 # Bump when the layout of a cache file changes; old caches are then ignored and rebuilt.
 _CACHE_VERSION = 1
 _TINY_CACHE_NAME = f".tvlars-cache-v{_CACHE_VERSION}.npz"
@@ -371,6 +374,21 @@ def _generate_mnist1d(num_samples: int, seed: int) -> tuple[np.ndarray, ...]:
     return arrays
 
 
+def _generated_cache_dir() -> Path | None:
+    """Where generated datasets are cached without a data dir (see :data:`CACHE_DIR_ENV`), or None (turned off, or
+    it cannot be made)."""
+    configured = os.environ.get(CACHE_DIR_ENV)
+    if configured is not None and not configured.strip():
+        return None
+    base = configured or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "tvlars")
+    folder = Path(base).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder
+
+
 def _mnist1d_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -390,12 +408,13 @@ def _load_mnist1d(
     num_samples = _check_int("num_samples", num_samples, 10)
     seed = _check_int("seed", seed, 0)
     keys = ("x", "y", "x_test", "y_test")
-    # Optional on-disk cache so each new worker process skips generation; only inside an existing data dir.
+    # On-disk cache so each new process (a trial runner, a worker) skips generation (seconds for a few thousand
+    # rows): in the data dir when there is one, else in the cache dir.
     cache = None
-    if root is not None and root.is_dir():
-        cache = (
-            root / "mnist1d" / f".tvlars-cache-v{_CACHE_VERSION}-mnist1d{_mnist1d_version()}-n{num_samples}-s{seed}.npz"
-        )
+    folder = root if root is not None and root.is_dir() else _generated_cache_dir()
+    if folder is not None:
+        name = f".tvlars-cache-v{_CACHE_VERSION}-mnist1d{_mnist1d_version()}-n{num_samples}-s{seed}.npz"
+        cache = folder / "mnist1d" / name
     cached = _read_npz(cache, keys) if cache is not None else None
     if cached is not None:
         x, y, x_test, y_test = (cached[k] for k in keys)
