@@ -1,5 +1,5 @@
 # Two commands for a newcomer: `make demo` and `make test`. Both set up .venv first.
-# `make test-fast`: the unit, doctest and in-process API tiers (no PostgreSQL, Ray or uvicorn).
+# `make test-fast`: tests/unit (the in-process API included) and the packages' doctests: no PostgreSQL, Ray or uvicorn.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -30,13 +30,15 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
 		|| echo "chromium not installed: the browser check of the comparison report will skip" || true
 
+# tests/unit, tests/integration and the doctests; tests/integration/cluster in a process of its own
 test: install browser
 	$(PY) -m pytest -q -m "not cluster"
 	# the multi-node cluster tests in a process of their own: the session's local Ray and its workers stay out of it
 	$(PY) -m pytest -q -m cluster
 
+# the folder decides the tier: tests/conftest.py refuses a test under tests/unit that needs PostgreSQL, Ray or a server
 test-fast: install
-	$(PY) -m pytest -q -m "not integration and not cluster"
+	$(PY) -m pytest -q tests/unit tvlars search_spaces
 
 demo: install
 	$(BIN)/tvlars-tune demo

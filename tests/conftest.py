@@ -1,10 +1,16 @@
-"""Shared fixtures: a fresh PostgreSQL database, SQLite files, and one Ray cluster for the whole test session."""
+"""The tiers, and the fixtures both share: a fresh PostgreSQL database, SQLite files, one Ray cluster for the whole
+test session, the example plugins installed.
+
+tests/unit/ holds what needs no PostgreSQL, Ray or real server (``make test-fast``; tests/unit/conftest.py checks that
+no unit test leaves Ray running); tests/integration/ the rest. The integration fixtures are defined here and refused
+below tests/unit at collection."""
 
 from __future__ import annotations
 
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -12,15 +18,45 @@ from sqlalchemy.engine import make_url
 
 DEFAULT_PG = "postgresql+psycopg://root@127.0.0.1:5432/test"
 # The tests kill trials mid-way and check that they continue from their last epoch: a checkpoint after every epoch
-# (the service's default saves one per 10 s of a trial; tests/unit/service/test_storage_writes.py tests that).
+# (the service's default saves one per 10 s of a trial; tests/unit/service/test_trial_writes.py tests that).
 os.environ.setdefault("TVLARS_CHECKPOINT_INTERVAL_S", "0")
-#: Fixtures that make a test part of the real-process tier (PostgreSQL, Ray, a uvicorn server).
-INTEGRATION_FIXTURES = {"pg_url", "own_pg_url", "ray_address", "server", "idle_server"}
+#: Fixtures of the real-process tier (PostgreSQL, Ray, a uvicorn server): only tests under tests/integration use them.
+INTEGRATION_FIXTURES = {"pg_url", "own_pg_url", "private_pg", "ray_address", "server", "idle_server"}
+TESTS = Path(__file__).resolve().parent
+UNIT = TESTS / "unit"
+INTEGRATION = TESTS / "integration"
+
+
+def _directly_parametrized(item) -> set[str]:
+    """The argument names ``item`` gets from ``@pytest.mark.parametrize`` without a fixture (``indirect`` off): such a
+    name shadows any fixture of that name (tests/unit/service/api/test_doors.py parametrizes an ASGI ``server``)."""
+    names: set[str] = set()
+    for mark in item.iter_markers("parametrize"):
+        argnames = mark.args[0] if mark.args else mark.kwargs["argnames"]
+        if isinstance(argnames, str):
+            argnames = [a.strip() for a in argnames.split(",") if a.strip()]
+        indirect = mark.kwargs.get("indirect", False)
+        names |= set(argnames) - (set(argnames) if indirect is True else set(indirect or ()))
+    return names
+
+
+def _integration_needs(item) -> list[str]:
+    """What makes ``item`` a real-process test: the integration fixtures it requests (directly or through other
+    fixtures), a run on PostgreSQL (``storage_url``'s ``postgresql`` parameter), an explicit ``integration`` mark."""
+    names = set(getattr(item, "fixturenames", ())) - _directly_parametrized(item)
+    needs = [f"fixture {name!r}" for name in sorted(names & INTEGRATION_FIXTURES)]
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("storage_url") == "postgresql":
+        needs.append("storage_url[postgresql]")
+    if item.get_closest_marker("integration"):
+        needs.append("mark 'integration'")
+    return needs
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Mark ``integration`` every test that needs PostgreSQL, Ray or a real server (``make test-fast`` skips them);
-    skip the ``cuda`` tests where there is no CUDA GPU."""
+    """The tier follows the folder: mark ``integration`` every test under tests/integration (``-m`` selections keep
+    working); refuse a test under tests/unit that needs PostgreSQL, Ray or a real server, and a test file in tests/
+    outside both tiers. Skip the ``cuda`` tests where there is no CUDA GPU."""
     if any(item.get_closest_marker("cuda") for item in items):
         import torch
 
@@ -29,12 +65,22 @@ def pytest_collection_modifyitems(config, items) -> None:
             for item in items:
                 if item.get_closest_marker("cuda"):
                     item.add_marker(no_gpu)
+    misplaced = []
     for item in items:
-        names = set(getattr(item, "fixturenames", ()))
-        callspec = getattr(item, "callspec", None)
-        on_pg = callspec is not None and callspec.params.get("storage_url") == "postgresql"
-        if names & INTEGRATION_FIXTURES or on_pg:
+        path = Path(item.path).resolve()
+        if INTEGRATION in path.parents:
             item.add_marker(pytest.mark.integration)
+        elif UNIT in path.parents:
+            needs = _integration_needs(item)
+            if needs:
+                misplaced.append(f"{item.nodeid} needs {', '.join(needs)}: it belongs under tests/integration/")
+        elif TESTS in path.parents:
+            misplaced.append(f"{item.nodeid}: a test goes under tests/unit/ or tests/integration/")
+    if misplaced:
+        raise pytest.UsageError(
+            "tests/unit is the tier without PostgreSQL, Ray or a real server (`make test-fast`):\n  "
+            + "\n  ".join(misplaced)
+        )
 
 
 @pytest.fixture(scope="session")
@@ -124,3 +170,11 @@ def private_pg() -> Iterator[PrivatePostgres]:  # noqa: F821 (imported below: on
 
 def unique_name(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def example_plugin() -> None:
+    """The example plugins (workloads, optimizer) installed in this venv, as ``make install`` leaves them."""
+    from tests.utils.plugins import ensure_example_plugin
+
+    ensure_example_plugin()

@@ -18,7 +18,7 @@ from service.testing.server import REPO
 
 EXAMPLE = REPO / "examples" / "workload-plugin"
 EXAMPLE_OPTIMIZER = REPO / "examples" / "optimizer-plugin"
-FIXTURE_PACKAGES = REPO / "tests" / "plugins" / "packages"
+FIXTURE_PACKAGES = REPO / "tests" / "unit" / "service" / "plugins" / "packages"
 
 
 def pip_install(*paths: Path, target: Path | None = None, editable: bool = False) -> None:

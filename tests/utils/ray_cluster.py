@@ -15,10 +15,10 @@ takes every node down with it.
 
 Every node has the machine's own IP (Ray's default node IP, not 127.0.0.1: ``ray.init`` rewrites a 127.0.0.1 address
 to that IP, so a cluster bound to loopback would be unreachable for drivers); its ports are free ones Ray picks.
-A driver on this machine attaches to the head's raylet (tests/test_ray_cluster.py checks it), so removing another
-node never takes the driver down. Ray's machine-wide ``/tmp/ray/ray_current_cluster`` is left alone (Cluster would
-write it, and every ``ray.init()`` without an address would then join this cluster); each cluster keeps its
-sessions and logs in a temporary folder of its own, deleted on close.
+A driver on this machine attaches to the head's raylet (tests/integration/cluster/test_ray_cluster.py checks it), so
+removing another node never takes the driver down. Ray's machine-wide ``/tmp/ray/ray_current_cluster`` is left alone
+(Cluster would write it, and every ``ray.init()`` without an address would then join this cluster); each cluster keeps
+its sessions and logs in a temporary folder of its own, deleted on close.
 
 Each node gets a custom resource named after it (``{name: 1}``), so a task or trial can be pinned to a node with
 ``.options(resources={name: 0.01})``. Logical CPUs are what the test asks for (``num_cpus=1`` per node suits a

@@ -1,0 +1,179 @@
+"""Fenced workers, with real processes on a private PostgreSQL: the worker driving a study is paused (SIGSTOP) longer
+than both ``worker_stale_s`` and the lease TTL, another worker takes the study over, and the first, resumed, learns
+at once that it lost the study and tells Optuna nothing more.
+
+The test prints its timeline (run with ``-s`` to see it): the pause, the re-claim, the resume, and what the stale
+worker did, from the workers' own logs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from datetime import datetime
+
+import optuna
+import pytest
+import sqlalchemy as sa
+
+from service.models import StudyRecord, WorkerRecord
+from service.testing.server import start_server, start_worker, wait_state, wait_until
+from service.testing.specs import quick_spec
+from service.trial_report import TrialAttr
+from tests.conftest import unique_name
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_address")]
+
+#: Both small, so the takeover comes within seconds; the pause outlasts both.
+STALE_S, LEASE_TTL_S, PAUSE_S = 3, 3, 8
+FAST = {"TVLARS_WORKER_STALE_S": str(STALE_S), "TVLARS_LEASE_TTL_S": str(LEASE_TTL_S)}
+
+
+class Timeline:
+    """What happened when, in seconds from the test's start; a worker's log line at the time it was logged."""
+
+    def __init__(self) -> None:
+        self.t0, self.wall0 = time.monotonic(), time.time()
+        self.lines: list[str] = []
+
+    def __call__(self, what: str, at: float | None = None) -> None:
+        line = f"t={(time.monotonic() - self.t0) if at is None else at:6.1f} s  {what}"
+        self.lines.append(line)
+        print(line, flush=True)
+
+    def logged(self, who: str, line: str) -> None:
+        stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        self(f"{who} logged: {line[24:].split(': ', 1)[-1][:150]}", at=stamp - self.wall0)
+
+
+def _holder(engine: sa.Engine, study_id: str) -> tuple[str | None, int | None]:
+    """(worker id, pid) of the worker the study's record names now."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(StudyRecord.worker_id, WorkerRecord.pid)
+            .join(WorkerRecord, WorkerRecord.id == StudyRecord.worker_id, isouter=True)
+            .where(StudyRecord.id == study_id)
+        ).one()
+    return row[0], row[1]
+
+
+def _trials(storage, name: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    except KeyError:  # not created yet
+        return []
+
+
+@pytest.mark.timeout(600)
+def test_a_paused_worker_whose_study_was_taken_over_tells_optuna_nothing_when_resumed(fault_db, tmp_path):
+    say = Timeline()
+    api = start_server(fault_db, tmp_path, workers=0, ready=False)
+    # each worker on a Ray of its own (as when this test runs alone): on the session's shared 2-CPU Ray, the paused
+    # worker's runner and another test's trial can hold every CPU, and the new driver then waits for one
+    workers = {name: start_worker(fault_db, tmp_path, name, RAY_ADDRESS="local", **FAST) for name in ("one", "two")}
+    spec = quick_spec(
+        unique_name("fence"),
+        budget={"n_trials": 2, "max_concurrent": 1},
+        scheduler={"name": "none"},
+        workload={"epochs": 6},
+    )
+    engine = sa.create_engine(fault_db, poolclass=sa.pool.NullPool)
+    storage = optuna.storages.RDBStorage(fault_db)
+    paused = None
+    try:
+        with api.client() as c:
+            study_id = c.post("/v1/studies", json=spec).json()["id"]
+            say(f"submitted study {spec['name']} (2 trials of 6 epochs, one at a time)")
+            # the driver is well into a trial: it has reported epochs of it
+            wait_until(
+                lambda: any(
+                    t.state == optuna.trial.TrialState.RUNNING and len(t.intermediate_values) >= 1
+                    for t in _trials(storage, spec["name"])
+                ),
+                180,
+                "the driver's first trial to report epochs",
+            )
+            stale_id, pid = _holder(engine, study_id)
+            paused = next(name for name, p in workers.items() if p.pid == pid)
+            other = next(name for name in workers if name != paused)
+            before = {t.number: t.state for t in _trials(storage, spec["name"])}
+            running = [n for n, s in before.items() if s == optuna.trial.TrialState.RUNNING]
+            os.kill(pid, signal.SIGSTOP)
+            paused_at = time.monotonic()
+            say(f"SIGSTOP worker {paused} ({stale_id}) while it drives trial(s) {running}; trials then: {before}")
+
+            new_id = wait_until(
+                lambda: (h := _holder(engine, study_id)[0]) != stale_id and h,
+                60,
+                "the other worker to claim the study",
+            )
+            say(f"worker {other} ({new_id}) claimed the study (the paused one's heartbeat was {STALE_S} s stale)")
+            wait_until(
+                lambda: any(t.user_attrs.get(TrialAttr.DRIVER) == new_id for t in _trials(storage, spec["name"])),
+                60,
+                "the new driver to take the lease and start a trial",
+            )
+            say(f"worker {other} took the lease (TTL {LEASE_TTL_S} s) and drives: it continued or started a trial")
+            time.sleep(max(0.0, PAUSE_S - (time.monotonic() - paused_at)))
+            os.kill(pid, signal.SIGCONT)
+            resumed_at = time.monotonic()
+            say(f"SIGCONT worker {paused} after a pause of {PAUSE_S} s or more")
+
+            done = wait_state(c, study_id, ("SUCCEEDED", "FAILED", "CANCELLED"), timeout_s=300)
+            say(f"study {done['state']}: {done['progress']}")
+            time.sleep(2)  # the stale worker's last words, if any
+        stale_log = (tmp_path / f"worker-{paused}.log").read_text()
+        notable = [line for line in stale_log.splitlines() if re.search("fenced|lost the|dropped", line)]
+        for line in notable:  # in the order it logged them
+            say.logged(f"worker {paused}", line)
+        fenced = [line for line in notable if "fenced" in line or "lost the" in line]
+        say(f"worker {paused} fenced: {bool(fenced)} (resumed {time.monotonic() - resumed_at:.0f} s before this line)")
+
+        trials = _trials(storage, spec["name"])
+        names = {stale_id: f"{paused} (stale)", new_id: other, None: "-"}
+        for t in trials:
+            attrs = t.user_attrs
+            say(
+                f"trial {t.number}: {t.state.name}, asked by {names.get(attrs.get(TrialAttr.DRIVER))}, told by "
+                f"{names.get(attrs.get(TrialAttr.TOLD_BY))}, restarts {attrs.get(TrialAttr.RESTARTS, 0)}, "
+                f"resumed from epoch {attrs.get(TrialAttr.RESUMED_FROM_EPOCH)} {attrs.get(TrialAttr.FAIL_REASON) or ''}"
+            )
+        assert done["state"] == "SUCCEEDED", done["error"]
+        assert done["progress"]["finished"] == 2
+        # one driver at a time: every trial that was not finished when the first worker paused was told by the
+        # new driver (or failed by it as an orphan) — never by the stale one
+        for t in trials:
+            if t.number in before and before[t.number].is_finished():
+                assert t.user_attrs.get(TrialAttr.TOLD_BY) == stale_id
+                continue
+            assert t.user_attrs.get(TrialAttr.TOLD_BY) in (new_id, None), (t.number, t.user_attrs)
+            assert t.user_attrs.get(TrialAttr.DRIVER) in (new_id, stale_id)
+            if t.number not in before:  # asked for after the pause: by the new driver only
+                assert t.user_attrs.get(TrialAttr.DRIVER) == new_id
+        assert sorted(t.number for t in trials) == list(range(len(trials)))
+        # the stale worker learned it lost the study, and wrote nothing: no write failed on a finished trial
+        assert fenced, stale_log[-3000:]
+        assert "UpdateFinishedTrialError" not in stale_log
+        assert not re.search(r"study \S+: (FAILED|SUCCEEDED|CANCELLED)", stale_log.split(fenced[0])[-1])
+        assert not re.search(r"trial \d+ FAIL", stale_log.split(fenced[0])[-1])
+        with api.client() as c:  # and the record says what the new driver recorded
+            again = c.get(f"/v1/studies/{study_id}").json()
+            assert again["state"] == "SUCCEEDED" and again["error"] is None
+        for p in workers.values():
+            assert p.poll() is None, "a worker died"
+    finally:
+        for p in workers.values():
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGCONT)
+                p.send_signal(signal.SIGTERM)
+        for p in workers.values():
+            try:
+                p.wait(timeout=60)
+            except Exception:
+                p.kill()
+        api.stop()
+        storage.engine.dispose()
+        engine.dispose()
+        (tmp_path / "timeline.txt").write_text("\n".join(say.lines) + "\n")
