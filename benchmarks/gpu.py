@@ -75,7 +75,8 @@ GOALS = [
     ("syncs_per_step", "<=", 0, "{:g}", "host syncs per optimizer step(), worst optimizer and path"),
 ]
 SYNC_MESSAGE = "synchronizing CUDA operation"  # what torch's sync-debug mode says at each host sync
-#: Parameters closer than this to the float64 CPU reference after 6 float64 steps match (tests/optim's tolerance).
+#: Parameters closer than this to the float64 CPU reference after 6 float64 steps match (the tolerance of
+#: tests/unit/tvlars/optim).
 RTOL, ATOL = 1e-9, 1e-10
 
 
@@ -258,7 +259,7 @@ def correctness(ctx: Context) -> SectionResult:
 
 def step_syncs(ctx: Context) -> SectionResult:
     if not ctx.cuda:
-        raise Skip("no CUDA (host syncs are a CUDA notion; tests/optim checks the CPU paths)")
+        raise Skip("no CUDA (host syncs are a CUDA notion; tests/unit/tvlars/optim checks the CPU paths)")
     out = SectionResult()
     worst = 0.0
     for cls in (TVLARS, LARS, LAMB):

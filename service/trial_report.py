@@ -8,7 +8,7 @@ that records it, and the queries (and comparisons) that read it back.
   :class:`FailKind`: why a trial is FAIL (the value of ``TrialAttr.FAIL_KIND``).
 - :func:`curves` and :func:`summary`: what the searcher stores at a trial's end, from its epoch reports.
 
-No other module spells an attribute key as a string (``tests/test_trial_report.py`` greps for it).
+No other module spells an attribute key as a string (``tests/unit/test_attribute_keys.py`` greps for it).
 """
 
 from __future__ import annotations

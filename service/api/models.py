@@ -298,7 +298,7 @@ class ComparisonCreate(BaseModel):
 
 # The models of a comparison's numbers are read from :mod:`service.comparisons.stats`'s dataclasses (``Summary``,
 # ``Look``, ``Difference``) and :mod:`service.comparisons.result`'s ``VerdictRecord`` by attribute: the same fields
-# (tests/api/test_public_models.py checks), with their descriptions for the OpenAPI docs.
+# (tests/unit/service/api/test_public_models.py checks), with their descriptions for the OpenAPI docs.
 _FROM_STATS = ConfigDict(from_attributes=True)
 
 

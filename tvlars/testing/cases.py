@@ -1,4 +1,4 @@
-"""The table of optimizer cases that drives tests/optim, in the spirit of torch's OptimizerInfo."""
+"""The table of optimizer cases that drives tests/unit/tvlars/optim, in the spirit of torch's OptimizerInfo."""
 
 from __future__ import annotations
 
