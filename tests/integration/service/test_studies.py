@@ -5,15 +5,12 @@ from __future__ import annotations
 import time
 
 import optuna
-import pytest
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
-from search_spaces import merge
 from service.testing.server import READ_KEY, WRITE_KEY, start_worker, wait_state
 from service.testing.specs import quick_spec
 from tests.conftest import unique_name
-from tests.unit.search_spaces.test_spec import BAD
 
 
 def tiny(name: str, **overrides) -> dict:
@@ -81,43 +78,6 @@ def test_api_keys_and_scopes(server):
     with server.client(key=None) as anon:
         assert anon.get("/healthz").status_code == 200  # probes need no key
     assert WRITE_KEY not in server.log.read_text() and READ_KEY not in server.log.read_text()
-
-
-def test_unknown_study_is_404(server):
-    with server.client() as c:
-        for method, path in [
-            ("GET", "/v1/studies/nope"),
-            ("POST", "/v1/studies/nope/cancel"),
-            ("POST", "/v1/studies/nope/resume"),
-            ("GET", "/v1/studies/nope/trials"),
-            ("GET", "/v1/studies/nope/leaderboard"),
-        ]:
-            r = c.request(method, path)
-            assert r.status_code == 404 and r.json() == {"detail": "Study not found"}, (method, path)
-
-
-@pytest.mark.parametrize(("override", "loc", "message"), BAD, ids=[m for _, _, m in BAD])
-def test_malformed_specs_are_422_with_field_errors(server, override, loc, message):
-    data = merge(quick_spec("bad"), override)
-    if "search_space" in override:
-        data["search_space"] = override["search_space"]
-    with server.client() as c:
-        r = c.post("/v1/studies", json=data)
-    assert r.status_code == 422, r.text
-    detail = r.json()["detail"]
-    assert isinstance(detail, list) and all(e["loc"][0] == "body" for e in detail)
-    text = " | ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in detail)
-    assert message in text, text
-
-
-@pytest.mark.parametrize(
-    ("body", "status"),
-    [(b"{not json", 422), (b"[]", 422), (b'"a string"', 422), (b"{}", 422), (b"x" * 300_000, 413)],
-)
-def test_bad_bodies(server, body, status):
-    with server.client() as c:
-        r = c.post("/v1/studies", content=body, headers={"content-type": "application/json"})
-    assert r.status_code == status and "detail" in r.json()
 
 
 def test_cancel_running_study_then_resume_finishes_it(server, pg_url):

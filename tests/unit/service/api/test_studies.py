@@ -12,6 +12,7 @@ from service.core.db import session_scope
 from service.crud import claim_next_study
 from service.models import StudyRecord, StudyState
 from service.testing.specs import quick_spec
+from tests.unit.search_spaces.test_spec import BAD as SPEC_BAD
 from tests.unit.service.api.conftest import READ_AUTH, seed_trials, submit
 
 # -- submit -------------------------------------------------------------------------------------------------------
@@ -58,6 +59,20 @@ def test_a_bad_spec_is_422_with_the_fields_location(client, override, loc, messa
     assert client.get("/v1/studies").json()["total"] == 0  # nothing was queued
 
 
+@pytest.mark.parametrize(("override", "loc", "message"), SPEC_BAD, ids=[m for _, _, m in SPEC_BAD])
+def test_malformed_specs_are_422_with_field_errors(client, override, loc, message):
+    """Every malformed spec of tests/unit/search_spaces/test_spec.py, through the API: a 422 naming the problem."""
+    data = merge(quick_spec("bad"), override)
+    if "search_space" in override:
+        data["search_space"] = override["search_space"]
+    r = client.post("/v1/studies", json=data)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert isinstance(detail, list) and all(e["loc"][0] == "body" for e in detail)
+    text = " | ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in detail)
+    assert message in text, text
+
+
 def test_unknown_top_level_field_and_unknown_preset_are_422(client):
     r = client.post("/v1/studies", json={**quick_spec("x"), "budgett": {"n_trials": 2}})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "budgett"]
@@ -65,7 +80,10 @@ def test_unknown_top_level_field_and_unknown_preset_are_422(client):
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "preset"]
 
 
-@pytest.mark.parametrize(("body", "status"), [(b"{not json", 422), (b"[]", 422), (b"{}", 422), (b"x" * 70_000, 413)])
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [(b"{not json", 422), (b"[]", 422), (b'"a string"', 422), (b"{}", 422), (b"x" * 70_000, 413)],
+)
 def test_bad_bodies(client, body, status):
     r = client.post("/v1/studies", content=body, headers={"content-type": "application/json"})
     assert r.status_code == status and "detail" in r.json()
