@@ -78,7 +78,7 @@ def pytest_collection_modifyitems(config, items) -> None:
             misplaced.append(f"{item.nodeid}: a test goes under tests/unit/ or tests/integration/")
     if misplaced:
         raise pytest.UsageError(
-            "tests/unit is the tier without PostgreSQL, Ray or a real server (`make test-fast`):\n  "
+            "Tests out of place (tests/unit: no PostgreSQL, Ray or real server; tests/integration: the rest):\n  "
             + "\n  ".join(misplaced)
         )
 
