@@ -23,6 +23,7 @@ from .errors import ConflictError, InvalidSpecError, NotFoundError
 from .models import ComparisonRecord, SecretRecord, StudyRecord, StudyState, WorkerRecord, utcnow
 
 __all__ = [
+    "cancel_if_live",
     "cancel_study",
     "claim_next_study",
     "create_study",
@@ -251,6 +252,14 @@ def cancel_study(*, session: Session, study_id: str) -> StudyRecord:
     else:
         raise ConflictError(f"Study is {record.state}; only a QUEUED or RUNNING study can be cancelled")
     return record
+
+
+def cancel_if_live(*, session: Session, study_id: str) -> None:
+    """:func:`cancel_study` for a study of a comparison being stopped: one that ended since it was read is left as
+    it ended (its row is read again under the lock)."""
+    record = StudyRecord.find_or_raise_by_id(session, study_id, for_update=True)
+    if record.state in (StudyState.QUEUED, StudyState.RUNNING):
+        cancel_study(session=session, study_id=study_id)
 
 
 def resume_study(*, session: Session, study_id: str, n_trials: int | None = None) -> StudyRecord:

@@ -21,6 +21,7 @@ from service.core.config import Settings
 from service.core.db import migrate, session_scope
 from service.crud import (
     Beat,
+    cancel_if_live,
     cancel_study,
     claim_next_study,
     create_study,
@@ -157,6 +158,38 @@ def test_a_silent_worker_whose_study_a_claim_cancelled_and_a_resume_queued_write
     assert after.state == "QUEUED" and after.epochs_spent == 0 and after.finished_at is None
     with session_scope(storage_url) as s:
         assert claim_next_study(session=s, worker_id="w2", stale_after_s=60).id == study_id
+
+
+def test_a_cancel_reads_the_study_as_locked_not_as_the_session_loaded_it(storage_url):
+    """The soak's comparison cancel racing a claim: the cancel's session had loaded the comparison's studies (one
+    QUEUED), a worker claimed that one before the cancel locked its row. The cancel must see it RUNNING (a request
+    its worker acts on), not end it CANCELLED under the worker running it."""
+    study_id, _ = _submit(storage_url)
+    with session_scope(storage_url) as s:
+        loaded = s.get(StudyRecord, study_id)  # as cancel_comparison's studies_of loads (and holds) it
+        assert loaded.state == "QUEUED"
+        with session_scope(storage_url) as other:
+            assert claim_next_study(session=other, worker_id="w1", stale_after_s=60).id == study_id
+        record = cancel_study(session=s, study_id=study_id)
+        assert record.state == "RUNNING" and record.cancel_requested
+    after = _record(storage_url, study_id)
+    assert after.state == "RUNNING" and after.cancel_requested and after.worker_id == "w1"
+
+
+def test_stopping_a_comparison_leaves_a_study_that_ended_meanwhile_as_it_ended(storage_url):
+    """cancel_comparison (and a comparison failing) cancel its live studies as read; one that ended since is left
+    SUCCEEDED, and the comparison's cancel does not fail for it (no 409)."""
+    study_id, _ = _submit(storage_url)
+    with session_scope(storage_url) as s:
+        claim_next_study(session=s, worker_id="w1", stale_after_s=60)
+    with session_scope(storage_url) as s:
+        loaded = s.get(StudyRecord, study_id)
+        assert loaded.state == "RUNNING"
+        with session_scope(storage_url) as other:
+            finish_study(session=other, study_id=study_id, worker_id="w1", state=StudyState.SUCCEEDED, outcome={})
+        cancel_if_live(session=s, study_id=study_id)
+    after = _record(storage_url, study_id)
+    assert after.state == "SUCCEEDED" and not after.cancel_requested
 
 
 def test_a_cancel_seen_by_a_heartbeat_is_never_the_next_studys(monkeypatch, tmp_path):
