@@ -410,7 +410,8 @@ def _every(step: float, total: float) -> list[float]:
 
 
 def run_faults(config: Config, cluster: Cluster, record: Record, stop: threading.Event, rng: random.Random) -> None:
-    """Inject each fault at its time (or, if the previous one ran late, right after it)."""
+    """Inject each fault at its time (or, if the previous one ran late, right after it): every fault of the schedule
+    is injected, however slow the machine; ``stop`` (an interrupt) ends it early."""
     start = time.monotonic()
     restarts = 0
     for at, kind in schedule(config):
@@ -579,6 +580,14 @@ def reader(api: Api, record: Record, stop: threading.Event, seed: int) -> None:
             api.call("GET", "/v1/studies/{id}/leaderboard", f"/v1/studies/{sid}/leaderboard", params={"limit": 5})
         if comparisons:
             api.call("GET", "/v1/comparisons/{id}", f"/v1/comparisons/{rng.choice(comparisons)}")
+
+
+def warm_up(url: str) -> None:
+    """One comparison dry run before the clients start: the API's first submit builds models on the meta device
+    (torch imported, workloads registered), seconds on a busy machine that no client's timeout should pay."""
+    body = {**COMPARISON, "name": "soak-warm-up", "dry_run": True}
+    r = httpx.post(url + "/v1/comparisons", json=body, headers={"Authorization": f"Bearer {WRITE_KEY}"}, timeout=300)
+    r.raise_for_status()
 
 
 def guarded(record: Record, name: str, fn: Callable[[], None]) -> threading.Thread:
@@ -893,9 +902,11 @@ def run(config: Config) -> int:
         f"schedule: {Counter(k for _, k in schedule(config))}"
     )
     started = time.monotonic()
+    interrupted = threading.Event()  # ends the fault schedule early (an exception, Ctrl-C, SIGTERM)
     try:
         cluster.start()
         assert cluster.api is not None
+        warm_up(cluster.api.url)
         record.t0 = time.time()
         stop = threading.Event()
         end = time.time() + config.seconds
@@ -908,11 +919,14 @@ def run(config: Config) -> int:
                 record, "chaos", lambda: chaos(apis[2], record, stop, config.chaos_every_s, end - tail, config.seed + 2)
             ),
             guarded(record, "reader", lambda: reader(apis[3], record, stop, config.seed + 3)),
-            guarded(record, "faults", lambda: run_faults(config, cluster, record, stop, rng)),
         ]
-        while time.time() < end:
-            time.sleep(min(config.status_every_s, max(0.0, end - time.time())))
-            record.say(status_line(record, cluster))
+        faults = guarded(record, "faults", lambda: run_faults(config, cluster, record, interrupted, rng))
+        shown = time.monotonic()
+        while time.time() < end or faults.is_alive():  # the clients run on while late faults are injected
+            time.sleep(1.0)
+            if time.monotonic() - shown >= config.status_every_s:
+                record.say(status_line(record, cluster))
+                shown = time.monotonic()
         stop.set()
         for t in threads:
             t.join(timeout=config.pause_s + 60)
@@ -923,6 +937,7 @@ def run(config: Config) -> int:
         drain(config, cluster, record)
         checks, counts = check(cluster.url, record, cluster.worker_logs())
     finally:
+        interrupted.set()
         cluster.close()
     wall = time.monotonic() - started
     return report(config, record, checks, counts, folder, wall)
