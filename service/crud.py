@@ -23,6 +23,7 @@ from .errors import ConflictError, InvalidSpecError, NotFoundError
 from .models import ComparisonRecord, SecretRecord, StudyRecord, StudyState, WorkerRecord, utcnow
 
 __all__ = [
+    "cancel_if_live",
     "cancel_study",
     "claim_next_study",
     "create_study",
@@ -253,6 +254,14 @@ def cancel_study(*, session: Session, study_id: str) -> StudyRecord:
     return record
 
 
+def cancel_if_live(*, session: Session, study_id: str) -> None:
+    """:func:`cancel_study` for a study of a comparison being stopped: one that ended since it was read is left as
+    it ended (its row is read again under the lock)."""
+    record = StudyRecord.find_or_raise_by_id(session, study_id, for_update=True)
+    if record.state in (StudyState.QUEUED, StudyState.RUNNING):
+        cancel_study(session=session, study_id=study_id)
+
+
 def resume_study(*, session: Session, study_id: str, n_trials: int | None = None) -> StudyRecord:
     """A CANCELLED or FAILED study (or a SUCCEEDED one given more trials) goes back to the queue.
 
@@ -365,11 +374,23 @@ class Beat(NamedTuple):
     held: bool  # the study is still this worker's (False: another worker took it over; stop at once)
 
 
+def _held_by(study_id: str, worker_id: str) -> sa.ColumnElement[bool]:
+    """The study is RUNNING under this worker's claim. A study that left RUNNING meanwhile (a claim ended it
+    CANCELLED while the worker was silent, and maybe a resume queued it again) is no longer the worker's, even
+    though its row still names the worker."""
+    return sa.and_(
+        StudyRecord.id == study_id,
+        StudyRecord.worker_id == worker_id,
+        StudyRecord.state == StudyState.RUNNING.value,
+    )
+
+
 def heartbeat(*, session: Session, worker_id: str, study_id: str | None) -> Beat:
-    """Renew a worker's and its study's heartbeat (the study's only ``WHERE worker_id`` = this worker).
+    """Renew a worker's and its study's heartbeat (the study's only while this worker holds it: :func:`_held_by`).
 
     Returns whether a cancel was requested and whether the study is still held: 0 rows renewed means another
-    worker claimed it (this one looked dead), and this worker must drop its run without another write.
+    worker claimed it (this one looked dead), or a claim cancelled it meanwhile, and this worker must drop its run
+    without another write.
     """
     now = utcnow()
     session.execute(
@@ -379,7 +400,7 @@ def heartbeat(*, session: Session, worker_id: str, study_id: str | None) -> Beat
         return Beat(cancel_requested=False, held=True)
     renewed = session.execute(
         sa.update(StudyRecord)
-        .where(StudyRecord.id == study_id, StudyRecord.worker_id == worker_id)
+        .where(_held_by(study_id, worker_id))
         .values(heartbeat_at=now)
         .execution_options(synchronize_session=False)
     ).rowcount
@@ -391,7 +412,7 @@ def record_epochs_spent(*, session: Session, study_id: str, worker_id: str, epoc
     """Store a running study's epochs spent (only while that worker still holds the study)."""
     session.execute(
         sa.update(StudyRecord)
-        .where(StudyRecord.id == study_id, StudyRecord.worker_id == worker_id)
+        .where(_held_by(study_id, worker_id))
         .values(epochs_spent=epochs, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
@@ -409,15 +430,22 @@ def finish_study(
     """Record how a worker's run of the study ended (only while that worker still holds the study).
 
     A run that ends by going back to the queue (the worker shut down, found the lease held, or met an outage) keeps
-    a requested cancel: such a study ends CANCELLED here instead of running again.
+    a requested cancel: such a study ends CANCELLED here instead of running again. A run that ended CANCELLED on a
+    cancel withdrawn since (its comparison was resumed while the run was stopping) goes back to the queue instead:
+    what the user asked for last was to carry on.
     """
     state = StudyState(state)
     now = utcnow()
-    if state == StudyState.QUEUED and _cancel_requested(session=session, study_id=study_id, worker_id=worker_id):
+    requested = _cancel_requested(session=session, study_id=study_id, worker_id=worker_id)
+    if requested is None:  # no longer this worker's study: nothing to record
+        return
+    if state == StudyState.QUEUED and requested:
         state, error = StudyState.CANCELLED, error or "cancelled"
+    elif state == StudyState.CANCELLED and not requested:
+        state, error = StudyState.QUEUED, None
     session.execute(
         sa.update(StudyRecord)
-        .where(StudyRecord.id == study_id, StudyRecord.worker_id == worker_id)
+        .where(_held_by(study_id, worker_id))
         .values(
             state=state.value,
             error=error,
@@ -435,16 +463,14 @@ def finish_study(
         notify_queued(session)
 
 
-def _cancel_requested(*, session: Session, study_id: str, worker_id: str) -> bool:
-    """Whether a cancel was requested for the study this worker holds (the row locked until commit: a cancel
-    request is either seen here or comes after the study left RUNNING, when the API cancels it outright)."""
-    return bool(
-        session.scalar(
-            sa.select(StudyRecord.cancel_requested)
-            .where(StudyRecord.id == study_id, StudyRecord.worker_id == worker_id)
-            .with_for_update()
-        )
+def _cancel_requested(*, session: Session, study_id: str, worker_id: str) -> bool | None:
+    """Whether a cancel is requested for the study this worker holds, None if it holds it no more (the row locked
+    until commit: a cancel request, or its withdrawal, is either seen here or comes after the study left RUNNING,
+    when the API cancels or resumes it outright)."""
+    requested = session.scalar(
+        sa.select(StudyRecord.cancel_requested).where(_held_by(study_id, worker_id)).with_for_update()
     )
+    return None if requested is None else bool(requested)
 
 
 def end_requested_cancels(*, session: Session, stale_after_s: float) -> int:

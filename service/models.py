@@ -53,9 +53,12 @@ class _Submitted:
 
     @classmethod
     def find_or_raise_by_id(cls, session: Session, record_id: str, *, for_update: bool = False) -> Self:
-        """The record, or :class:`NotFoundError` (a 404 over REST); ``for_update`` locks its row."""
+        """The record, or :class:`NotFoundError` (a 404 over REST); ``for_update`` locks its row and reads it afresh:
+        a record the session loaded before (a comparison's studies, say) may have changed until the lock was had."""
         query = sa.select(cls).where(cls.id == record_id)  # type: ignore[attr-defined]
-        record = session.scalars(query.with_for_update() if for_update else query).one_or_none()
+        if for_update:
+            query = query.with_for_update().execution_options(populate_existing=True)
+        record = session.scalars(query).one_or_none()
         if record is None:
             raise NotFoundError(f"{cls.kind} not found")
         return record

@@ -279,7 +279,9 @@ class Worker:
             log.warning("heartbeat failed", exc_info=True)
             return
         if beat.cancel_requested:
-            self._cancel.set()
+            with self._lock:  # the study may have ended during the beat: a cancel is its own, never the next's
+                if self._current == current:
+                    self._cancel.set()
         if not beat.held:
             self._fence(current)
 

@@ -133,7 +133,7 @@ def advance(*, session: Session, comparison_id: str, storage_url: str) -> bool:
         record.finished_at = utcnow()
         for study in studies:  # the rest cannot make the comparison whole: stop them (a resume queues them again)
             if study.state in (StudyState.QUEUED, StudyState.RUNNING):
-                crud.cancel_study(session=session, study_id=study.id)
+                crud.cancel_if_live(session=session, study_id=study.id)
         return True
     if not current or any(s.state != StudyState.SUCCEEDED for s in current):
         return moved

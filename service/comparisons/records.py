@@ -147,7 +147,7 @@ def cancel_comparison(*, session: Session, comparison_id: str) -> ComparisonReco
         raise ConflictError(f"Comparison is {record.state}; only a QUEUED or RUNNING comparison can be cancelled")
     for study in studies_of(session, record.id):
         if study.state in (StudyState.QUEUED, StudyState.RUNNING):
-            crud.cancel_study(session=session, study_id=study.id)
+            crud.cancel_if_live(session=session, study_id=study.id)
     record.state = StudyState.CANCELLED.value
     record.finished_at = utcnow()
     return record

@@ -26,8 +26,12 @@ from tests.unit.service.test_cancels import (  # noqa: F401 (the record operatio
     _record,
     _running_trial_with_epochs,
     _submit,
+    test_a_cancel_reads_the_study_as_locked_not_as_the_session_loaded_it,
+    test_a_cancel_withdrawn_while_the_run_stopped_puts_the_study_back_in_the_queue,
     test_a_requeue_keeps_a_requested_cancel_and_ends_the_study_cancelled,
+    test_a_silent_worker_whose_study_a_claim_cancelled_and_a_resume_queued_writes_nothing,
     test_a_silent_workers_study_with_a_cancel_requested_is_cancelled_not_claimed,
+    test_stopping_a_comparison_leaves_a_study_that_ended_meanwhile_as_it_ended,
 )
 
 
