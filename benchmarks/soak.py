@@ -86,7 +86,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.testing.pg import PrivatePostgres  # noqa: E402
 from service.testing.server import WRITE_KEY, Server, start_server, start_worker  # noqa: E402
-from service.testing.specs import quick_spec  # noqa: E402
+from service.testing.specs import quick_spec, smallest_comparison  # noqa: E402
 
 #: Short staleness and lease, so that a paused worker loses its study within seconds.
 STALE_S, LEASE_TTL_S = 4.0, 4.0
@@ -95,18 +95,6 @@ CANCEL_GRACE_S = 3.0
 #: A 503 up to this long after PostgreSQL is back still belongs to the outage (pools reconnecting).
 OUTAGE_SLACK_S = 3.0
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
-
-#: The smallest comparison: two arms at one batch size, one 1-epoch tuning trial each, two re-run seeds.
-COMPARISON = {
-    "workload": {"task": "classification", "dataset": "mnist1d", "model": "mlp", "epochs": 1},
-    "arms": [{"optimizer": "tvlars"}, {"optimizer": "lamb", "lr_center": 0.03}],
-    "batch_sizes": [3000],
-    "budget": {"n_trials": 1, "max_concurrent": 1, "max_failed": 1},
-    "sampler": {"name": "random", "seed": 0},
-    "scheduler": {"name": "none"},
-    "rerun": {"top_k": 1, "seeds": 2},
-    "tuning_repeats": 1,
-}
 
 
 # -- configuration -----------------------------------------------------------------------------------------------
@@ -504,7 +492,7 @@ def comparer(api: Api, record: Record, stop: threading.Event, until: float) -> N
             r = api.call("GET", "/v1/comparisons/{id}", f"/v1/comparisons/{current}")
             if r is None or r.status_code != 200 or r.json()["state"] not in TERMINAL:
                 continue
-        body = {**COMPARISON, "name": f"soakc-{uuid.uuid4().hex[:10]}"}
+        body = smallest_comparison(f"soakc-{uuid.uuid4().hex[:10]}")
         current = _submit(api, record, "/v1/comparisons", body, record.comparisons) or current
 
 
@@ -585,7 +573,7 @@ def reader(api: Api, record: Record, stop: threading.Event, seed: int) -> None:
 def warm_up(url: str) -> None:
     """One comparison dry run before the clients start: the API's first submit builds models on the meta device
     (torch imported, workloads registered), seconds on a busy machine that no client's timeout should pay."""
-    body = {**COMPARISON, "name": "soak-warm-up", "dry_run": True}
+    body = {**smallest_comparison("soak-warm-up"), "dry_run": True}
     r = httpx.post(url + "/v1/comparisons", json=body, headers={"Authorization": f"Bearer {WRITE_KEY}"}, timeout=300)
     r.raise_for_status()
 

@@ -25,3 +25,20 @@ def quick_spec(name: str, **overrides: Any) -> dict[str, Any]:
         "resources": {"cpu": 1, "gpu": 0},
     }
     return merge(base, overrides)
+
+
+def smallest_comparison(name: str, **overrides: Any) -> dict[str, Any]:
+    """The smallest comparison there is: two arms at one batch size, one 1-epoch tuning trial each and one tuning
+    repeat (its verdicts say inconclusive), two re-run seeds."""
+    base = {
+        "name": name,
+        "workload": {"task": "classification", "dataset": "mnist1d", "model": "mlp", "epochs": 1},
+        "arms": [{"optimizer": "tvlars"}, {"optimizer": "lamb", "lr_center": 0.03}],
+        "batch_sizes": [3000],
+        "budget": {"n_trials": 1, "max_concurrent": 1, "max_failed": 1},
+        "sampler": {"name": "random", "seed": 0},
+        "scheduler": {"name": "none"},
+        "rerun": {"top_k": 1, "seeds": 2},
+        "tuning_repeats": 1,
+    }
+    return merge(base, overrides)

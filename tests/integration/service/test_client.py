@@ -5,21 +5,9 @@ from __future__ import annotations
 
 from service.client import Client
 from service.testing.server import WRITE_KEY
-from service.testing.specs import quick_spec
+from service.testing.specs import quick_spec, smallest_comparison
 from tests.conftest import unique_name
 from tests.integration.service.test_cli_dashboard import cli
-
-#: The smallest comparison there is: two arms at one batch size, one 1-epoch tuning trial each, two re-run seeds.
-SMALLEST = {
-    "workload": {"task": "classification", "dataset": "mnist1d", "model": "mlp", "epochs": 1},
-    "arms": [{"optimizer": "tvlars"}, {"optimizer": "lamb", "lr_center": 0.03}],
-    "batch_sizes": [3000],
-    "budget": {"n_trials": 1, "max_concurrent": 1, "max_failed": 1},
-    "sampler": {"name": "random", "seed": 0},
-    "scheduler": {"name": "none"},
-    "rerun": {"top_k": 1, "seeds": 2},
-    "tuning_repeats": 1,  # the smallest: one tuning per arm (its verdicts say inconclusive)
-}
 
 
 def test_submit_wait_leaderboard(server):
@@ -40,7 +28,7 @@ def test_submit_wait_leaderboard(server):
 
 def test_a_comparison_result(server):
     with Client(server.url, api_key=WRITE_KEY) as client:
-        comparison = client.comparisons.submit({**SMALLEST, "name": unique_name("client-cmp")})
+        comparison = client.comparisons.submit(smallest_comparison(unique_name("client-cmp")))
         done = client.comparisons.wait(comparison["id"], timeout=300, poll_s=0.5)
         assert done["state"] == "SUCCEEDED", done["error"]
         result = client.comparisons.result(done["id"])
