@@ -16,11 +16,20 @@ def storage_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'studies.db'}"
 
 
+def _ray_running() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
 @pytest.fixture(autouse=True)
 def ray_never_started(request) -> Iterator[None]:
-    """Fails the test after which Ray is running in this process (importing Ray is fine: starting it is not)."""
+    """Fails the test that started Ray in this process (importing Ray is fine: starting it is not). In `make test`
+    the integration tier's session Ray may already be up when the unit tests run: a test is blamed only for a Ray
+    it started."""
+    running_before = _ray_running()
     yield
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
+    if not running_before and _ray_running():
+        import ray
+
         ray.shutdown()
         pytest.fail(f"{request.node.nodeid} left Ray running: a test that needs Ray goes under tests/integration/")
