@@ -22,7 +22,7 @@ from ..models import MODELS
 from ..optim import LR_SCALINGS, LR_SCHEDULES, OPTIMIZERS, OptimizerSpec, create_optimizer, get_optimizer
 from ..schedules import WarmupCosine
 from .keys import SECTIONS, BarlowTwinsKeys, OptimizerKeys, RuntimeKeys, ScheduleKeys, WorkloadKeys
-from .tasks import TASKS
+from .task_registry import TASKS
 
 __all__ = [
     "OPTIMIZERS",

@@ -9,12 +9,11 @@ group ``tvlars.tasks`` (``NAME = "pkg.module:MyTask"``), or code with :func:`reg
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-from ...registry import Registry
-from ..keys import defaults
+from ..task_registry import TASKS, task_options
 
 if TYPE_CHECKING:
     import torch
@@ -52,16 +51,6 @@ class Task(Protocol):
     keys: ClassVar[tuple[str, ...]]
 
     def prepare(self, trial: Trial) -> Training: ...
-
-
-def task_options(task: Any) -> Mapping[str, Any]:
-    """A task's options as listed: its own trial config keys with their defaults."""
-    given = defaults()
-    return {key: given.get(key) for key in getattr(task, "keys", ())}
-
-
-#: Every task by name: the built-ins and the ``tvlars.tasks`` entry points of installed distributions.
-TASKS = Registry("task", "tvlars.tasks", options=task_options)
 
 
 def register_task(name: str, task: type[Task] | Task) -> None:
