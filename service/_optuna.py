@@ -221,27 +221,26 @@ def fail_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, attrs: dict
 
     Returns whether this call made it FAIL (False: it had finished meanwhile).
     """
-    storage = study._storage
-    backend = getattr(storage, "_backend", storage)
-    if isinstance(backend, RetryingRDBStorage):
-        backend.set_trial_user_attrs(trial._trial_id, attrs)
-    else:
-        for key, value in attrs.items():
-            storage.set_trial_user_attr(trial._trial_id, key, value)
-    return storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    _set_user_attrs(study._storage, trial._trial_id, attrs)
+    return study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
 
 
 def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
     """``trial.set_user_attr`` for each of ``attrs``, written in one transaction where the storage is ours."""
     if not attrs:
         return
-    backend = getattr(trial.storage, "_backend", trial.storage)  # Optuna wraps an RDB storage in a cache
-    if not isinstance(backend, RetryingRDBStorage):
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        return
-    backend.set_trial_user_attrs(trial._trial_id, attrs)
+    _set_user_attrs(trial.storage, trial._trial_id, attrs)
     trial._cached_frozen_trial.user_attrs.update(attrs)  # what Trial.set_user_attr keeps for the trial's reads
+
+
+def _set_user_attrs(storage: BaseStorage, trial_id: int, attrs: Mapping[str, Any]) -> None:
+    """``attrs`` as the trial's user attrs: one transaction on our RDB storage, else one call per key."""
+    backend = _unwrapped(storage)
+    if isinstance(backend, RetryingRDBStorage):
+        backend.set_trial_user_attrs(trial_id, attrs)
+    else:
+        for key, value in attrs.items():
+            storage.set_trial_user_attr(trial_id, key, value)
 
 
 def set_intermediate_value(study: optuna.Study, trial: optuna.Trial, step: int, value: float) -> None:
@@ -266,7 +265,10 @@ def read_study_system_attr(study: optuna.Study, key: str) -> Any:
 
 
 def _rdb(study: optuna.Study) -> RDBStorage:
-    storage = study._storage
+    return _unwrapped(study._storage)
+
+
+def _unwrapped(storage: BaseStorage) -> BaseStorage:
     return getattr(storage, "_backend", storage)  # optuna.create_study wraps an RDBStorage in a _CachedStorage
 
 
