@@ -299,12 +299,12 @@ def resume_study(*, session: Session, study_id: str, n_trials: int | None = None
 CLAIM_WINDOW = 64
 
 
-def study_size(spec: dict[str, Any]) -> int:
-    """A study's size for claiming largest-first: its epoch budget, else trials × epochs per trial."""
+def study_size(spec: dict[str, Any]) -> tuple[int, int]:
+    """A study's size for claiming largest-first: its epoch budget, else trials × epochs per trial; among equal
+    budgets the smaller batch size first (more optimizer steps per epoch: never faster per epoch)."""
     budget, workload = spec.get("budget") or {}, spec.get("workload") or {}
-    if budget.get("epochs"):
-        return int(budget["epochs"])
-    return int(budget.get("n_trials") or 1) * int(workload.get("epochs") or 1)
+    epochs = budget.get("epochs") or int(budget.get("n_trials") or 1) * int(workload.get("epochs") or 1)
+    return int(epochs), -int(workload.get("batch_size") or 0)
 
 
 def claim_next_study(*, session: Session, worker_id: str, stale_after_s: float) -> StudyRecord | None:

@@ -2,16 +2,22 @@
 rounds of tuning repeats (R4 of :mod:`search_spaces.comparison`).
 
 A **round** is one or more tuning repeats of every arm at every batch size still open: the first round is repeats
-``0 … repeats_min − 1``, every later one a single repeat more. Each round goes through
+``0 … repeats_min − 1``, every later one a single repeat more. Within a round each batch size goes through steps
+1–3 on its own, as soon as its own studies end (a batch size that tunes fast is re-run while a slow one still
+tunes, so workers are not left idle at the end of a step); every arm at a batch size always moves together, and the
+look (4) waits for every batch size of the round:
 
 1. **tune** — one QUEUED study per arm × batch size × repeat of the round (:func:`search_spaces.comparison.expand`,
    role ``tune``); any worker runs them, so several workers share the work.
-2. **extend** — once the round's tuning studies SUCCEEDED, and again once each of its rounds of extensions did,
+2. **extend** — once a batch size's tuning studies SUCCEEDED, and again once each of its rounds of extensions did,
    :func:`advance` runs the range check on them (:func:`.reruns.check_ranges`); with ``range_check.mode: extend``
-   and an optimum on a range's edge at some batch size, every arm × repeat of the round at that batch size gets an
-   extension study (role ``extend``) with a tuning study's budget, up to ``range_check.max_extensions`` times.
-3. **rerun** — once the round's tuning (and extensions) SUCCEEDED, :func:`advance` queues the re-runs of each of its
-   repeats' top-k configs on fresh seeds (:func:`.reruns.queue_reruns`).
+   and an optimum on a range's edge, every arm × repeat of the round at that batch size gets an extension study
+   (role ``extend``) with a tuning study's budget, up to ``range_check.max_extensions`` times.
+3. **rerun** — once a batch size's tuning (and extensions) SUCCEEDED, :func:`advance` queues the re-runs of each of
+   its repeats' top-k configs on fresh seeds (:func:`.reruns.queue_reruns`).
+
+The comparison's ``phase`` is that of its least advanced batch size.
+
 4. **look** — once every re-run study SUCCEEDED, :func:`.assembly.build_result` reads the stored trials (no
    re-training) into a :class:`.result.ComparisonResult` and recomputes the verdicts
    (:meth:`~.result.ComparisonResult.verdicts`). A batch size with an ``undecided`` verdict and fewer than
@@ -122,11 +128,10 @@ def advance(*, session: Session, comparison_id: str, storage_url: str) -> bool:
         return False
     record.advance_failures, record.retry_at = 0, None  # (kept only if this step fails: the caller counts it)
     studies = studies_of(session, record.id)
-    current = [s for s in studies if s.role == record.phase]
     moved = False
     if record.state == StudyState.QUEUED and any(s.state != StudyState.QUEUED for s in studies):
         record.state, moved = StudyState.RUNNING.value, True
-    broken = [s for s in current if s.state in (StudyState.FAILED, StudyState.CANCELLED)]
+    broken = [s for s in studies if s.state in (StudyState.FAILED, StudyState.CANCELLED)]
     if broken:
         record.state = StudyState.FAILED.value
         record.error = "; ".join(f"study {s.name} {s.state}" + (f": {s.error}" if s.error else "") for s in broken)
@@ -135,22 +140,23 @@ def advance(*, session: Session, comparison_id: str, storage_url: str) -> bool:
             if study.state in (StudyState.QUEUED, StudyState.RUNNING):
                 crud.cancel_if_live(session=session, study_id=study.id)
         return True
-    if not current or any(s.state != StudyState.SUCCEEDED for s in current):
-        return moved
     spec = ComparisonSpec.model_validate(record.spec)
-    this_round = _this_round(studies)
-    if record.phase in (ComparisonPhase.TUNE, ComparisonPhase.EXTEND):
-        record.state = StudyState.RUNNING.value
-        # the range check after the round's tuning and after each of its rounds of extensions (R9)
-        if check_ranges(session, record, spec, this_round, storage_url):
-            record.phase = ComparisonPhase.EXTEND.value
-            log.info("comparison %s: tuning done, range-check extensions queued", record.name)
-            return True
-    if record.phase in (ComparisonPhase.TUNE, ComparisonPhase.EXTEND):
-        queue_reruns(session, record, spec, _this_round(studies_of(session, record.id)), storage_url)
-        record.phase = ComparisonPhase.RERUN.value
-        log.info("comparison %s: tuning done, re-runs queued", record.name)
-        return True
+    tuning = _this_round(studies)
+    if tuning:  # some batch size is still tuning (or extending): each moves on as soon as its own studies end
+        for bs, mine in _by_batch_size(tuning).items():
+            if any(s.state != StudyState.SUCCEEDED for s in mine):
+                continue
+            record.state, moved = StudyState.RUNNING.value, True
+            # the range check after the batch size's tuning and after each of its rounds of extensions (R9)
+            if check_ranges(session, record, spec, mine, storage_url):
+                log.info("comparison %s: batch %s tuned, range-check extensions queued", record.name, bs)
+            else:
+                queue_reruns(session, record, spec, mine, storage_url)
+                log.info("comparison %s: batch %s tuned, re-runs queued", record.name, bs)
+        record.phase = _phase(studies_of(session, record.id)).value
+        return moved
+    if any(s.state != StudyState.SUCCEEDED for s in studies):
+        return moved
     try:
         result = build_result(storage_url, spec, studies)
         opened = _open_batch_sizes(spec, studies, result)
@@ -175,6 +181,22 @@ def _this_round(studies: list[StudyRecord]) -> list[StudyRecord]:
     re-run study yet (earlier rounds' have theirs)."""
     rerun = {(s.arm, s.batch_size, s.repeat) for s in studies if s.role == ComparisonPhase.RERUN}
     return [s for s in studies if s.role in TUNING_ROLES and (s.arm, s.batch_size, s.repeat) not in rerun]
+
+
+def _by_batch_size(studies: list[StudyRecord]) -> dict[int, list[StudyRecord]]:
+    groups: dict[int, list[StudyRecord]] = {}
+    for study in studies:
+        groups.setdefault(study.batch_size or 0, []).append(study)
+    return groups
+
+
+def _phase(studies: list[StudyRecord]) -> ComparisonPhase:
+    """The round's phase: that of its least advanced batch size (``tune`` while one has no extension or re-run
+    yet, ``extend`` while one is extending, else ``rerun``)."""
+    tuning = _by_batch_size(_this_round(studies))
+    if any(all(s.role == ComparisonPhase.TUNE for s in mine) for mine in tuning.values()):
+        return ComparisonPhase.TUNE
+    return ComparisonPhase.EXTEND if tuning else ComparisonPhase.RERUN
 
 
 def _repeats_run(studies: list[StudyRecord], batch_size: int) -> int:

@@ -10,8 +10,11 @@ from service.testing.specs import quick_spec
 from tests.conftest import unique_name
 
 
-def _queue(url: str, epochs: int, comparison: str | None = None) -> str:
-    spec = StudySpec.model_validate(quick_spec(unique_name("claim"), budget={"n_trials": 2, "epochs": epochs}))
+def _queue(url: str, epochs: int, comparison: str | None = None, batch_size: int | None = None) -> str:
+    spec = quick_spec(unique_name("claim"), budget={"n_trials": 2, "epochs": epochs})
+    if batch_size is not None:
+        spec["workload"]["batch_size"] = batch_size
+    spec = StudySpec.model_validate(spec)
     with session_scope(url) as s:
         record, _ = create_study(session=s, spec=spec)
         record.comparison_id = comparison
@@ -30,3 +33,10 @@ def test_a_comparisons_largest_study_is_claimed_first_and_other_studies_oldest_f
     small, large, middle = (_queue(sqlite_url, e, comparison="c1") for e in (6, 18, 12))
     plain_new = _queue(sqlite_url, 30)
     assert [_claim(sqlite_url) for _ in range(6)] == [plain_old, large, middle, small, plain_new, None]
+
+
+def test_among_equal_budgets_the_smaller_batch_size_goes_first(sqlite_url):
+    # more optimizer steps per epoch: never faster per epoch, so it goes first and the comparison's tail is short
+    migrate(sqlite_url)
+    wide, narrow, middle = (_queue(sqlite_url, 18, comparison="c2", batch_size=b) for b in (1024, 64, 256))
+    assert [_claim(sqlite_url) for _ in range(4)] == [narrow, middle, wide, None]

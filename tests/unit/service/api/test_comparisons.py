@@ -285,6 +285,41 @@ def test_the_worker_step_queues_reruns_on_fresh_seeds_then_stores_the_result(cli
         assert v["sd_pp"] == pytest.approx(np.std(d, ddof=1) * 100)
 
 
+def test_a_batch_size_is_re_run_while_another_still_tunes_and_the_look_waits_for_both(client, settings):
+    url = settings.database_url
+    c = submit(client, {**SMALL, "name": "pipelined", "tuning_repeats": 2})
+    tune = _studies(url, c["id"], "tune")
+    fast = {k: s for k, s in tune.items() if k[1] == 4000}
+    lone = tune["tvlars", 256, 0]  # one arm × repeat at batch 256 ends too: its batch size waits for the rest
+    for study in [*fast.values(), lone]:
+        _seed_tuning(url, study, [0.5, 0.6])
+    _finish(url, {s.name for s in fast.values()} | {lone.name})
+    assert advance_all(url) == 1
+    reruns = _studies(url, c["id"], "rerun")
+    assert set(reruns) == set(fast)  # every arm × repeat at batch 4000 together, none at 256
+    got = client.get(f"/v1/comparisons/{c['id']}").json()
+    assert got["phase"] == "tune" and got["state"] == "RUNNING"  # the least advanced batch size's phase
+    assert advance_all(url) == 0  # nothing more to do until batch 256's tuning ends
+    offset = {(bs, r): 0.05 for bs in (256, 4000) for r in (0, 1)}
+    _seed_reruns(url, reruns, offset)
+    _finish(url, {s.name for s in reruns.values()})
+    assert advance_all(url) == 0  # batch 4000 is re-run, but the look waits for batch 256
+    rest = {k: s for k, s in tune.items() if k[1] == 256 and k != ("tvlars", 256, 0)}
+    for study in rest.values():
+        _seed_tuning(url, study, [0.5, 0.6])
+    _finish(url, {s.name for s in rest.values()})
+    assert advance_all(url) == 1
+    more = {k: s for k, s in _studies(url, c["id"], "rerun").items() if k not in reruns}
+    assert set(more) == {k for k in tune if k[1] == 256}
+    assert client.get(f"/v1/comparisons/{c['id']}").json()["phase"] == "rerun"
+    _seed_reruns(url, more, offset)
+    _finish(url, {s.name for s in more.values()})
+    assert advance_all(url) == 1
+    done = client.get(f"/v1/comparisons/{c['id']}").json()
+    assert done["state"] == "SUCCEEDED" and done["phase"] == "done", done["error"]
+    assert set(done["verdicts"]) == {"256", "4000"}
+
+
 def result_arm(result: dict, label: str, bs: int) -> dict[int, dict[int, float]]:
     (arm,) = [a for a in result["arms"] if (a["label"], a["batch_size"]) == (label, bs)]
     table: dict[int, dict[int, float]] = {}
