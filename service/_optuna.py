@@ -9,10 +9,12 @@ object, so that an Optuna upgrade that changes them breaks here and nowhere else
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import optuna
@@ -25,6 +27,7 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from .core.db import TRANSIENT_ERRORS, engine_kwargs, normalize_url, on_dispose, sqlite_synchronous
+from .errors import FencedError
 
 __all__ = [
     "Backoff",
@@ -33,6 +36,7 @@ __all__ = [
     "is_transient",
     "close_storage",
     "fail_trial",
+    "fenced_writes",
     "open_storage",
     "read_study_system_attr",
     "reopen_trial",
@@ -105,10 +109,39 @@ class RetryingRDBStorage(RDBStorage):
 
     A write whose commit was sent but not acknowledged may have landed: a retried ``set_trial_state_values`` that
     finds its trial already finished counts as done.
+
+    Inside :func:`fenced_writes` (on this thread), every write to a trial first proves, in its own transaction, that
+    the study's lease is still this driver's (:meth:`_prove_lease`).
     """
 
     retry_s: float = 0.0
     _inside = threading.local()  # a retried call that calls another (create_new_trial → _create_new_trial) retries once
+    _fences = threading.local()  # .by_storage: {id(storage): (study_id, lease key, the lease's JSON prefix)}
+
+    def _prove_lease(self) -> None:
+        """Under :func:`fenced_writes`: lock the study's lease row in the transaction the write is about to make
+        (the thread's scoped session, which Optuna's call then uses and commits: a no-op ``UPDATE`` that matches
+        only while the lease names this driver), so that a driver that lost the lease — even one paused between
+        its last check and this write — writes nothing. On PostgreSQL the row lock orders this write before or
+        after another driver's take-over; on SQLite the ``UPDATE`` takes the file's write lock."""
+        fence = getattr(self._fences, "by_storage", {}).get(id(self))
+        if fence is None:
+            return
+        study_id, key, prefix = fence
+        session = self.scoped_session()
+        held = session.execute(
+            sa.update(_SYSTEM_ATTRS)
+            .where(
+                _SYSTEM_ATTRS.c.study_id == study_id,
+                _SYSTEM_ATTRS.c.key == key,
+                _SYSTEM_ATTRS.c.value_json.like(prefix + "%"),
+            )
+            .values(value_json=_SYSTEM_ATTRS.c.value_json)
+        ).rowcount
+        if held != 1:
+            session.rollback()
+            session.close()
+            raise FencedError("this driver's lease on the study is gone: another driver holds it")
 
     def _retrying(self, name: str, call):
         if getattr(self._inside, "active", False):
@@ -145,6 +178,7 @@ class RetryingRDBStorage(RDBStorage):
         per key (a trial's end writes a dozen; each commit of a SQLite file waits for its disk)."""
 
         def write() -> None:
+            self._prove_lease()
             with _rdb_storage._create_scoped_session(self.scoped_session, True) as session:
                 for key, value in attrs.items():
                     self._set_trial_attr_without_commit(
@@ -154,11 +188,33 @@ class RetryingRDBStorage(RDBStorage):
         self._retrying("set_trial_user_attrs", write)
 
 
+#: The writes to a study's trials: each proves the lease first inside :func:`fenced_writes`.
+_TRIAL_WRITES = frozenset(
+    {
+        "create_new_trial",
+        "_create_new_trial",
+        "set_trial_param",
+        "_set_trial_param",
+        "set_trial_state_values",
+        "set_trial_intermediate_value",
+        "set_trial_user_attr",
+        "set_trial_system_attr",
+    }
+)
+
+
 def _wrap(name: str):
     method = getattr(RDBStorage, name)
 
     @functools.wraps(method)
     def retried(self: RetryingRDBStorage, *args: Any, **kwargs: Any) -> Any:
+        if name in _TRIAL_WRITES:
+
+            def call() -> Any:
+                self._prove_lease()
+                return method(self, *args, **kwargs)
+
+            return self._retrying(name, call)
         return self._retrying(name, lambda: method(self, *args, **kwargs))
 
     return retried
@@ -214,6 +270,29 @@ def close_storage(url: str) -> None:
 
 
 on_dispose(close_storage)
+
+
+@contextmanager
+def fenced_writes(study: optuna.Study, key: str, holder: str) -> Iterator[None]:
+    """While inside, this thread's writes to ``study``'s trials are fenced: each commits only if the study system
+    attr ``key`` (a lease written by :func:`swap_study_system_attr`, a JSON object whose first key is ``"id"``)
+    still names ``holder``, checked in the write's own transaction; else :class:`~service.errors.FencedError`.
+    A check before a write leaves a gap (a process paused between the two); this one does not. Where the storage
+    is not ours, nothing is checked."""
+    backend = _rdb(study)
+    if not isinstance(backend, RetryingRDBStorage):
+        yield
+        return
+    fences = backend._fences.__dict__.setdefault("by_storage", {})
+    before = fences.get(id(backend))
+    fences[id(backend)] = (study._study_id, key, '{"id": ' + json.dumps(holder))
+    try:
+        yield
+    finally:
+        if before is None:
+            fences.pop(id(backend), None)
+        else:
+            fences[id(backend)] = before
 
 
 def fail_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, attrs: dict[str, Any]) -> bool:
@@ -292,8 +371,6 @@ def swap_study_system_attr(study: optuna.Study, key: str, expected: str | None, 
     Returns the JSON text now stored (what to pass as ``expected`` next time), or None if another writer changed it
     first. Retried through an outage like every storage call (a commit whose answer was lost counts as done).
     """
-    import json
-
     text = json.dumps(value)
     rdb = _rdb(study)
     where = (_SYSTEM_ATTRS.c.study_id == study._study_id, _SYSTEM_ATTRS.c.key == key)

@@ -3,7 +3,9 @@
 Every write of the lease is a compare-and-set on the JSON text this driver last wrote
 (:func:`.._optuna.swap_study_system_attr`): taking it over from a stale holder, renewing and releasing it all fail
 if another driver wrote meanwhile. A driver whose renewal fails has lost the study: :meth:`Lease.holds` turns False
-and the engine stops telling Optuna anything (it is *fenced*). A driver that died leaves a stale lease (not renewed
+and the engine stops telling Optuna anything (it is *fenced*); and every write to a trial checks, in its own
+transaction, that the lease still names this driver (:meth:`Lease.fenced_writes`), so a driver paused between a
+check and a write writes nothing either. A driver that died leaves a stale lease (not renewed
 for ``ttl_s``, or its process gone on this host); the next driver takes the study over.
 """
 
@@ -21,7 +23,7 @@ from typing import Any
 
 import optuna
 
-from .._optuna import study_system_attr_json, swap_study_system_attr
+from .._optuna import fenced_writes, study_system_attr_json, swap_study_system_attr
 from ..errors import LeaseHeldError
 from ..trial_report import StudyAttr
 
@@ -120,6 +122,12 @@ class Lease:
         if time.monotonic() - self._confirmed > self.ttl_s / 2:
             self._swap()
         return not self._lost.is_set()
+
+    def fenced_writes(self):
+        """A context in which this thread's writes to the study's trials commit only while this driver holds the
+        lease, checked in each write's own transaction (:func:`.._optuna.fenced_writes`): a driver paused between
+        a :meth:`holds` and its write cannot write after another took the study over."""
+        return fenced_writes(self.study, StudyAttr.LEASE, self.token["id"])
 
     def release(self) -> None:
         """Stop renewing and mark the lease released, unless another driver holds it now (then nothing)."""

@@ -25,6 +25,7 @@ from search_spaces.spec import StudySpec
 
 from .._optuna import reopen_trial, set_intermediate_value, set_user_attrs, stored_intermediate_values
 from ..core.jsondata import jsonable
+from ..errors import FencedError
 from ..optuna_queries import epochs_spent, stored_trials
 from ..trial_report import MAX_REASON_CHARS, EpochReport, FailKind, TrialAttr, curves, summary
 
@@ -144,9 +145,21 @@ class OptunaStudySearcher(Searcher):
             runs, self._running = list(self._running.values()), {}
         if self.fenced:
             return 0
-        for run in runs:
-            self._fail(run.optuna_trial, kind, reason, self._told_by())
+        try:
+            for run in runs:
+                self._fail(run.optuna_trial, kind, reason, self._told_by())
+        except FencedError:
+            self._lost_the_study()
+            return 0
         return len(runs)
+
+    def _lost_the_study(self) -> None:
+        """A write found the lease another driver's (:func:`.._optuna.fenced_writes`): fenced from now on."""
+        if not self._fenced:
+            self._fenced = True
+            log.warning(
+                "study %s: a write found the lease lost; this driver tells Optuna nothing more", self.study.study_name
+            )
 
     # -- Searcher API ---------------------------------------------------------------------------------------------
 
@@ -158,17 +171,25 @@ class OptunaStudySearcher(Searcher):
                 return Searcher.FINISHED
             if self.fenced:
                 return Searcher.FINISHED
-            if self._resumable:
-                return self._relaunch(trial_id, self._resumable.pop(0))
-            remaining = self.spec.budget.n_trials - self._n_finished  # type: ignore[operator]
-            if remaining <= len(self._running) or self._grid_exhausted() or self._no_epochs_left():
-                # enough trials are under way; a failure (or a pruned trial's unspent epochs) may call for another
-                return None if self._running else Searcher.FINISHED
-            trial = self.study.ask(self._distributions)
-            self._running[trial_id] = TrialRun(trial)
-            self._numbers[trial_id] = trial.number
-            config = self._config(trial.number, dict(trial.params))
-            set_user_attrs(trial, {**self._driven_by(trial_id), TrialAttr.SEED: config["trial"]["seed"]})
+            try:
+                return self._ask(trial_id)
+            except FencedError:
+                self._lost_the_study()
+                return Searcher.FINISHED
+
+    def _ask(self, trial_id: str) -> dict[str, Any] | str | None:
+        """The next trial's config, or what :meth:`suggest` answers when there is none (lock held)."""
+        if self._resumable:
+            return self._relaunch(trial_id, self._resumable.pop(0))
+        remaining = self.spec.budget.n_trials - self._n_finished  # type: ignore[operator]
+        if remaining <= len(self._running) or self._grid_exhausted() or self._no_epochs_left():
+            # enough trials are under way; a failure (or a pruned trial's unspent epochs) may call for another
+            return None if self._running else Searcher.FINISHED
+        trial = self.study.ask(self._distributions)
+        self._running[trial_id] = TrialRun(trial)
+        self._numbers[trial_id] = trial.number
+        config = self._config(trial.number, dict(trial.params))
+        set_user_attrs(trial, {**self._driven_by(trial_id), TrialAttr.SEED: config["trial"]["seed"]})
         return config
 
     def _driven_by(self, trial_id: str) -> dict[str, Any]:
@@ -202,7 +223,10 @@ class OptunaStudySearcher(Searcher):
         """Record where a running trial's latest checkpoint is, so a resumed study can continue the trial."""
         run = self._running.get(trial_id)
         if run is not None and not self.fenced:
-            run.optuna_trial.set_user_attr(TrialAttr.CHECKPOINT, {"uri": uri, "epoch": epoch})
+            try:
+                run.optuna_trial.set_user_attr(TrialAttr.CHECKPOINT, {"uri": uri, "epoch": epoch})
+            except FencedError:
+                self._lost_the_study()
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         run = self._running.get(trial_id)
@@ -211,7 +235,10 @@ class OptunaStudySearcher(Searcher):
         if self.fenced:
             log.warning("trial %d: an epoch's result is dropped (this driver lost the study)", run.optuna_trial.number)
             return
-        self._record(run, result)
+        try:
+            self._record(run, result)
+        except FencedError:
+            self._lost_the_study()
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         with self._lock:
@@ -221,10 +248,15 @@ class OptunaStudySearcher(Searcher):
         if self.fenced:
             log.warning("trial %d: its result is dropped (this driver lost the study)", run.optuna_trial.number)
             return
-        if result is not None:
-            # the result that made the scheduler stop a trial comes only here, not through on_trial_result
-            self._record(run, result)
-        self._tell(trial_id, run, result, error)
+        try:
+            if result is not None:
+                # the result that made the scheduler stop a trial comes only here, not through on_trial_result
+                self._record(run, result)
+            self._tell(trial_id, run, result, error)
+        except FencedError:
+            self._lost_the_study()
+            log.warning("trial %d: its result is dropped (this driver lost the study)", run.optuna_trial.number)
+            return
         self._on_change()
 
     def save(self, checkpoint_path: str) -> None:

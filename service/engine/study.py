@@ -80,7 +80,7 @@ def run_study(
     """
     spec = _validated(spec)
     study, created = create_or_load(storage_url, spec, resume)
-    with Lease(study, _lease_ttl(lease_ttl_s), driver=driver) as lease:
+    with Lease(study, _lease_ttl(lease_ttl_s), driver=driver) as lease, lease.fenced_writes():
         reason = "its driver stopped while it ran, before any checkpoint (failed when the study resumed)"
         orphans, resumable = fail_orphaned_trials(study, reason)
         if orphans:

@@ -23,6 +23,9 @@ from service.testing.server import start_server, start_worker, wait_state, wait_
 from service.testing.specs import quick_spec
 from service.trial_report import TrialAttr
 from tests.conftest import unique_name
+from tests.unit.service.engine.test_lease import (
+    test_a_write_after_the_lease_was_taken_over_is_refused_even_without_a_check_first as _refused,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_address")]
 
@@ -177,3 +180,8 @@ def test_a_paused_worker_whose_study_was_taken_over_tells_optuna_nothing_when_re
         storage.engine.dispose()
         engine.dispose()
         (tmp_path / "timeline.txt").write_text("\n".join(say.lines) + "\n")
+
+
+def test_a_write_after_the_lease_was_taken_over_is_refused_on_postgresql(own_pg_url):
+    # the unit test's writes, on PostgreSQL: the no-op UPDATE of the lease row that each write makes first
+    _refused(own_pg_url)

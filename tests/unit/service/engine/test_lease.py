@@ -11,7 +11,7 @@ from search_spaces.spec import StudySpec
 from service._optuna import open_storage, read_study_system_attr, write_study_system_attr
 from service.engine.lease import Lease
 from service.engine.records import create_or_load
-from service.errors import ConflictError, LeaseHeldError, NameTakenError
+from service.errors import ConflictError, FencedError, LeaseHeldError, NameTakenError
 from service.testing.specs import quick_spec
 from service.trial_report import StudyAttr
 from tests.conftest import unique_name
@@ -77,3 +77,37 @@ def test_two_drivers_racing_for_a_stale_lease_cannot_both_take_it(sqlite_url):
     with pytest.raises(LeaseHeldError):
         Lease(study, ttl_s=30).acquire()
     a.release()
+
+
+def test_a_write_after_the_lease_was_taken_over_is_refused_even_without_a_check_first(sqlite_url):
+    """The gap between a check and a write (a driver paused right after :meth:`Lease.holds` said yes): each write to
+    a trial proves the lease in its own transaction, so the paused driver's tell, report and attrs write nothing."""
+    study = optuna.create_study(storage=open_storage(sqlite_url), study_name=unique_name("gap"))
+    first = Lease(study, ttl_s=0.4, driver="worker-a")
+    first.acquire()
+    with first.fenced_writes():
+        trial = study.ask()
+        trial.report(0.5, step=1)  # the lease is ours: written
+    assert first.holds()  # the check a driver makes before writing: yes... then it pauses
+    first._stop.set()
+    first._thread.join()
+    time.sleep(0.5)
+    second = Lease(study, ttl_s=0.4, driver="worker-b")
+    second.acquire()
+    with first.fenced_writes():  # ...and resumes straight into its writes, without checking again
+        with pytest.raises(FencedError, match="another driver holds it"):
+            study.tell(trial, 0.9)
+        with pytest.raises(FencedError):
+            trial.set_user_attr("told_by", "worker-a")
+        with pytest.raises(FencedError):
+            study._storage.set_trial_intermediate_value(trial._trial_id, 2, 0.7)
+        with pytest.raises(FencedError):
+            study.ask()
+    stored = study._storage.get_trial(trial._trial_id)
+    assert stored.state == optuna.trial.TrialState.RUNNING and "told_by" not in stored.user_attrs
+    assert stored.intermediate_values == {1: 0.5} and len(study.trials) == 1
+    with second.fenced_writes():  # the new holder writes as usual
+        study.tell(trial, 0.8)
+    assert study._storage.get_trial(trial._trial_id).value == 0.8
+    second.release()
+    study.ask()  # outside a fence nothing is checked (a plain Optuna user of the same storage)
