@@ -30,9 +30,11 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
 		|| echo "chromium not installed: the browser check of the comparison report will skip" || true
 
-# tests/unit, tests/integration and the doctests; tests/integration/cluster in a process of its own
+# tests/unit, tests/integration and the doctests in 3 processes (pytest-xdist): the integration tier as two groups,
+# each in a process of its own (tests/conftest.py), the unit tier spread over all three; then
+# tests/integration/cluster in a process of its own
 test: install browser
-	$(PY) -m pytest -q -m "not cluster"
+	$(PY) -m pytest -q -n 3 --dist loadgroup -m "not cluster"
 	# the multi-node cluster tests in a process of their own: the session's local Ray and its workers stay out of it
 	$(PY) -m pytest -q -m cluster
 

@@ -25,6 +25,20 @@ INTEGRATION_FIXTURES = {"pg_url", "own_pg_url", "private_pg", "ray_address", "se
 TESTS = Path(__file__).resolve().parent
 UNIT = TESTS / "unit"
 INTEGRATION = TESTS / "integration"
+#: Under pytest-xdist (``make test``: ``-n 3 --dist loadgroup``) the integration tier runs as two groups, each in
+#: one worker process with session fixtures of its own (the unit tier spreads over every worker): the tests that
+#: start processes and databases of their own (a private PostgreSQL they stop, workers they kill or pause, the
+#: soak), and the rest, on the session's server and Ray. Most of either group's time is spent waiting on other
+#: processes, so the two overlap well on two cores.
+OWN_PROCESSES = {
+    "test_cancels.py",
+    "test_faults.py",
+    "test_fencing.py",
+    "test_private_pg.py",
+    "test_soak.py",
+    "test_worker.py",
+    "test_worker_checkpoints.py",
+}
 
 
 def _directly_parametrized(item) -> set[str]:
@@ -53,9 +67,10 @@ def _integration_needs(item) -> list[str]:
     return needs
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's hook reads the xdist_group marks
 def pytest_collection_modifyitems(config, items) -> None:
     """The tier follows the folder: mark ``integration`` every test under tests/integration (``-m`` selections keep
-    working); refuse a test under tests/unit that needs PostgreSQL, Ray or a real server, and a test file in tests/
+    working) and put it in its xdist group (:data:`OWN_PROCESSES`); refuse a test under tests/unit that needs PostgreSQL, Ray or a real server, and a test file in tests/
     outside both tiers. Skip the ``cuda`` tests where there is no CUDA GPU."""
     if any(item.get_closest_marker("cuda") for item in items):
         import torch
@@ -70,6 +85,8 @@ def pytest_collection_modifyitems(config, items) -> None:
         path = Path(item.path).resolve()
         if INTEGRATION in path.parents:
             item.add_marker(pytest.mark.integration)
+            own = path.name in OWN_PROCESSES
+            item.add_marker(pytest.mark.xdist_group("integration-own-processes" if own else "integration-shared"))
         elif UNIT in path.parents:
             needs = _integration_needs(item)
             if needs:
