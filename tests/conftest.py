@@ -25,11 +25,11 @@ INTEGRATION_FIXTURES = {"pg_url", "own_pg_url", "private_pg", "ray_address", "se
 TESTS = Path(__file__).resolve().parent
 UNIT = TESTS / "unit"
 INTEGRATION = TESTS / "integration"
-#: Under pytest-xdist (``make test``: ``-n 3 --dist loadgroup``) the integration tier runs as two groups, each in
-#: one worker process with session fixtures of its own (the unit tier spreads over every worker): the tests that
-#: start processes and databases of their own (a private PostgreSQL they stop, workers they kill or pause, the
-#: soak), and the rest, on the session's server and Ray. Most of either group's time is spent waiting on other
-#: processes, so the two overlap well on two cores.
+#: Under pytest-xdist (``make test``: ``-n 3 --dist loadgroup``, scheduled by :func:`pytest_xdist_make_scheduler`)
+#: the integration tier runs as two groups, each in one worker process with session fixtures of its own (the unit
+#: tier spreads over every worker): the tests that start processes and databases of their own (a private PostgreSQL
+#: they stop, workers they kill or pause, the soak), and the rest, on the session's server and Ray. Most of either
+#: group's time is spent waiting on other processes, so the two overlap well on two cores.
 OWN_PROCESSES = {
     "test_cancels.py",
     "test_faults.py",
@@ -39,6 +39,31 @@ OWN_PROCESSES = {
     "test_worker.py",
     "test_worker_checkpoints.py",
 }
+
+
+def xdist_scope(nodeid: str) -> str:
+    """The unit of work a pytest-xdist worker takes whole: one of the integration tier's two groups
+    (:data:`OWN_PROCESSES`), else the test alone."""
+    path = nodeid.split("::", 1)[0]
+    if not path.startswith("tests/integration/"):
+        return nodeid
+    return "integration-own-processes" if Path(path).name in OWN_PROCESSES else "integration-shared"
+
+
+@pytest.hookimpl(optionalhook=True)  # (a hook of pytest-xdist, a dev dependency)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` groups by :func:`xdist_scope`, largest group first (xdist's own ``xdist_group`` marks
+    do not reach its scheduler under pytest 9, which no longer reads the ``_nodeid`` they rewrite)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TierScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(nodeid)
+
+    config.option.loadscopereorder = True  # the largest scopes (the two groups) are handed out first
+    return TierScheduling(config, log)
 
 
 def _directly_parametrized(item) -> set[str]:
@@ -67,10 +92,9 @@ def _integration_needs(item) -> list[str]:
     return needs
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's hook reads the xdist_group marks
 def pytest_collection_modifyitems(config, items) -> None:
     """The tier follows the folder: mark ``integration`` every test under tests/integration (``-m`` selections keep
-    working) and put it in its xdist group (:data:`OWN_PROCESSES`); refuse a test under tests/unit that needs PostgreSQL, Ray or a real server, and a test file in tests/
+    working); refuse a test under tests/unit that needs PostgreSQL, Ray or a real server, and a test file in tests/
     outside both tiers. Skip the ``cuda`` tests where there is no CUDA GPU."""
     if any(item.get_closest_marker("cuda") for item in items):
         import torch
@@ -85,8 +109,6 @@ def pytest_collection_modifyitems(config, items) -> None:
         path = Path(item.path).resolve()
         if INTEGRATION in path.parents:
             item.add_marker(pytest.mark.integration)
-            own = path.name in OWN_PROCESSES
-            item.add_marker(pytest.mark.xdist_group("integration-own-processes" if own else "integration-shared"))
         elif UNIT in path.parents:
             needs = _integration_needs(item)
             if needs:
