@@ -1,5 +1,6 @@
 # Two commands for a newcomer: `make demo` and `make test`. Both set up .venv first.
-# `make test-fast`: tests/unit (the in-process API included) and the packages' doctests: no PostgreSQL, Ray or uvicorn.
+# `make test-fast`: tests/unit (the in-process API included) and the packages' doctests: no PostgreSQL, Ray or uvicorn
+# (3 processes).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -40,7 +41,7 @@ test: install browser
 
 # the folder decides the tier: tests/conftest.py refuses a test under tests/unit that needs PostgreSQL, Ray or a server
 test-fast: install
-	$(PY) -m pytest -q tests/unit tvlars search_spaces
+	$(PY) -m pytest -q -n 3 tests/unit tvlars search_spaces
 
 demo: install
 	$(BIN)/tvlars-tune demo

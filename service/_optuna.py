@@ -129,18 +129,21 @@ class RetryingRDBStorage(RDBStorage):
             return
         study_id, key, prefix = fence
         session = self.scoped_session()
-        held = session.execute(
-            sa.update(_SYSTEM_ATTRS)
-            .where(
-                _SYSTEM_ATTRS.c.study_id == study_id,
-                _SYSTEM_ATTRS.c.key == key,
-                _SYSTEM_ATTRS.c.value_json.like(prefix + "%"),
-            )
-            .values(value_json=_SYSTEM_ATTRS.c.value_json)
-        ).rowcount
-        if held != 1:
-            session.rollback()
+        try:
+            held = session.execute(
+                sa.update(_SYSTEM_ATTRS)
+                .where(
+                    _SYSTEM_ATTRS.c.study_id == study_id,
+                    _SYSTEM_ATTRS.c.key == key,
+                    _SYSTEM_ATTRS.c.value_json.like(prefix + "%"),
+                )
+                .values(value_json=_SYSTEM_ATTRS.c.value_json)
+            ).rowcount
+        except Exception:  # (an outage: the retry starts on a clean session)
             session.close()
+            raise
+        if held != 1:
+            session.close()  # (rolls the transaction back)
             raise FencedError("this driver's lease on the study is gone: another driver holds it")
 
     def _retrying(self, name: str, call):

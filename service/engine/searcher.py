@@ -12,7 +12,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,21 +146,23 @@ class OptunaStudySearcher(Searcher):
             runs, self._running = list(self._running.values()), {}
         if self.fenced:
             return 0
-        try:
+        with self._writing():
             for run in runs:
                 self._fail(run.optuna_trial, kind, reason, self._told_by())
-        except FencedError:
-            self._lost_the_study()
-            return 0
-        return len(runs)
+            return len(runs)
+        return 0
 
-    def _lost_the_study(self) -> None:
-        """A write found the lease another driver's (:func:`.._optuna.fenced_writes`): fenced from now on."""
-        if not self._fenced:
-            self._fenced = True
-            log.warning(
-                "study %s: a write found the lease lost; this driver tells Optuna nothing more", self.study.study_name
-            )
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Writes to the study: one that finds the lease another driver's (:func:`.._optuna.fenced_writes`) ends
+        the block, and this driver is fenced from then on."""
+        try:
+            yield
+        except FencedError:
+            if not self._fenced:
+                self._fenced = True
+                name = self.study.study_name
+                log.warning("study %s: a write found the lease lost; this driver tells Optuna nothing more", name)
 
     # -- Searcher API ---------------------------------------------------------------------------------------------
 
@@ -171,11 +174,9 @@ class OptunaStudySearcher(Searcher):
                 return Searcher.FINISHED
             if self.fenced:
                 return Searcher.FINISHED
-            try:
+            with self._writing():
                 return self._ask(trial_id)
-            except FencedError:
-                self._lost_the_study()
-                return Searcher.FINISHED
+            return Searcher.FINISHED
 
     def _ask(self, trial_id: str) -> dict[str, Any] | str | None:
         """The next trial's config, or what :meth:`suggest` answers when there is none (lock held)."""
@@ -223,10 +224,8 @@ class OptunaStudySearcher(Searcher):
         """Record where a running trial's latest checkpoint is, so a resumed study can continue the trial."""
         run = self._running.get(trial_id)
         if run is not None and not self.fenced:
-            try:
+            with self._writing():
                 run.optuna_trial.set_user_attr(TrialAttr.CHECKPOINT, {"uri": uri, "epoch": epoch})
-            except FencedError:
-                self._lost_the_study()
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         run = self._running.get(trial_id)
@@ -235,10 +234,8 @@ class OptunaStudySearcher(Searcher):
         if self.fenced:
             log.warning("trial %d: an epoch's result is dropped (this driver lost the study)", run.optuna_trial.number)
             return
-        try:
+        with self._writing():
             self._record(run, result)
-        except FencedError:
-            self._lost_the_study()
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         with self._lock:
@@ -248,16 +245,12 @@ class OptunaStudySearcher(Searcher):
         if self.fenced:
             log.warning("trial %d: its result is dropped (this driver lost the study)", run.optuna_trial.number)
             return
-        try:
+        with self._writing():
             if result is not None:
                 # the result that made the scheduler stop a trial comes only here, not through on_trial_result
                 self._record(run, result)
             self._tell(trial_id, run, result, error)
-        except FencedError:
-            self._lost_the_study()
-            log.warning("trial %d: its result is dropped (this driver lost the study)", run.optuna_trial.number)
-            return
-        self._on_change()
+            self._on_change()
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: every trial is in the Optuna database, which is what a resumed study reads."""

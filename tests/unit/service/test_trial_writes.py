@@ -4,15 +4,19 @@ runner's checkpoints at most one per ``checkpoint_interval_s`` of a trial. Real 
 
 from __future__ import annotations
 
+import time
+
 import optuna
 import pytest
 import sqlalchemy as sa
+from ray.tune.search import Searcher
 
 from search_spaces.spec import StudySpec
 from service._optuna import close_storage, open_storage, set_user_attrs
 from service.core.config import get_settings
 from service.core.db import dispose, get_engine
 from service.engine.factories import build_distributions
+from service.engine.lease import Lease
 from service.engine.records import create_or_load
 from service.engine.searcher import OptunaStudySearcher
 from service.engine.trainable import run_trial
@@ -119,3 +123,27 @@ def test_a_runner_checkpoints_at_most_once_per_interval(searcher, interval_s, sa
     )
     assert epochs == saved
     assert get_settings().checkpoint_interval_s == 0.0  # the tests' own (tests/conftest.py); the service's is 10
+
+
+def test_a_searcher_whose_lease_is_gone_drops_the_trials_end_and_asks_for_no_more(searcher):
+    """Its lease check said yes (``fenced`` never turns True here), then another driver took the study over: the
+    trial's end is refused in the write itself, the searcher is fenced, and nothing of the trial is stored."""
+    first = Lease(searcher.study, ttl_s=0.4, driver="w-1")
+    first.acquire()
+    with first.fenced_writes():
+        config = searcher.suggest("ray-1")
+    results: list[dict] = []
+    run_trial(config, lambda result, _folder: results.append(result), trial_id="ray-1")
+    first._stop.set()  # the driver pauses past the lease's TTL...
+    first._thread.join()
+    time.sleep(0.5)
+    second = Lease(searcher.study, ttl_s=0.4, driver="w-2")
+    second.acquire()  # ...another takes the study over
+    with first.fenced_writes():
+        searcher.on_trial_complete("ray-1", results[-1])  # no exception: the end is dropped
+        assert searcher.fenced
+        assert searcher.suggest("ray-2") == Searcher.FINISHED
+    second.release()
+    (trial,) = searcher.study.trials
+    assert trial.state == optuna.trial.TrialState.RUNNING and TrialAttr.TOLD_BY not in trial.user_attrs
+    assert trial.intermediate_values == {}  # not even its last epoch's value
