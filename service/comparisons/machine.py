@@ -153,7 +153,8 @@ def advance(*, session: Session, comparison_id: str, storage_url: str) -> bool:
             else:
                 queue_reruns(session, record, spec, mine, storage_url)
                 log.info("comparison %s: batch %s tuned, re-runs queued", record.name, bs)
-        record.phase = _phase(studies_of(session, record.id)).value
+        if moved:
+            record.phase = _phase(studies_of(session, record.id)).value
         return moved
     if any(s.state != StudyState.SUCCEEDED for s in studies):
         return moved
