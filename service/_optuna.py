@@ -191,11 +191,12 @@ class RetryingRDBStorage(RDBStorage):
         self._retrying("set_trial_user_attrs", write)
 
 
-#: The writes to a study's trials: each proves the lease first inside :func:`fenced_writes`. (``create_new_trial``
-#: and ``set_trial_param`` call ``_create_new_trial`` and ``_set_trial_param``, which prove it.)
+#: The writes to a study's trials: each proves the lease first inside :func:`fenced_writes`.
 _TRIAL_WRITES = frozenset(
     {
+        "create_new_trial",
         "_create_new_trial",
+        "set_trial_param",
         "_set_trial_param",
         "set_trial_state_values",
         "set_trial_intermediate_value",
