@@ -35,6 +35,7 @@ __all__ = [
     "is_outage",
     "is_transient",
     "close_storage",
+    "end_trial",
     "fail_trial",
     "fenced_writes",
     "open_storage",
@@ -52,6 +53,9 @@ log = logging.getLogger(__name__)
 
 _LOCK = threading.Lock()
 _STORAGES: dict[str, optuna.storages.RDBStorage] = {}
+#: PostgreSQL's SQLSTATE for a transaction ended by ``idle_in_transaction_session_timeout``
+#: (``TVLARS_DB_IDLE_IN_TRANSACTION_S``; psycopg raises it as an InternalError): the connection is gone, not the server.
+IDLE_IN_TRANSACTION_TIMEOUT = "25P03"
 #: Back-off between retries through an outage: from the first value, doubling up to the last.
 RETRY_FIRST_S, RETRY_MAX_S = 0.5, 5.0
 
@@ -79,9 +83,11 @@ def is_transient(error: BaseException) -> bool:
     """The database is unreachable or restarting (Optuna wraps SQLAlchemy's error in StorageInternalError)."""
     if isinstance(error, StorageInternalError):
         error = error.__cause__ or error
+    orig = getattr(error, "orig", None)
+    if getattr(orig, "sqlstate", None) == IDLE_IN_TRANSACTION_TIMEOUT:
+        return True  # PostgreSQL ended a transaction this process left idle (it was stopped inside it): retry anew
     if not isinstance(error, TRANSIENT_ERRORS):
         return False
-    orig = getattr(error, "orig", None)
     if type(orig).__module__ == "sqlite3":  # SQLite's OperationalError is also "no such table": only a lock passes
         return "locked" in str(orig) or "busy" in str(orig)
     return True
@@ -115,6 +121,7 @@ class RetryingRDBStorage(RDBStorage):
     """
 
     retry_s: float = 0.0
+    _ends = threading.local()  # .attrs: {trial id: user attrs to write in the transaction that ends the trial}
     _inside = threading.local()  # a retried call that calls another (create_new_trial → _create_new_trial) retries once
     _fences = threading.local()  # .by_storage: {id(storage): (study_id, lease key, the lease's JSON prefix)}
 
@@ -146,6 +153,21 @@ class RetryingRDBStorage(RDBStorage):
             session.close()  # (rolls the transaction back)
             raise FencedError("this driver's lease on the study is gone: another driver holds it")
 
+    def _stage_end_attrs(self, trial_id: int) -> None:
+        """Under :func:`end_trial`: write the trial's end attrs into the transaction that is about to set its state
+        (the thread's scoped session, which Optuna's ``set_trial_state_values`` then uses and commits), so that a
+        trial's end is stored whole or not at all."""
+        attrs = getattr(self._ends, "attrs", {}).get(trial_id)
+        if not attrs:
+            return
+        session = self.scoped_session()
+        try:
+            for key, value in attrs.items():
+                self._set_trial_attr_without_commit(session, _rdb_models.TrialUserAttributeModel, trial_id, key, value)
+        except Exception:  # (a finished trial, or an outage: the retry starts on a clean session)
+            session.close()
+            raise
+
     def _retrying(self, name: str, call):
         if getattr(self._inside, "active", False):
             return call()
@@ -169,7 +191,7 @@ class RetryingRDBStorage(RDBStorage):
                 if delay is None:
                     raise
                 if backoff.failures == 1:
-                    log.warning("database unavailable (%s): retrying for up to %.0f s", name, self.retry_s)
+                    log.warning("database unavailable or busy (%s): retrying for up to %.0f s", name, self.retry_s)
                 time.sleep(delay)
                 continue
             if backoff.failures:
@@ -215,6 +237,8 @@ def _wrap(name: str):
 
             def call() -> Any:
                 self._prove_lease()
+                if name == "set_trial_state_values":
+                    self._stage_end_attrs(kwargs.get("trial_id", args[0] if args else None))
                 return method(self, *args, **kwargs)
 
             return self._retrying(name, call)
@@ -298,13 +322,48 @@ def fenced_writes(study: optuna.Study, key: str, holder: str) -> Iterator[None]:
             fences[id(backend)] = before
 
 
+@contextmanager
+def _ending(storage: BaseStorage, trial_id: int, attrs: Mapping[str, Any]) -> Iterator[bool]:
+    """While inside, the write that sets the trial's state also writes ``attrs`` (one transaction); yields whether
+    it will (False where the storage is not ours: write the attrs first)."""
+    backend = _unwrapped(storage)
+    if not isinstance(backend, RetryingRDBStorage):
+        yield False
+        return
+    ends = backend._ends.__dict__.setdefault("attrs", {})
+    ends[trial_id] = attrs
+    try:
+        yield True
+    finally:
+        ends.pop(trial_id, None)
+
+
+def end_trial(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    attrs: Mapping[str, Any],
+    values: float | list[float] | None = None,
+    state: TrialState | None = None,
+) -> None:
+    """``study.tell(trial, values, state=state)`` with ``attrs`` as the trial's user attrs, written in the same
+    transaction as its state where the storage is ours: a trial's end is stored whole or not at all (a driver
+    stopped between two commits would leave a RUNNING trial that looks told)."""
+    with _ending(study._storage, trial._trial_id, attrs) as together:
+        if not together:
+            set_user_attrs(trial, attrs)
+        study.tell(trial, values, state=state)
+
+
 def fail_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, attrs: dict[str, Any]) -> bool:
-    """FAIL a RUNNING trial this process did not ask for (a dead driver's), with ``attrs`` as user attrs.
+    """FAIL a RUNNING trial this process did not ask for (a dead driver's), with ``attrs`` as user attrs (one
+    transaction where the storage is ours).
 
     Returns whether this call made it FAIL (False: it had finished meanwhile).
     """
-    _set_user_attrs(study._storage, trial._trial_id, attrs)
-    return study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    with _ending(study._storage, trial._trial_id, attrs) as together:
+        if not together:
+            _set_user_attrs(study._storage, trial._trial_id, attrs)
+        return study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
 
 
 def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:

@@ -102,6 +102,14 @@ class Settings(BaseSettings):
     db_pool_timeout_s: float = Field(default=2.0, gt=0, description="wait for a pooled connection, then 503")
     db_connect_timeout_s: int = Field(default=3, ge=1, description="PostgreSQL connect timeout (psycopg)")
     db_statement_timeout_s: float = Field(default=4.0, gt=0, description="PostgreSQL statement_timeout")
+    db_idle_in_transaction_s: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "PostgreSQL idle_in_transaction_session_timeout: a process paused or cut off inside a transaction (a "
+            "driver between a write's lease proof and its commit) has it ended and its row locks freed after this long"
+        ),
+    )
     db_outage_retry_s: float = Field(
         default=600.0, ge=0, description="how long the worker and engine retry through a database outage"
     )

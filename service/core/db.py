@@ -61,7 +61,9 @@ def normalize_url(url: str) -> str:
 def engine_kwargs(url: str) -> dict:
     """SQLAlchemy engine options from the settings: a busy timeout for SQLite; for a server, a pool sized to the
     API's threads, a short wait for a pooled connection, and connect and statement timeouts, so that a dead or hung
-    database is an error within seconds (a 503 over REST) rather than a hang; pre-ping (connections die on restarts).
+    database is an error within seconds (a 503 over REST) rather than a hang; an idle-in-transaction timeout, so that
+    a process stopped inside a transaction does not hold its row locks (a study's lease row) from the others for
+    longer; pre-ping (connections die on restarts).
     """
     from .config import get_settings
 
@@ -80,7 +82,10 @@ def engine_kwargs(url: str) -> dict:
         **pool,
         "connect_args": {
             "connect_timeout": settings.db_connect_timeout_s,
-            "options": f"-c statement_timeout={int(settings.db_statement_timeout_s * 1000)}",
+            "options": (
+                f"-c statement_timeout={int(settings.db_statement_timeout_s * 1000)}"
+                f" -c idle_in_transaction_session_timeout={int(settings.db_idle_in_transaction_s * 1000)}"
+            ),
         },
     }
 

@@ -24,7 +24,7 @@ from ray.tune.search import Searcher
 
 from search_spaces.spec import StudySpec
 
-from .._optuna import reopen_trial, set_intermediate_value, set_user_attrs, stored_intermediate_values
+from .._optuna import end_trial, reopen_trial, set_intermediate_value, set_user_attrs, stored_intermediate_values
 from ..core.jsondata import jsonable
 from ..errors import FencedError
 from ..optuna_queries import epochs_spent, stored_trials
@@ -352,8 +352,8 @@ class OptunaStudySearcher(Searcher):
                     set_intermediate_value(self.study, trial, int(r.epoch), value)
 
     def _tell(self, trial_id: str, run: TrialRun, result: dict[str, Any] | None, error: bool) -> None:
-        """Store how the trial ended: its attrs (who told it, its curves and summary, why it failed) in one write,
-        then its state."""
+        """Store how the trial ended: its attrs (who told it, its curves and summary, why it failed) and its state,
+        in one transaction."""
         trial = run.optuna_trial
         attrs: dict[str, Any] = {**self._told_by(), TrialAttr.CHECKPOINT: None}  # ended: nothing to continue
         last = run.results[-1] if run.results else None
@@ -375,8 +375,7 @@ class OptunaStudySearcher(Searcher):
         elif last is not None and last.final:
             values = [last.value(o.metric) for o in self.spec.objectives]
             if all(v is not None and math.isfinite(v) for v in values):
-                set_user_attrs(trial, attrs)
-                self.study.tell(trial, values[0] if self._single_objective else values)
+                end_trial(self.study, trial, attrs, values[0] if self._single_objective else values)
                 with self._lock:
                     self._n_finished += 1
             else:
@@ -386,8 +385,7 @@ class OptunaStudySearcher(Searcher):
             self._fail(trial, FailKind.CANCELLED, reason, attrs)
         elif self._single_objective and run.results:
             # stopped by the scheduler before its last epoch: PRUNED, valued at its last intermediate value
-            set_user_attrs(trial, attrs)
-            self.study.tell(trial, state=TrialState.PRUNED)
+            end_trial(self.study, trial, attrs, state=TrialState.PRUNED)
             with self._lock:
                 self._n_finished += 1
         else:
@@ -399,6 +397,5 @@ class OptunaStudySearcher(Searcher):
     def _fail(self, trial: optuna.Trial, kind: str, reason: str, attrs: dict[str, Any] | None = None) -> None:
         """FAIL the trial with its kind and reason, written with ``attrs`` in one go."""
         failure = {TrialAttr.FAIL_KIND: kind, TrialAttr.FAIL_REASON: reason[:MAX_REASON_CHARS]}
-        set_user_attrs(trial, {**(attrs or {}), **failure})
-        self.study.tell(trial, state=TrialState.FAIL)
+        end_trial(self.study, trial, {**(attrs or {}), **failure}, state=TrialState.FAIL)
         log.info("trial %d FAIL (%s): %s", trial.number, kind, reason.splitlines()[0] if reason else "")

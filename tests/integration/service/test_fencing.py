@@ -17,11 +17,17 @@ from datetime import datetime
 import optuna
 import pytest
 import sqlalchemy as sa
+from optuna.storages._rdb.models import TrialUserAttributeModel
 
+from service._optuna import RetryingRDBStorage, close_storage, open_storage
+from service.core.config import get_settings
+from service.core.db import engine_kwargs
+from service.engine.lease import Lease
+from service.errors import FencedError
 from service.models import StudyRecord, WorkerRecord
 from service.testing.server import start_server, start_worker, wait_state, wait_until
 from service.testing.specs import quick_spec
-from service.trial_report import TrialAttr
+from service.trial_report import FailKind, TrialAttr
 from tests.conftest import unique_name
 from tests.unit.service.engine.test_lease import (
     test_a_write_after_the_lease_was_taken_over_is_refused_even_without_a_check_first as _refused,
@@ -60,6 +66,12 @@ def _holder(engine: sa.Engine, study_id: str) -> tuple[str | None, int | None]:
             .where(StudyRecord.id == study_id)
         ).one()
     return row[0], row[1]
+
+
+def _stopped(pid: int) -> bool:
+    """The process is stopped by a signal (its state in ``/proc/<pid>/stat`` is ``T``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
 
 
 def _trials(storage, name: str) -> list[optuna.trial.FrozenTrial]:
@@ -101,10 +113,14 @@ def test_a_paused_worker_whose_study_was_taken_over_tells_optuna_nothing_when_re
             stale_id, pid = _holder(engine, study_id)
             paused = next(name for name, p in workers.items() if p.pid == pid)
             other = next(name for name in workers if name != paused)
-            before = {t.number: t.state for t in _trials(storage, spec["name"])}
-            running = [n for n, s in before.items() if s == optuna.trial.TrialState.RUNNING]
             os.kill(pid, signal.SIGSTOP)
             paused_at = time.monotonic()
+            wait_until(lambda: _stopped(pid), 10, "the worker to stop")
+            # what the driver wrote before the pause, read once it can write no more (a commit it sent just before
+            # the signal lands within milliseconds): a trial still RUNNING now is one it must never tell
+            time.sleep(1.0)
+            before = {t.number: t.state for t in _trials(storage, spec["name"])}
+            running = [n for n, s in before.items() if s == optuna.trial.TrialState.RUNNING]
             say(f"SIGSTOP worker {paused} ({stale_id}) while it drives trial(s) {running}; trials then: {before}")
 
             new_id = wait_until(
@@ -152,7 +168,14 @@ def test_a_paused_worker_whose_study_was_taken_over_tells_optuna_nothing_when_re
                 assert t.user_attrs.get(TrialAttr.TOLD_BY) == stale_id
                 continue
             assert t.user_attrs.get(TrialAttr.TOLD_BY) in (new_id, None), (t.number, t.user_attrs)
-            assert t.user_attrs.get(TrialAttr.DRIVER) in (new_id, stale_id)
+            if t.user_attrs.get(TrialAttr.DRIVER) is None:
+                # asked by the stale driver just before the pause (Optuna's ask commits before the driver records
+                # itself on the trial, and that record was refused after the take-over): the new driver FAILs it as
+                # an orphan, as it would a dead driver's
+                assert t.number in before and t.state == optuna.trial.TrialState.FAIL, (t.number, t.state)
+                assert t.user_attrs.get(TrialAttr.FAIL_KIND) == FailKind.ORPHANED, t.user_attrs
+            else:
+                assert t.user_attrs.get(TrialAttr.DRIVER) in (new_id, stale_id)
             if t.number not in before:  # asked for after the pause: by the new driver only
                 assert t.user_attrs.get(TrialAttr.DRIVER) == new_id
         assert sorted(t.number for t in trials) == list(range(len(trials)))
@@ -185,3 +208,51 @@ def test_a_paused_worker_whose_study_was_taken_over_tells_optuna_nothing_when_re
 def test_a_write_after_the_lease_was_taken_over_is_refused_on_postgresql(own_pg_url):
     # the unit test's writes, on PostgreSQL: the no-op UPDATE of the lease row that each write makes first
     _refused(own_pg_url)
+
+
+def test_a_driver_stopped_inside_a_write_holds_the_take_over_back_only_until_its_transaction_is_ended(
+    own_pg_url, monkeypatch
+):
+    """A write's lease proof locks the lease row until the write commits; a driver stopped between the two (SIGSTOP,
+    a frozen VM, a cut-off network) would keep every other driver from taking the study over for as long as it is
+    stopped. PostgreSQL ends a transaction left idle for ``TVLARS_DB_IDLE_IN_TRANSACTION_S``: the take-over waits
+    that long at most, the stopped write is rolled back, and the driver, resumed, is fenced."""
+    monkeypatch.setenv("TVLARS_DB_IDLE_IN_TRANSACTION_S", "2")
+    get_settings.cache_clear()
+    other = None
+    try:
+        study = optuna.create_study(storage=open_storage(own_pg_url), study_name=unique_name("stopped"))
+        first = Lease(study, ttl_s=0.4, driver="worker-a")
+        first.acquire()
+        with first.fenced_writes():
+            trial = study.ask()
+            # a write that proved the lease and wrote its attr, then stopped before its commit
+            backend = study._storage._backend
+            backend._prove_lease()
+            session = backend.scoped_session()
+            backend._set_trial_attr_without_commit(session, TrialUserAttributeModel, trial._trial_id, "told_by", "a")
+            session.flush()
+        stopped_at = time.monotonic()
+        first._stop.set()  # (its renewals stop with it)
+        first._thread.join()
+        time.sleep(0.6)  # the lease is stale: 0.4 s without a renewal
+
+        other = RetryingRDBStorage(own_pg_url, engine_kwargs=engine_kwargs(own_pg_url))
+        other.retry_s = 20.0  # (without the timeout the take-over waits for the lock until this ends, and fails)
+        second = Lease(optuna.load_study(study_name=study.study_name, storage=other), ttl_s=0.4, driver="worker-b")
+        second.acquire()
+        waited = time.monotonic() - stopped_at
+        # it waited for the stopped transaction (the row was locked), and no longer than its idle timeout allows
+        # (plus one statement_timeout of 4 s, the most a try blocked on the lock can take before the retry)
+        assert 1.5 < waited < 2 + 4 + 2, waited
+        with first.fenced_writes():  # resumed: its connection was ended; the retry proves the lease, and fails
+            with pytest.raises(FencedError):
+                study.tell(trial, 0.9)
+        stored = other.get_trial(trial._trial_id)
+        assert stored.state == optuna.trial.TrialState.RUNNING and "told_by" not in stored.user_attrs
+        second.release()
+    finally:
+        get_settings.cache_clear()
+        close_storage(own_pg_url)
+        if other is not None:
+            other.engine.dispose()

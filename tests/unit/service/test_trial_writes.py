@@ -78,8 +78,8 @@ def searcher(sqlite_url) -> OptunaStudySearcher:
     )
 
 
-def test_a_finished_trial_is_told_in_three_commits(searcher, sqlite_url):
-    """Its last epoch's value, its attrs (who told it, curves, summary), its state: once each, not once per key."""
+def test_a_finished_trial_is_told_in_two_commits(searcher, sqlite_url):
+    """Its last epoch's value; then its attrs (who told it, curves, summary) with its state, in one transaction."""
     config = searcher.suggest("ray-1")
     results: list[dict] = []
     run_trial(config, lambda result, _folder: results.append(result), trial_id="ray-1")
@@ -87,7 +87,7 @@ def test_a_finished_trial_is_told_in_three_commits(searcher, sqlite_url):
         searcher.on_trial_result("ray-1", result)
     commits = _count_commits(open_storage(sqlite_url).engine)
     searcher.on_trial_complete("ray-1", results[-1])
-    assert len(commits) == 3
+    assert len(commits) == 2
     trial = searcher.study.trials[0]
     assert trial.state == optuna.trial.TrialState.COMPLETE
     assert trial.user_attrs[TrialAttr.TOLD_BY] == "w-1" and trial.user_attrs[TrialAttr.CHECKPOINT] is None
