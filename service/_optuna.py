@@ -268,7 +268,9 @@ def _enable_sqlite_wal(url: str) -> None:
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """The process's one ``RDBStorage`` for ``url`` (created on first use: tables, WAL for SQLite); it retries
-    through outages for ``TVLARS_DB_OUTAGE_RETRY_S`` (see :class:`RetryingRDBStorage`)."""
+    through outages for ``TVLARS_DB_OUTAGE_RETRY_S`` (see :class:`RetryingRDBStorage`), and on PostgreSQL a
+    transaction of it left idle for ``TVLARS_DB_IDLE_IN_TRANSACTION_S`` is ended (its process was stopped inside a
+    write: the lease row it locked is freed for a take-over)."""
     url = normalize_url(url)
     with _LOCK:
         storage = _STORAGES.get(url)
@@ -279,7 +281,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
                 _enable_sqlite_wal(url)
             from .core.config import get_settings
 
-            storage = RetryingRDBStorage(url, engine_kwargs=engine_kwargs(url))
+            storage = RetryingRDBStorage(url, engine_kwargs=engine_kwargs(url, idle_in_transaction=True))
             if sqlite_file:
                 sqlite_synchronous(storage.engine)
                 storage.engine.dispose()  # the connections made while creating its tables: opened again with it

@@ -106,8 +106,9 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         description=(
-            "PostgreSQL idle_in_transaction_session_timeout: a process paused or cut off inside a transaction (a "
-            "driver between a write's lease proof and its commit) has it ended and its row locks freed after this long"
+            "PostgreSQL idle_in_transaction_session_timeout of the Optuna storage's connections: a process paused or "
+            "cut off inside a write (between its lease proof and its commit) has it ended and its row locks freed "
+            "after this long"
         ),
     )
     db_outage_retry_s: float = Field(

@@ -58,12 +58,15 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def engine_kwargs(url: str) -> dict:
+def engine_kwargs(url: str, *, idle_in_transaction: bool = False) -> dict:
     """SQLAlchemy engine options from the settings: a busy timeout for SQLite; for a server, a pool sized to the
     API's threads, a short wait for a pooled connection, and connect and statement timeouts, so that a dead or hung
-    database is an error within seconds (a 503 over REST) rather than a hang; an idle-in-transaction timeout, so that
-    a process stopped inside a transaction does not hold its row locks (a study's lease row) from the others for
-    longer; pre-ping (connections die on restarts).
+    database is an error within seconds (a 503 over REST) rather than a hang; pre-ping (connections die on restarts).
+
+    ``idle_in_transaction``: PostgreSQL also ends a transaction left idle for ``TVLARS_DB_IDLE_IN_TRANSACTION_S``, so
+    that a process stopped inside one does not hold its row locks (a study's lease row) from the others for longer.
+    For Optuna's storage, whose transactions are single storage calls; not for the service's, where a comparison's
+    step holds its row lock while it reads and computes.
     """
     from .config import get_settings
 
@@ -82,9 +85,11 @@ def engine_kwargs(url: str) -> dict:
         **pool,
         "connect_args": {
             "connect_timeout": settings.db_connect_timeout_s,
-            "options": (
-                f"-c statement_timeout={int(settings.db_statement_timeout_s * 1000)}"
+            "options": f"-c statement_timeout={int(settings.db_statement_timeout_s * 1000)}"
+            + (
                 f" -c idle_in_transaction_session_timeout={int(settings.db_idle_in_transaction_s * 1000)}"
+                if idle_in_transaction
+                else ""
             ),
         },
     }

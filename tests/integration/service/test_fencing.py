@@ -21,7 +21,7 @@ from optuna.storages._rdb.models import TrialUserAttributeModel
 
 from service._optuna import RetryingRDBStorage, close_storage, open_storage
 from service.core.config import get_settings
-from service.core.db import engine_kwargs
+from service.core.db import engine_kwargs, get_engine
 from service.engine.lease import Lease
 from service.errors import FencedError
 from service.models import StudyRecord, WorkerRecord
@@ -222,6 +222,11 @@ def test_a_driver_stopped_inside_a_write_holds_the_take_over_back_only_until_its
     other = None
     try:
         study = optuna.create_study(storage=open_storage(own_pg_url), study_name=unique_name("stopped"))
+        show = "SHOW idle_in_transaction_session_timeout"
+        with study._storage._backend.engine.connect() as conn:
+            assert conn.exec_driver_sql(show).scalar() == "2s"
+        with get_engine(own_pg_url).connect() as conn:  # not the service's: a comparison's step computes in one
+            assert conn.exec_driver_sql(show).scalar() == "0"
         first = Lease(study, ttl_s=0.4, driver="worker-a")
         first.acquire()
         with first.fenced_writes():
@@ -237,7 +242,7 @@ def test_a_driver_stopped_inside_a_write_holds_the_take_over_back_only_until_its
         first._thread.join()
         time.sleep(0.6)  # the lease is stale: 0.4 s without a renewal
 
-        other = RetryingRDBStorage(own_pg_url, engine_kwargs=engine_kwargs(own_pg_url))
+        other = RetryingRDBStorage(own_pg_url, engine_kwargs=engine_kwargs(own_pg_url, idle_in_transaction=True))
         other.retry_s = 20.0  # (without the timeout the take-over waits for the lock until this ends, and fails)
         second = Lease(optuna.load_study(study_name=study.study_name, storage=other), ttl_s=0.4, driver="worker-b")
         second.acquire()
