@@ -459,10 +459,14 @@ def ours_speed(ctx: Context, batch_size: int, precision: str, epochs: int) -> di
     if ctx.cuda:
         torch.cuda.reset_peak_memory_stats()
     result = run(config)
-    speeds = [row["images_per_s"] for row in result["history"][1:]]  # the first epoch is warm-up
+    history = result["history"]
+    # the first epoch is warm-up; a run that diverged in it (bf16 on a CPU can, at the dry run's tiny shapes) stopped
+    # there, and that epoch's steps are all there is to time
+    speeds = [row["images_per_s"] for row in history[1:] or history]
     return {
         "images_per_s": statistics.median(speeds),
         "diverged": result["diverged"],
+        "warm_up_only": len(history) < 2,
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if ctx.cuda else None,
     }
 
@@ -494,7 +498,7 @@ def trial_speed(ctx: Context) -> SectionResult:
             if ours["peak_gib"] is not None:
                 row["ours peak GiB"] = f"{ours['peak_gib']:.1f}"
             if ours["diverged"]:
-                row["note"] = "ours diverged (speed still measured)"
+                row["note"] = "ours diverged (speed still measured" + (", in warm-up)" if ours["warm_up_only"] else ")")
             try:
                 if official_note:
                     raise Skip(official_note)
