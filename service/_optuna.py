@@ -162,11 +162,14 @@ class RetryingRDBStorage(RDBStorage):
             return
         session = self.scoped_session()
         try:
-            for key, value in attrs.items():
-                self._set_trial_attr_without_commit(session, _rdb_models.TrialUserAttributeModel, trial_id, key, value)
+            self._user_attrs_without_commit(session, trial_id, attrs)
         except Exception:  # (a finished trial, or an outage: the retry starts on a clean session)
             session.close()
             raise
+
+    def _user_attrs_without_commit(self, session, trial_id: int, attrs: Mapping[str, Any]) -> None:
+        for key, value in attrs.items():
+            self._set_trial_attr_without_commit(session, _rdb_models.TrialUserAttributeModel, trial_id, key, value)
 
     def _retrying(self, name: str, call):
         if getattr(self._inside, "active", False):
@@ -205,10 +208,7 @@ class RetryingRDBStorage(RDBStorage):
         def write() -> None:
             self._prove_lease()
             with _rdb_storage._create_scoped_session(self.scoped_session, True) as session:
-                for key, value in attrs.items():
-                    self._set_trial_attr_without_commit(
-                        session, _rdb_models.TrialUserAttributeModel, trial_id, key, value
-                    )
+                self._user_attrs_without_commit(session, trial_id, attrs)
 
         self._retrying("set_trial_user_attrs", write)
 
@@ -325,17 +325,18 @@ def fenced_writes(study: optuna.Study, key: str, holder: str) -> Iterator[None]:
 
 
 @contextmanager
-def _ending(storage: BaseStorage, trial_id: int, attrs: Mapping[str, Any]) -> Iterator[bool]:
-    """While inside, the write that sets the trial's state also writes ``attrs`` (one transaction); yields whether
-    it will (False where the storage is not ours: write the attrs first)."""
+def _ending(storage: BaseStorage, trial_id: int, attrs: Mapping[str, Any]) -> Iterator[None]:
+    """While inside, the write that sets the trial's state also writes ``attrs``, in one transaction (where the
+    storage is not ours: ``attrs`` are written first, one call per key)."""
     backend = _unwrapped(storage)
     if not isinstance(backend, RetryingRDBStorage):
-        yield False
+        _set_user_attrs(storage, trial_id, attrs)
+        yield
         return
     ends = backend._ends.__dict__.setdefault("attrs", {})
     ends[trial_id] = attrs
     try:
-        yield True
+        yield
     finally:
         ends.pop(trial_id, None)
 
@@ -350,9 +351,7 @@ def end_trial(
     """``study.tell(trial, values, state=state)`` with ``attrs`` as the trial's user attrs, written in the same
     transaction as its state where the storage is ours: a trial's end is stored whole or not at all (a driver
     stopped between two commits would leave a RUNNING trial that looks told)."""
-    with _ending(study._storage, trial._trial_id, attrs) as together:
-        if not together:
-            set_user_attrs(trial, attrs)
+    with _ending(study._storage, trial._trial_id, attrs):
         study.tell(trial, values, state=state)
 
 
@@ -362,9 +361,7 @@ def fail_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, attrs: dict
 
     Returns whether this call made it FAIL (False: it had finished meanwhile).
     """
-    with _ending(study._storage, trial._trial_id, attrs) as together:
-        if not together:
-            _set_user_attrs(study._storage, trial._trial_id, attrs)
+    with _ending(study._storage, trial._trial_id, attrs):
         return study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
 
 
